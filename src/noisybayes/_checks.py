@@ -1,0 +1,93 @@
+"""Validation at the boundary: turn user data into tensors or say exactly what is wrong.
+
+Every message names the argument, the rule and the offending value, in the form
+``"<name> must be <rule>, got <value>"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["as_float_tensor", "check_positive", "check_positive_int", "check_choice"]
+
+
+def _to_numpy_like(name: str, value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if hasattr(value, "dtypes") and hasattr(value, "columns"):  # a pandas DataFrame
+        bad = [str(c) for c, t in value.dtypes.items() if not np.issubdtype(t, np.number)]
+        if bad:
+            raise TypeError(f"{name} must have numeric columns only, got non-numeric {bad}")
+        value = value.to_numpy(dtype=np.float64)
+    elif hasattr(value, "dtype") and hasattr(value, "to_numpy"):  # a pandas Series
+        if not np.issubdtype(value.dtype, np.number):
+            raise TypeError(f"{name} must be numeric, got dtype {value.dtype}")
+        value = value.to_numpy(dtype=np.float64)
+    array = np.asarray(value)
+    if array.dtype == object or not (
+        np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
+    ):
+        raise TypeError(f"{name} must be numeric, got an array of dtype {array.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def as_float_tensor(
+    name: str,
+    value: Any,
+    *,
+    ndim: tuple[int, ...] | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Convert ``value`` (tensor, numpy array, pandas object, list) to a finite float tensor.
+
+    Integer and boolean input becomes ``torch.get_default_dtype()`` unless ``dtype`` is given;
+    float input keeps its precision unless ``dtype`` is given.
+    """
+    tensor = _to_numpy_like(name, value)
+    if tensor.is_complex():
+        raise TypeError(f"{name} must be real-valued, got dtype {tensor.dtype}")
+    if dtype is not None:
+        tensor = tensor.to(dtype)
+    elif not tensor.is_floating_point():
+        tensor = tensor.to(torch.get_default_dtype())
+    if ndim is not None and tensor.ndim not in ndim:
+        wanted = " or ".join(f"{d}-D" for d in ndim)
+        raise ValueError(f"{name} must be {wanted}, got shape {tuple(tensor.shape)}")
+    if tensor.ndim > 0 and tensor.shape[0] == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(tensor.shape)}")
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        n_bad = int((~finite).sum())
+        first = tuple(int(i) for i in (~finite).nonzero()[0])
+        raise ValueError(
+            f"{name} must be finite, got {n_bad} NaN/inf value(s), the first at index {first}"
+        )
+    return tensor
+
+
+def check_positive(name: str, value: float) -> float:
+    """Return ``value`` as a float if it is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number > 0, got {value!r}")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return float(value)
+
+
+def check_positive_int(name: str, value: int) -> int:
+    """Return ``value`` if it is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer >= 1, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value

@@ -1,0 +1,35 @@
+"""Randomness as an argument: run library code that draws from torch's global generator
+(``Distribution.sample``) reproducibly from a user's ``torch.Generator``, leaving the
+global generator untouched."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+__all__ = ["make_generator", "seeded_from"]
+
+
+def make_generator(seed: int | None = None, generator: torch.Generator | None = None):
+    """The generator to use: ``generator`` if given, else a new one seeded with ``seed``."""
+    if generator is not None:
+        if seed is not None:
+            raise ValueError(f"seed must be None when a generator is given, got {seed!r}")
+        return generator
+    new = torch.Generator()
+    if seed is None:
+        new.seed()
+    else:
+        new.manual_seed(int(seed))
+    return new
+
+
+@contextmanager
+def seeded_from(generator: torch.Generator) -> Iterator[None]:
+    """Within the block the global generator is seeded from ``generator``; restored after."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

@@ -1,0 +1,1 @@
+"""Front ends: scikit-learn-style estimators."""

@@ -1,0 +1,58 @@
+"""Regression data for a fit: inputs ``x`` (a tensor or a tuple of tensors) and targets ``y``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from noisybayes._checks import as_float_tensor
+from noisybayes.infer.objective import Data
+
+__all__ = ["as_data", "as_inputs", "batches"]
+
+
+def as_inputs(x: Any, dtype: torch.dtype | None = None, name: str = "x") -> tuple[torch.Tensor, ...]:
+    """``x`` as a tuple of finite float tensors sharing their first dimension."""
+    parts = x if isinstance(x, tuple) else (x,)
+    if not parts:
+        raise ValueError(f"{name} must hold at least one tensor, got an empty tuple")
+    names = [name] if len(parts) == 1 else [f"{name}[{i}]" for i in range(len(parts))]
+    tensors = tuple(
+        as_float_tensor(n, p, dtype=dtype) for n, p in zip(names, parts, strict=True)
+    )
+    rows = {t.shape[0] if t.ndim else None for t in tensors}
+    if None in rows or len(rows) != 1:
+        shapes = [tuple(t.shape) for t in tensors]
+        raise ValueError(f"{name} must be tensors with the same number of rows, got shapes {shapes}")
+    return tensors
+
+
+def as_data(x: Any, y: Any) -> Data:
+    """Check and convert ``(x, y)`` to one float dtype: the widest of the inputs' (ints count as
+    the default dtype)."""
+    y_tensor = as_float_tensor("y", y)
+    if y_tensor.ndim == 0:
+        raise ValueError("y must have one row per observation, got a scalar")
+    xs = as_inputs(x)
+    dtype = y_tensor.dtype
+    for t in xs:
+        dtype = torch.promote_types(dtype, t.dtype)
+    xs = tuple(t.to(dtype) for t in xs)
+    y_tensor = y_tensor.to(dtype)
+    if xs[0].shape[0] != y_tensor.shape[0]:
+        raise ValueError(
+            f"x and y must have the same number of rows, got {xs[0].shape[0]} and {y_tensor.shape[0]}"
+        )
+    return xs, y_tensor
+
+
+def batches(data: Data, batch_size: int, generator: torch.Generator):
+    """Endless minibatches: a fresh random permutation each epoch, sliced by index."""
+    xs, y = data
+    n = y.shape[0]
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n - batch_size + 1, batch_size):
+            index = order[start : start + batch_size]
+            yield tuple(x[index] for x in xs), y[index]

@@ -1,0 +1,122 @@
+"""Laplace start: the posterior mode and the curvature there, to whiten the VI problem.
+
+``u* = argmax log p(u, y)`` by L-BFGS, then ``H = -grad^2 log p(u*, y)``; the Laplace
+approximation is ``N(u*, H^{-1})``. For a linear-Gaussian model it is the exact posterior.
+On large data the curvature is estimated on a random subset of rows, scaled by ``N/n``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.func import hessian
+
+from noisybayes.infer.objective import Data, LogJoint, no_validation
+
+__all__ = ["LaplaceResult", "laplace", "whitening"]
+
+
+@dataclass(frozen=True)
+class LaplaceResult:
+    """Mode ``loc`` (``(P,)``), curvature ``precision`` (``(P, P)``) and how the search went."""
+
+    loc: torch.Tensor
+    precision: torch.Tensor
+    converged: bool
+    n_evaluations: int
+    positive_definite: bool
+
+
+def _lbfgs(
+    objective: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, max_iter: int
+) -> tuple[torch.Tensor, bool, int]:
+    """Minimise ``objective(v)`` from ``start``; returns the minimiser, convergence, evaluations."""
+    v = start.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS(
+        [v], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
+        tolerance_grad=1e-9, tolerance_change=1e-12,
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = objective(v)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    state = optimizer.state[optimizer._params[0]]
+    n_eval = int(state.get("func_evals", 0))
+    converged = n_eval < max_iter * 1.25 and bool(torch.isfinite(v).all())
+    return v.detach(), converged, n_eval
+
+
+def _curvature(log_joint: LogJoint, u: torch.Tensor, rows: Data, n_data: int) -> torch.Tensor:
+    xs, y = rows
+    scale = n_data / y.shape[0]
+
+    def neg_log_joint(v: torch.Tensor) -> torch.Tensor:
+        return -log_joint.single(v, xs, y, scale)
+
+    with no_validation():
+        h = hessian(neg_log_joint)(u.detach())
+    return 0.5 * (h + h.T)
+
+
+def whitening(precision: torch.Tensor, diagonal: bool) -> tuple[torch.Tensor, bool]:
+    """``T`` with ``T T^T ≈ precision^{-1}`` (``(P,P)``), or ``1/sqrt(diag)`` if ``diagonal``.
+
+    Eigenvalues are floored at ``1e-10 * max`` so a flat or saddle direction still gets a
+    finite scale; the flag says whether the floor was needed.
+    """
+    h = precision.double()
+    eigvals, eigvecs = torch.linalg.eigh(h)
+    floor = 1e-10 * eigvals.abs().max().clamp_min(1e-30)
+    positive = bool((eigvals > floor).all())
+    if diagonal:
+        d = h.diagonal()
+        d = torch.where(d > floor, d, floor)
+        return d.rsqrt().to(precision.dtype), positive
+    eigvals = eigvals.clamp_min(floor)
+    return (eigvecs * eigvals.rsqrt()).to(precision.dtype), positive
+
+
+def laplace(
+    log_joint: LogJoint,
+    data: Data,
+    start: torch.Tensor,
+    generator: torch.Generator,
+    max_curvature_rows: int,
+    max_iter: int = 500,
+) -> LaplaceResult:
+    """Find the mode on all of ``data`` and the curvature on at most ``max_curvature_rows``."""
+    xs, y = data
+    n_data = y.shape[0]
+    if n_data > max_curvature_rows:
+        index = torch.randperm(n_data, generator=generator)[:max_curvature_rows]
+        subset: Data = (tuple(x[index] for x in xs), y[index])
+    else:
+        subset = data
+
+    def per_datum(rows: Data, shift: torch.Tensor, precond: torch.Tensor):
+        sub_xs, sub_y = rows
+        scale = n_data / sub_y.shape[0]
+
+        def objective(v: torch.Tensor) -> torch.Tensor:
+            with no_validation():
+                return -log_joint.single(shift + precond @ v, sub_xs, sub_y, scale) / n_data
+
+        return objective
+
+    eye = torch.eye(start.shape[0], dtype=start.dtype)
+    loc, converged, n_eval = _lbfgs(per_datum(subset, start, eye), torch.zeros_like(start), max_iter)
+    loc = start + loc
+    precision = _curvature(log_joint, loc, subset, n_data)
+    if subset is not data:
+        precond, _ = whitening(precision, diagonal=False)
+        v, converged, more = _lbfgs(per_datum(data, loc, precond), torch.zeros_like(loc), max_iter)
+        loc, n_eval = loc + precond @ v, n_eval + more
+        precision = _curvature(log_joint, loc, subset, n_data)
+    _, positive = whitening(precision, diagonal=False)
+    return LaplaceResult(loc, precision, converged, n_eval, positive)

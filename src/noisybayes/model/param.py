@@ -1,0 +1,111 @@
+"""``nb.param``: the declaration of one uncertain parameter, its prior and its support."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.distributions import Distribution, Transform, biject_to, constraints
+
+__all__ = ["ParamSpec", "param"]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """An uncertain parameter: ``prior`` over values of ``shape`` living in ``support``.
+
+    ``prior=None`` is an improper flat prior on ``support`` (it adds nothing to the
+    log-density). ``transform`` maps the unconstrained space onto ``support``.
+    """
+
+    prior: Distribution | None
+    shape: torch.Size
+    support: constraints.Constraint
+    transform: Transform
+
+    @property
+    def unconstrained_shape(self) -> torch.Size:
+        """Shape of the free (unconstrained) variable, e.g. ``n - 1`` for a simplex."""
+        return torch.Size(self.transform.inverse_shape(self.shape))
+
+    def log_prior(self, value: torch.Tensor) -> torch.Tensor:
+        """``log p(value)`` summed over the parameter's elements (0 for a flat prior)."""
+        if self.prior is None:
+            return value.new_zeros(())
+        return self.prior.log_prob(value).sum()
+
+
+def _prior_shape(prior: Distribution, shape: tuple[int, ...] | None) -> torch.Size:
+    if shape is None:
+        return prior.batch_shape + prior.event_shape
+    shape = torch.Size(shape)
+    n_event = len(prior.event_shape)
+    if n_event and shape[len(shape) - n_event :] != prior.event_shape:
+        raise ValueError(
+            f"shape must end with the prior's event shape {tuple(prior.event_shape)}, "
+            f"got {tuple(shape)}"
+        )
+    batch = shape[: len(shape) - n_event]
+    try:
+        compatible = torch.broadcast_shapes(batch, prior.batch_shape) == batch
+    except RuntimeError:
+        compatible = False
+    if not compatible:
+        raise ValueError(
+            f"shape must be compatible with the prior's batch shape {tuple(prior.batch_shape)}, "
+            f"got {tuple(shape)}"
+        )
+    return shape
+
+
+def _check_support_matches(prior: Distribution, support: constraints.Constraint) -> None:
+    """Raise unless points of ``support`` lie in the prior's support."""
+    probe = biject_to(support)(torch.linspace(-5.0, 5.0, 11))
+    inside = prior.support.check(probe.reshape(-1, *([1] * len(prior.batch_shape))))
+    if not bool(inside.all()):
+        raise ValueError(
+            f"support must lie inside the prior's support {prior.support}, got {support}"
+        )
+
+
+def param(
+    prior: Distribution | None,
+    *,
+    shape: tuple[int, ...] | None = None,
+    support: constraints.Constraint | None = None,
+) -> ParamSpec:
+    """Declare an uncertain parameter inside an ``nb.Model``'s ``__init__``.
+
+    Args:
+        prior: any ``torch.distributions.Distribution`` (a prior with batch shape ``(d,)``
+            gives each element its own prior), or ``None`` for an improper flat prior.
+        shape: the parameter's shape; by default the prior's batch + event shape
+            (scalar for ``Normal(0., 10.)``). A scalar prior is broadcast over ``shape``.
+        support: the constraint the values satisfy; by default the prior's support
+            (``constraints.real`` for a flat prior).
+    """
+    if prior is not None and not isinstance(prior, Distribution):
+        raise TypeError(
+            f"prior must be a torch.distributions.Distribution or None, got {type(prior).__name__}"
+        )
+    if support is not None and not isinstance(support, constraints.Constraint):
+        raise TypeError(
+            f"support must be a torch.distributions.constraints.Constraint, got {support!r}"
+        )
+    if prior is None:
+        full_shape = torch.Size(() if shape is None else shape)
+        support = constraints.real if support is None else support
+    else:
+        full_shape = _prior_shape(prior, shape)
+        if support is None:
+            support = prior.support
+        else:
+            _check_support_matches(prior, support)
+        prior = prior.expand(full_shape[: len(full_shape) - len(prior.event_shape)])
+    if any(int(s) < 1 for s in full_shape):
+        raise ValueError(f"shape must have positive sizes, got {tuple(full_shape)}")
+    try:
+        transform = biject_to(support)
+    except NotImplementedError:
+        raise ValueError(f"support must have a known bijection from R^n, got {support}") from None
+    return ParamSpec(prior=prior, shape=full_shape, support=support, transform=transform)
