@@ -1,0 +1,46 @@
+"""Bayesian neural networks by noise injection: layers, a converter, the ELBO, prediction.
+
+    net = nb.bayesian(torch.nn.Sequential(...))          # weights become loc + scale * eps
+    lik = nb.nn.Gaussian()                                # learned noise scale
+    opt = torch.optim.Adam([*net.parameters(), *lik.parameters()])
+    loss = nb.elbo_loss(net, xb, yb, likelihood=lik, n_data=N)
+    nb.nn.predict(net, x_new, likelihood=lik)             # mean, epistemic/aleatoric sd
+"""
+
+from noisybayes.nn.base import NoisyModule, posterior_mean
+from noisybayes.nn.conv import BayesConv2d
+from noisybayes.nn.convert import MeanFieldNoise, bayesian
+from noisybayes.nn.likelihoods import (
+    Bernoulli,
+    Categorical,
+    Gaussian,
+    HeteroscedasticGaussian,
+    Likelihood,
+    NoiseCollapseWarning,
+    StudentT,
+)
+from noisybayes.nn.linear import BayesLinear
+from noisybayes.nn.objective import elbo_loss, kl_divergence
+from noisybayes.nn.predict import ClassPrediction, predict
+from noisybayes.nn.priors import scale_mixture_prior
+
+__all__ = [
+    "BayesConv2d",
+    "BayesLinear",
+    "Bernoulli",
+    "Categorical",
+    "ClassPrediction",
+    "Gaussian",
+    "HeteroscedasticGaussian",
+    "Likelihood",
+    "MeanFieldNoise",
+    "NoiseCollapseWarning",
+    "NoisyModule",
+    "StudentT",
+    "bayesian",
+    "elbo_loss",
+    "kl_divergence",
+    "posterior_mean",
+    "predict",
+    "scale_mixture_prior",
+]

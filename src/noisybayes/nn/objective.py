@@ -1,0 +1,168 @@
+"""The objective for a user's own training loop: the per-datum negative ELBO.
+
+    loss = -(1/B) sum_{i in batch} E_q[log p(y_i | x_i, w)] + temperature * KL(q || p) / N
+
+Averaged over the minibatches of one epoch it equals the full-data ``-ELBO / N`` (for
+``temperature = 1``), so each step is an unbiased estimate and learning rates do not
+depend on the data size. ``temperature = 1`` is the Bayesian posterior; other values
+are tempered posteriors and are the caller's explicit choice.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from noisybayes.nn.base import NoisyModule
+from noisybayes.nn.conv import BayesConv2d
+from noisybayes.nn.convert import noise_parametrizations
+from noisybayes.nn.likelihoods import (
+    Bernoulli,
+    Categorical,
+    Gaussian,
+    Likelihood,
+    NoiseCollapseWarning,
+)
+from noisybayes.nn.linear import BayesLinear
+
+__all__ = ["elbo_loss", "kl_divergence", "resolve_likelihood", "sample_outputs"]
+
+LikelihoodArg = Likelihood | str | nn.Module | Callable[..., torch.Tensor]
+_NAMED = ("categorical", "bernoulli")
+
+
+def kl_divergence(model: nn.Module, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``KL(q || p)`` summed over every noisy parameter of ``model``, a scalar tensor."""
+    terms = [m.kl(generator=generator) for m in model.modules()
+             if isinstance(m, NoisyModule) and type(m).kl is not NoisyModule.kl]
+    terms += [noise.kl_of(loc, generator=generator) for noise, loc in noise_parametrizations(model)]
+    if not terms:
+        raise ValueError("model must have Bayesian parameters (see nb.bayesian), got none in "
+                         f"{type(model).__name__}")
+    return torch.stack(terms).sum()
+
+
+def resolve_likelihood(likelihood: LikelihoodArg) -> Likelihood:
+    """A :class:`Likelihood` from the ``likelihood`` argument; squared error warns.
+
+    ``"mse"``, an ``nn.MSELoss`` or ``F.mse_loss`` is the Gaussian likelihood with the noise
+    scale fixed at 1 in the target's units, and a stochastic network trained on squared
+    error alone sends its injected noise to zero: a :class:`NoiseCollapseWarning` says so.
+    """
+    if isinstance(likelihood, Likelihood):
+        return likelihood
+    if isinstance(likelihood, nn.MSELoss) or likelihood is F.mse_loss or likelihood == "mse":
+        warnings.warn(
+            "likelihood is squared error: the noise scale is then fixed at 1 and, without "
+            "the KL term, E[(y - f)^2] = (y - E f)^2 + Var f drives every injected scale to "
+            "zero. Use nb.nn.Gaussian() to learn the noise scale.",
+            NoiseCollapseWarning,
+            stacklevel=3,
+        )
+        return Gaussian(1.0, learn_scale=False)
+    if likelihood == "categorical":
+        return Categorical()
+    if likelihood == "bernoulli":
+        return Bernoulli()
+    if isinstance(likelihood, str):
+        hint = (" (a learned noise scale is a parameter: create nb.nn.Gaussian() once and give "
+                "its parameters to the optimizer)" if likelihood in ("gaussian", "normal") else "")
+        raise ValueError(f"likelihood must be a nb.nn.Likelihood or one of "
+                         f"{', '.join(map(repr, _NAMED))}, got {likelihood!r}{hint}")
+    raise TypeError(f"likelihood must be a nb.nn.Likelihood or a string, got {likelihood!r}")
+
+
+def _check_finite(name: str, value: Any) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        bad = ~torch.isfinite(value)
+        index = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"{name} must be finite, got {int(bad.sum())} NaN/inf value(s), "
+                         f"the first {value[index].item()!r} at index {index}")
+    if value.ndim == 0:
+        raise ValueError(f"{name} must have a leading batch dimension, got a scalar")
+    return value
+
+
+def _n_data(n_data: Any, batch: int) -> int:
+    if isinstance(n_data, torch.utils.data.DataLoader):
+        n_data = len(n_data.dataset)  # type: ignore[arg-type]
+    if isinstance(n_data, bool) or not isinstance(n_data, int) or n_data < 1:
+        raise ValueError(f"n_data must be an integer >= 1 or a DataLoader, got {n_data!r}")
+    if n_data < batch:
+        raise ValueError(f"n_data must be >= the batch size {batch} (the training set size), "
+                         f"got {n_data}")
+    return n_data
+
+
+def has_shared_noise(model: nn.Module) -> bool:
+    """Whether one forward pass shares weight noise across rows (generic noise, Flipout)."""
+    return bool(noise_parametrizations(model)) or any(
+        isinstance(m, BayesConv2d) or (isinstance(m, BayesLinear) and m.flipout)
+        for m in model.modules()
+    )
+
+
+def sample_outputs(model: nn.Module, x: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """``n_samples`` posterior draws of ``model(x)``, ``(n_samples, B, ...)``.
+
+    One batched pass over ``x`` repeated ``n_samples`` times when every noisy layer draws
+    independent noise per row (local reparameterization); one pass per draw otherwise.
+    """
+    if n_samples == 1:
+        return model(x).unsqueeze(0)
+    if has_shared_noise(model):
+        return torch.stack([model(x) for _ in range(n_samples)])
+    out = model(x.repeat(n_samples, *([1] * (x.ndim - 1))))
+    return out.reshape(n_samples, x.shape[0], *out.shape[1:])
+
+
+def elbo_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    likelihood: LikelihoodArg,
+    n_data: int | torch.utils.data.DataLoader,
+    n_samples: int = 1,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The per-datum negative ELBO of one minibatch, a scalar to ``.backward()``.
+
+    Args:
+        model: a network with Bayesian parameters (``nb.bayesian`` or ``nb.nn`` layers).
+        x: the batch inputs, ``(B, ...)``, passed to ``model`` as is.
+        y: the batch targets, ``(B, ...)``, matching the likelihood's view of the output.
+        likelihood: a ``nb.nn`` likelihood (``Gaussian()``, ``HeteroscedasticGaussian()``,
+            ``StudentT()``, ``Categorical()``, ``Bernoulli()``) or ``"categorical"`` /
+            ``"bernoulli"``.
+        n_data: the training set size ``N``, or the ``DataLoader`` that yields the batches.
+        n_samples: Monte Carlo draws of the weights per row.
+        temperature: the KL weight; 1 is the posterior.
+        generator: the randomness of a Monte Carlo KL (non-Gaussian priors).
+    """
+    lik = resolve_likelihood(likelihood)
+    x = _check_finite("x", x)
+    y = _check_finite("y", y)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"y must have as many rows as x ({x.shape[0]}), got {y.shape[0]}")
+    n = _n_data(n_data, x.shape[0])
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+    if not (isinstance(temperature, (int, float)) and 0 <= temperature < math.inf):
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    outputs = sample_outputs(model, x, n_samples)
+    y_rep = y.expand(n_samples, *y.shape).reshape(n_samples * y.shape[0], *y.shape[1:])
+    log_lik = lik.log_prob(outputs.reshape(-1, *outputs.shape[2:]), y_rep)
+    nll = -log_lik.mean()
+    if temperature == 0:
+        return nll
+    return nll + temperature * kl_divergence(model, generator=generator) / n

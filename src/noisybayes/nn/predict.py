@@ -1,0 +1,132 @@
+"""The posterior predictive of a Bayesian network by Monte Carlo over its weights.
+
+For regression, with ``f_s`` the output under weight draw ``s`` and ``p(y | f_s)`` the
+likelihood (law of total variance):
+
+    E[y] = mean_s E[y | f_s],   Var[y] = Var_s E[y | f_s] + mean_s Var[y | f_s]
+                                         (epistemic)        (aleatoric)
+
+For classification, with ``p_s`` the class probabilities of draw ``s`` and ``H`` entropy:
+
+    p = mean_s p_s,   H[p] = I(y; w) + mean_s H[p_s]   (total = epistemic + aleatoric)
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from noisybayes._rng import seeded_from
+from noisybayes.infer.posterior import Prediction
+from noisybayes.math.intervals import equal_tailed
+from noisybayes.nn.likelihoods import Bernoulli, Likelihood
+from noisybayes.nn.objective import LikelihoodArg, _check_finite, resolve_likelihood, sample_outputs
+
+__all__ = ["ClassPrediction", "predict", "predict_regression", "predict_classes"]
+
+_INTERVAL_DRAWS = 2000
+
+
+@dataclass(frozen=True)
+class ClassPrediction:
+    """The posterior predictive of class labels at ``B`` inputs.
+
+    ``probs`` is ``(B, K)`` (``(B,)``, the probability of class 1, for a Bernoulli
+    likelihood); ``entropy`` ``H[p]`` is the total uncertainty, ``mutual_information``
+    ``I(y; w)`` the epistemic part and ``expected_entropy`` ``E_q H[p_w]`` the aleatoric
+    part, each ``(B,)`` in nats.
+    """
+
+    probs: torch.Tensor
+    entropy: torch.Tensor
+    expected_entropy: torch.Tensor
+    mutual_information: torch.Tensor
+
+
+def _entropy(probs: torch.Tensor) -> torch.Tensor:
+    """``H[p] = -sum_k p_k log p_k`` over the last dim (``0 log 0 = 0``)."""
+    return -torch.special.xlogy(probs, probs).sum(-1)
+
+
+def predict_classes(outputs: torch.Tensor, lik: Likelihood) -> ClassPrediction:
+    """Class predictive from outputs ``(S, B, K)`` (logits) or ``(S, B)`` / ``(S, B, 1)``."""
+    if isinstance(lik, Bernoulli):
+        p1 = torch.sigmoid(outputs.reshape(outputs.shape[0], outputs.shape[1]))
+        per_draw = torch.stack([1 - p1, p1], -1)
+    else:
+        per_draw = torch.softmax(outputs, -1)
+    probs = per_draw.mean(0)
+    entropy = _entropy(probs)
+    expected = _entropy(per_draw).mean(0)
+    return ClassPrediction(
+        probs=probs[..., 1] if isinstance(lik, Bernoulli) else probs,
+        entropy=entropy,
+        expected_entropy=expected,
+        mutual_information=(entropy - expected).clamp_min(0.0),
+    )
+
+
+def predict_regression(outputs: torch.Tensor, lik: Likelihood, level: float) -> Prediction:
+    """Regression predictive from outputs ``(S, B, ...)``.
+
+    Fields are shaped like one draw of the likelihood's mean, ``(B, ...)`` (the model
+    output without the sample dim, less the scale column of a heteroscedastic head).
+    """
+    dist = lik.distribution(outputs)
+    means, variances = dist.mean, dist.variance
+    epistemic = means.var(0, unbiased=False)
+    aleatoric = variances.mean(0)
+    per_draw = max(1, math.ceil(_INTERVAL_DRAWS / outputs.shape[0]))
+    draws = dist.sample((per_draw,)).reshape(-1, *means.shape[1:])
+    lower, upper = equal_tailed(draws, level)
+    mean_lower, mean_upper = equal_tailed(means, level)
+    return Prediction(
+        mean=means.mean(0),
+        sd=(epistemic + aleatoric).sqrt(),
+        epistemic_sd=epistemic.sqrt(),
+        aleatoric_sd=aleatoric.sqrt(),
+        lower=lower,
+        upper=upper,
+        mean_lower=mean_lower,
+        mean_upper=mean_upper,
+        level=level,
+    )
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    likelihood: LikelihoodArg,
+    n_samples: int = 100,
+    level: float = 0.9,
+    generator: torch.Generator | None = None,
+) -> Prediction | ClassPrediction:
+    """The posterior predictive at inputs ``x`` ``(B, ...)`` from ``n_samples`` weight draws.
+
+    Returns a :class:`noisybayes.Prediction` for a regression likelihood (predictive mean,
+    total, epistemic and aleatoric sds, the central ``level`` interval for a new
+    observation and for ``E[y | x, w]``), a :class:`ClassPrediction` for a classification
+    likelihood. The model is put in eval mode for the call and restored after.
+    """
+    lik = resolve_likelihood(likelihood)
+    x = _check_finite("x", x)
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
+        raise ValueError(f"n_samples must be an integer >= 2, got {n_samples!r}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    was_training = model.training
+    model.eval()
+    try:
+        with seeded_from(generator) if generator is not None else nullcontext():
+            outputs = sample_outputs(model, x, n_samples)
+            if lik.task == "classification":
+                return predict_classes(outputs, lik)
+            return predict_regression(outputs, lik, level)
+    finally:
+        model.train(was_training)
