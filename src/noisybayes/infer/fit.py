@@ -30,7 +30,7 @@ from noisybayes.infer.data import as_data, batches
 from noisybayes.infer.laplace import laplace, whitening
 from noisybayes.infer.objective import Data, LogJoint, elbo_estimate
 from noisybayes.infer.posterior import FitInfo, Posterior
-from noisybayes.math.families import FAMILIES, GaussianFamily, LowRank
+from noisybayes.math.families import FAMILIES, FullRank, GaussianFamily, LowRank, MeanField
 from noisybayes.model.layout import ParamLayout
 from noisybayes.model.model import Model
 
@@ -79,16 +79,15 @@ def _build_family(
     name: str, laplace_loc: torch.Tensor, precision: torch.Tensor, rank: int
 ) -> GaussianFamily:
     """The family in coordinates whitened by the Laplace curvature, started at Laplace."""
-    diagonal = name != "fullrank"
-    precond, _ = whitening(precision, diagonal=diagonal)
-    family: GaussianFamily
-    if name == "lowrank":
-        family = LowRank(laplace_loc, precond, rank=min(rank, laplace_loc.shape[0]))
-        inv_t = 1.0 / precond.double()
-        cov = torch.linalg.pinv(precision.double(), hermitian=True)
-        family.set_z_covariance((inv_t[:, None] * cov * inv_t[None, :]).to(precond.dtype))
-    else:
-        family = FAMILIES[name](laplace_loc, precond)
+    if name == "fullrank":
+        return FullRank(laplace_loc, whitening(precision, diagonal=False)[0])
+    full, _ = whitening(precision, diagonal=False)
+    covariance = full @ full.T
+    if name == "meanfield":  # the mean-field optimum for a Gaussian: sd_j = 1/sqrt(H_jj)
+        return MeanField(laplace_loc, whitening(precision, diagonal=True)[0])
+    precond = covariance.diagonal().sqrt()  # Laplace marginal sds: unit-diagonal z-covariance
+    family = LowRank(laplace_loc, precond, rank=min(rank, laplace_loc.shape[0]))
+    family.set_z_covariance(covariance / precond[:, None] / precond[None, :])
     return family
 
 

@@ -67,19 +67,23 @@ def _curvature(log_joint: LogJoint, u: torch.Tensor, rows: Data, n_data: int) ->
 def whitening(precision: torch.Tensor, diagonal: bool) -> tuple[torch.Tensor, bool]:
     """``T`` with ``T T^T ≈ precision^{-1}`` (``(P,P)``), or ``1/sqrt(diag)`` if ``diagonal``.
 
-    Eigenvalues are floored at ``1e-10 * max`` so a flat or saddle direction still gets a
-    finite scale; the flag says whether the floor was needed.
+    The precision is first scaled to unit diagonal, ``C = D^{-1/2} H D^{-1/2}``, so that a
+    badly scaled but well-posed problem (a calendar year as predictor) keeps full accuracy;
+    then ``T = D^{-1/2} V Lambda^{-1/2}`` from ``C = V Lambda V^T``. Eigenvalues of ``C`` are
+    floored at ``1e-12`` (and non-positive diagonals at the largest one's ``1e-12``) so a flat
+    or saddle direction still gets a finite scale; the flag says whether that was needed.
     """
-    h = precision.double()
-    eigvals, eigvecs = torch.linalg.eigh(h)
-    floor = 1e-10 * eigvals.abs().max().clamp_min(1e-30)
-    positive = bool((eigvals > floor).all())
+    h = 0.5 * (precision.double() + precision.double().T)
+    d = h.diagonal()
+    d_floor = 1e-12 * d.abs().max().clamp_min(1e-300)
+    positive = bool((d > d_floor).all())
+    d = torch.where(d > d_floor, d, d_floor).sqrt()
     if diagonal:
-        d = h.diagonal()
-        d = torch.where(d > floor, d, floor)
-        return d.rsqrt().to(precision.dtype), positive
-    eigvals = eigvals.clamp_min(floor)
-    return (eigvecs * eigvals.rsqrt()).to(precision.dtype), positive
+        return (1.0 / d).to(precision.dtype), positive
+    eigvals, eigvecs = torch.linalg.eigh(h / d[:, None] / d[None, :])
+    positive = positive and bool((eigvals > 1e-12).all())
+    eigvals = eigvals.clamp_min(1e-12)
+    return (eigvecs * eigvals.rsqrt() / d[:, None]).to(precision.dtype), positive
 
 
 def laplace(
