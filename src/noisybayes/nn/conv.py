@@ -123,12 +123,12 @@ class BayesConv2d(NoisyModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One Flipout draw per example: ``(N, C_in, H, W)`` to ``(N, C_out, H', W')``."""
+        if x.ndim != 4:
+            raise ValueError(f"x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
         bias_mean = self.bias_loc if self.bias_loc is not None else self.bias
         mean = self._conv(x, self.weight_loc, bias_mean)
         if self.use_mean:
             return mean
-        if x.ndim != 4:
-            raise ValueError(f"x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
         n = x.shape[0]
         delta = self.weight_scale * torch.randn_like(self.weight_loc)
         sign_in = rademacher((n, self.in_channels, 1, 1), x)
