@@ -1,0 +1,259 @@
+"""``BNNRegressor`` and ``BNNClassifier``: Bayesian MLPs with scikit-learn conventions.
+
+A network of :class:`noisybayes.nn.BayesLinear` layers (mean-field Gaussian posterior,
+local reparameterization) trained by :func:`noisybayes.nn.train` on the per-datum
+negative ELBO, on standardised inputs (and targets, for regression). ``temperature``
+is 1 (the Bayesian posterior) unless set. ``score`` is the mean test log predictive
+density, ``mean_i log mean_s p(y_i | x_i, w_s)``, in the target's original units.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Normal
+
+from noisybayes._checks import as_float_tensor, check_choice, check_positive
+from noisybayes._rng import make_generator, seeded_from
+from noisybayes.infer.posterior import Prediction
+from noisybayes.nn.likelihoods import Categorical, Gaussian, HeteroscedasticGaussian, Likelihood
+from noisybayes.nn.likelihoods import StudentT as StudentTLikelihood
+from noisybayes.nn.linear import BayesLinear
+from noisybayes.nn.objective import sample_outputs
+from noisybayes.nn.predict import ClassPrediction, predict_classes, predict_regression
+from noisybayes.nn.train import TrainInfo, train
+
+__all__ = ["BNNClassifier", "BNNRegressor"]
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+_STEPS = 5000  # default training length in optimiser steps (at least 40 epochs)
+
+
+class _BNN:
+    """Shared set-up: the network, standardisation of ``X``, training, draws of outputs."""
+
+    def __init__(
+        self,
+        hidden: tuple[int, ...] = (50,),
+        *,
+        activation: Literal["relu", "tanh", "gelu"] = "relu",
+        prior_scale: float = 1.0,
+        init_scale: float = 0.1,
+        temperature: float = 1.0,
+        n_epochs: int | None = None,
+        batch_size: int = 32,
+        learning_rate: float = 1e-2,
+        n_samples: int = 1,
+        n_predict_samples: int = 200,
+        seed: int | None = 0,
+        progress: bool = False,
+    ) -> None:
+        self.hidden = tuple(hidden)
+        self.activation = activation
+        self.prior_scale = prior_scale
+        self.init_scale = init_scale
+        self.temperature = temperature
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.n_samples = n_samples
+        self.n_predict_samples = n_predict_samples
+        self.seed = seed
+        self.progress = progress
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(hidden={self.hidden}, activation={self.activation!r}, "
+                f"prior_scale={self.prior_scale}, temperature={self.temperature})")
+
+    def _network(self, n_in: int, n_out: int) -> nn.Sequential:
+        check_choice("activation", self.activation, tuple(_ACTIVATIONS))
+        prior = Normal(0.0, check_positive("prior_scale", self.prior_scale))
+        for h in self.hidden:
+            if isinstance(h, bool) or not isinstance(h, int) or h < 1:
+                raise ValueError(f"hidden must hold integers >= 1, got {self.hidden!r}")
+        widths = [n_in, *self.hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:], strict=True):
+            layers += [BayesLinear(a, b, prior=prior, init_scale=self.init_scale),
+                       _ACTIVATIONS[self.activation]()]
+        layers.append(BayesLinear(widths[-1], n_out, prior=prior, init_scale=self.init_scale))
+        return nn.Sequential(*layers)
+
+    def _fit_network(self, X: Any, target: torch.Tensor, n_out: int, lik: Likelihood) -> None:
+        x = as_float_tensor("X", X, ndim=(2,), dtype=torch.float32)
+        if target.shape[0] != x.shape[0]:
+            raise ValueError(f"y must have as many rows as X ({x.shape[0]}), got {target.shape[0]}")
+        self.n_features_in_ = x.shape[1]
+        self.x_mean_ = x.mean(0)
+        sd = x.std(0) if x.shape[0] > 1 else torch.ones(x.shape[1])
+        self.x_scale_ = torch.where(sd > 0, sd, torch.ones_like(sd))
+        gen = make_generator(self.seed)
+        with seeded_from(gen):  # the initial means
+            self.model_ = self._network(x.shape[1], n_out)
+        self.likelihood_ = lik
+        n_epochs = self.n_epochs
+        if n_epochs is None:
+            per_epoch = math.ceil(x.shape[0] / max(1, min(self.batch_size, x.shape[0])))
+            n_epochs = max(40, math.ceil(_STEPS / per_epoch))
+        self.info_: TrainInfo = train(
+            self.model_, (x - self.x_mean_) / self.x_scale_, target, likelihood=lik,
+            n_epochs=n_epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+            n_samples=self.n_samples, temperature=self.temperature, generator=gen,
+            progress=self.progress,
+        )
+        self.model_.eval()
+
+    def _outputs(self, X: Any) -> torch.Tensor:
+        """``(S, B, n_out)`` network outputs at standardised ``X`` under ``S`` weight draws."""
+        if not hasattr(self, "model_"):
+            name = type(self).__name__
+            raise RuntimeError(f"This {name} is not fitted yet: call fit(X, y) first")
+        x = as_float_tensor("X", X, ndim=(2,), dtype=torch.float32)
+        if x.shape[1] != self.n_features_in_:
+            raise ValueError(f"X must have {self.n_features_in_} columns, as in fit, "
+                             f"got {x.shape[1]}")
+        gen = make_generator(self.seed)
+        with torch.no_grad(), seeded_from(gen):
+            return sample_outputs(self.model_, (x - self.x_mean_) / self.x_scale_,
+                                  self.n_predict_samples)
+
+
+class BNNRegressor(_BNN):
+    """A Bayesian MLP for regression (one target), learning its noise scale.
+
+    Args:
+        hidden: hidden layer widths. activation: ``"relu"``, ``"tanh"`` or ``"gelu"``.
+        likelihood: ``"gaussian"`` (one learned noise sd), ``"heteroscedastic"`` (a noise
+            sd per input, from a second output) or ``"student_t"`` (``df = 4``).
+        prior_scale: sd of the ``Normal(0, prior_scale)`` prior on every weight (the data
+            are standardised, so 1 is a neutral default).
+        init_scale: initial posterior sds, see :class:`noisybayes.nn.BayesLinear`.
+        temperature: the KL weight (1 is the posterior).
+        n_epochs: passes over the data; ``None`` gives about 5000 steps (at least 40).
+        batch_size, learning_rate, n_samples: the training loop's settings.
+        n_predict_samples: weight draws per prediction. seed: randomness of fit and predict.
+
+    Fitted attributes: ``model_``, ``likelihood_``, ``info_`` (a ``TrainInfo``), the
+    standardisation ``x_mean_``, ``x_scale_``, ``y_mean_``, ``y_scale_``.
+    """
+
+    def __init__(self, hidden: tuple[int, ...] = (50,), *,
+                 likelihood: Literal["gaussian", "heteroscedastic", "student_t"] = "gaussian",
+                 **options: Any) -> None:
+        super().__init__(hidden, **options)
+        self.likelihood = likelihood
+
+    def fit(self, X: Any, y: Any) -> BNNRegressor:
+        """Fit the posterior to ``X`` ``(N, d)`` and ``y`` ``(N,)``; returns ``self``."""
+        check_choice("likelihood", self.likelihood, ("gaussian", "heteroscedastic", "student_t"))
+        y_t = as_float_tensor("y", y, ndim=(1, 2), dtype=torch.float32)
+        if y_t.ndim == 2 and y_t.shape[1] != 1:
+            raise ValueError(f"y must be 1-D or one column, got shape {tuple(y_t.shape)}")
+        y_t = y_t.reshape(-1)
+        self.y_mean_ = float(y_t.mean())
+        sd = float(y_t.std()) if y_t.numel() > 1 else 1.0
+        self.y_scale_ = sd if sd > 0 else 1.0
+        lik: Likelihood
+        if self.likelihood == "heteroscedastic":
+            lik, n_out = HeteroscedasticGaussian(), 2
+        elif self.likelihood == "student_t":
+            lik, n_out = StudentTLikelihood(4.0, 0.5), 1
+        else:
+            lik, n_out = Gaussian(0.5), 1
+        self._fit_network(X, ((y_t - self.y_mean_) / self.y_scale_)[:, None]
+                          if n_out == 1 else (y_t - self.y_mean_) / self.y_scale_, n_out, lik)
+        return self
+
+    def predict_distribution(self, X: Any, level: float = 0.9) -> Prediction:
+        """The posterior predictive at ``X``: an ``nb.Prediction``, fields ``(B,)``, y's units."""
+        outputs = self._outputs(X)
+        with torch.no_grad():
+            pred = predict_regression(outputs, self.likelihood_, level)
+        a, b = self.y_scale_, self.y_mean_
+        flat = {k: getattr(pred, k).reshape(-1) for k in (
+            "mean", "sd", "epistemic_sd", "aleatoric_sd", "lower", "upper",
+            "mean_lower", "mean_upper")}
+        return Prediction(
+            mean=flat["mean"] * a + b, sd=flat["sd"] * a, epistemic_sd=flat["epistemic_sd"] * a,
+            aleatoric_sd=flat["aleatoric_sd"] * a, lower=flat["lower"] * a + b,
+            upper=flat["upper"] * a + b, mean_lower=flat["mean_lower"] * a + b,
+            mean_upper=flat["mean_upper"] * a + b, level=level,
+        )
+
+    def predict(self, X: Any, return_std: bool = False):
+        """Predictive mean ``(B,)``; with ``return_std`` also the total predictive sd."""
+        pred = self.predict_distribution(X)
+        return (pred.mean, pred.sd) if return_std else pred.mean
+
+    def log_predictive_density(self, X: Any, y: Any) -> torch.Tensor:
+        """``log mean_s p(y_i | x_i, w_s)`` per row, ``(B,)``, in y's original units."""
+        outputs = self._outputs(X)
+        y_t = as_float_tensor("y", y, ndim=(1, 2), dtype=torch.float32).reshape(-1)
+        if y_t.shape[0] != outputs.shape[1]:
+            raise ValueError(f"y must have as many rows as X ({outputs.shape[1]}), "
+                             f"got {y_t.shape[0]}")
+        z = (y_t - self.y_mean_) / self.y_scale_
+        with torch.no_grad():
+            lp = torch.stack([self.likelihood_.log_prob(o, z if o.shape[-1] == 2 else z[:, None])
+                              for o in outputs])
+        return lp.logsumexp(0) - math.log(lp.shape[0]) - math.log(self.y_scale_)
+
+    def score(self, X: Any, y: Any) -> float:
+        """Mean test log-likelihood (log predictive density) per row, in y's units."""
+        return float(self.log_predictive_density(X, y).mean())
+
+
+class BNNClassifier(_BNN):
+    """A Bayesian MLP classifier (softmax output); arguments as :class:`BNNRegressor`.
+
+    Fitted attributes: ``classes_`` (the sorted labels seen in fit), ``model_``, ``info_``.
+    """
+
+    def fit(self, X: Any, y: Any) -> BNNClassifier:
+        """Fit the posterior to ``X`` ``(N, d)`` and labels ``y`` ``(N,)``; returns ``self``."""
+        labels = np.asarray(y)
+        if labels.ndim != 1:
+            raise ValueError(f"y must be 1-D, got shape {labels.shape}")
+        if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+            raise ValueError("y must be finite, got NaN/inf labels")
+        self.classes_ = np.unique(labels)
+        if len(self.classes_) < 2:
+            raise ValueError(f"y must hold at least 2 classes, got {self.classes_.tolist()}")
+        target = torch.from_numpy(np.searchsorted(self.classes_, labels)).long()
+        self._fit_network(X, target, len(self.classes_), Categorical())
+        return self
+
+    def _encode(self, y: Any) -> torch.Tensor:
+        labels = np.asarray(y).reshape(-1)
+        index = np.searchsorted(self.classes_, labels).clip(0, len(self.classes_) - 1)
+        unseen = self.classes_[index] != labels
+        if unseen.any():
+            raise ValueError(f"y must hold labels seen in fit {self.classes_.tolist()}, got "
+                             f"{labels[unseen][0]!r}")
+        return torch.from_numpy(index).long()
+
+    def predict_distribution(self, X: Any) -> ClassPrediction:
+        """Predictive probabilities ``(B, K)``, entropy and mutual information ``(B,)``."""
+        return predict_classes(self._outputs(X), self.likelihood_)
+
+    def predict_proba(self, X: Any) -> torch.Tensor:
+        """Posterior predictive class probabilities ``(B, K)``, columns as ``classes_``."""
+        return self.predict_distribution(X).probs
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable label of each row."""
+        return self.classes_[self.predict_proba(X).argmax(1).numpy()]
+
+    def score(self, X: Any, y: Any) -> float:
+        """Mean test log-likelihood ``mean_i log p(y_i | x_i, D)``."""
+        target = self._encode(y)
+        probs = self.predict_proba(X)
+        if target.shape[0] != probs.shape[0]:
+            raise ValueError(f"y must have as many rows as X ({probs.shape[0]}), "
+                             f"got {target.shape[0]}")
+        picked = probs.gather(1, target[:, None]).squeeze(1)
+        return float(picked.clamp_min(1e-45).log().mean())
