@@ -6,15 +6,20 @@ the KL term from the prior is variational inference. ``nb.fit`` does it for any
 conventions.
 """
 
+from noisybayes import nn
 from noisybayes.errors import DivergenceError
+from noisybayes.estimators.bnn import BNNClassifier, BNNRegressor
 from noisybayes.estimators.linear import BayesianLinearRegression
 from noisybayes.infer import FitInfo, FitState, Posterior, Prediction, fit
 from noisybayes.math.conjugate import gaussian_linear_posterior, normal_inverse_gamma_posterior
 from noisybayes.model import Model, param
+from noisybayes.nn import bayesian, elbo_loss
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BNNClassifier",
+    "BNNRegressor",
     "BayesianLinearRegression",
     "DivergenceError",
     "FitInfo",
@@ -22,8 +27,11 @@ __all__ = [
     "Model",
     "Posterior",
     "Prediction",
+    "bayesian",
+    "elbo_loss",
     "fit",
     "gaussian_linear_posterior",
+    "nn",
     "normal_inverse_gamma_posterior",
     "param",
 ]
