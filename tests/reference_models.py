@@ -86,15 +86,23 @@ def load(name: str) -> Reference:
         model = Regression(2)
     elif name == "mesquite-logmesquite":
         log = lambda k: torch.log(torch.tensor(data[k], dtype=f64))  # noqa: E731
-        x = _design(ones, log("diam1"), log("diam2"), log("canopy_height"),
-                    log("total_height"), log("density"), data["group"])
+        x = _design(
+            ones,
+            log("diam1"),
+            log("diam2"),
+            log("canopy_height"),
+            log("total_height"),
+            log("density"),
+            data["group"],
+        )
         y = log("weight")
         model = Regression(7)
     elif name == "sblrc-blr":
         x = torch.tensor(data["X"], dtype=f64)
         y = torch.tensor(data["y"], dtype=f64)
-        model = Regression(5, Normal(torch.tensor(0.0, dtype=f64), 10.0),
-                           HalfNormal(torch.tensor(10.0, dtype=f64)))
+        model = Regression(
+            5, Normal(torch.tensor(0.0, dtype=f64), 10.0), HalfNormal(torch.tensor(10.0, dtype=f64))
+        )
     elif name == "kilpisjarvi_mod-kilpisjarvi":
         x = torch.tensor(data["x"], dtype=f64)
         y = torch.tensor(data["y"], dtype=f64)

@@ -19,8 +19,9 @@ PRIOR_SCALE = 10.0
 class KnownNoiseLine(nb.Model):
     def __init__(self, d: int) -> None:
         super().__init__()
-        self.beta = nb.param(Normal(torch.tensor(0.0, dtype=torch.float64), PRIOR_SCALE),
-                             shape=(d,))
+        self.beta = nb.param(
+            Normal(torch.tensor(0.0, dtype=torch.float64), PRIOR_SCALE), shape=(d,)
+        )
 
     def forward(self, x: torch.Tensor) -> Normal:
         return Normal(x @ self.beta, NOISE)
@@ -62,7 +63,9 @@ def test_fullrank_recovers_the_exact_posterior(problem):
     assert z.abs().max() < 0.05, z
     assert (post.sd["beta"] / exact.scale - 1).abs().max() < 0.05
     cov = post.family.covariance()
-    assert torch.allclose(cov, exact.covariance, rtol=0.1, atol=0.05 * float(exact.scale.min()) ** 2)
+    assert torch.allclose(
+        cov, exact.covariance, rtol=0.1, atol=0.05 * float(exact.scale.min()) ** 2
+    )
 
 
 def test_meanfield_recovers_its_known_optimum(problem):
@@ -112,4 +115,3 @@ def test_float32_data_fits_in_float32(problem):
     assert post.mean["beta"].dtype == torch.float32
     z = (post.mean["beta"].double() - exact.loc) / exact.scale
     assert z.abs().max() < 0.05
-

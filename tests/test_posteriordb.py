@@ -26,8 +26,9 @@ def _errors(reference, post):
 @pytest.mark.parametrize("name", NAMES)
 def test_fullrank_matches_reference_draws(name):
     reference = load(name)
-    post = nb.fit(reference.model, reference.x, reference.y, family="fullrank", seed=1,
-                  progress=False)
+    post = nb.fit(
+        reference.model, reference.x, reference.y, family="fullrank", seed=1, progress=False
+    )
     z, ratio = _errors(reference, post)
     assert post.info.converged, post.info.reason
     for label in z:
@@ -43,8 +44,9 @@ def test_meanfield_is_wrong_where_parameters_correlate(name):
     with |corr| >= 0.99 that is under 15% of the true sd, which the fit must reproduce.
     """
     reference = load(name)
-    post = nb.fit(reference.model, reference.x, reference.y, family="meanfield", seed=1,
-                  progress=False)
+    post = nb.fit(
+        reference.model, reference.x, reference.y, family="meanfield", seed=1, progress=False
+    )
     _, ratio = _errors(reference, post)
     coefs = [c for c in reference.draws.columns if c != "sigma"]
     corr = torch.corrcoef(torch.stack([reference.column(c) for c in coefs]))[0, 1].abs()

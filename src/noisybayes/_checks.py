@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 __all__ = ["as_float_tensor", "check_positive", "check_positive_int", "check_choice"]
@@ -17,13 +18,13 @@ __all__ = ["as_float_tensor", "check_positive", "check_positive_int", "check_cho
 def _to_numpy_like(name: str, value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
-    if hasattr(value, "dtypes") and hasattr(value, "columns"):  # a pandas DataFrame
-        bad = [str(c) for c, t in value.dtypes.items() if not np.issubdtype(t, np.number)]
+    if isinstance(value, pd.DataFrame):
+        bad = [str(c) for c, t in value.dtypes.items() if not pd.api.types.is_numeric_dtype(t)]
         if bad:
             raise TypeError(f"{name} must have numeric columns only, got non-numeric {bad}")
         value = value.to_numpy(dtype=np.float64)
-    elif hasattr(value, "dtype") and hasattr(value, "to_numpy"):  # a pandas Series
-        if not np.issubdtype(value.dtype, np.number):
+    elif isinstance(value, pd.Series):
+        if not pd.api.types.is_numeric_dtype(value.dtype):
             raise TypeError(f"{name} must be numeric, got dtype {value.dtype}")
         value = value.to_numpy(dtype=np.float64)
     array = np.asarray(value)
@@ -31,7 +32,10 @@ def _to_numpy_like(name: str, value: Any) -> torch.Tensor:
         np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
     ):
         raise TypeError(f"{name} must be numeric, got an array of dtype {array.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(array))
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # e.g. a pandas view: torch needs memory it may own
+        array = array.copy()
+    return torch.from_numpy(array)
 
 
 def as_float_tensor(

@@ -10,16 +10,14 @@ kept on the user's scale, and the Laplace whitening in ``nb.fit`` does the condi
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
 from torch.distributions import (
-    AffineTransform,
     Distribution,
     Exponential,
     Normal,
-    TransformedDistribution,
     constraints,
 )
 
@@ -42,6 +40,9 @@ class LinearModel(Model):
     ``forward`` receives standardised inputs ``(X - x_mean) / x_scale`` and returns the
     distribution of the standardised target ``(y - y_mean) / y_scale``.
     """
+
+    x_mean: torch.Tensor
+    x_scale: torch.Tensor
 
     def __init__(
         self,
@@ -175,10 +176,19 @@ class BayesianLinearRegression:
         y_mean = float(y.mean()) if self.fit_intercept else 0.0
         y_sd = float(y.std(unbiased=False)) if y.shape[0] > 1 else 1.0
         y_sd = y_sd if y_sd > 0 else 1.0
-        known = None if self.noise_scale is None else check_positive("noise_scale", self.noise_scale)
+        known = (
+            None if self.noise_scale is None else check_positive("noise_scale", self.noise_scale)
+        )
         return LinearModel(
-            X.shape[1], x_mean, x_sd, y_mean, y_sd, self._coef_prior(x_sd, y_sd),
-            self._noise_prior(y_sd, X.dtype), known, self.fit_intercept,
+            X.shape[1],
+            x_mean,
+            x_sd,
+            y_mean,
+            y_sd,
+            self._coef_prior(x_sd, y_sd),
+            self._noise_prior(y_sd, X.dtype),
+            known,
+            self.fit_intercept,
         )
 
     # --- the estimator contract -------------------------------------------------------
@@ -203,13 +213,20 @@ class BayesianLinearRegression:
             self.posterior_ = self._exact(model, X_t, y_t)
         else:
             self.posterior_ = fit(
-                model, x_std, y_std, family=self.family, seed=self.seed,
-                progress=self.progress, **self.fit_options,
+                model,
+                x_std,
+                y_std,
+                family=self.family,
+                seed=self.seed,
+                progress=self.progress,
+                **self.fit_options,
             )
         mean = self.posterior_.mean
         self.coef_ = mean["coef"]
         self.intercept_ = mean["intercept"] if self.fit_intercept else torch.zeros((), dtype=dtype)
-        self.noise_scale_ = mean["sigma"] if self.noise_scale is None else torch.tensor(self.noise_scale)
+        self.noise_scale_ = (
+            mean["sigma"] if self.noise_scale is None else torch.tensor(self.noise_scale)
+        )
         return self
 
     def _exact(self, model: LinearModel, X: torch.Tensor, y: torch.Tensor) -> Posterior:
@@ -236,15 +253,29 @@ class BayesianLinearRegression:
             exact_nig = normal_inverse_gamma_posterior(design, y, a0=-(design.shape[1] + 1) / 2)
             family = _NormalInverseGammaDraws(exact_nig)  # type: ignore[assignment]
         info = FitInfo(
-            family="exact", n_steps=0, converged=True, reason="closed form",
-            elbo_trace=torch.zeros(0), n_data=y.shape[0], batch_size=y.shape[0], n_samples=0,
-            seconds=0.0, laplace_converged=True, laplace_positive_definite=True,
+            family="exact",
+            n_steps=0,
+            converged=True,
+            reason="closed form",
+            elbo_trace=torch.zeros(0),
+            n_data=y.shape[0],
+            batch_size=y.shape[0],
+            n_samples=0,
+            seconds=0.0,
+            laplace_converged=True,
+            laplace_positive_definite=True,
         )
         return Posterior(model, layout, family, info)
 
+    @property
+    def _linear_model(self) -> LinearModel:
+        return cast(LinearModel, self.posterior_.model)
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "posterior_"):
-            raise RuntimeError("This BayesianLinearRegression is not fitted yet: call fit(X, y) first")
+            raise RuntimeError(
+                "This BayesianLinearRegression is not fitted yet: call fit(X, y) first"
+            )
 
     def _standardised(self, X: Any) -> torch.Tensor:
         self._check_fitted()
@@ -254,7 +285,7 @@ class BayesianLinearRegression:
             raise ValueError(
                 f"X must have {self.n_features_in_} columns, as in fit, got {X_t.shape[1]}"
             )
-        model = self.posterior_.model
+        model = self._linear_model
         return (X_t - model.x_mean) / model.x_scale
 
     def predict(self, X: Any, return_std: bool = False):
@@ -267,12 +298,16 @@ class BayesianLinearRegression:
         """The full ``nb.Prediction`` (mean, sds, intervals) on the user's scale of ``y``."""
         x_std = self._standardised(X)
         pred = self.posterior_.predict(x_std, n_samples=n_samples, level=level, seed=self.seed)
-        shift, scale = self.posterior_.model.y_mean, self.posterior_.model.y_scale
+        shift, scale = self._linear_model.y_mean, self._linear_model.y_scale
         return Prediction(
-            mean=pred.mean * scale + shift, sd=pred.sd * scale,
-            epistemic_sd=pred.epistemic_sd * scale, aleatoric_sd=pred.aleatoric_sd * scale,
-            lower=pred.lower * scale + shift, upper=pred.upper * scale + shift,
-            mean_lower=pred.mean_lower * scale + shift, mean_upper=pred.mean_upper * scale + shift,
+            mean=pred.mean * scale + shift,
+            sd=pred.sd * scale,
+            epistemic_sd=pred.epistemic_sd * scale,
+            aleatoric_sd=pred.aleatoric_sd * scale,
+            lower=pred.lower * scale + shift,
+            upper=pred.upper * scale + shift,
+            mean_lower=pred.mean_lower * scale + shift,
+            mean_upper=pred.mean_upper * scale + shift,
             level=pred.level,
         )
 

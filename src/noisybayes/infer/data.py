@@ -12,19 +12,21 @@ from noisybayes.infer.objective import Data
 __all__ = ["as_data", "as_inputs", "batches"]
 
 
-def as_inputs(x: Any, dtype: torch.dtype | None = None, name: str = "x") -> tuple[torch.Tensor, ...]:
+def as_inputs(
+    x: Any, dtype: torch.dtype | None = None, name: str = "x"
+) -> tuple[torch.Tensor, ...]:
     """``x`` as a tuple of finite float tensors sharing their first dimension."""
     parts = x if isinstance(x, tuple) else (x,)
     if not parts:
         raise ValueError(f"{name} must hold at least one tensor, got an empty tuple")
     names = [name] if len(parts) == 1 else [f"{name}[{i}]" for i in range(len(parts))]
-    tensors = tuple(
-        as_float_tensor(n, p, dtype=dtype) for n, p in zip(names, parts, strict=True)
-    )
+    tensors = tuple(as_float_tensor(n, p, dtype=dtype) for n, p in zip(names, parts, strict=True))
     rows = {t.shape[0] if t.ndim else None for t in tensors}
     if None in rows or len(rows) != 1:
         shapes = [tuple(t.shape) for t in tensors]
-        raise ValueError(f"{name} must be tensors with the same number of rows, got shapes {shapes}")
+        raise ValueError(
+            f"{name} must be tensors with the same number of rows, got shapes {shapes}"
+        )
     return tensors
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -144,7 +144,9 @@ def fit(
     if batch_size is not None:
         batch_size = check_positive_int("batch_size", batch_size)
         if batch_size > n_data:
-            raise ValueError(f"batch_size must be <= the number of rows ({n_data}), got {batch_size}")
+            raise ValueError(
+                f"batch_size must be <= the number of rows ({n_data}), got {batch_size}"
+            )
     batch_size = batch_size or n_data
     started = time.perf_counter()
 
@@ -243,16 +245,23 @@ def fit(
     _assign(params, snapshot)
     q.requires_grad_(False)
     info = FitInfo(
-        family=q.name, n_steps=step, converged=converged, reason=reason,
-        elbo_trace=torch.tensor(trace), n_data=n_data, batch_size=batch_size,
-        n_samples=n_samples, seconds=time.perf_counter() - started,
-        laplace_converged=mode.converged, laplace_positive_definite=mode.positive_definite,
+        family=q.name,
+        n_steps=step,
+        converged=converged,
+        reason=reason,
+        elbo_trace=torch.tensor(trace),
+        n_data=n_data,
+        batch_size=batch_size,
+        n_samples=n_samples,
+        seconds=time.perf_counter() - started,
+        laplace_converged=mode.converged,
+        laplace_positive_definite=mode.positive_definite,
         recoveries=recoveries,
     )
     return Posterior(model, layout, q, info)
 
 
-def _assign(params: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+def _assign(params: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
     with torch.no_grad():
         for p, v in zip(params, values, strict=True):
             p.copy_(v)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import hessian
 
+from noisybayes.errors import DivergenceError
 from noisybayes.infer.objective import Data, LogJoint, no_validation
 
 __all__ = ["LaplaceResult", "laplace", "whitening"]
@@ -30,26 +31,46 @@ class LaplaceResult:
 
 
 def _lbfgs(
-    objective: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, max_iter: int
+    objective: Callable[[torch.Tensor], torch.Tensor],
+    shift: torch.Tensor,
+    precond: torch.Tensor,
+    max_iter: int,
 ) -> tuple[torch.Tensor, bool, int]:
-    """Minimise ``objective(v)`` from ``start``; returns the minimiser, convergence, evaluations."""
-    v = start.detach().clone().requires_grad_(True)
+    """Minimise ``objective(u)`` over ``u = shift + precond @ v`` from ``v = 0``.
+
+    Returns the minimising ``u``, whether L-BFGS converged, and the evaluations it used.
+    Raises ``_NonFinite`` (holding the offending ``u``) if the objective or its gradient
+    becomes NaN or infinite.
+    """
+    v = torch.zeros_like(shift, requires_grad=True)
     optimizer = torch.optim.LBFGS(
-        [v], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
-        tolerance_grad=1e-9, tolerance_change=1e-12,
+        [v],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
     )
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = objective(v)
+        u = shift + precond @ v
+        loss = objective(u)
         loss.backward()
+        if not (torch.isfinite(loss) and torch.isfinite(v.grad).all()):  # type: ignore[arg-type]
+            raise _NonFinite(u.detach())
         return loss
 
     optimizer.step(closure)
-    state = optimizer.state[optimizer._params[0]]
-    n_eval = int(state.get("func_evals", 0))
-    converged = n_eval < max_iter * 1.25 and bool(torch.isfinite(v).all())
-    return v.detach(), converged, n_eval
+    n_eval = int(optimizer.state[v].get("func_evals", 0))
+    return (shift + precond @ v).detach(), n_eval < max_iter * 1.25, n_eval
+
+
+class _NonFinite(Exception):
+    def __init__(self, point: torch.Tensor) -> None:
+        super().__init__()
+        self.point = point
 
 
 def _curvature(log_joint: LogJoint, u: torch.Tensor, rows: Data, n_data: int) -> torch.Tensor:
@@ -103,24 +124,32 @@ def laplace(
     else:
         subset = data
 
-    def per_datum(rows: Data, shift: torch.Tensor, precond: torch.Tensor):
+    def per_datum(rows: Data) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``-log p(u, y) / N``, the log-likelihood of ``rows`` scaled up to all ``N`` rows."""
         sub_xs, sub_y = rows
         scale = n_data / sub_y.shape[0]
 
-        def objective(v: torch.Tensor) -> torch.Tensor:
+        def objective(u: torch.Tensor) -> torch.Tensor:
             with no_validation():
-                return -log_joint.single(shift + precond @ v, sub_xs, sub_y, scale) / n_data
+                return -log_joint.single(u, sub_xs, sub_y, scale) / n_data
 
         return objective
 
     eye = torch.eye(start.shape[0], dtype=start.dtype)
-    loc, converged, n_eval = _lbfgs(per_datum(subset, start, eye), torch.zeros_like(start), max_iter)
-    loc = start + loc
-    precision = _curvature(log_joint, loc, subset, n_data)
-    if subset is not data:
-        precond, _ = whitening(precision, diagonal=False)
-        v, converged, more = _lbfgs(per_datum(data, loc, precond), torch.zeros_like(loc), max_iter)
-        loc, n_eval = loc + precond @ v, n_eval + more
+    try:
+        loc, converged, n_eval = _lbfgs(per_datum(subset), start, eye, max_iter)
         precision = _curvature(log_joint, loc, subset, n_data)
+        if subset is not data:
+            precond, _ = whitening(precision, diagonal=False)
+            loc, converged, more = _lbfgs(per_datum(data), loc, precond, max_iter)
+            n_eval += more
+            precision = _curvature(log_joint, loc, subset, n_data)
+    except _NonFinite as error:
+        values = {k: v.tolist() for k, v in log_joint.layout.values(error.point).items()}
+        raise DivergenceError(
+            f"the log-density diverged (NaN or inf) at parameter values {values} while "
+            "searching for the posterior mode: check that each parameter's support (from its "
+            "prior or support=) matches how forward uses it, and the data's scale"
+        ) from None
     _, positive = whitening(precision, diagonal=False)
     return LaplaceResult(loc, precision, converged, n_eval, positive)

@@ -62,7 +62,11 @@ class LogJoint:
         return functional_call(self.model, values, xs)
 
     def single(
-        self, u: torch.Tensor, xs: tuple[torch.Tensor, ...], y: torch.Tensor, scale: float,
+        self,
+        u: torch.Tensor,
+        xs: tuple[torch.Tensor, ...],
+        y: torch.Tensor,
+        scale: float,
         skip_prior: frozenset[str] = frozenset(),
     ) -> torch.Tensor:
         """The log joint at one vector ``u`` (``(P,)``); priors in ``skip_prior`` left out."""
@@ -76,7 +80,11 @@ class LogJoint:
         return self.likelihood(values, xs).log_prob(y).sum()
 
     def batched(
-        self, theta: torch.Tensor, xs: tuple[torch.Tensor, ...], y: torch.Tensor, scale: float,
+        self,
+        theta: torch.Tensor,
+        xs: tuple[torch.Tensor, ...],
+        y: torch.Tensor,
+        scale: float,
         skip_prior: frozenset[str] = frozenset(),
     ) -> torch.Tensor:
         """The log joint for each row of ``theta`` (``(S, P)``), in one vmapped pass."""
@@ -95,12 +103,15 @@ class LogJoint:
         mean, sd = family.mean(), family.variance().sqrt()
         total = mean.new_zeros(())
         for block in self.layout.blocks:
-            if block.name not in self.closed_form:
+            prior = block.spec.prior
+            if block.name not in self.closed_form or prior is None:
                 continue
             shape = block.spec.shape
-            q = Normal(mean[block.start : block.stop].reshape(shape),
-                       sd[block.start : block.stop].reshape(shape))
-            total = total - (kl_divergence(q, block.spec.prior) + q.entropy()).sum()
+            q = Normal(
+                mean[block.start : block.stop].reshape(shape),
+                sd[block.start : block.stop].reshape(shape),
+            )
+            total = total - (kl_divergence(q, prior) + q.entropy()).sum()
         return total
 
 

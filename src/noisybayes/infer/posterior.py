@@ -116,7 +116,9 @@ class Posterior:
         for block in self.layout.blocks:
             if self.layout.is_identity(block.name):
                 means[block.name] = loc[block.start : block.stop].reshape(block.spec.shape)
-                sds[block.name] = variance[block.start : block.stop].sqrt().reshape(block.spec.shape)
+                sds[block.name] = (
+                    variance[block.start : block.stop].sqrt().reshape(block.spec.shape)
+                )
             else:
                 draws = self._summary_draws[block.name]
                 means[block.name], sds[block.name] = draws.mean(0), draws.std(0)

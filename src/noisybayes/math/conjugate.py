@@ -103,13 +103,13 @@ class NormalInverseGammaPosterior:
     def scale(self) -> torch.Tensor:
         return self.covariance.diagonal().sqrt()
 
-    def sample(
-        self, n: int, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` joint draws: ``beta`` ``(n, p)`` and the noise sd ``sigma`` ``(n,)``."""
         with seeded_from(generator):
             s2 = 1.0 / Gamma(self.a, self.b).sample((n,))
-            tril = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(self.precision)))
+            tril = torch.linalg.cholesky(
+                torch.cholesky_inverse(torch.linalg.cholesky(self.precision))
+            )
             eps = MultivariateNormal(torch.zeros_like(self.loc), scale_tril=tril).sample((n,))
         return self.loc + eps * s2.sqrt()[:, None], s2.sqrt()
 
@@ -128,10 +128,14 @@ def normal_inverse_gamma_posterior(
     m0 = torch.as_tensor(prior_loc, dtype=X.dtype).expand(p)
     a0 = -p / 2 if a0 is None else a0
     precision = X.T @ X + lam0
-    loc = torch.cholesky_solve((lam0 @ m0 + X.T @ y)[:, None], torch.linalg.cholesky(precision))[:, 0]
+    loc = torch.cholesky_solve((lam0 @ m0 + X.T @ y)[:, None], torch.linalg.cholesky(precision))[
+        :, 0
+    ]
     a = torch.as_tensor(a0 + n / 2, dtype=X.dtype)
     resid, shift = y - X @ loc, loc - m0
     b = b0 + 0.5 * (resid @ resid + shift @ lam0 @ shift)
     if float(a) <= 0:
-        raise ValueError(f"X must have more rows than columns for this prior, got shape {tuple(X.shape)}")
+        raise ValueError(
+            f"X must have more rows than columns for this prior, got shape {tuple(X.shape)}"
+        )
     return NormalInverseGammaPosterior(loc=loc, precision=precision, a=a, b=torch.as_tensor(b))

@@ -48,13 +48,17 @@ class GaussianFamily(nn.Module):
     """
 
     name: str = ""
+    shift: torch.Tensor
+    precond: torch.Tensor
+    log_det_precond: torch.Tensor
 
     def __init__(self, shift: torch.Tensor, precond: torch.Tensor) -> None:
         super().__init__()
         size = shift.shape[-1]
         if precond.shape not in ((size,), (size, size)):
-            raise ValueError(f"precond must have shape ({size},) or ({size}, {size}), "
-                             f"got {tuple(precond.shape)}")
+            raise ValueError(
+                f"precond must have shape ({size},) or ({size}, {size}), got {tuple(precond.shape)}"
+            )
         self.size = size
         self.register_buffer("shift", shift.detach().clone())
         self.register_buffer("precond", precond.detach().clone())
@@ -113,7 +117,11 @@ class GaussianFamily(nn.Module):
         return self.z_entropy() + self.log_det_precond
 
     def rsample_with_log_prob(
-        self, n: int, *, generator: torch.Generator | None = None, antithetic: bool = False,
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        antithetic: bool = False,
         stop_gradient: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draws ``theta`` ``(n, P)`` and ``log q(theta)`` ``(n,)``.
@@ -124,8 +132,11 @@ class GaussianFamily(nn.Module):
         """
         half = (n + 1) // 2 if antithetic else n
         eps = torch.randn(
-            half, self.noise_dim, generator=generator,
-            dtype=self.shift.dtype, device=self.shift.device,
+            half,
+            self.noise_dim,
+            generator=generator,
+            dtype=self.shift.dtype,
+            device=self.shift.device,
         )
         if antithetic:
             eps = torch.cat([eps, -eps])[:n]
@@ -258,7 +269,9 @@ class LowRank(GaussianFamily):
         return F.softplus(self.raw_diag)
 
     def z_from_noise(self, eps: torch.Tensor) -> torch.Tensor:
-        return self.loc + eps[..., : self.size] * self.diag + eps[..., self.size :] @ self.cov_factor.T
+        return (
+            self.loc + eps[..., : self.size] * self.diag + eps[..., self.size :] @ self.cov_factor.T
+        )
 
     def z_factor(self) -> torch.Tensor:
         return torch.cat([torch.diag(self.diag), self.cov_factor], dim=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch.distributions import Distribution, Transform, biject_to, constraints
@@ -60,8 +61,9 @@ def _prior_shape(prior: Distribution, shape: tuple[int, ...] | None) -> torch.Si
 
 def _check_support_matches(prior: Distribution, support: constraints.Constraint) -> None:
     """Raise unless points of ``support`` lie in the prior's support."""
+    prior_support = prior.support or constraints.real
     probe = biject_to(support)(torch.linspace(-5.0, 5.0, 11))
-    inside = prior.support.check(probe.reshape(-1, *([1] * len(prior.batch_shape))))
+    inside = prior_support.check(probe.reshape(-1, *([1] * len(prior.batch_shape))))
     if not bool(inside.all()):
         raise ValueError(
             f"support must lie inside the prior's support {prior.support}, got {support}"
@@ -73,7 +75,7 @@ def param(
     *,
     shape: tuple[int, ...] | None = None,
     support: constraints.Constraint | None = None,
-) -> ParamSpec:
+) -> torch.Tensor:
     """Declare an uncertain parameter inside an ``nb.Model``'s ``__init__``.
 
     Args:
@@ -83,6 +85,10 @@ def param(
             (scalar for ``Normal(0., 10.)``). A scalar prior is broadcast over ``shape``.
         support: the constraint the values satisfy; by default the prior's support
             (``constraints.real`` for a flat prior).
+
+    Returns:
+        A :class:`ParamSpec`; assigned to a model attribute it becomes that attribute's
+        current value, a tensor (hence the annotation, as for ``nn.Parameter``).
     """
     if prior is not None and not isinstance(prior, Distribution):
         raise TypeError(
@@ -92,20 +98,23 @@ def param(
         raise TypeError(
             f"support must be a torch.distributions.constraints.Constraint, got {support!r}"
         )
+    chosen: constraints.Constraint
     if prior is None:
         full_shape = torch.Size(() if shape is None else shape)
-        support = constraints.real if support is None else support
+        chosen = constraints.real if support is None else support
     else:
         full_shape = _prior_shape(prior, shape)
         if support is None:
-            support = prior.support
+            chosen = prior.support or constraints.real
         else:
             _check_support_matches(prior, support)
+            chosen = support
         prior = prior.expand(full_shape[: len(full_shape) - len(prior.event_shape)])
     if any(int(s) < 1 for s in full_shape):
         raise ValueError(f"shape must have positive sizes, got {tuple(full_shape)}")
     try:
-        transform = biject_to(support)
+        transform = biject_to(chosen)
     except NotImplementedError:
-        raise ValueError(f"support must have a known bijection from R^n, got {support}") from None
-    return ParamSpec(prior=prior, shape=full_shape, support=support, transform=transform)
+        raise ValueError(f"support must have a known bijection from R^n, got {chosen}") from None
+    spec = ParamSpec(prior=prior, shape=full_shape, support=chosen, transform=transform)
+    return cast(torch.Tensor, spec)

@@ -1,0 +1,96 @@
+"""``BayesianLinearRegression``: the estimator contract and its agreement with the exact answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import noisybayes as nb
+from tests.reference_models import load
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3)) * [1.0, 10.0, 0.1] + [0.0, 50.0, 2.0]
+    y = 3.0 + X @ np.array([1.5, -0.2, 4.0]) + rng.normal(scale=2.0, size=300)
+    return X, y
+
+
+def test_vi_agrees_with_the_exact_normal_inverse_gamma_posterior(data):
+    X, y = data
+    flat = {"prior_scale": None, "noise_prior": None}
+    exact = nb.BayesianLinearRegression(method="exact", **flat).fit(X, y)
+    vi = nb.BayesianLinearRegression(**flat).fit(X, y)
+    e, v = exact.summary(), vi.summary()
+    z = (v["mean"] - e["mean"]) / e["sd"]
+    assert z.abs().max() < 0.1, z
+    assert (v["sd"] / e["sd"] - 1).abs().max() < 0.1
+
+
+def test_exact_normal_inverse_gamma_matches_stan_on_earnings():
+    """Flat beta, flat sigma: the exact posterior against 10,000 NUTS draws."""
+    ref = load("earnings-logearn_height")
+    reg = nb.BayesianLinearRegression(method="exact", prior_scale=None, noise_prior=None)
+    reg.fit(ref.x[:, 1:].numpy(), ref.y.numpy())
+    table = reg.summary()
+    for ours, theirs in [("intercept", "beta[0]"), ("coef[0]", "beta[1]"), ("sigma", "sigma")]:
+        draws = ref.column(theirs)
+        assert abs(table.loc[ours, "mean"] - float(draws.mean())) < 0.05 * float(draws.std())
+        assert abs(table.loc[ours, "sd"] / float(draws.std()) - 1) < 0.05
+
+
+def test_known_noise_exact_is_the_gaussian_closed_form(data):
+    X, y = data
+    reg = nb.BayesianLinearRegression(method="exact", noise_scale=2.0, prior_scale=5.0).fit(X, y)
+    design = torch.cat([torch.ones(len(y), 1, dtype=torch.float64), torch.tensor(X)], 1)
+    closed = nb.gaussian_linear_posterior(
+        design,
+        torch.tensor(y),
+        2.0,
+        0.0,
+        torch.tensor([0.0, 0.04, 0.04, 0.04], dtype=torch.float64),
+    )
+    torch.testing.assert_close(reg.coef_, closed.loc[1:])
+    torch.testing.assert_close(reg.posterior_.sd["coef"], closed.scale[1:])
+
+
+def test_estimator_contract(data):
+    X, y = data
+    reg = nb.BayesianLinearRegression()
+    assert reg.fit(X, y) is reg
+    assert reg.coef_.shape == (3,) and reg.intercept_.shape == () and reg.noise_scale_ > 0
+    assert abs(float(reg.noise_scale_) - 2.0) < 0.3
+    mean, sd = reg.predict(X[:5], return_std=True)
+    pred = reg.predict_distribution(X[:5])
+    torch.testing.assert_close(sd**2, pred.epistemic_sd**2 + pred.aleatoric_sd**2)
+    assert (sd > reg.noise_scale_ * 0.95).all()  # total sd includes the noise
+    torch.testing.assert_close(pred.aleatoric_sd, reg.noise_scale_.expand(5), rtol=0.05, atol=0)
+
+
+def test_accepts_numpy_tensors_and_frames(data):
+    X, y = data
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    flat = {"method": "exact", "prior_scale": None, "noise_prior": None}
+    from_numpy = nb.BayesianLinearRegression(**flat).fit(X, y)
+    from_frame = nb.BayesianLinearRegression(**flat).fit(frame, pd.Series(y))
+    from_tensor = nb.BayesianLinearRegression(**flat).fit(torch.tensor(X), torch.tensor(y))
+    torch.testing.assert_close(from_numpy.coef_, from_frame.coef_)
+    torch.testing.assert_close(from_numpy.coef_, from_tensor.coef_)
+    assert list(from_frame.summary().index) == ["intercept", "a", "b", "c", "sigma"]
+
+
+def test_predictive_interval_coverage(data):
+    """94% predictive intervals cover ~94% of new draws from the true model (binomial:
+    sd = sqrt(.94 * .06 / 2000) = 0.0053, so +-0.02 is ~4 sd)."""
+    X, y = data
+    reg = nb.BayesianLinearRegression().fit(X, y)
+    rng = np.random.default_rng(1)
+    X_new = rng.normal(size=(2000, 3)) * [1.0, 10.0, 0.1] + [0.0, 50.0, 2.0]
+    y_new = 3.0 + X_new @ np.array([1.5, -0.2, 4.0]) + rng.normal(scale=2.0, size=2000)
+    pred = reg.predict_distribution(X_new)
+    y_t = torch.tensor(y_new)
+    coverage = float(((pred.lower <= y_t) & (y_t <= pred.upper)).double().mean())
+    assert abs(coverage - 0.94) < 0.02, coverage
