@@ -233,7 +233,7 @@ class BNNClassifier(_BNN):
         unseen = self.classes_[index] != labels
         if unseen.any():
             raise ValueError(f"y must hold labels seen in fit {self.classes_.tolist()}, got "
-                             f"{labels[unseen][0]!r}")
+                             f"{labels[unseen][0].item()!r}")
         return torch.from_numpy(index).long()
 
     def predict_distribution(self, X: Any) -> ClassPrediction:

@@ -1,0 +1,111 @@
+"""BNNRegressor / BNNClassifier conventions, divergence, and the coverage of a converted MLP."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import noisybayes as nb
+import noisybayes.nn as bnn
+from noisybayes.nn.train import train
+
+
+def _toy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-3, 3, (n, 1))
+    return x, 100 + 20 * np.sin(x[:, 0]) + 3 * rng.standard_normal(n)
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "heteroscedastic", "student_t"])
+def test_regressor_follows_the_estimator_contract_on_the_original_scale(likelihood):
+    x, y = _toy(200, 0)
+    reg = nb.BNNRegressor(hidden=(20,), likelihood=likelihood, n_epochs=60, seed=0)
+    assert reg.fit(x, y) is reg
+    mean, sd = reg.predict(x[:50], return_std=True)
+    assert mean.shape == sd.shape == (50,)
+    # targets live around 100 with sd ~15: predictions must be in those units
+    assert abs(float(mean.mean()) - y[:50].mean()) < 5 and 1 < float(sd.mean()) < 20
+    assert math.isfinite(reg.score(x, y)) and reg.score(x, y) > -5
+    assert reg.info_.temperature == 1.0 and reg.info_.loss_trace.shape == (60,)
+
+
+def test_regressor_errors():
+    x, y = _toy(20, 1)
+    with pytest.raises(RuntimeError, match="not fitted yet"):
+        nb.BNNRegressor().predict(x)
+    with pytest.raises(ValueError, match=r"likelihood must be one of .* got 'laplace'"):
+        nb.BNNRegressor(likelihood="laplace").fit(x, y)
+    with pytest.raises(ValueError, match=r"y must have as many rows as X \(20\), got 19"):
+        nb.BNNRegressor(n_epochs=1).fit(x, y[:19])
+    bad = y.copy()
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match=r"y must be finite, got 1 NaN/inf value\(s\)"):
+        nb.BNNRegressor(n_epochs=1).fit(x, bad)
+    reg = nb.BNNRegressor(hidden=(3,), n_epochs=1).fit(x, y)
+    with pytest.raises(ValueError, match=r"X must have 1 columns, as in fit, got 2"):
+        reg.predict(np.ones((3, 2)))
+    with pytest.raises(ValueError, match=r"hidden must hold integers >= 1, got \(0,\)"):
+        nb.BNNRegressor(hidden=(0,)).fit(x, y)
+
+
+def test_classifier_probabilities_labels_and_score():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 2))
+    y = np.where(x[:, 0] + x[:, 1] > 0, "yes", "no")
+    clf = nb.BNNClassifier(hidden=(10,), n_epochs=40, seed=0).fit(x, y)
+    probs = clf.predict_proba(x)
+    torch.testing.assert_close(probs.sum(1), torch.ones(200))
+    assert list(clf.classes_) == ["no", "yes"]
+    assert (clf.predict(x) == y).mean() > 0.9
+    assert -0.4 < clf.score(x, y) < 0  # mean log p(y): far better than log(1/2)
+    with pytest.raises(ValueError, match=r"y must hold labels seen in fit \['no', 'yes'\], "
+                                         r"got 'maybe'"):
+        clf.score(x[:2], ["yes", "maybe"])
+    with pytest.raises(ValueError, match=r"y must hold at least 2 classes, got \['yes'\]"):
+        nb.BNNClassifier().fit(x[:3], ["yes"] * 3)
+
+
+def test_a_diverging_loss_raises_naming_the_loss_and_the_epoch():
+    torch.manual_seed(0)
+    net = nb.bayesian(nn.Linear(1, 1))
+    x = torch.randn(16, 1)
+    y = torch.full((16, 1), 1e30)  # finite data whose squared error overflows float32
+    with pytest.raises(nb.DivergenceError, match=r"loss diverged to inf at epoch 0, step 0"):
+        train(net, x, y, likelihood=bnn.Gaussian(), n_epochs=2, batch_size=8)
+
+
+def test_train_argument_errors():
+    net = nb.bayesian(nn.Linear(1, 1))
+    x = torch.randn(4, 1)
+    with pytest.raises(ValueError, match=r"n_epochs must be an integer >= 1, got 0"):
+        train(net, x, x, likelihood=bnn.Gaussian(), n_epochs=0)
+    with pytest.raises(ValueError, match=r"learning_rate must be a finite number > 0, got -1"):
+        train(net, x, x, likelihood=bnn.Gaussian(), n_epochs=1, learning_rate=-1)
+
+
+@pytest.mark.slow
+def test_converted_mlp_90_percent_interval_covers_about_90_percent():
+    """Own training loop with elbo_loss; coverage within 4 binomial sds of 0.9 on 2000 points."""
+    torch.manual_seed(0)
+    x, y = _toy(500, 3)
+    xt, yt = _toy(2000, 4)
+    to = lambda a: torch.as_tensor((a - 0.0) / 1.0, dtype=torch.float32)  # noqa: E731
+    y_mean, y_sd = y.mean(), y.std()
+    net = nb.bayesian(nn.Sequential(nn.Linear(1, 50), nn.ReLU(), nn.Linear(50, 1)))
+    lik = bnn.Gaussian()
+    opt = torch.optim.Adam([*net.parameters(), *lik.parameters()], lr=1e-2)
+    xs, ys = to(x), to((y - y_mean) / y_sd)[:, None]
+    for _ in range(300):
+        for rows in torch.randperm(500).split(32):
+            loss = nb.elbo_loss(net, xs[rows], ys[rows], likelihood=lik, n_data=500)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    pred = bnn.predict(net, to(xt), likelihood=lik, n_samples=200, level=0.9)
+    z = to((yt - y_mean) / y_sd)[:, None]
+    coverage = ((z >= pred.lower) & (z <= pred.upper)).float().mean().item()
+    assert abs(coverage - 0.9) < 4 * math.sqrt(0.9 * 0.1 / 2000)

@@ -1,0 +1,86 @@
+"""nb.nn.predict: moments against closed forms, classification entropies, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import noisybayes as nb
+import noisybayes.nn as bnn
+
+Z = 5.0
+
+
+def test_regression_moments_of_one_bayes_linear_layer_match_the_closed_form():
+    """y = x.w + b + noise: E = x.loc + b_loc, Var_epi = x^2.scale^2 + b_scale^2, Var_ale = s^2."""
+    torch.manual_seed(0)
+    layer = bnn.BayesLinear(3, 1, init_scale=1.0, dtype=torch.float64)
+    lik = bnn.Gaussian(0.4)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    n = 20_000
+    pred = bnn.predict(layer, x, likelihood=lik, n_samples=n,
+                       generator=torch.Generator().manual_seed(1))
+    assert isinstance(pred, nb.Prediction) and pred.mean.shape == (4, 1)
+    mean = (x @ layer.weight_loc.T + layer.bias_loc).detach()
+    epi = (x.square() @ layer.weight_scale.square().T + layer.bias_scale.square()).detach()
+    # the mean of n Gaussian draws has se sqrt(epi/n); a sample variance var*sqrt(2/(n-1))
+    assert ((pred.mean - mean).abs() < Z * (epi / n).sqrt()).all()
+    assert ((pred.epistemic_sd.square() - epi).abs() < Z * epi * math.sqrt(2 / (n - 1))).all()
+    torch.testing.assert_close(pred.aleatoric_sd, torch.full((4, 1), 0.4, dtype=torch.float64))
+    torch.testing.assert_close(pred.sd.square(), epi.new_tensor(0.16) + pred.epistemic_sd**2)
+    # the 90% interval of N(mean, sd^2): mean -+ 1.645 sd, up to quantile error of 2000 draws
+    assert ((pred.upper - pred.lower) / (2 * 1.6449 * pred.sd) - 1).abs().max() < 0.1
+
+
+def test_the_same_generator_gives_the_same_prediction_and_modes_are_restored():
+    net = nb.bayesian(nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1)))
+    net.train()
+    x = torch.randn(3, 2)
+    a = bnn.predict(net, x, likelihood=bnn.Gaussian(), generator=torch.Generator().manual_seed(5))
+    b = bnn.predict(net, x, likelihood=bnn.Gaussian(), generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a.mean, b.mean)
+    assert net.training
+
+
+def test_classification_entropy_splits_into_mutual_information_and_expected_entropy():
+    torch.manual_seed(2)
+    net = nb.bayesian(nn.Linear(3, 4), init_scale=3.0)
+    pred = bnn.predict(net, torch.randn(6, 3), likelihood="categorical", n_samples=500)
+    assert isinstance(pred, bnn.ClassPrediction)
+    torch.testing.assert_close(pred.probs.sum(1), torch.ones(6))
+    torch.testing.assert_close(pred.entropy, pred.mutual_information + pred.expected_entropy)
+    assert (pred.mutual_information > 0).all() and (pred.entropy <= math.log(4) + 1e-6).all()
+
+
+def test_with_zero_posterior_variance_the_mutual_information_is_zero():
+    net = nb.bayesian(nn.Linear(3, 1))
+    with torch.no_grad():
+        net.weight_scale_free.fill_(-float("inf"))
+        net.bias_scale_free.fill_(-float("inf"))
+    pred = bnn.predict(net, torch.randn(5, 3), likelihood="bernoulli", n_samples=10)
+    assert pred.probs.shape == (5,)
+    torch.testing.assert_close(pred.mutual_information, torch.zeros(5))
+
+
+def test_generic_noise_models_draw_once_per_sample():
+    emb = nb.bayesian(nn.Embedding(5, 1), init_scale=1.0)
+    pred = bnn.predict(emb, torch.tensor([0, 1]), likelihood=bnn.Gaussian(), n_samples=50)
+    assert (pred.epistemic_sd > 0.3).all()  # sd 1 per entry; shared noise would give 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"n_samples": 1}, r"n_samples must be an integer >= 2, got 1"),
+        ({"level": 1.5}, r"level must be in \(0, 1\), got 1.5"),
+        ({"x": torch.tensor([[float("nan"), 0.0]])}, r"x must be finite"),
+    ],
+)
+def test_predict_errors(changes, message):
+    args = {"x": torch.randn(2, 2), "likelihood": bnn.Gaussian()}
+    args.update(changes)
+    with pytest.raises(ValueError, match=message):
+        bnn.predict(nb.bayesian(nn.Linear(2, 1)), args.pop("x"), **args)
