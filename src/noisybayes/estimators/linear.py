@@ -319,3 +319,29 @@ class BayesianLinearRegression:
             names = {f"coef[{i}]": n for i, n in enumerate(self.feature_names_in_)}
             table = table.rename(index=names)
         return table
+
+    # --- formulas (front end: formulaic) ------------------------------------------------
+    formula_: Any
+    design_: Any
+
+    @classmethod
+    def from_formula(
+        cls, formula: str, data: Any, *, missing: Literal["drop", "error"] = "drop", **params: Any
+    ) -> BayesianLinearRegression:
+        """Fit ``formula`` (``"y ~ x1 + C(g) + np.log(x2)"``) on the DataFrame ``data``.
+
+        The design is built by formulaic (``noisybayes.frontends.formula``): rows missing a
+        used value are dropped (``missing="drop"``, counted in ``design_.n_dropped``) or
+        refused (``"error"``); the formula's intercept sets ``fit_intercept``; ``summary()``
+        names coefficients after the design columns. ``formula_.transform(new).X`` builds the
+        design of new rows for ``predict``. ``params`` go to the constructor.
+        """
+        from noisybayes.frontends.formula import design_matrices
+
+        if "fit_intercept" in params:
+            raise TypeError("fit_intercept must not be given with a formula: write '- 1' in it")
+        design = design_matrices(formula, data, missing=missing)
+        estimator = cls(fit_intercept=design.spec.intercept, **params)
+        estimator.fit(design.X, design.y)
+        estimator.formula_, estimator.design_ = design.spec, design
+        return estimator

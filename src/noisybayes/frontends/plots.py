@@ -1,0 +1,223 @@
+"""Figures of a posterior: marginal densities, pairwise draws, the predictive band, the trace.
+
+Every function returns a ``matplotlib.figure.Figure`` built without ``pyplot``, so nothing
+needs a display and no global state changes; save it with ``fig.savefig("out.png")``.
+Densities are Gaussian kernel estimates from posterior draws (Silverman's bandwidth).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from noisybayes.infer.posterior import Posterior, Prediction
+from noisybayes.math.intervals import hdi
+
+__all__ = [
+    "draw_density",
+    "draw_predictive",
+    "kde",
+    "plot_pairs",
+    "plot_posterior",
+    "plot_predictive",
+    "plot_trace",
+    "posterior_draws",
+]
+
+
+def kde(draws: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Gaussian kernel density estimate at ``grid`` from 1-D ``draws``:
+    ``p(t) = mean_i N(t; draw_i, h^2)`` with ``h = 0.9 min(sd, IQR / 1.34) n^(-1/5)``
+    (Silverman 1986, eq. 3.31)."""
+    draws = np.asarray(draws, dtype=np.float64)
+    iqr = np.subtract(*np.percentile(draws, [75, 25]))
+    spread = min(draws.std(), iqr / 1.34) or draws.std() or 1.0
+    h = 0.9 * spread * draws.size ** (-0.2)
+    z = (grid[:, None] - draws[None, :]) / h
+    return np.exp(-0.5 * z**2).mean(axis=1) / (h * np.sqrt(2 * np.pi))
+
+
+def _posterior_of(obj: Any) -> tuple[Posterior, dict[str, str]]:
+    """The ``Posterior`` of ``obj`` (itself or an estimator's ``posterior_``) and row names."""
+    if isinstance(obj, Posterior):
+        return obj, {}
+    post = getattr(obj, "posterior_", None)
+    if not isinstance(post, Posterior):
+        raise TypeError(
+            f"obj must be an nb.Posterior or a fitted estimator, got {type(obj).__name__}"
+        )
+    features = getattr(obj, "feature_names_in_", None) or []
+    return post, {f"coef[{i}]": str(n) for i, n in enumerate(features)}
+
+
+def posterior_draws(obj: Any, n_draws: int = 4000, seed: int = 0) -> dict[str, np.ndarray]:
+    """``n_draws`` draws of every scalar parameter, ``{label: (n_draws,)}``, in the order of
+    ``summary()``; ``obj`` is an ``nb.Posterior`` or a fitted estimator."""
+    post, rename = _posterior_of(obj)
+    draws = post.sample(n_draws, seed=seed)
+    out: dict[str, np.ndarray] = {}
+    for name in post.layout.names:
+        flat = draws[name].reshape(n_draws, -1).double().numpy()
+        labels = [name] if draws[name].dim() == 1 else [f"{name}[{i}]" for i in range(flat.shape[1])]
+        for j, label in enumerate(labels):
+            out[rename.get(label, label)] = flat[:, j]
+    return out
+
+
+def draw_density(
+    ax: Axes,
+    draws: np.ndarray,
+    *,
+    label: str | None = None,
+    color: str | None = None,
+    hdi_prob: float | None = 0.94,
+    grid: np.ndarray | None = None,
+) -> None:
+    """Draw the density of 1-D ``draws`` on ``ax``; shade the HDI of ``hdi_prob`` and mark
+    the mean."""
+    if grid is None:
+        low, high = np.percentile(draws, [0.1, 99.9])
+        pad = 0.15 * (high - low or 1.0)
+        grid = np.linspace(low - pad, high + pad, 256)
+    dens = kde(draws, grid)
+    (line,) = ax.plot(grid, dens, color=color, label=label, lw=1.8)
+    if hdi_prob is not None:
+        lo, hi = (float(v) for v in hdi(torch.as_tensor(draws), hdi_prob))
+        inside = (grid >= lo) & (grid <= hi)
+        ax.fill_between(grid[inside], dens[inside], color=line.get_color(), alpha=0.25, lw=0)
+    ax.axvline(float(np.mean(draws)), color=line.get_color(), lw=1.0, ls="--")
+    ax.set_ylim(bottom=0)
+
+
+def plot_posterior(
+    obj: Any,
+    *,
+    names: Sequence[str] | None = None,
+    hdi_prob: float = 0.94,
+    n_draws: int = 4000,
+    seed: int = 0,
+) -> Figure:
+    """Marginal posterior densities, one panel per scalar parameter, with the
+    ``hdi_prob`` highest-density interval shaded and the mean dashed."""
+    draws = posterior_draws(obj, n_draws, seed)
+    labels = list(draws) if names is None else _check_names(names, draws)
+    cols = min(3, len(labels))
+    rows = -(-len(labels) // cols)
+    fig = Figure(figsize=(4.0 * cols, 2.8 * rows), layout="constrained")
+    for k, label in enumerate(labels):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        draw_density(ax, draws[label], hdi_prob=hdi_prob, color="C0")
+        ax.set_title(label)
+        ax.set_yticks([])
+    fig.suptitle(f"posterior marginals (shaded: {hdi_prob:.0%} HDI, dashed: mean)")
+    return fig
+
+
+def _check_names(names: Sequence[str], draws: Mapping[str, np.ndarray]) -> list[str]:
+    unknown = [n for n in names if n not in draws]
+    if unknown:
+        raise ValueError(f"names must be parameters of the posterior {list(draws)}, got {unknown}")
+    return list(names)
+
+
+def plot_pairs(
+    obj: Any, *, names: Sequence[str] | None = None, n_draws: int = 1000, seed: int = 0
+) -> Figure:
+    """Pairwise scatter of posterior draws below the diagonal, marginal histograms on it,
+    and the correlation of each pair in its panel's title."""
+    draws = posterior_draws(obj, n_draws, seed)
+    labels = list(draws) if names is None else _check_names(names, draws)
+    k = len(labels)
+    fig = Figure(figsize=(2.4 * k + 0.6, 2.4 * k + 0.4), layout="constrained")
+    for i, row in enumerate(labels):
+        for j, col in enumerate(labels[: i + 1]):
+            ax = fig.add_subplot(k, k, i * k + j + 1)
+            if i == j:
+                ax.hist(draws[row], bins=40, color="C0", alpha=0.7)
+                ax.set_yticks([])
+            else:
+                ax.scatter(draws[col], draws[row], s=3, alpha=0.3, color="C0", lw=0)
+                r = float(np.corrcoef(draws[col], draws[row])[0, 1])
+                ax.set_title(f"r = {r:+.2f}", fontsize=9)
+            if i == k - 1:
+                ax.set_xlabel(col)
+            if j == 0 and i != j:
+                ax.set_ylabel(row)
+    fig.suptitle("posterior draws, pairwise")
+    return fig
+
+
+def draw_predictive(
+    ax: Axes,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    x_new: np.ndarray,
+    prediction: Prediction,
+) -> None:
+    """On ``ax``: the data ``(x, y)``, the predictive mean at ``x_new``, the credible band of
+    the mean and the wider predictive band of a new observation."""
+    order = np.argsort(x_new)
+    xs = x_new[order]
+    pick = lambda t: t.detach().double().numpy()[order]  # noqa: E731
+    if y is not None:
+        ax.scatter(x, y, s=6, color="0.35", alpha=0.5, lw=0, label="data")
+    level = f"{prediction.level:.0%}"
+    ax.fill_between(xs, pick(prediction.lower), pick(prediction.upper), color="C0", alpha=0.18,
+                    lw=0, label=f"{level} predictive interval")
+    ax.fill_between(xs, pick(prediction.mean_lower), pick(prediction.mean_upper), color="C0",
+                    alpha=0.45, lw=0, label=f"{level} interval of the mean")
+    ax.plot(xs, pick(prediction.mean), color="C0", lw=1.8, label="predictive mean")
+
+
+def plot_predictive(
+    x: Any, y: Any, prediction: Prediction, *, x_new: Any = None, xlabel: str = "x",
+    ylabel: str = "y",
+) -> Figure:
+    """The predictive band over the data: ``prediction`` is at ``x_new`` (default ``x``), a
+    1-D predictor of the same length as ``prediction.mean``."""
+    x_arr = np.asarray(x, dtype=np.float64).reshape(-1)
+    y_arr = None if y is None else np.asarray(y, dtype=np.float64).reshape(-1)
+    new = x_arr if x_new is None else np.asarray(x_new, dtype=np.float64).reshape(-1)
+    if new.shape[0] != prediction.mean.shape[0]:
+        raise ValueError(
+            f"x_new must have one value per prediction ({prediction.mean.shape[0]}), "
+            f"got {new.shape[0]}"
+        )
+    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    draw_predictive(ax, x_arr, y_arr, new, prediction)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title("posterior predictive")
+    return fig
+
+
+def plot_trace(obj: Any) -> Figure:
+    """The ELBO per datum at every optimisation step (``post.info.elbo_trace``)."""
+    post, _ = _posterior_of(obj)
+    trace = post.info.elbo_trace.double().numpy()
+    fig = Figure(figsize=(6.5, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    if trace.size == 0:
+        ax.text(0.5, 0.5, f"no optimisation: {post.info.reason}", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    steps = np.arange(1, trace.size + 1)
+    ax.plot(steps, trace, color="C0", lw=0.6, alpha=0.5, label="per step")
+    width = max(1, trace.size // 50)
+    smooth = np.convolve(trace, np.ones(width) / width, mode="valid")
+    ax.plot(steps[width - 1 :], smooth, color="C1", lw=1.8, label=f"mean of {width} steps")
+    low = np.percentile(trace, 5)
+    ax.set_ylim(low - 0.1 * abs(trace.max() - low), trace.max() + 0.05 * abs(trace.max() - low))
+    ax.set_xlabel("step")
+    ax.set_ylabel("ELBO / datum")
+    ax.set_title(f"{post.info.family}: {post.info.reason}", fontsize=9)
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
