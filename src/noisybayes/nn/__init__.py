@@ -22,7 +22,7 @@ from noisybayes.nn.likelihoods import (
 from noisybayes.nn.linear import BayesLinear
 from noisybayes.nn.objective import elbo_loss, kl_divergence
 from noisybayes.nn.predict import ClassPrediction, predict
-from noisybayes.nn.priors import scale_mixture_prior
+from noisybayes.nn.priors import ScaleMixturePrior, scale_mixture_prior
 
 __all__ = [
     "BayesConv2d",
@@ -36,6 +36,7 @@ __all__ = [
     "MeanFieldNoise",
     "NoiseCollapseWarning",
     "NoisyModule",
+    "ScaleMixturePrior",
     "StudentT",
     "bayesian",
     "elbo_loss",

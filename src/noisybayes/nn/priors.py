@@ -9,10 +9,14 @@ broadcasts against the weight tensor (a scalar prior is the usual case).
 
 from __future__ import annotations
 
+import math
+
 import torch
-from torch.distributions import Categorical, Distribution, MixtureSameFamily, Normal, kl_divergence
+from torch.distributions import Distribution, Normal, constraints, kl_divergence
+from torch.types import _size
 
 __all__ = [
+    "ScaleMixturePrior",
     "check_prior",
     "default_prior",
     "has_closed_form_kl",
@@ -25,22 +29,59 @@ def default_prior() -> Normal:
     """The default weight prior, ``Normal(0, 1)`` per weight (on standardised data)."""
     return Normal(0.0, 1.0)
 
+_EMPTY = torch.Size()
+
+
+class ScaleMixturePrior(Distribution):
+    """``p(w) = weight N(w; 0, scale_1^2) + (1 - weight) N(w; 0, scale_2^2)``, per weight.
+
+    Parameters are Python numbers, so the prior works on any device and dtype; its KL from
+    a Gaussian has no closed form, so layers estimate it by Monte Carlo.
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.real
+    has_rsample = False
+
+    def __init__(self, weight: float = 0.5, scale_1: float = 1.0, scale_2: float = 0.0025):
+        if not 0.0 < weight < 1.0:
+            raise ValueError(f"weight must be in (0, 1), got {weight!r}")
+        for name, value in (("scale_1", scale_1), ("scale_2", scale_2)):
+            if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        self.weight, self.scale_1, self.scale_2 = float(weight), float(scale_1), float(scale_2)
+        super().__init__(torch.Size(), validate_args=False)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``log sum_k pi_k N(value; 0, s_k^2)``, elementwise."""
+        terms = [math.log(p) - math.log(s) - 0.5 * math.log(2 * math.pi) - 0.5 * (value / s) ** 2
+                 for p, s in ((self.weight, self.scale_1), (1 - self.weight, self.scale_2))]
+        return torch.logaddexp(terms[0], terms[1])
+
+    def sample(self, sample_shape: _size = _EMPTY) -> torch.Tensor:
+        shape = torch.Size(sample_shape)
+        pick = torch.rand(shape) < self.weight
+        scale = torch.where(pick, torch.tensor(self.scale_1), torch.tensor(self.scale_2))
+        return scale * torch.randn(shape)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return torch.tensor(0.0)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return torch.tensor(self.weight * self.scale_1**2 + (1 - self.weight) * self.scale_2**2)
+
+    def __repr__(self) -> str:
+        return (f"ScaleMixturePrior(weight={self.weight:g}, scale_1={self.scale_1:g}, "
+                f"scale_2={self.scale_2:g})")
+
 
 def scale_mixture_prior(
     weight: float = 0.5, scale_1: float = 1.0, scale_2: float = 0.0025
-) -> MixtureSameFamily:
-    """``p(w) = weight N(w; 0, scale_1^2) + (1 - weight) N(w; 0, scale_2^2)`` per weight.
-
-    The defaults are those of Blundell et al. 2015 (``-log scale_2 = 6``). Its KL from a
-    Gaussian has no closed form, so layers estimate it by Monte Carlo.
-    """
-    if not 0.0 < weight < 1.0:
-        raise ValueError(f"weight must be in (0, 1), got {weight!r}")
-    for name, value in (("scale_1", scale_1), ("scale_2", scale_2)):
-        if not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value!r}")
-    mix = Categorical(probs=torch.tensor([weight, 1.0 - weight]))
-    return MixtureSameFamily(mix, Normal(torch.zeros(2), torch.tensor([scale_1, scale_2])))
+) -> ScaleMixturePrior:
+    """The scale mixture prior of Blundell et al. 2015 (defaults: ``-log scale_2 = 6``)."""
+    return ScaleMixturePrior(weight, scale_1, scale_2)
 
 
 def check_prior(prior: Distribution | None, name: str = "prior") -> Distribution:
