@@ -77,9 +77,10 @@ def draw_density(
     color: str | None = None,
     hdi_prob: float | None = 0.94,
     grid: np.ndarray | None = None,
+    mark_mean: bool = True,
 ) -> None:
-    """Draw the density of 1-D ``draws`` on ``ax``; shade the HDI of ``hdi_prob`` and mark
-    the mean."""
+    """Draw the density of 1-D ``draws`` on ``ax``; shade the HDI of ``hdi_prob`` (``None``:
+    no shading) and, with ``mark_mean``, dash the mean."""
     if grid is None:
         low, high = np.percentile(draws, [0.1, 99.9])
         pad = 0.15 * (high - low or 1.0)
@@ -90,7 +91,8 @@ def draw_density(
         lo, hi = (float(v) for v in hdi(torch.as_tensor(draws), hdi_prob))
         inside = (grid >= lo) & (grid <= hi)
         ax.fill_between(grid[inside], dens[inside], color=line.get_color(), alpha=0.25, lw=0)
-    ax.axvline(float(np.mean(draws)), color=line.get_color(), lw=1.0, ls="--")
+    if mark_mean:
+        ax.axvline(float(np.mean(draws)), color=line.get_color(), lw=1.0, ls="--")
     ax.set_ylim(bottom=0)
 
 

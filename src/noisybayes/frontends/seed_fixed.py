@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
 EPOCHS = (1, 10, 20, 50, 200)
+lr = 0.2
 
 
 class Snapshot(NamedTuple):
@@ -88,7 +89,7 @@ def snapshot(epoch, params) -> Snapshot:
 
 
 def make_optimizer(params, n_steps):
-    optimizer = torch.optim.Adam(params=params, lr=0.2)
+    optimizer = torch.optim.Adam(params=params, lr=lr)
     return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_steps)
 
 

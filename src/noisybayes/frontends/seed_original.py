@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 
 EPOCHS = (1, 10, 20, 50, 200)
+lr = 0.0001
 
 
 class Snapshot(NamedTuple):
@@ -67,14 +68,15 @@ def loss_fn(params, x, y, n_data, generator):
 
 
 def snapshot(epoch, params) -> Snapshot:
-    """The learned locs and sds; the noise scale is ``E[sigma] = |sig| sqrt(2/pi) + sig_mean``."""
+    """The learned locs and sds; the noise scale is the sd of the injected noise,
+    ``sqrt(E[sigma^2])`` with ``sigma = |sig| |z| + sig_mean``, ``z ~ N(0, 1)``."""
     b_mu, b_sd, a_mu, a_sd, sig, sig_mean = (float(p.detach()) for p in params)
-    noise = abs(sig) * math.sqrt(2 / math.pi) + sig_mean
+    noise = math.sqrt(sig**2 + 2 * abs(sig) * sig_mean * math.sqrt(2 / math.pi) + sig_mean**2)
     return Snapshot(epoch, b_mu, abs(b_sd), a_mu, abs(a_sd), noise)
 
 
 def make_optimizer(params, n_steps):
-    optimizer = torch.optim.SGD(params=params, lr=0.0001)
+    optimizer = torch.optim.SGD(params=params, lr=lr)
     return optimizer, torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)  # constant lr
 
 
