@@ -21,7 +21,9 @@ from noisybayes.math.intervals import hdi
 __all__ = [
     "draw_density",
     "draw_predictive",
+    "draw_trace",
     "kde",
+    "plot_fit",
     "plot_pairs",
     "plot_posterior",
     "plot_predictive",
@@ -200,26 +202,70 @@ def plot_predictive(
     return fig
 
 
-def plot_trace(obj: Any) -> Figure:
-    """The ELBO per datum at every optimisation step (``post.info.elbo_trace``)."""
-    post, _ = _posterior_of(obj)
+def draw_trace(ax: Axes, post: Posterior) -> None:
+    """On ``ax``: the ELBO per datum at every step, with its running mean over 2% of the run."""
     trace = post.info.elbo_trace.double().numpy()
-    fig = Figure(figsize=(6.5, 3.6), layout="constrained")
-    ax = fig.add_subplot()
     if trace.size == 0:
         ax.text(0.5, 0.5, f"no optimisation: {post.info.reason}", ha="center", va="center",
                 transform=ax.transAxes)
         ax.set_axis_off()
-        return fig
+        return
     steps = np.arange(1, trace.size + 1)
     ax.plot(steps, trace, color="C0", lw=0.6, alpha=0.5, label="per step")
     width = max(1, trace.size // 50)
     smooth = np.convolve(trace, np.ones(width) / width, mode="valid")
     ax.plot(steps[width - 1 :], smooth, color="C1", lw=1.8, label=f"mean of {width} steps")
-    low = np.percentile(trace, 5)
-    ax.set_ylim(low - 0.1 * abs(trace.max() - low), trace.max() + 0.05 * abs(trace.max() - low))
+    low, high = np.percentile(trace, 5), trace.max()
+    ax.set_ylim(low - 0.1 * abs(high - low), high + 0.05 * abs(high - low))
     ax.set_xlabel("step")
     ax.set_ylabel("ELBO / datum")
-    ax.set_title(f"{post.info.family}: {post.info.reason}", fontsize=9)
+    ax.set_title(f"{post.info.family}: {post.info.reason}", fontsize=8)
     ax.legend(loc="lower right", fontsize=8)
+
+
+def plot_trace(obj: Any) -> Figure:
+    """The ELBO per datum at every optimisation step (``post.info.elbo_trace``)."""
+    post, _ = _posterior_of(obj)
+    fig = Figure(figsize=(6.5, 3.6), layout="constrained")
+    draw_trace(fig.add_subplot(), post)
+    return fig
+
+
+def plot_fit(
+    obj: Any,
+    *,
+    x: Any = None,
+    y: Any = None,
+    prediction: Prediction | None = None,
+    x_new: Any = None,
+    hdi_prob: float = 0.94,
+    xlabel: str = "x",
+    ylabel: str = "y",
+) -> Figure:
+    """A fit at a glance: marginal densities (top row) and the ELBO trace (bottom); with a
+    1-D predictor ``x``, ``y`` and the ``prediction`` at ``x_new``, the predictive band too."""
+    draws = posterior_draws(obj)
+    post, _ = _posterior_of(obj)
+    cols = min(4, len(draws))
+    rows = -(-len(draws) // cols)
+    fig = Figure(figsize=(max(9.0, 3.6 * cols), 2.6 * rows + 3.8), layout="constrained")
+    halves: Any = fig.subfigures(2, 1, height_ratios=[2.6 * rows, 3.8])
+    top, bottom = halves[0], halves[1]
+    for k, (label, values) in enumerate(draws.items()):
+        ax = top.add_subplot(rows, cols, k + 1)
+        draw_density(ax, values, hdi_prob=hdi_prob, color="C0")
+        ax.set_title(label, fontsize=10)
+        ax.set_yticks([])
+    top.suptitle(f"posterior marginals (shaded: {hdi_prob:.0%} HDI, dashed: mean)")
+    with_band = prediction is not None and x is not None
+    axes = bottom.subplots(1, 2 if with_band else 1, squeeze=False)[0]
+    draw_trace(axes[0], post)
+    if with_band and prediction is not None:
+        x_arr = np.asarray(x, dtype=np.float64).reshape(-1)
+        y_arr = None if y is None else np.asarray(y, dtype=np.float64).reshape(-1)
+        new = x_arr if x_new is None else np.asarray(x_new, dtype=np.float64).reshape(-1)
+        draw_predictive(axes[1], x_arr, y_arr, new, prediction)
+        axes[1].set_xlabel(xlabel)
+        axes[1].set_ylabel(ylabel)
+        axes[1].legend(loc="best", fontsize=7)
     return fig
