@@ -109,3 +109,31 @@ def test_converted_mlp_90_percent_interval_covers_about_90_percent():
     z = to((yt - y_mean) / y_sd)[:, None]
     coverage = ((z >= pred.lower) & (z <= pred.upper)).float().mean().item()
     assert abs(coverage - 0.9) < 4 * math.sqrt(0.9 * 0.1 / 2000)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda x, y: nb.BNNRegressor(n_epochs=1).fit(x, np.ones((20, 2))), ValueError,
+         r"y must be 1-D or one column, got shape \(20, 2\)"),
+        (lambda x, y: nb.BNNRegressor(activation="sigmoid").fit(x, y), ValueError,
+         r"activation must be one of 'relu', 'tanh', 'gelu', got 'sigmoid'"),
+        (lambda x, y: nb.BNNRegressor(prior_scale=0.0).fit(x, y), ValueError,
+         r"prior_scale must be > 0, got 0.0"),
+        (lambda x, y: nb.BNNClassifier().fit(x, np.zeros((20, 2))), ValueError,
+         r"y must be 1-D, got shape \(20, 2\)"),
+        (lambda x, y: nb.BNNClassifier().fit(x, np.r_[np.nan, np.ones(19)]), ValueError,
+         r"y must be finite, got NaN/inf labels"),
+        (lambda x, y: nb.BNNRegressor(hidden=(2,), n_epochs=1).fit(x, y).score(x, y[:5]),
+         ValueError, r"y must have as many rows as X \(20\), got 5"),
+        (lambda x, y: nb.BNNClassifier(hidden=(2,), n_epochs=1).fit(x, y > 100).score(x, y[:5] > 0),
+         ValueError, r"y must have as many rows as X \(20\), got 5"),
+        (lambda x, y: train(nb.bayesian(nn.Linear(1, 1)), torch.ones(4, 1), torch.ones(4, 1),
+                            likelihood=bnn.Gaussian(), n_epochs=1, batch_size=0), ValueError,
+         r"batch_size must be an integer >= 1, got 0"),
+    ],
+)
+def test_estimator_argument_errors(call, error, message):
+    x, y = _toy(20, 5)
+    with pytest.raises(error, match=message):
+        call(x, y)

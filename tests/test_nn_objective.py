@@ -190,3 +190,31 @@ def test_categorical_labels_outside_the_range_and_shape_mismatch():
 def test_likelihood_argument_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_a_scalar_input_is_rejected():
+    with pytest.raises(ValueError, match=r"x must have a leading batch dimension, got a scalar"):
+        bnn.elbo_loss(_net(), torch.tensor(1.0), torch.ones(1), likelihood=bnn.Gaussian(),
+                      n_data=1)
+
+
+def test_squared_error_alone_collapses_the_injected_noise_and_the_elbo_does_not():
+    """The seed's trap: E[(y - f)^2] = (y - E f)^2 + Var f is minimised by zero noise."""
+    torch.manual_seed(0)
+    x, y = _data(64)
+    scales = {}
+    for name, kl_weight in (("mse", 0.0), ("elbo", 1.0)):
+        net = bnn.bayesian(nn.Linear(3, 1), init_scale=0.5)
+        lik = bnn.Gaussian()
+        opt = torch.optim.Adam([*net.parameters(), *lik.parameters()], lr=0.05)
+        for _ in range(1500):
+            if kl_weight:
+                loss = bnn.elbo_loss(net, x, y, likelihood=lik, n_data=64)
+            else:
+                loss = F.mse_loss(net(x).squeeze(-1), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        scales[name] = net.weight_scale.mean().item()
+    # the exact posterior sd of each slope is about noise / sqrt(N) = 0.3 / 8 ~ 0.04
+    assert scales["mse"] < 0.01 and 0.02 < scales["elbo"] < 0.08, scales

@@ -22,13 +22,19 @@ from torch import nn
 
 from noisybayes._rng import seeded_from
 from noisybayes.infer.posterior import Prediction
-from noisybayes.math.intervals import equal_tailed
 from noisybayes.nn.likelihoods import Bernoulli, Likelihood
 from noisybayes.nn.objective import LikelihoodArg, _check_finite, resolve_likelihood, sample_outputs
 
 __all__ = ["ClassPrediction", "predict", "predict_regression", "predict_classes"]
 
 _INTERVAL_DRAWS = 2000
+
+
+def _central(draws: torch.Tensor, level: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(1 - level)/2`` and ``(1 + level)/2`` quantiles along dim 0, on ``draws``' device."""
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=draws.dtype, device=draws.device)
+    lower, upper = torch.quantile(draws, q, dim=0)
+    return lower, upper
 
 
 @dataclass(frozen=True)
@@ -82,8 +88,8 @@ def predict_regression(outputs: torch.Tensor, lik: Likelihood, level: float) -> 
     aleatoric = variances.mean(0)
     per_draw = max(1, math.ceil(_INTERVAL_DRAWS / outputs.shape[0]))
     draws = dist.sample((per_draw,)).reshape(-1, *means.shape[1:])
-    lower, upper = equal_tailed(draws, level)
-    mean_lower, mean_upper = equal_tailed(means, level)
+    lower, upper = _central(draws, level)
+    mean_lower, mean_upper = _central(means, level)
     return Prediction(
         mean=means.mean(0),
         sd=(epistemic + aleatoric).sqrt(),
