@@ -192,8 +192,10 @@ def design_matrices(formula: str, data: Any, *, missing: MissingPolicy = "drop")
     X = _finite_frame(pd.DataFrame(rhs), "design column")
     X = X.drop(columns=[_INTERCEPT], errors="ignore")
     X.index = kept.index
-    if X.shape[1] == 0 and not intercept:
-        raise ValueError(f"formula must have at least one term or an intercept, got {formula!r}")
+    if X.shape[1] == 0:
+        raise ValueError(
+            f"formula must have at least one term besides the intercept, got {formula!r}"
+        )
     spec = FormulaSpec(
         formula=formula, response=str(lhs.columns[0]), columns=tuple(map(str, X.columns)),
         intercept=intercept, variables=rhs_vars, rhs_spec=rhs.model_spec,
