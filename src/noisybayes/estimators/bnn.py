@@ -51,6 +51,7 @@ class _BNN:
         n_predict_samples: int = 200,
         seed: int | None = 0,
         progress: bool = False,
+        device: str | torch.device = "cpu",
     ) -> None:
         self.hidden = tuple(hidden)
         self.activation = activation
@@ -64,6 +65,7 @@ class _BNN:
         self.n_predict_samples = n_predict_samples
         self.seed = seed
         self.progress = progress
+        self.device = device
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(hidden={self.hidden}, activation={self.activation!r}, "
@@ -93,14 +95,15 @@ class _BNN:
         self.x_scale_ = torch.where(sd > 0, sd, torch.ones_like(sd))
         gen = make_generator(self.seed)
         with seeded_from(gen):  # the initial means
-            self.model_ = self._network(x.shape[1], n_out)
-        self.likelihood_ = lik
+            self.model_ = self._network(x.shape[1], n_out).to(self.device)
+        self.likelihood_ = lik.to(self.device)
         n_epochs = self.n_epochs
         if n_epochs is None:
             per_epoch = math.ceil(x.shape[0] / max(1, min(self.batch_size, x.shape[0])))
             n_epochs = max(40, math.ceil(_STEPS / per_epoch))
         self.info_: TrainInfo = train(
-            self.model_, (x - self.x_mean_) / self.x_scale_, target, likelihood=lik,
+            self.model_, ((x - self.x_mean_) / self.x_scale_).to(self.device),
+            target.to(self.device), likelihood=self.likelihood_,
             n_epochs=n_epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
             n_samples=self.n_samples, temperature=self.temperature, generator=gen,
             progress=self.progress,
@@ -118,8 +121,8 @@ class _BNN:
                              f"got {x.shape[1]}")
         gen = make_generator(self.seed)
         with torch.no_grad(), seeded_from(gen):
-            return sample_outputs(self.model_, (x - self.x_mean_) / self.x_scale_,
-                                  self.n_predict_samples)
+            x_std = ((x - self.x_mean_) / self.x_scale_).to(self.device)
+            return sample_outputs(self.model_, x_std, self.n_predict_samples)
 
 
 class BNNRegressor(_BNN):
@@ -135,7 +138,9 @@ class BNNRegressor(_BNN):
         temperature: the KL weight (1 is the posterior).
         n_epochs: passes over the data; ``None`` gives about 5000 steps (at least 40).
         batch_size, learning_rate, n_samples: the training loop's settings.
-        n_predict_samples: weight draws per prediction. seed: randomness of fit and predict.
+        n_predict_samples: weight draws per prediction. seed: randomness of fit and predict
+            (on a GPU the weight noise comes from the device's own generator).
+        device: where the network trains and predicts; results return on the CPU.
 
     Fitted attributes: ``model_``, ``likelihood_``, ``info_`` (a ``TrainInfo``), the
     standardisation ``x_mean_``, ``x_scale_``, ``y_mean_``, ``y_scale_``.
@@ -174,7 +179,7 @@ class BNNRegressor(_BNN):
         with torch.no_grad():
             pred = predict_regression(outputs, self.likelihood_, level)
         a, b = self.y_scale_, self.y_mean_
-        flat = {k: getattr(pred, k).reshape(-1) for k in (
+        flat = {k: getattr(pred, k).reshape(-1).cpu() for k in (
             "mean", "sd", "epistemic_sd", "aleatoric_sd", "lower", "upper",
             "mean_lower", "mean_upper")}
         return Prediction(
@@ -196,11 +201,11 @@ class BNNRegressor(_BNN):
         if y_t.shape[0] != outputs.shape[1]:
             raise ValueError(f"y must have as many rows as X ({outputs.shape[1]}), "
                              f"got {y_t.shape[0]}")
-        z = (y_t - self.y_mean_) / self.y_scale_
+        z = ((y_t - self.y_mean_) / self.y_scale_).to(outputs.device)
         with torch.no_grad():
             lp = torch.stack([self.likelihood_.log_prob(o, z if o.shape[-1] == 2 else z[:, None])
                               for o in outputs])
-        return lp.logsumexp(0) - math.log(lp.shape[0]) - math.log(self.y_scale_)
+        return (lp.logsumexp(0) - math.log(lp.shape[0]) - math.log(self.y_scale_)).cpu()
 
     def score(self, X: Any, y: Any) -> float:
         """Mean test log-likelihood (log predictive density) per row, in y's units."""
@@ -238,7 +243,10 @@ class BNNClassifier(_BNN):
 
     def predict_distribution(self, X: Any) -> ClassPrediction:
         """Predictive probabilities ``(B, K)``, entropy and mutual information ``(B,)``."""
-        return predict_classes(self._outputs(X), self.likelihood_)
+        pred = predict_classes(self._outputs(X), self.likelihood_)
+        return ClassPrediction(probs=pred.probs.cpu(), entropy=pred.entropy.cpu(),
+                               expected_entropy=pred.expected_entropy.cpu(),
+                               mutual_information=pred.mutual_information.cpu())
 
     def predict_proba(self, X: Any) -> torch.Tensor:
         """Posterior predictive class probabilities ``(B, K)``, columns as ``classes_``."""
