@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and Bayesian linear regression from a table.",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    threads = {"type": int, "default": 1, "help": "torch threads (default 1: small "
+    threads: dict[str, Any] = {"type": int, "default": 1, "help": "torch threads (default 1: small "
                "regressions run fastest on one)"}
 
     demo = commands.add_parser(

@@ -173,9 +173,14 @@ def run_demo(*, quick: bool = False, seed: int = 0, mcmc: bool = True) -> DemoRe
     X, Y = x.double()[:, None], y.double()
     slope_draws: dict[str, np.ndarray] = {}
     flat: dict[str, Any] = {"prior_scale": None, "noise_prior": None, "seed": seed}
+    notes: list[str] = []
     for family in ("meanfield", "fullrank"):
-        reg, seconds = _timed(lambda f=family: BayesianLinearRegression(family=f, **flat).fit(X, Y))
+        reg, seconds = _timed(
+            lambda f=family: BayesianLinearRegression(family=f, max_steps=4000, **flat).fit(X, Y)
+        )
         methods.append(_estimator_row(f"nb.fit {family}", reg, seconds))
+        if not reg.posterior_.info.converged:
+            notes.append(f"nb.fit {family} did not converge: {reg.posterior_.info.reason}")
         slope_draws[f"nb.fit {family}"] = reg.posterior_.sample(4000, seed=seed)["coef"][:, 0].numpy()
 
     design = torch.cat([torch.ones_like(X), X], dim=1)
@@ -189,7 +194,6 @@ def run_demo(*, quick: bool = False, seed: int = 0, mcmc: bool = True) -> DemoRe
     exact_draws = exact.posterior_.sample(4000, seed=seed)
     slope_draws["exact"] = exact_draws["coef"][:, 0].numpy()
 
-    notes: list[str] = []
     available = mcmc and importlib.util.find_spec("numpyro") is not None
     if available:
         beta, sigma, t_mcmc = _mcmc(x, y, seed)

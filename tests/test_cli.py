@@ -1,0 +1,195 @@
+"""The ``noisybayes fit`` command: results against reference posteriors, exit codes and the
+exact error messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import noisybayes as nb
+from noisybayes.frontends.cli import main
+
+SHARED = Path(__file__).parents[1].parent / "shared" / "data"
+KIDIQ = SHARED / "posteriordb" / "kidiq-kidscore_momiq"
+FLAT = ["--method", "exact", "--prior-scale", "none", "--noise-prior", "none"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def line_csv(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.0, 10.0, 80)
+    table = pd.DataFrame({
+        "y": 1.0 + 0.5 * x + rng.normal(0.0, 1.0, 80), "x": x, "g": rng.choice(["a", "b"], 80),
+        "label": [f"row{i}" for i in range(80)],
+    })
+    path = tmp_path / "line.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.skipif(not KIDIQ.is_dir(), reason=f"reference posterior not found at {KIDIQ}")
+def test_fit_agrees_with_stan_on_kidiq(tmp_path, capsys):
+    """kid_score ~ mom_iq, beta flat, sigma ~ HalfCauchy(0, 2.5), against 10,000 NUTS draws:
+    means within 0.1 reference sd, sds within 10% (Monte Carlo error of the reference: about
+    0.01 sd for means, 0.7% for sds)."""
+    data = json.loads((KIDIQ / "data.json").read_text())
+    csv = tmp_path / "kidiq.csv"
+    pd.DataFrame({"kid_score": data["kid_score"], "mom_iq": data["mom_iq"]}).to_csv(csv, index=False)
+    out_json = tmp_path / "fit.json"
+    code, out, err = run(
+        ["fit", csv, "--formula", "kid_score ~ mom_iq", "--prior-scale", "none",
+         "--noise-prior", "halfcauchy:2.5", "--json", out_json], capsys,
+    )
+    assert code == 0, err
+    assert "rows: 434 used of 434 (0 dropped for missing values)" in out
+    fitted = json.loads(out_json.read_text())["summary"]
+    reference = pd.read_csv(KIDIQ / "reference_draws.csv")
+    for ours, theirs in (("intercept", "beta[1]"), ("mom_iq", "beta[2]"), ("sigma", "sigma")):
+        ref_mean, ref_sd = reference[theirs].mean(), reference[theirs].std()
+        assert abs(fitted[ours]["mean"] - ref_mean) < 0.1 * ref_sd, ours
+        assert abs(fitted[ours]["sd"] / ref_sd - 1) < 0.10, ours
+
+
+def test_fit_prints_table_and_writes_predictions(line_csv, tmp_path, capsys):
+    new = tmp_path / "new.csv"
+    pd.DataFrame({"x": [0.0, 5.0], "g": ["a", "b"]}).to_csv(new, index=False)
+    pred_csv = tmp_path / "pred.csv"
+    code, out, err = run(
+        ["fit", line_csv, "--formula", "y ~ x + C(g)", *FLAT, "--predict", new, "--out", pred_csv],
+        capsys,
+    )
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0].startswith("noisybayes fit: y ~ x + C(g)  [gaussian likelihood, exact,")
+    assert lines[1] == "rows: 80 used of 80 (0 dropped for missing values)"
+    assert "fit: converged after 0 steps" in out and "wrote 2 predictions to" in out
+    for name in ("intercept", "x", "C(g)[T.b]", "sigma"):
+        assert any(line.startswith(name) for line in lines), name
+    predictions = pd.read_csv(pred_csv)
+    assert list(predictions.columns) == [
+        "x", "g", "predicted_mean", "predicted_sd", "predicted_3%", "predicted_97%"
+    ]
+    table = pd.read_csv(line_csv)
+    reg = nb.BayesianLinearRegression.from_formula(
+        "y ~ x + C(g)", table, method="exact", prior_scale=None, noise_prior=None
+    )
+    expected = reg.predict_distribution(pd.DataFrame({"x": [0.0, 5.0], "C(g)[T.b]": [0.0, 1.0]}))
+    np.testing.assert_allclose(predictions["predicted_mean"], expected.mean.numpy(), rtol=1e-6)
+
+
+def test_missing_values_are_dropped_with_a_warning(line_csv, capsys):
+    table = pd.read_csv(line_csv)
+    table.loc[[2, 5], "x"] = np.nan
+    table.loc[9, "y"] = np.nan
+    table.to_csv(line_csv, index=False)
+    code, out, err = run(["fit", line_csv, "--formula", "y ~ x", *FLAT], capsys)
+    assert code == 0
+    assert err == "noisybayes: warning: dropped 3 of 80 rows with missing values (y: 1, x: 2)\n"
+    assert "rows: 77 used of 80 (3 dropped for missing values)" in out
+    code, out, err = run(["fit", line_csv, "--formula", "y ~ x", "--missing", "error"], capsys)
+    assert code == 1 and out == ""
+    assert err == (
+        "noisybayes: error: data must have no missing values in the formula's columns when "
+        "missing='error', got 3 row(s) with missing values (y: 1, x: 2)\n"
+    )
+
+
+def test_json_and_plot_are_written(line_csv, tmp_path, capsys):
+    out_json, png = tmp_path / "fit.json", tmp_path / "fit.png"
+    code, _, err = run(
+        ["fit", line_csv, "--formula", "y ~ x", *FLAT, "--json", out_json, "--plot", png], capsys
+    )
+    assert code == 0, err
+    record = json.loads(out_json.read_text())
+    assert record["n_used"] == 80 and set(record["summary"]) == {"intercept", "x", "sigma"}
+    assert png.stat().st_size > 20_000
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["fit", "{dir}/nope.csv", "--formula", "y ~ x"],
+         "path must name an existing file, got '{dir}/nope.csv' (no such file)"),
+        (["fit", "{csv}", "--formula", "y ~ x + w"],
+         "formula must use columns of the table, got unknown column 'w' in 'y ~ x + w' "
+         "(columns: y, x, g, label)"),
+        (["fit", "{csv}", "--formula", "label ~ x"],
+         "the response column 'label' must be numeric, got dtype str"),
+        (["fit", "{csv}", "--formula", "y ~ x", "--out", "{dir}/p.csv"],
+         "--out needs --predict FILE, the table of rows to predict"),
+        (["fit", "{csv}", "--formula", "y ~ x", "--likelihood", "student_t", "--method", "exact"],
+         "method must be 'vi' for the Student-t likelihood (no closed form), got 'exact'"),
+        (["fit", "{csv}", "--formula", "y ~ x", "--method", "exact"],
+         "method='exact' with unknown noise needs flat priors: prior_scale=None and "
+         "noise_prior=None, got prior_scale='auto' and noise_prior='auto'"),
+        (["fit", "{dir}/empty.csv", "--formula", "y ~ x"],
+         "the table in '{dir}/empty.csv' must have at least one row, got none (columns: y, x)"),
+        (["fit", "{dir}/blank.csv", "--formula", "y ~ x"],
+         "the table in '{dir}/blank.csv' must have a header and rows, got an empty file"),
+        (["fit", "{dir}/table.xlsx", "--formula", "y ~ x"],
+         "path must end in one of .csv, .tsv, .txt, .parquet, .pq, got '{dir}/table.xlsx'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_1(line_csv, tmp_path, capsys, args, message):
+    (tmp_path / "empty.csv").write_text("y,x\n")
+    (tmp_path / "blank.csv").write_text("")
+    (tmp_path / "table.xlsx").write_text("")
+    filled = [a.format(dir=tmp_path, csv=line_csv) for a in args]
+    code, out, err = run(filled, capsys)
+    assert code == 1 and out == ""
+    assert err == f"noisybayes: error: {message.format(dir=tmp_path)}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["fit", "{csv}", "--formula", "y ~ x", "--prior-scale", "-1"],
+         "argument --prior-scale: --prior-scale must be 'auto', 'none' or a number > 0, "
+         "got '-1'"),
+        (["fit", "{csv}", "--formula", "y ~ x", "--noise-prior", "gamma:2"],
+         "argument --noise-prior: --noise-prior must be 'auto', 'none', 'halfcauchy:SCALE', "
+         "'halfnormal:SCALE' or 'exponential:RATE' with a number > 0, got 'gamma:2'"),
+        (["fit", "{csv}"], "the following arguments are required: --formula"),
+    ],
+)
+def test_malformed_arguments_are_one_line_and_exit_2(line_csv, capsys, args, message):
+    with pytest.raises(SystemExit) as info:
+        main([a.format(csv=line_csv) for a in args])
+    _, err = capsys.readouterr()
+    assert info.value.code == 2
+    assert err == f"noisybayes: error: {message} (see 'noisybayes fit --help')\n"
+
+
+def test_parquet_is_read(line_csv, tmp_path, capsys):
+    parquet = tmp_path / "line.parquet"
+    pd.read_csv(line_csv).to_parquet(parquet)
+    code, out, _ = run(["fit", parquet, "--formula", "y ~ x", *FLAT], capsys)
+    assert code == 0 and "rows: 80 used of 80" in out
+
+
+def test_entry_point_runs():
+    done = subprocess.run(
+        [sys.executable, "-m", "noisybayes.frontends.cli", "--help"],
+        capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 0 and "{demo,fit}" in done.stdout
