@@ -15,6 +15,7 @@ import torch
 
 import noisybayes as nb
 from noisybayes.frontends.cli import main
+from noisybayes.frontends.data_io import example_path
 
 SHARED = Path(__file__).parents[1].parent / "shared" / "data"
 KIDIQ = SHARED / "posteriordb" / "kidiq-kidscore_momiq"
@@ -178,6 +179,27 @@ def test_malformed_arguments_are_one_line_and_exit_2(line_csv, capsys, args, mes
     _, err = capsys.readouterr()
     assert info.value.code == 2
     assert err == f"noisybayes: error: {message} (see 'noisybayes fit --help')\n"
+
+
+def test_fit_on_the_bundled_table_is_least_squares(capsys, tmp_path):
+    """Flat priors, unknown noise: the posterior means are the least-squares coefficients."""
+    path = example_path("plants")
+    table = pd.read_csv(path)
+    out_json = tmp_path / "plants.json"
+    code, out, _ = run(
+        ["fit", path, "--formula", "growth ~ water + light + C(soil)", *FLAT, "--json", out_json],
+        capsys,
+    )
+    assert code == 0 and "rows: 120 used of 120" in out
+    X = np.column_stack([
+        np.ones(len(table)), table.water, table.light, table.soil == "loam", table.soil == "sand"
+    ]).astype(float)
+    beta = np.linalg.lstsq(X, table.growth.to_numpy(), rcond=None)[0]
+    summary = json.loads(out_json.read_text())["summary"]
+    names = ["intercept", "water", "light", "C(soil)[T.loam]", "C(soil)[T.sand]"]
+    np.testing.assert_allclose([summary[n]["mean"] for n in names], beta, rtol=1e-8)
+    with pytest.raises(ValueError, match=r"^name must be one of the bundled tables \['plants'\]"):
+        example_path("nope")
 
 
 def test_parquet_is_read(line_csv, tmp_path, capsys):

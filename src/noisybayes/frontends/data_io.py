@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["read_table"]
+__all__ = ["example_path", "read_table"]
 
 _CSV = {".csv": ",", ".tsv": "\t", ".txt": None}
 _PARQUET = (".parquet", ".pq")
+
+
+def example_path(name: str = "plants") -> Path:
+    """The path of a table shipped with noisybayes, ``noisybayes/data/<name>.csv``.
+
+    ``plants``: 120 rows of ``growth ~ water + light + C(soil)``, simulated with growth =
+    2 + 1.2 water + 0.5 light + (loam: +2, sand: -1.5) + N(0, 1.5^2) noise.
+    """
+    folder = Path(str(resources.files("noisybayes") / "data"))
+    path = folder / f"{name}.csv"
+    if not path.is_file():
+        have = sorted(p.stem for p in folder.glob("*.csv"))
+        raise ValueError(f"name must be one of the bundled tables {have}, got {name!r}")
+    return path
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
