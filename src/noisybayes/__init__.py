@@ -10,6 +10,7 @@ from noisybayes import nn
 from noisybayes.errors import DivergenceError
 from noisybayes.estimators.bnn import BNNClassifier, BNNRegressor
 from noisybayes.estimators.linear import BayesianLinearRegression
+from noisybayes.frontends.robust import StudentTLinearRegression
 from noisybayes.infer import FitInfo, FitState, Posterior, Prediction, fit
 from noisybayes.math.conjugate import gaussian_linear_posterior, normal_inverse_gamma_posterior
 from noisybayes.model import Model, param
@@ -27,6 +28,7 @@ __all__ = [
     "Model",
     "Posterior",
     "Prediction",
+    "StudentTLinearRegression",
     "bayesian",
     "elbo_loss",
     "fit",
@@ -34,4 +36,20 @@ __all__ = [
     "nn",
     "normal_inverse_gamma_posterior",
     "param",
+    "plot_fit",
+    "plot_pairs",
+    "plot_posterior",
+    "plot_predictive",
+    "plot_trace",
 ]
+
+_PLOTS = ("plot_fit", "plot_pairs", "plot_posterior", "plot_predictive", "plot_trace")
+
+
+def __getattr__(name: str):
+    """The plot functions, imported on first use: matplotlib is an optional dependency."""
+    if name in _PLOTS:
+        from noisybayes.frontends import plots
+
+        return getattr(plots, name)
+    raise AttributeError(f"module 'noisybayes' has no attribute {name!r}")
