@@ -55,7 +55,8 @@ def test_fit_agrees_with_stan_on_kidiq(tmp_path, capsys):
     0.01 sd for means, 0.7% for sds)."""
     data = json.loads((KIDIQ / "data.json").read_text())
     csv = tmp_path / "kidiq.csv"
-    pd.DataFrame({"kid_score": data["kid_score"], "mom_iq": data["mom_iq"]}).to_csv(csv, index=False)
+    table = pd.DataFrame({"kid_score": data["kid_score"], "mom_iq": data["mom_iq"]})
+    table.to_csv(csv, index=False)
     out_json = tmp_path / "fit.json"
     code, out, err = run(
         ["fit", csv, "--formula", "kid_score ~ mom_iq", "--prior-scale", "none",

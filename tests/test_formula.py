@@ -105,9 +105,11 @@ def test_transform_rebuilds_the_design_of_new_rows(table):
     design = design_matrices("y ~ x1 * C(g)", table)
     again = design.spec.transform(table.drop(columns=["y"]))
     pd.testing.assert_frame_equal(again.X, design.X)
-    with pytest.raises(ValueError, match=r"^data must only hold categories seen at fit time, got \{'z'\}$"):
+    unseen = r"^data must only hold categories seen at fit time, got \{'z'\}$"
+    with pytest.raises(ValueError, match=unseen):
         design.spec.transform(pd.DataFrame({"x1": [1.0], "g": ["z"]}))
-    with pytest.raises(ValueError, match=r"^formula must use columns of the table, got unknown column 'g'"):
+    unknown = r"^formula must use columns of the table, got unknown column 'g'"
+    with pytest.raises(ValueError, match=unknown):
         design.spec.transform(pd.DataFrame({"x1": [1.0]}))
 
 

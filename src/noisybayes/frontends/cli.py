@@ -134,12 +134,12 @@ def _print_table(frame: pd.DataFrame, out: TextIO, title: str | None = None) -> 
         return
     if title:
         print(title, file=out)
-    print(frame.to_string(float_format=_fmt), file=out)
+    print(frame.to_string(float_format=_fmt, na_rep=""), file=out)
 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
+        return "" if math.isnan(value) else f"{value:.4g}"
     return str(value)
 
 

@@ -49,10 +49,14 @@ def read_table(path: str | Path) -> pd.DataFrame:
             sep = _CSV[suffix]
             table = pd.read_csv(path, sep=sep, engine="python" if sep is None else "c")
     except pd.errors.EmptyDataError:
-        raise ValueError(f"the table in {str(path)!r} must have a header and rows, got an empty file") from None
+        raise ValueError(
+            f"the table in {str(path)!r} must have a header and rows, got an empty file"
+        ) from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"the file {str(path)!r} could not be read as {suffix[1:]}: {first}") from None
+        raise ValueError(
+            f"the file {str(path)!r} could not be read as {suffix[1:]}: {first}"
+        ) from None
     if len(table) == 0:
         columns = ", ".join(map(str, table.columns))
         raise ValueError(

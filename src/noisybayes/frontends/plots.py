@@ -65,7 +65,8 @@ def posterior_draws(obj: Any, n_draws: int = 4000, seed: int = 0) -> dict[str, n
     out: dict[str, np.ndarray] = {}
     for name in post.layout.names:
         flat = draws[name].reshape(n_draws, -1).double().numpy()
-        labels = [name] if draws[name].dim() == 1 else [f"{name}[{i}]" for i in range(flat.shape[1])]
+        scalar = draws[name].dim() == 1
+        labels = [name] if scalar else [f"{name}[{i}]" for i in range(flat.shape[1])]
         for j, label in enumerate(labels):
             out[rename.get(label, label)] = flat[:, j]
     return out
