@@ -144,7 +144,7 @@ def _mcmc(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[np.ndarray, np.n
 
     start = time.perf_counter()
     mcmc = MCMC(NUTS(model), num_warmup=500, num_samples=1000, num_chains=4,
-                chain_method="sequential", progress_bar=False)
+                chain_method="vectorized", progress_bar=False)
     mcmc.run(jax.random.PRNGKey(seed), x.double().numpy(), y.double().numpy())
     draws = mcmc.get_samples()
     beta = np.stack([np.asarray(draws["intercept"]), np.asarray(draws["slope"])], axis=1)
