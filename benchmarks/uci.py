@@ -76,7 +76,7 @@ def split(name: str, root: Path, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def regressor(prior_scale: float, n_steps: int, n_rows: int, seed: int) -> nb.BNNRegressor:
-    batch = 32 if n_rows < 2000 else 128
+    batch = min(n_rows, 512)  # large batches: less gradient noise in the scales per step
     n_epochs = max(1, math.ceil(n_steps * batch / n_rows))
     return nb.BNNRegressor(hidden=(50,), prior_scale=prior_scale, n_epochs=n_epochs,
                            batch_size=batch, learning_rate=1e-2, seed=seed)

@@ -45,7 +45,7 @@ class _BNN:
         init_scale: float = 0.1,
         temperature: float = 1.0,
         n_epochs: int | None = None,
-        batch_size: int = 32,
+        batch_size: int = 128,
         learning_rate: float = 1e-2,
         n_samples: int = 1,
         n_predict_samples: int = 200,
@@ -137,7 +137,9 @@ class BNNRegressor(_BNN):
         init_scale: initial posterior sds, see :class:`noisybayes.nn.BayesLinear`.
         temperature: the KL weight (1 is the posterior).
         n_epochs: passes over the data; ``None`` gives about 5000 steps (at least 40).
-        batch_size, learning_rate, n_samples: the training loop's settings.
+        batch_size, learning_rate, n_samples: the training loop's settings. Large batches
+            (the default 128, or all rows of a small data set) reduce the gradient noise
+            of the posterior scales, which sets how many steps the fit needs.
         n_predict_samples: weight draws per prediction. seed: randomness of fit and predict
             (on a GPU the weight noise comes from the device's own generator).
         device: where the network trains and predicts; results return on the CPU.
