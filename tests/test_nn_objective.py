@@ -230,3 +230,13 @@ def test_squared_error_alone_collapses_the_injected_noise_and_the_elbo_does_not(
         scales[name] = net.weight_scale.mean().item()
     # the exact posterior sd of each slope is about noise / sqrt(N) = 0.3 / 8 ~ 0.04
     assert scales["mse"] < 0.01 and 0.02 < scales["elbo"] < 0.08, scales
+
+
+def test_a_generator_makes_the_loss_reproducible():
+    net, lik = _net(), bnn.Gaussian()
+    x, y = _data()
+    a = bnn.elbo_loss(net, x, y, likelihood=lik, n_data=100,
+                      generator=torch.Generator().manual_seed(7))
+    b = bnn.elbo_loss(net, x, y, likelihood=lik, n_data=100,
+                      generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(a, b)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from noisybayes._rng import seeded_from
 from noisybayes.nn.base import NoisyModule
 from noisybayes.nn.conv import BayesConv2d
 from noisybayes.nn.convert import noise_parametrizations
@@ -147,7 +149,8 @@ def elbo_loss(
         n_data: the training set size ``N``, or the ``DataLoader`` that yields the batches.
         n_samples: Monte Carlo draws of the weights per row.
         temperature: the KL weight; 1 is the posterior.
-        generator: the randomness of a Monte Carlo KL (non-Gaussian priors).
+        generator: the randomness of the weight noise and of a Monte Carlo KL (non-Gaussian
+            priors); ``None`` draws from torch's global generator.
     """
     lik = resolve_likelihood(likelihood)
     x = _check_finite("x", x)
@@ -159,10 +162,10 @@ def elbo_loss(
         raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
     if not (isinstance(temperature, (int, float)) and 0 <= temperature < math.inf):
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-    outputs = sample_outputs(model, x, n_samples)
-    y_rep = y.expand(n_samples, *y.shape).reshape(n_samples * y.shape[0], *y.shape[1:])
-    log_lik = lik.log_prob(outputs.reshape(-1, *outputs.shape[2:]), y_rep)
-    nll = -log_lik.mean()
-    if temperature == 0:
-        return nll
-    return nll + temperature * kl_divergence(model, generator=generator) / n
+    with nullcontext() if generator is None else seeded_from(generator):
+        outputs = sample_outputs(model, x, n_samples)
+        y_rep = y.expand(n_samples, *y.shape).reshape(n_samples * y.shape[0], *y.shape[1:])
+        nll = -lik.log_prob(outputs.reshape(-1, *outputs.shape[2:]), y_rep).mean()
+        if temperature == 0:
+            return nll
+        return nll + temperature * kl_divergence(model) / n
