@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     n_splits = args.splits if args.splits is not None else (2 if args.quick else None)
-    n_steps = args.steps if args.steps is not None else (1500 if args.quick else 6000)
+    n_steps = args.steps if args.steps is not None else (1500 if args.quick else 4000)
     tune = not args.quick
     begin = time.perf_counter()
     results = []
