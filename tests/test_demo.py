@@ -29,7 +29,9 @@ def quick_run(tmp_path_factory) -> tuple[str, dict, Path]:
                      "--plot", str(folder / "demo.png")])
     torch.set_num_threads(before)
     assert code == 0
-    return buffer.getvalue(), json.loads((folder / "demo.json").read_text()), folder / "demo.png"
+    text = (folder / "demo.json").read_text()
+    assert "NaN" not in text  # strict JSON
+    return buffer.getvalue(), json.loads(text), folder / "demo.png"
 
 
 def test_seed_recipe_sds_collapse(quick_run):

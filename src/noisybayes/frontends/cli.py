@@ -169,16 +169,25 @@ def _demo(args: argparse.Namespace) -> int:
         plot_demo(result).savefig(args.plot, dpi=110)
         print(f"\nwrote the figure to {args.plot}")
     if args.json is not None:
-        args.json.write_text(json.dumps(result.to_json(), indent=2, default=_json_default))
+        _write_json(args.json, result.to_json())
         print(f"wrote the numbers to {args.json}")
     print(f"done in {result.seconds:.1f} s")
     return 0
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    raise TypeError(f"not JSON serialisable: {value!r}")
+def _write_json(path: Path, record: Any) -> None:
+    """``record`` as strict JSON: NaN and infinities become ``null``."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    path.write_text(json.dumps(clean(record), indent=2, allow_nan=False))
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -229,7 +238,7 @@ def _fit(args: argparse.Namespace) -> int:
             "fit": {"converged": info.converged, "reason": info.reason,
                     "n_steps": info.n_steps, "seconds": info.seconds},
         }
-        args.json.write_text(json.dumps(record, indent=2, default=_json_default))
+        _write_json(args.json, record)
         print(f"wrote the results to {args.json}")
     return 0
 
