@@ -150,6 +150,10 @@ def test_json_and_plot_are_written(line_csv, tmp_path, capsys):
          "the table in '{dir}/blank.csv' must have a header and rows, got an empty file"),
         (["fit", "{dir}/table.xlsx", "--formula", "y ~ x"],
          "path must end in one of .csv, .tsv, .txt, .parquet, .pq, got '{dir}/table.xlsx'"),
+        (["fit", "{dir}", "--formula", "y ~ x"],
+         "path must name an existing file, got '{dir}' (a directory)"),
+        (["fit", "{csv}", "--formula", "y ~ x", "--predict", "{dir}/missing.csv"],
+         "path must name an existing file, got '{dir}/missing.csv' (no such file)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(line_csv, tmp_path, capsys, args, message):
@@ -201,6 +205,29 @@ def test_fit_on_the_bundled_table_is_least_squares(capsys, tmp_path):
     np.testing.assert_allclose([summary[n]["mean"] for n in names], beta, rtol=1e-8)
     with pytest.raises(ValueError, match=r"^name must be one of the bundled tables \['plants'\]"):
         example_path("nope")
+
+
+def test_unreadable_parquet(tmp_path, capsys):
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("not parquet")
+    code, out, err = run(["fit", bad, "--formula", "y ~ x"], capsys)
+    assert code == 1 and out == ""
+    assert err.startswith(f"noisybayes: error: the file '{bad}' could not be read as parquet: ")
+    assert err.count("\n") == 1
+
+
+def test_threads_must_be_positive(line_csv, capsys):
+    code, _, err = run(["fit", line_csv, "--formula", "y ~ x", "--threads", "0"], capsys)
+    assert code == 2 and err == "noisybayes: error: --threads must be >= 1, got 0\n"
+
+
+def test_prediction_rows_with_missing_values_are_dropped(line_csv, tmp_path, capsys):
+    new = tmp_path / "new.csv"
+    pd.DataFrame({"x": [1.0, None, 3.0]}).to_csv(new, index=False)
+    code, out, err = run(["fit", line_csv, "--formula", "y ~ x", *FLAT, "--predict", new], capsys)
+    assert code == 0
+    assert err == f"noisybayes: warning: dropped 1 of 3 rows of {new} with missing values\n"
+    assert f"predictions for {new} (94% predictive interval):" in out
 
 
 def test_parquet_is_read(line_csv, tmp_path, capsys):

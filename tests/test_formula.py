@@ -81,6 +81,8 @@ def test_missing_error_refuses(table):
         ("y ~ np.log(x1 - 3)", "design column 'np.log(x1 - 3)' must be finite, got"),
         ("y ~ (x1", "formula could not be parsed: "),
         ("y ~ 1", "formula must have at least one term besides the intercept, got 'y ~ 1'"),
+        ("y + x1 ~ g", "formula must have one numeric response, got 2 columns ['y', 'x1'] "
+         "from 'y + x1 ~ g'"),
     ],
 )
 def test_formula_errors_name_the_problem(table, formula, message):
@@ -144,6 +146,12 @@ def test_student_t_needs_vi(table):
     assert str(info.value) == (
         "method must be 'vi' for the Student-t likelihood (no closed form), got 'exact'"
     )
+
+
+def test_student_t_df_prior_must_be_a_distribution(table):
+    with pytest.raises(TypeError) as info:
+        StudentTLinearRegression.from_formula("y ~ x1", table, df_prior=3.0)
+    assert str(info.value) == "df_prior must be a torch Distribution or None, got 3.0"
 
 
 def test_student_t_resists_outliers():
