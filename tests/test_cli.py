@@ -207,6 +207,17 @@ def test_fit_on_the_bundled_table_is_least_squares(capsys, tmp_path):
         example_path("nope")
 
 
+def test_student_t_fit_reports_degrees_of_freedom(capsys):
+    code, out, err = run(
+        ["fit", example_path("plants"), "--formula", "growth ~ water + C(soil)",
+         "--likelihood", "student_t"], capsys,
+    )
+    assert code == 0, err
+    assert "[student_t likelihood, fullrank," in out.splitlines()[0]
+    assert any(line.startswith("df ") for line in out.splitlines())
+    assert "sigma is the Student-t scale; df its degrees of freedom" in out
+
+
 def test_unreadable_parquet(tmp_path, capsys):
     bad = tmp_path / "bad.parquet"
     bad.write_text("not parquet")
