@@ -38,6 +38,10 @@ __all__ = ["FitState", "fit"]
 
 FamilyName = Literal["meanfield", "lowrank", "fullrank"]
 
+# An ELBO gain (nats, whole data set) per window below which progress counts as stalled
+# even when the Monte Carlo noise is too small to hide it.
+_NEGLIGIBLE_GAIN = 0.01
+
 
 @dataclass(frozen=True)
 class FitState:
@@ -91,6 +95,14 @@ def _build_family(
     return family
 
 
+def _whitened_curvature(family: GaussianFamily, precision: torch.Tensor) -> torch.Tensor:
+    """The Laplace precision seen from the family's coordinates: ``T^T H T``."""
+    t = family.precond.double()
+    h = precision.double()
+    whitened = t[:, None] * h * t[None, :] if t.ndim == 1 else t.T @ h @ t
+    return whitened.to(precision.dtype)
+
+
 def fit(
     model: Model,
     x: Any,
@@ -98,7 +110,7 @@ def fit(
     *,
     family: FamilyName = "fullrank",
     rank: int = 2,
-    batch_size: int | None = None,
+    batch_size: int | Literal["auto"] | None = "auto",
     n_samples: int = 16,
     max_steps: int = 10_000,
     learning_rate: float = 0.05,
@@ -118,8 +130,9 @@ def fit(
         y: the targets, ``(N, ...)``. The fit computes in the widest float dtype of x and y.
         family: ``"meanfield"`` (diagonal), ``"lowrank"`` (``rank`` factors + diagonal) or
             ``"fullrank"`` (Cholesky) Gaussian over the unconstrained parameters.
-        batch_size: rows per step; ``None`` uses all rows. The batch log-likelihood is
-            scaled by ``N / batch_size`` so each step is unbiased for the full-data ELBO.
+        batch_size: rows per step; ``None`` uses all rows, ``"auto"`` all rows up to
+            10,000 and 4,096 beyond. The batch log-likelihood is scaled by
+            ``N / batch_size`` so each step is unbiased for the full-data ELBO.
         n_samples: Monte Carlo draws per step (antithetic pairs), evaluated in one pass.
         max_steps: a hard cap on optimisation steps (``info.converged`` says if it bit).
         learning_rate, window, average_windows: the initial Adam step in whitened units, the
@@ -141,7 +154,9 @@ def fit(
     gen = make_generator(seed, generator)
     data = as_data(x, y)
     n_data = data[1].shape[0]
-    if batch_size is not None:
+    if batch_size == "auto":
+        batch_size = n_data if n_data <= 10_000 else 4096
+    elif batch_size is not None:
         batch_size = check_positive_int("batch_size", batch_size)
         if batch_size > n_data:
             raise ValueError(
@@ -162,6 +177,7 @@ def fit(
             "the posterior may be improper: give proper priors or check the data's scale"
         )
     q = _build_family(family, mode.loc, mode.precision, rank)
+    curvature = _whitened_curvature(q, mode.precision)
     anchor = None
     if batch_size < n_data:
         anchor = (mode.loc, log_joint.log_lik_grad(mode.loc, *data))
@@ -181,7 +197,7 @@ def fit(
     step = 0
     while step < max_steps:
         optimizer.zero_grad(set_to_none=True)
-        elbo = elbo_estimate(log_joint, q, next(stream), n_data, n_samples, gen, anchor)
+        elbo = elbo_estimate(log_joint, q, next(stream), n_data, n_samples, gen, anchor, curvature)
         if not torch.isfinite(elbo):
             recoveries += 1
             if recoveries > 3:
@@ -205,10 +221,10 @@ def fit(
         bar.update(1)
         if step % window:
             continue
-        recent = torch.tensor(trace[-window:])
+        recent = torch.tensor(trace[-window:], dtype=torch.float64) * n_data
         summary = (float(recent.mean()), float(recent.std()) / math.sqrt(window))
         stationary = previous is not None and (
-            summary[0] - previous[0] < 2 * math.hypot(summary[1], previous[1])
+            summary[0] - previous[0] < 2 * math.hypot(summary[1], previous[1]) + _NEGLIGIBLE_GAIN
         )
         previous = summary
         with torch.no_grad():
@@ -230,7 +246,7 @@ def fit(
                     total += s
             snapshot = [total / averaged_windows for total in average_sum]
         if callback is not None:
-            callback(FitState(step, summary[0] * n_data, lr, _with_params(q, snapshot)))
+            callback(FitState(step, summary[0], lr, _with_params(q, snapshot)))
         if averaged_windows >= average_windows:
             converged = True
             reason = (

@@ -2,11 +2,13 @@
 
 ``u* = argmax log p(u, y)`` by L-BFGS, then ``H = -grad^2 log p(u*, y)``; the Laplace
 approximation is ``N(u*, H^{-1})``. For a linear-Gaussian model it is the exact posterior.
-On large data the curvature is estimated on a random subset of rows, scaled by ``N/n``.
+On large data the curvature is estimated on a random subset of rows, scaled by ``N/n``,
+and the mode found there is polished by Newton steps on all rows.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -85,6 +87,39 @@ def _curvature(log_joint: LogJoint, u: torch.Tensor, rows: Data, n_data: int) ->
     return 0.5 * (h + h.T)
 
 
+def _newton(
+    log_joint: LogJoint, data: Data, loc: torch.Tensor, precision: torch.Tensor, max_iter: int = 20
+) -> tuple[torch.Tensor, bool, int]:
+    """Polish the mode with Newton steps ``u += H^{-1} grad log p(u, y)`` on all rows.
+
+    Only gradients are used (no function values), so the result keeps the accuracy of the
+    gradient even in float32 on a million rows, where a line search on the objective's value
+    cannot resolve a step of one posterior sd. Stops when the Newton decrement
+    ``g^T H^{-1} g`` (in squared posterior sds) is below ``1e-8`` per parameter; a step
+    that does not shrink it is halved.
+    """
+    xs, y = data
+    precond, _ = whitening(precision, diagonal=False)
+    threshold = 1e-8 * loc.shape[0]
+    previous, step_size = math.inf, 1.0
+    for iteration in range(1, max_iter + 1):
+        u = loc.detach().requires_grad_(True)
+        with no_validation():
+            log_p = log_joint.single(u, xs, y, 1.0)
+        (gradient,) = torch.autograd.grad(log_p, u)
+        if not (torch.isfinite(log_p) and torch.isfinite(gradient).all()):
+            raise _NonFinite(loc)
+        whitened = precond.T @ gradient
+        decrement = float(whitened.double().pow(2).sum())
+        if decrement < threshold:
+            return loc, True, iteration
+        if decrement > previous:
+            step_size *= 0.5
+        previous = decrement
+        loc = loc + step_size * (precond @ whitened)
+    return loc, False, max_iter
+
+
 def whitening(precision: torch.Tensor, diagonal: bool) -> tuple[torch.Tensor, bool]:
     """``T`` with ``T T^T ≈ precision^{-1}`` (``(P,P)``), or ``1/sqrt(diag)`` if ``diagonal``.
 
@@ -139,11 +174,9 @@ def laplace(
     try:
         loc, converged, n_eval = _lbfgs(per_datum(subset), start, eye, max_iter)
         precision = _curvature(log_joint, loc, subset, n_data)
-        if subset is not data:
-            precond, _ = whitening(precision, diagonal=False)
-            loc, converged, more = _lbfgs(per_datum(data), loc, precond, max_iter)
-            n_eval += more
-            precision = _curvature(log_joint, loc, subset, n_data)
+        loc, newton_converged, more = _newton(log_joint, data, loc, precision)
+        precision = _curvature(log_joint, loc, subset, n_data)
+        converged, n_eval = converged or newton_converged, n_eval + more
     except _NonFinite as error:
         values = {k: v.tolist() for k, v in log_joint.layout.values(error.point).items()}
         raise DivergenceError(

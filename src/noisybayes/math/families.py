@@ -13,6 +13,7 @@ free variables mapped through ``softplus`` (never ``abs``).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,15 @@ from torch.distributions import (
     Normal,
 )
 
-__all__ = ["FAMILIES", "FullRank", "GaussianFamily", "LowRank", "MeanField", "inverse_softplus"]
+__all__ = [
+    "FAMILIES",
+    "Draws",
+    "FullRank",
+    "GaussianFamily",
+    "LowRank",
+    "MeanField",
+    "inverse_softplus",
+]
 
 _LOG_2PI_E = math.log(2 * math.pi) + 1.0
 
@@ -35,8 +44,11 @@ def inverse_softplus(x: torch.Tensor) -> torch.Tensor:
     return x + torch.log(-torch.expm1(-x))
 
 
-def _maybe_detach(detach: bool, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    return tuple(t.detach() for t in tensors) if detach else tensors
+class Draws(NamedTuple):
+    """Draws of a family: ``theta = shift + T z`` and the whitened ``z``, each ``(n, P)``."""
+
+    theta: torch.Tensor
+    z: torch.Tensor
 
 
 class GaussianFamily(nn.Module):
@@ -91,8 +103,8 @@ class GaussianFamily(nn.Module):
         """Initialise the scale parameters to match ``Sigma_z = cov`` as well as the family can."""
         raise NotImplementedError
 
-    def z_distribution(self, detach: bool = False) -> Distribution:
-        """``q(z)`` as a ``torch.distributions`` object (of detached parameters if asked)."""
+    def z_distribution(self) -> Distribution:
+        """``q(z)`` as a ``torch.distributions`` object."""
         raise NotImplementedError
 
     # --- shared ------------------------------------------------------------------------
@@ -110,25 +122,22 @@ class GaussianFamily(nn.Module):
         With ``antithetic=True`` the second half of the noise is the negated
         first half, which makes the estimated gradient of ``E_q[f]`` exact for quadratic ``f``.
         """
-        return self.rsample_with_log_prob(n, generator=generator, antithetic=antithetic)[0]
+        return self.draw(n, generator=generator, antithetic=antithetic).theta
 
     def entropy(self) -> torch.Tensor:
         """``H[q(theta)] = H[q(z)] + log|det T|``."""
         return self.z_entropy() + self.log_det_precond
 
-    def rsample_with_log_prob(
+    def draw(
         self,
         n: int,
         *,
         generator: torch.Generator | None = None,
         antithetic: bool = False,
-        stop_gradient: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draws ``theta`` ``(n, P)`` and ``log q(theta)`` ``(n,)``.
+    ) -> Draws:
+        """``n`` reparameterised draws, ``theta`` and ``z``, each ``(n, P)``.
 
-        With ``stop_gradient`` the density's own parameters are held fixed, so gradients
-        reach ``log q`` only through the draws: the "sticking the landing" estimator
-        (Roeder, Wu & Duvenaud 2017), whose variance vanishes as ``q`` nears the posterior.
+        With ``antithetic=True`` the second half of the noise is the negated first half.
         """
         half = (n + 1) // 2 if antithetic else n
         eps = torch.randn(
@@ -141,8 +150,16 @@ class GaussianFamily(nn.Module):
         if antithetic:
             eps = torch.cat([eps, -eps])[:n]
         z = self.z_from_noise(eps)
-        density = self.z_distribution(detach=stop_gradient)
-        return self.to_theta(z), density.log_prob(z) - self.log_det_precond
+        return Draws(self.to_theta(z), z)
+
+    def log_prob(self, draws: Draws) -> torch.Tensor:
+        """``log q(theta) = log q(z) - log|det T|`` for each draw, ``(n,)``."""
+        return self.z_distribution().log_prob(draws.z) - self.log_det_precond
+
+    def expected_quadratic(self, matrix: torch.Tensor) -> torch.Tensor:
+        """``E_q[z^T A z] / 2 = (loc^T A loc + tr(A F F^T)) / 2`` for a ``(P, P)`` matrix ``A``."""
+        f = self.z_factor()
+        return 0.5 * (self.loc @ matrix @ self.loc + ((matrix @ f) * f).sum())
 
     def mean(self) -> torch.Tensor:
         """Mean of ``theta``, ``(P,)``."""
@@ -205,9 +222,8 @@ class MeanField(GaussianFamily):
         with torch.no_grad():
             self.raw_scale.copy_(inverse_softplus(cov.diagonal().clamp_min(1e-12).sqrt()))
 
-    def z_distribution(self, detach: bool = False) -> Distribution:
-        loc, scale = _maybe_detach(detach, self.loc, self.scale)
-        return Independent(Normal(loc, scale), 1)
+    def z_distribution(self) -> Distribution:
+        return Independent(Normal(self.loc, self.scale), 1)
 
     def distribution(self) -> Distribution:
         return Independent(Normal(self.mean(), self.variance().sqrt()), 1)
@@ -236,9 +252,8 @@ class FullRank(GaussianFamily):
     def z_entropy(self) -> torch.Tensor:
         return F.softplus(self.raw_diag).log().sum() + 0.5 * self.size * _LOG_2PI_E
 
-    def z_distribution(self, detach: bool = False) -> Distribution:
-        loc, tril = _maybe_detach(detach, self.loc, self.scale_tril)
-        return MultivariateNormal(loc, scale_tril=tril)
+    def z_distribution(self) -> Distribution:
+        return MultivariateNormal(self.loc, scale_tril=self.scale_tril)
 
     def set_z_covariance(self, cov: torch.Tensor) -> None:
         tril = torch.linalg.cholesky(cov.double()).to(cov.dtype)
@@ -279,9 +294,8 @@ class LowRank(GaussianFamily):
     def z_entropy(self) -> torch.Tensor:
         return self.z_distribution().entropy()
 
-    def z_distribution(self, detach: bool = False) -> Distribution:
-        loc, factor, diag = _maybe_detach(detach, self.loc, self.cov_factor, self.diag)
-        return LowRankMultivariateNormal(loc, factor, diag.pow(2))
+    def z_distribution(self) -> Distribution:
+        return LowRankMultivariateNormal(self.loc, self.cov_factor, self.diag.pow(2))
 
     def set_z_covariance(self, cov: torch.Tensor) -> None:
         """Probabilistic-PCA fit: ``W = V_k (Lambda_k - s2)^{1/2}``, ``d^2 = s2``.

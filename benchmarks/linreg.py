@@ -1,0 +1,160 @@
+"""Linear-regression benchmark: noisybayes VI against the exact conjugate posterior.
+
+Problems (known noise 1, prior N(0, 10^2), features with pairwise correlation 0.5, float32):
+N=100,000 x d=20 and N=1,000,000 x d=100. For each, one fresh process per method reports
+the wall time, the time until the fit is within 0.1 posterior sd on every mean and within
+10% on every sd (mean-field: of its own optimum 1/sqrt(Lambda_jj)), the final errors, and the
+peak resident memory as a multiple of the data's size.
+
+    python benchmarks/linreg.py            # both sizes
+    python benchmarks/linreg.py --small    # N=100,000 only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+from torch.distributions import Normal
+
+import noisybayes as nb
+from noisybayes.math import GaussianPosterior
+
+SIZES = {"small": (100_000, 20), "large": (1_000_000, 100)}
+METHODS = ("exact", "fullrank", "meanfield")
+
+
+class KnownNoiseLinear(nb.Model):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.beta = nb.param(Normal(0.0, 10.0), shape=(d,))
+
+    def forward(self, x: torch.Tensor) -> Normal:
+        return Normal(x @ self.beta, 1.0)
+
+
+def make_data(n: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    cov = 0.5 * torch.ones(d, d) + 0.5 * torch.eye(d)
+    x = torch.randn(n, d, generator=g) @ torch.linalg.cholesky(cov).T
+    y = x @ torch.randn(d, generator=g) + torch.randn(n, generator=g)
+    return x, y
+
+
+def exact_posterior(x: torch.Tensor, y: torch.Tensor, chunk: int = 100_000):
+    """The closed form, accumulating X^T X and X^T y in float64 over row chunks."""
+    d = x.shape[1]
+    gram = torch.zeros(d, d, dtype=torch.float64)
+    xty = torch.zeros(d, dtype=torch.float64)
+    for start in range(0, x.shape[0], chunk):
+        xc, yc = x[start : start + chunk].double(), y[start : start + chunk].double()
+        gram += xc.T @ xc
+        xty += xc.T @ yc
+    precision = gram + torch.eye(d, dtype=torch.float64) / 100.0
+    loc = torch.cholesky_solve(xty[:, None], torch.linalg.cholesky(precision))[:, 0]
+    return GaussianPosterior(loc=loc, precision=precision)
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_one(size: str, method: str) -> dict:
+    """Runs in its own process so that the peak memory is this method's alone."""
+    n, d = SIZES[size]
+    x, y = make_data(n, d)
+    data_bytes = x.numel() * x.element_size() + y.numel() * y.element_size()
+    started = time.perf_counter()
+    exact = exact_posterior(x, y)
+    exact_seconds = time.perf_counter() - started
+    if method == "exact":
+        return {"seconds": exact_seconds, "peak_rss": peak_rss_bytes(), "data_bytes": data_bytes}
+    reference_sd = exact.scale if method == "fullrank" else exact.meanfield_scale
+
+    def errors(family) -> tuple[float, float]:
+        mean = family.mean().double()
+        sd = family.variance().double().sqrt()
+        z = float(((mean - exact.loc) / exact.scale).abs().max())
+        return z, float((sd / reference_sd - 1).abs().max())
+
+    reached: list[float] = []
+
+    def callback(state: nb.FitState) -> None:
+        z, r = errors(state.family)
+        if not reached and z < 0.1 and r < 0.1:
+            reached.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    post = nb.fit(
+        KnownNoiseLinear(d), x, y, family=method, seed=0, progress=False, callback=callback
+    )
+    seconds = time.perf_counter() - started
+    z, r = errors(post.family)
+    return {
+        "seconds": seconds,
+        "seconds_to_accuracy": reached[0] if reached else None,
+        "mean_error_sd": z,
+        "sd_error": r,
+        "steps": post.info.n_steps,
+        "peak_rss": peak_rss_bytes(),
+        "data_bytes": data_bytes,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="only N=100,000, d=20")
+    parser.add_argument("--one", nargs=2, metavar=("SIZE", "METHOD"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(*args.one)))
+        return
+    sizes = ["small"] if args.small else ["small", "large"]
+    print(
+        f"# {platform.node()} {platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
+    )
+    header = (
+        "| N x d | method | wall s | s to 0.1 sd & 10% | x exact | max mean err (sd) "
+        "| max sd err | steps | peak RSS / data |"
+    )
+    print(header)
+    print("|---" * 9 + "|")
+    for size in sizes:
+        n, d = SIZES[size]
+        results = {}
+        for method in METHODS:
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", size, method],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            results[method] = json.loads(out.stdout.strip().splitlines()[-1])
+        exact_s = results["exact"]["seconds"]
+        for method in METHODS:
+            r = results[method]
+            memory = r["peak_rss"] / r["data_bytes"]
+            if method == "exact":
+                print(
+                    f"| {n:,} x {d} | exact (float64 Gram) | {exact_s:.2f} | - | 1.0 | 0 | 0 | - "
+                    f"| {memory:.1f} |"
+                )
+                continue
+            to_acc = r["seconds_to_accuracy"]
+            to_acc_s = f"{to_acc:.2f}" if to_acc is not None else "not reached"
+            print(
+                f"| {n:,} x {d} | {method} | {r['seconds']:.2f} | {to_acc_s} "
+                f"| {r['seconds'] / exact_s:.1f} | {r['mean_error_sd']:.3f} | {r['sd_error']:.3f} "
+                f"| {r['steps']} | {memory:.1f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
