@@ -75,15 +75,19 @@ class _NonFinite(Exception):
         self.point = point
 
 
-def _curvature(log_joint: LogJoint, u: torch.Tensor, rows: Data, n_data: int) -> torch.Tensor:
+def _curvature(
+    log_joint: LogJoint, u: torch.Tensor, rows: Data, n_data: int, chunk: int = 8192
+) -> torch.Tensor:
+    """``-grad^2 [log p(u) + (N/n) log p(y_rows | u)]``, summed over chunks of rows so the
+    forward-over-reverse Hessian's temporaries stay small."""
     xs, y = rows
     scale = n_data / y.shape[0]
-
-    def neg_log_joint(v: torch.Tensor) -> torch.Tensor:
-        return -log_joint.single(v, xs, y, scale)
-
+    u = u.detach()
     with no_validation():
-        h = hessian(neg_log_joint)(u.detach())
+        h = -hessian(log_joint.log_prior)(u)
+        for start in range(0, y.shape[0], chunk):
+            part = (tuple(x[start : start + chunk] for x in xs), y[start : start + chunk])
+            h = h - scale * hessian(log_joint.log_lik)(u, *part)
     return 0.5 * (h + h.T)
 
 

@@ -74,6 +74,11 @@ class LogJoint:
         log_lik = self.likelihood(values, xs).log_prob(y).sum()
         return scale * log_lik + self.layout.log_prior(values, skip_prior) + log_det
 
+    def log_prior(self, u: torch.Tensor) -> torch.Tensor:
+        """``log p(u)``: the priors and the log-Jacobian at one vector ``u``."""
+        values, log_det = self.layout.constrain(u)
+        return self.layout.log_prior(values) + log_det
+
     def log_lik(self, u: torch.Tensor, xs: tuple[torch.Tensor, ...], y: torch.Tensor):
         """``sum_i log p(y_i | x_i, u)`` at one vector ``u``."""
         values, _ = self.layout.constrain(u)
