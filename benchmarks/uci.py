@@ -132,7 +132,7 @@ def table(results: list[Result], header: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("datasets", nargs="*", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument("datasets", nargs="*", metavar="DATASET", help=f"default: all of {', '.join(DATASETS)}")
     parser.add_argument("--quick", action="store_true",
                         help="QUICK MODE: 2 splits, 1500 steps, no tuning (not the protocol)")
     parser.add_argument("--splits", type=int, default=None, help="use only the first K splits")
@@ -150,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     tune = not args.quick
     begin = time.perf_counter()
     results = []
-    for name in args.datasets:
+    unknown = sorted(set(args.datasets) - set(DATASETS))
+    if unknown:
+        parser.error(f"unknown data set(s) {unknown}; choose from {', '.join(DATASETS)}")
+    for name in args.datasets or DATASETS:
         results.append(run(name, args.data, n_splits, n_steps, tune))
         print(f"{name}: {results[-1].seconds:.0f} s", file=sys.stderr)
     wall = time.perf_counter() - begin

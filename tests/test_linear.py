@@ -94,3 +94,26 @@ def test_predictive_interval_coverage(data):
     y_t = torch.tensor(y_new)
     coverage = float(((pred.lower <= y_t) & (y_t <= pred.upper)).double().mean())
     assert abs(coverage - 0.94) < 0.02, coverage
+
+
+def test_float32_input_fits_in_float32(data):
+    X, y = data
+    reg = nb.BayesianLinearRegression(prior_scale=None, noise_prior=None)
+    reg.fit(torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32))
+    exact = nb.BayesianLinearRegression(method="exact", prior_scale=None, noise_prior=None)
+    exact.fit(X, y)
+    assert reg.coef_.dtype == torch.float32
+    z = (reg.coef_.double() - exact.coef_) / exact.posterior_.sd["coef"]
+    assert z.abs().max() < 0.1
+
+
+def test_formula_estimator_predicts_from_raw_rows():
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"a": rng.normal(size=80), "g": rng.choice(["u", "v"], size=80)})
+    frame["y"] = 2.0 * frame["a"] + (frame["g"] == "u") + rng.normal(size=80)
+    reg = nb.BayesianLinearRegression.from_formula(
+        "y ~ a + C(g)", frame, method="exact", prior_scale=None, noise_prior=None
+    )
+    from_rows = reg.predict(frame.head(5))
+    from_design = reg.predict(reg.formula_.transform(frame.head(5)).X)
+    torch.testing.assert_close(from_rows, from_design)

@@ -30,6 +30,7 @@ def make_generator(seed: int | None = None, generator: torch.Generator | None = 
 def seeded_from(generator: torch.Generator) -> Iterator[None]:
     """Within the block the global generator is seeded from ``generator``; restored after."""
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    with torch.random.fork_rng(devices=[]):
+    devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield

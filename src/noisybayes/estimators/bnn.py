@@ -68,8 +68,10 @@ class _BNN:
         self.device = device
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(hidden={self.hidden}, activation={self.activation!r}, "
-                f"prior_scale={self.prior_scale}, temperature={self.temperature})")
+        return (
+            f"{type(self).__name__}(hidden={self.hidden}, activation={self.activation!r}, "
+            f"prior_scale={self.prior_scale}, temperature={self.temperature})"
+        )
 
     def _network(self, n_in: int, n_out: int) -> nn.Sequential:
         check_choice("activation", self.activation, tuple(_ACTIVATIONS))
@@ -80,8 +82,10 @@ class _BNN:
         widths = [n_in, *self.hidden]
         layers: list[nn.Module] = []
         for a, b in zip(widths[:-1], widths[1:], strict=True):
-            layers += [BayesLinear(a, b, prior=prior, init_scale=self.init_scale),
-                       _ACTIVATIONS[self.activation]()]
+            layers += [
+                BayesLinear(a, b, prior=prior, init_scale=self.init_scale),
+                _ACTIVATIONS[self.activation](),
+            ]
         layers.append(BayesLinear(widths[-1], n_out, prior=prior, init_scale=self.init_scale))
         return nn.Sequential(*layers)
 
@@ -102,10 +106,16 @@ class _BNN:
             per_epoch = math.ceil(x.shape[0] / max(1, min(self.batch_size, x.shape[0])))
             n_epochs = max(40, math.ceil(_STEPS / per_epoch))
         self.info_: TrainInfo = train(
-            self.model_, ((x - self.x_mean_) / self.x_scale_).to(self.device),
-            target.to(self.device), likelihood=self.likelihood_,
-            n_epochs=n_epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-            n_samples=self.n_samples, temperature=self.temperature, generator=gen,
+            self.model_,
+            ((x - self.x_mean_) / self.x_scale_).to(self.device),
+            target.to(self.device),
+            likelihood=self.likelihood_,
+            n_epochs=n_epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            n_samples=self.n_samples,
+            temperature=self.temperature,
+            generator=gen,
             progress=self.progress,
         )
         self.model_.eval()
@@ -117,8 +127,9 @@ class _BNN:
             raise RuntimeError(f"This {name} is not fitted yet: call fit(X, y) first")
         x = as_float_tensor("X", X, ndim=(2,), dtype=torch.float32)
         if x.shape[1] != self.n_features_in_:
-            raise ValueError(f"X must have {self.n_features_in_} columns, as in fit, "
-                             f"got {x.shape[1]}")
+            raise ValueError(
+                f"X must have {self.n_features_in_} columns, as in fit, got {x.shape[1]}"
+            )
         gen = make_generator(self.seed)
         with torch.no_grad(), seeded_from(gen):
             x_std = ((x - self.x_mean_) / self.x_scale_).to(self.device)
@@ -148,9 +159,13 @@ class BNNRegressor(_BNN):
     standardisation ``x_mean_``, ``x_scale_``, ``y_mean_``, ``y_scale_``.
     """
 
-    def __init__(self, hidden: tuple[int, ...] = (50,), *,
-                 likelihood: Literal["gaussian", "heteroscedastic", "student_t"] = "gaussian",
-                 **options: Any) -> None:
+    def __init__(
+        self,
+        hidden: tuple[int, ...] = (50,),
+        *,
+        likelihood: Literal["gaussian", "heteroscedastic", "student_t"] = "gaussian",
+        **options: Any,
+    ) -> None:
         super().__init__(hidden, **options)
         self.likelihood = likelihood
 
@@ -171,8 +186,14 @@ class BNNRegressor(_BNN):
             lik, n_out = StudentTLikelihood(4.0, 0.5), 1
         else:
             lik, n_out = Gaussian(0.5), 1
-        self._fit_network(X, ((y_t - self.y_mean_) / self.y_scale_)[:, None]
-                          if n_out == 1 else (y_t - self.y_mean_) / self.y_scale_, n_out, lik)
+        self._fit_network(
+            X,
+            ((y_t - self.y_mean_) / self.y_scale_)[:, None]
+            if n_out == 1
+            else (y_t - self.y_mean_) / self.y_scale_,
+            n_out,
+            lik,
+        )
         return self
 
     def predict_distribution(self, X: Any, level: float = 0.9) -> Prediction:
@@ -181,14 +202,29 @@ class BNNRegressor(_BNN):
         with torch.no_grad():
             pred = predict_regression(outputs, self.likelihood_, level)
         a, b = self.y_scale_, self.y_mean_
-        flat = {k: getattr(pred, k).reshape(-1).cpu() for k in (
-            "mean", "sd", "epistemic_sd", "aleatoric_sd", "lower", "upper",
-            "mean_lower", "mean_upper")}
+        flat = {
+            k: getattr(pred, k).reshape(-1).cpu()
+            for k in (
+                "mean",
+                "sd",
+                "epistemic_sd",
+                "aleatoric_sd",
+                "lower",
+                "upper",
+                "mean_lower",
+                "mean_upper",
+            )
+        }
         return Prediction(
-            mean=flat["mean"] * a + b, sd=flat["sd"] * a, epistemic_sd=flat["epistemic_sd"] * a,
-            aleatoric_sd=flat["aleatoric_sd"] * a, lower=flat["lower"] * a + b,
-            upper=flat["upper"] * a + b, mean_lower=flat["mean_lower"] * a + b,
-            mean_upper=flat["mean_upper"] * a + b, level=level,
+            mean=flat["mean"] * a + b,
+            sd=flat["sd"] * a,
+            epistemic_sd=flat["epistemic_sd"] * a,
+            aleatoric_sd=flat["aleatoric_sd"] * a,
+            lower=flat["lower"] * a + b,
+            upper=flat["upper"] * a + b,
+            mean_lower=flat["mean_lower"] * a + b,
+            mean_upper=flat["mean_upper"] * a + b,
+            level=level,
         )
 
     def predict(self, X: Any, return_std: bool = False):
@@ -201,12 +237,17 @@ class BNNRegressor(_BNN):
         outputs = self._outputs(X)
         y_t = as_float_tensor("y", y, ndim=(1, 2), dtype=torch.float32).reshape(-1)
         if y_t.shape[0] != outputs.shape[1]:
-            raise ValueError(f"y must have as many rows as X ({outputs.shape[1]}), "
-                             f"got {y_t.shape[0]}")
+            raise ValueError(
+                f"y must have as many rows as X ({outputs.shape[1]}), got {y_t.shape[0]}"
+            )
         z = ((y_t - self.y_mean_) / self.y_scale_).to(outputs.device)
         with torch.no_grad():
-            lp = torch.stack([self.likelihood_.log_prob(o, z if o.shape[-1] == 2 else z[:, None])
-                              for o in outputs])
+            lp = torch.stack(
+                [
+                    self.likelihood_.log_prob(o, z if o.shape[-1] == 2 else z[:, None])
+                    for o in outputs
+                ]
+            )
         return (lp.logsumexp(0) - math.log(lp.shape[0]) - math.log(self.y_scale_)).cpu()
 
     def score(self, X: Any, y: Any) -> float:
@@ -239,16 +280,21 @@ class BNNClassifier(_BNN):
         index = np.searchsorted(self.classes_, labels).clip(0, len(self.classes_) - 1)
         unseen = self.classes_[index] != labels
         if unseen.any():
-            raise ValueError(f"y must hold labels seen in fit {self.classes_.tolist()}, got "
-                             f"{labels[unseen][0].item()!r}")
+            raise ValueError(
+                f"y must hold labels seen in fit {self.classes_.tolist()}, got "
+                f"{labels[unseen][0].item()!r}"
+            )
         return torch.from_numpy(index).long()
 
     def predict_distribution(self, X: Any) -> ClassPrediction:
         """Predictive probabilities ``(B, K)``, entropy and mutual information ``(B,)``."""
         pred = predict_classes(self._outputs(X), self.likelihood_)
-        return ClassPrediction(probs=pred.probs.cpu(), entropy=pred.entropy.cpu(),
-                               expected_entropy=pred.expected_entropy.cpu(),
-                               mutual_information=pred.mutual_information.cpu())
+        return ClassPrediction(
+            probs=pred.probs.cpu(),
+            entropy=pred.entropy.cpu(),
+            expected_entropy=pred.expected_entropy.cpu(),
+            mutual_information=pred.mutual_information.cpu(),
+        )
 
     def predict_proba(self, X: Any) -> torch.Tensor:
         """Posterior predictive class probabilities ``(B, K)``, columns as ``classes_``."""
@@ -263,7 +309,8 @@ class BNNClassifier(_BNN):
         target = self._encode(y)
         probs = self.predict_proba(X)
         if target.shape[0] != probs.shape[0]:
-            raise ValueError(f"y must have as many rows as X ({probs.shape[0]}), "
-                             f"got {target.shape[0]}")
+            raise ValueError(
+                f"y must have as many rows as X ({probs.shape[0]}), got {target.shape[0]}"
+            )
         picked = probs.gather(1, target[:, None]).squeeze(1)
         return float(picked.clamp_min(1e-45).log().mean())

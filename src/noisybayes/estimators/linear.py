@@ -279,6 +279,13 @@ class BayesianLinearRegression:
 
     def _standardised(self, X: Any) -> torch.Tensor:
         self._check_fitted()
+        formula = getattr(self, "formula_", None)
+        if (
+            formula is not None
+            and hasattr(X, "columns")
+            and list(X.columns) != self.feature_names_in_
+        ):
+            X = formula.transform(X).X  # raw rows: build their design as the formula says
         X_t = as_float_tensor("X", X, ndim=(1, 2), dtype=self.posterior_.dtype)
         X_t = X_t[:, None] if X_t.ndim == 1 else X_t
         if X_t.shape[1] != self.n_features_in_:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch.func import hessian
+from torch.func import jacrev
 
 from noisybayes.errors import DivergenceError
 from noisybayes.infer.objective import Data, LogJoint, no_validation
@@ -84,11 +84,17 @@ def _curvature(
     scale = n_data / y.shape[0]
     u = u.detach()
     with no_validation():
-        h = -hessian(log_joint.log_prior)(u)
+        h = -_hessian(log_joint.log_prior)(u)
         for start in range(0, y.shape[0], chunk):
             part = (tuple(x[start : start + chunk] for x in xs), y[start : start + chunk])
-            h = h - scale * hessian(log_joint.log_lik)(u, *part)
+            h = h - scale * _hessian(log_joint.log_lik)(u, *part)
     return 0.5 * (h + h.T)
+
+
+def _hessian(function: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Reverse-over-reverse: forward-over-reverse (``torch.func.hessian``) promotes to
+    float64 through python-scalar transforms such as ``biject_to(positive)``."""
+    return jacrev(jacrev(function))
 
 
 def _newton(

@@ -35,6 +35,6 @@ def equal_tailed(draws: torch.Tensor, prob: float = 0.94) -> tuple[torch.Tensor,
     """Central interval: the ``(1-prob)/2`` and ``(1+prob)/2`` quantiles along dim 0."""
     if not 0.0 < prob < 1.0:
         raise ValueError(f"prob must be in (0, 1), got {prob!r}")
-    q = torch.tensor([(1 - prob) / 2, (1 + prob) / 2], dtype=draws.dtype)
+    q = torch.tensor([(1 - prob) / 2, (1 + prob) / 2], dtype=draws.dtype, device=draws.device)
     lower, upper = torch.quantile(draws, q, dim=0)
     return lower, upper
