@@ -10,18 +10,6 @@ from torch.nn.utils import parametrize
 import noisybayes.nn as bnn
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one torch thread (extra OpenMP threads only spin on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-
 class TextModel(nn.Module):
     def __init__(self) -> None:
         super().__init__()

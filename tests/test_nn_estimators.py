@@ -14,18 +14,6 @@ import noisybayes.nn as bnn
 from noisybayes.nn.train import train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one torch thread (extra OpenMP threads only spin on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-
 def _toy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     x = rng.uniform(-3, 3, (n, 1))

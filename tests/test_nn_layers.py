@@ -17,18 +17,6 @@ from torch.distributions import Normal
 import noisybayes.nn as bnn
 from noisybayes.nn.priors import mean_field_kl
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one torch thread (extra OpenMP threads only spin on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 Z = 5.0  # standard errors allowed in statistical checks
 
 

@@ -15,18 +15,6 @@ from torch.utils.data import DataLoader, TensorDataset
 import noisybayes.nn as bnn
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one torch thread (extra OpenMP threads only spin on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-
 def _net(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return bnn.bayesian(nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 1)))

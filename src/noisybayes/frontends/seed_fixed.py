@@ -112,3 +112,13 @@ def train(x, y, epochs=EPOCHS, batch_size=32, seed=0) -> list[Snapshot]:
         if epoch in epochs:
             history.append(snapshot(epoch, params))
     return history
+
+
+if __name__ == "__main__":
+    x, y = make_data()
+    for row in train(x, y):
+        print(
+            f"epoch {row.epoch:>3}: slope {row.slope_loc:.3f} ± {row.slope_scale:.4f}, "
+            f"intercept {row.intercept_loc:.3f} ± {row.intercept_scale:.4f}, "
+            f"noise {row.noise_scale:.3f}"
+        )
