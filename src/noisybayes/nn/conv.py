@@ -9,7 +9,6 @@ as in Wen et al. 2018; the bias gets independent noise per example and channel.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -18,16 +17,16 @@ from torch import nn
 from torch.distributions import Distribution
 from torch.nn.modules.utils import _pair
 
-from noisybayes.nn.base import NoisyModule, free_scale, initial_scale, softplus_scale
 from noisybayes.nn.linear import rademacher
-from noisybayes.nn.priors import check_prior, mean_field_kl
+from noisybayes.nn.priors import check_prior
+from noisybayes.nn.weights import NoisyWeightLayer
 
 __all__ = ["BayesConv2d"]
 
 _IntOr2 = int | tuple[int, int]
 
 
-class BayesConv2d(NoisyModule):
+class BayesConv2d(NoisyWeightLayer):
     """``nn.Conv2d`` (zero padding) with ``W ~ N(weight_loc, weight_scale^2)`` elementwise.
 
     Args:
@@ -68,24 +67,10 @@ class BayesConv2d(NoisyModule):
         self.kernel_size = _pair(kernel_size)
         self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
         self.prior = check_prior(prior)
-        kw: dict[str, Any] = {"device": device, "dtype": dtype}
         shape = (out_channels, in_channels // groups, *self.kernel_size)
-        fan_in = math.prod(shape[1:])
-        start = initial_scale(init_scale, fan_in)
-        self.weight_loc = nn.Parameter(torch.empty(shape, **kw))
-        nn.init.kaiming_uniform_(self.weight_loc, a=math.sqrt(5))
-        self.weight_scale_free = free_scale(self.weight_loc.data, start)
-        self.bias_loc: nn.Parameter | None = None
-        self.bias_scale_free: nn.Parameter | None = None
-        self.bias: nn.Parameter | None = None
-        if bias:
-            bound = 1.0 / math.sqrt(fan_in)
-            init = torch.empty(out_channels, **kw).uniform_(-bound, bound)
-            if bayesian_bias:
-                self.bias_loc = nn.Parameter(init)
-                self.bias_scale_free = free_scale(init, start)
-            else:
-                self.bias = nn.Parameter(init)
+        self._init_weights(
+            shape, init_scale, bias, bayesian_bias, {"device": device, "dtype": dtype}
+        )
 
     @classmethod
     def from_conv(cls, layer: nn.Conv2d, *, bayesian_bias: bool = True, **kwargs) -> BayesConv2d:
@@ -101,22 +86,8 @@ class BayesConv2d(NoisyModule):
             bias=layer.bias is not None, bayesian_bias=bayesian_bias, device=w.device,
             dtype=w.dtype, **kwargs,
         )
-        with torch.no_grad():
-            new.weight_loc.copy_(w)
-            target = new.bias_loc if new.bias_loc is not None else new.bias
-            if layer.bias is not None and target is not None:
-                target.copy_(layer.bias)
+        new._copy_means(layer)
         return new
-
-    @property
-    def weight_scale(self) -> torch.Tensor:
-        """Posterior sd of each kernel weight, shaped like ``weight_loc``."""
-        return softplus_scale(self.weight_scale_free)
-
-    @property
-    def bias_scale(self) -> torch.Tensor | None:
-        """Posterior sd of each bias, ``(out_channels,)``; ``None`` if the bias is fixed."""
-        return None if self.bias_scale_free is None else softplus_scale(self.bias_scale_free)
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
@@ -125,8 +96,7 @@ class BayesConv2d(NoisyModule):
         """One Flipout draw per example: ``(N, C_in, H, W)`` to ``(N, C_out, H', W')``."""
         if x.ndim != 4:
             raise ValueError(f"x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
-        bias_mean = self.bias_loc if self.bias_loc is not None else self.bias
-        mean = self._conv(x, self.weight_loc, bias_mean)
+        mean = self._conv(x, self.weight_loc, self._bias_mean())
         if self.use_mean:
             return mean
         n = x.shape[0]
@@ -139,15 +109,6 @@ class BayesConv2d(NoisyModule):
             noise = torch.randn((n, self.out_channels, 1, 1), dtype=mean.dtype, device=mean.device)
             out = out + bias_scale.view(1, -1, 1, 1) * noise
         return out
-
-    def kl(self, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``KL(q(W, b) || p(W, b))``: closed form for a Normal prior, Monte Carlo otherwise."""
-        total = mean_field_kl(self.weight_loc, self.weight_scale, self.prior, generator=generator)
-        if self.bias_loc is not None and self.bias_scale is not None:
-            total = total + mean_field_kl(
-                self.bias_loc, self.bias_scale, self.prior, generator=generator
-            )
-        return total
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -12,16 +12,13 @@ weight perturbation ``dW = scale * eps`` and decorrelates rows with random signs
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution
 
-from noisybayes.nn.base import NoisyModule, free_scale, initial_scale, softplus_scale
-from noisybayes.nn.priors import check_prior, mean_field_kl
+from noisybayes.nn.priors import check_prior
+from noisybayes.nn.weights import NoisyWeightLayer
 
 __all__ = ["BayesLinear", "rademacher"]
 
@@ -31,7 +28,7 @@ def rademacher(shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> torch
     return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(0.5).mul_(2).sub_(1)
 
 
-class BayesLinear(NoisyModule):
+class BayesLinear(NoisyWeightLayer):
     """A linear layer whose weights (and bias) have a factorised Gaussian posterior.
 
     Args:
@@ -68,22 +65,10 @@ class BayesLinear(NoisyModule):
         self.in_features, self.out_features = in_features, out_features
         self.prior = check_prior(prior)
         self.flipout = bool(flipout)
-        start = initial_scale(init_scale, in_features)
-        kw: dict[str, Any] = {"device": device, "dtype": dtype}
-        bound = 1.0 / math.sqrt(in_features)
-        self.weight_loc = nn.Parameter(torch.empty(out_features, in_features, **kw))
-        nn.init.kaiming_uniform_(self.weight_loc, a=math.sqrt(5))
-        self.weight_scale_free = free_scale(self.weight_loc.data, start)
-        self.bias_loc: nn.Parameter | None = None
-        self.bias_scale_free: nn.Parameter | None = None
-        self.bias: nn.Parameter | None = None
-        if bias:
-            init = torch.empty(out_features, **kw).uniform_(-bound, bound)
-            if bayesian_bias:
-                self.bias_loc = nn.Parameter(init)
-                self.bias_scale_free = free_scale(init, start)
-            else:
-                self.bias = nn.Parameter(init)
+        self._init_weights(
+            (out_features, in_features), init_scale, bias, bayesian_bias,
+            {"device": device, "dtype": dtype},
+        )
 
     @classmethod
     def from_linear(cls, layer: nn.Linear, *, bayesian_bias: bool = True, **kwargs) -> BayesLinear:
@@ -93,25 +78,8 @@ class BayesLinear(NoisyModule):
             layer.in_features, layer.out_features, layer.bias is not None,
             bayesian_bias=bayesian_bias, device=w.device, dtype=w.dtype, **kwargs,
         )
-        with torch.no_grad():
-            new.weight_loc.copy_(w)
-            target = new.bias_loc if new.bias_loc is not None else new.bias
-            if layer.bias is not None and target is not None:
-                target.copy_(layer.bias)
+        new._copy_means(layer)
         return new
-
-    @property
-    def weight_scale(self) -> torch.Tensor:
-        """Posterior sd of each weight, ``(out_features, in_features)``."""
-        return softplus_scale(self.weight_scale_free)
-
-    @property
-    def bias_scale(self) -> torch.Tensor | None:
-        """Posterior sd of each bias, ``(out_features,)``; ``None`` if the bias is fixed."""
-        return None if self.bias_scale_free is None else softplus_scale(self.bias_scale_free)
-
-    def _bias_mean(self) -> torch.Tensor | None:
-        return self.bias_loc if self.bias_loc is not None else self.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One posterior draw of ``x W^T + b`` per row: ``(*, in)`` to ``(*, out)``."""
@@ -131,15 +99,6 @@ class BayesLinear(NoisyModule):
         if bias_scale is not None:
             variance = variance + bias_scale.square()
         return mean + variance.clamp_min(1e-30).sqrt() * torch.randn_like(mean)
-
-    def kl(self, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``KL(q(W, b) || p(W, b))``: closed form for a Normal prior, Monte Carlo otherwise."""
-        total = mean_field_kl(self.weight_loc, self.weight_scale, self.prior, generator=generator)
-        if self.bias_loc is not None and self.bias_scale is not None:
-            total = total + mean_field_kl(
-                self.bias_loc, self.bias_scale, self.prior, generator=generator
-            )
-        return total
 
     def extra_repr(self) -> str:
         mode = "flipout" if self.flipout else "local reparameterization"
