@@ -16,8 +16,9 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -27,6 +28,7 @@ from noisybayes._checks import check_choice, check_positive_int
 from noisybayes._rng import make_generator
 from noisybayes.errors import DivergenceError
 from noisybayes.infer.data import as_data, batches
+from noisybayes.infer.diagnostics import USABLE, importance_log_ratios, pareto_khat
 from noisybayes.infer.laplace import laplace, whitening
 from noisybayes.infer.objective import Data, LogJoint, elbo_estimate
 from noisybayes.infer.posterior import FitInfo, Posterior
@@ -36,7 +38,16 @@ from noisybayes.model.model import Model
 
 __all__ = ["FitState", "fit"]
 
-FamilyName = Literal["meanfield", "lowrank", "fullrank"]
+FamilyName = Literal["auto", "meanfield", "lowrank", "fullrank"]
+
+# family="auto": full-rank up to this many parameters (a P x P Cholesky factor is cheap
+# there), low-rank up to _AUTO_LOWRANK_MAX, mean-field beyond; a cheaper family rejected
+# by k-hat is refitted full-rank up to _AUTO_REFIT_MAX parameters.
+_AUTO_FULLRANK_MAX = 200
+_AUTO_LOWRANK_MAX = 5000
+_AUTO_REFIT_MAX = 1000
+_AUTO_RANK = 10
+_AUTO_DRAWS = 500
 
 # An ELBO gain (nats, whole data set) per window below which progress counts as stalled
 # even when the Monte Carlo noise is too small to hide it.
@@ -103,12 +114,26 @@ def _whitened_curvature(family: GaussianFamily, precision: torch.Tensor) -> torc
     return whitened.to(precision.dtype)
 
 
+def _choose_family(size: int) -> tuple[str, int, str]:
+    """``family="auto"``: the richest Gaussian family whose cost suits ``size`` parameters."""
+    if size <= _AUTO_FULLRANK_MAX:
+        return "fullrank", 0, f"auto: {size} parameters <= {_AUTO_FULLRANK_MAX}, full-rank"
+    if size <= _AUTO_LOWRANK_MAX:
+        rank = min(_AUTO_RANK, size)
+        return (
+            "lowrank",
+            rank,
+            f"auto: {size} parameters > {_AUTO_FULLRANK_MAX}, low-rank (rank {rank})",
+        )
+    return "meanfield", 0, f"auto: {size} parameters > {_AUTO_LOWRANK_MAX}, mean-field"
+
+
 def fit(
     model: Model,
     x: Any,
     y: Any,
     *,
-    family: FamilyName = "fullrank",
+    family: FamilyName = "auto",
     rank: int = 2,
     batch_size: int | Literal["auto"] | None = "auto",
     n_samples: int = 16,
@@ -129,7 +154,13 @@ def fit(
         x: a tensor or a tuple of tensors (``forward``'s positional arguments), rows first.
         y: the targets, ``(N, ...)``. The fit computes in the widest float dtype of x and y.
         family: ``"meanfield"`` (diagonal), ``"lowrank"`` (``rank`` factors + diagonal) or
-            ``"fullrank"`` (Cholesky) Gaussian over the unconstrained parameters.
+            ``"fullrank"`` (Cholesky) Gaussian over the unconstrained parameters, or
+            ``"auto"``: full-rank up to 200 parameters, low-rank (rank 10) up to 5,000,
+            mean-field beyond; then the Pareto k-hat of the fit (500 draws, see
+            ``post.check()``), and a full-rank refit when a cheaper family gets k-hat > 0.7
+            and there are at most 1,000 parameters. ``info.family_reason`` says what
+            happened, ``info.khat`` holds k-hat; a final k-hat > 0.7 raises a ``UserWarning``.
+        rank: the number of factors of a ``"lowrank"`` family.
         batch_size: rows per step; ``None`` uses all rows, ``"auto"`` all rows up to
             10,000 and 4,096 beyond. The batch log-likelihood is scaled by
             ``N / batch_size`` so each step is unbiased for the full-data ELBO.
@@ -143,7 +174,7 @@ def fit(
         max_curvature_rows: rows used for the Laplace curvature on large data.
         callback: called with a :class:`FitState` after every window.
     """
-    family = check_choice("family", family, tuple(FAMILIES))  # type: ignore[assignment]
+    family = check_choice("family", family, ("auto", *FAMILIES))  # type: ignore[assignment]
     rank = check_positive_int("rank", rank)
     n_samples = check_positive_int("n_samples", n_samples)
     window = check_positive_int("window", window)
@@ -176,12 +207,105 @@ def fit(
             "the search for the posterior mode diverged (non-finite parameters or curvature); "
             "the posterior may be improper: give proper priors or check the data's scale"
         )
-    q = _build_family(family, mode.loc, mode.precision, rank)
-    curvature = _whitened_curvature(q, mode.precision)
     anchor = None
     if batch_size < n_data:
         anchor = (mode.loc, log_joint.log_lik_grad(mode.loc, *data))
+    settings = _Settings(
+        n_data, batch_size, n_samples, max_steps, learning_rate, window, average_windows
+    )
 
+    def run(name: str, family_rank: int, why: str, khat: float | None = None) -> Posterior:
+        q = _build_family(name, mode.loc, mode.precision, family_rank)
+        result = _optimise(
+            log_joint, q, data, anchor, mode.precision, settings, gen, progress, callback
+        )
+        info = FitInfo(
+            family=q.name,
+            n_steps=result.n_steps,
+            converged=result.converged,
+            reason=result.reason,
+            elbo_trace=torch.tensor(result.trace),
+            n_data=n_data,
+            batch_size=batch_size,
+            n_samples=n_samples,
+            seconds=time.perf_counter() - started,
+            laplace_converged=mode.converged,
+            laplace_positive_definite=mode.positive_definite,
+            recoveries=result.recoveries,
+            family_reason=why,
+            khat=khat,
+            laplace_precision=mode.precision,
+        )
+        return Posterior(model, layout, q, info, data)
+
+    if family != "auto":
+        return run(family, rank, f"requested family={family!r}")
+    name, auto_rank, why = _choose_family(layout.size)
+    post = run(name, auto_rank, why)
+    khat = _auto_khat(post, gen)
+    if khat > USABLE and name != "fullrank" and layout.size <= _AUTO_REFIT_MAX:
+        why += (
+            f"; its Pareto k-hat {khat:.2f} > {USABLE}, so refitted full-rank "
+            f"({layout.size} parameters <= {_AUTO_REFIT_MAX})"
+        )
+        post = run("fullrank", 0, why)
+        khat = _auto_khat(post, gen)
+    post.info = replace(
+        post.info, khat=khat, family_reason=why, seconds=time.perf_counter() - started
+    )
+    if khat > USABLE:
+        warnings.warn(
+            f"nb.fit(family='auto'): the {post.info.family} approximation has Pareto k-hat "
+            f"{khat:.2f} > {USABLE}, so its means and sds cannot be trusted ({why}). Check "
+            "the model's parameterisation and priors, or use MCMC; post.check() gives details.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return post
+
+
+def _auto_khat(post: Posterior, generator: torch.Generator) -> float:
+    """A cheap Pareto k-hat of a fit (``_AUTO_DRAWS`` draws, full data in row chunks)."""
+    _, log_ratios = importance_log_ratios(post, post.fit_data(), _AUTO_DRAWS, generator)
+    return pareto_khat(log_ratios)[1]
+
+
+@dataclass(frozen=True)
+class _Settings:
+    n_data: int
+    batch_size: int
+    n_samples: int
+    max_steps: int
+    learning_rate: float
+    window: int
+    average_windows: int
+
+
+@dataclass(frozen=True)
+class _Result:
+    n_steps: int
+    converged: bool
+    reason: str
+    trace: list[float]
+    recoveries: int
+
+
+def _optimise(
+    log_joint: LogJoint,
+    q: GaussianFamily,
+    data: Data,
+    anchor: tuple[torch.Tensor, torch.Tensor] | None,
+    precision: torch.Tensor,
+    settings: _Settings,
+    gen: torch.Generator,
+    progress: bool,
+    callback: Callable[[FitState], None] | None,
+) -> _Result:
+    """Adam on the ELBO in windows; leaves ``q`` at the averaged iterate, frozen."""
+    n_data, batch_size, n_samples = settings.n_data, settings.batch_size, settings.n_samples
+    max_steps, learning_rate = settings.max_steps, settings.learning_rate
+    window, average_windows = settings.window, settings.average_windows
+    curvature = _whitened_curvature(q, precision)
     params = list(q.parameters())
     optimizer = torch.optim.Adam(params, lr=learning_rate)
     stream = batches(data, batch_size, gen)
@@ -260,21 +384,7 @@ def fit(
             snapshot = [total / (step % window) for total in window_sum]
     _assign(params, snapshot)
     q.requires_grad_(False)
-    info = FitInfo(
-        family=q.name,
-        n_steps=step,
-        converged=converged,
-        reason=reason,
-        elbo_trace=torch.tensor(trace),
-        n_data=n_data,
-        batch_size=batch_size,
-        n_samples=n_samples,
-        seconds=time.perf_counter() - started,
-        laplace_converged=mode.converged,
-        laplace_positive_definite=mode.positive_definite,
-        recoveries=recoveries,
-    )
-    return Posterior(model, layout, q, info)
+    return _Result(step, converged, reason, trace, recoveries)
 
 
 def _assign(params: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 from torch.func import vmap
 
 from noisybayes._rng import make_generator, seeded_from
-from noisybayes.infer.data import as_inputs
-from noisybayes.infer.objective import LogJoint, no_validation
+from noisybayes.infer.data import as_data, as_inputs
+from noisybayes.infer.objective import Data, LogJoint, no_validation
 from noisybayes.math.families import GaussianFamily
 from noisybayes.math.intervals import equal_tailed, hdi
 from noisybayes.model.layout import ParamLayout
 from noisybayes.model.model import Model
+
+if TYPE_CHECKING:
+    from arviz import InferenceData
+
+    from noisybayes.infer.diagnostics import CheckReport
 
 __all__ = ["FitInfo", "Posterior", "Prediction"]
 
@@ -29,6 +34,10 @@ class FitInfo:
 
     ``elbo_trace`` holds the per-datum ELBO estimate of every step; ``reason`` says why the
     fit stopped and ``converged`` whether that was by the convergence test.
+    ``family_reason`` says why ``family`` was used (requested, or chosen by
+    ``family="auto"``), ``khat`` the Pareto k-hat the fit computed (``None`` if it did
+    not), and ``laplace_precision`` is the curvature ``H = -grad^2 log p(u*, y)`` at the
+    mode in the unconstrained coordinates (``(P, P)``; ``None`` without a Laplace start).
     """
 
     family: str
@@ -43,6 +52,16 @@ class FitInfo:
     laplace_converged: bool
     laplace_positive_definite: bool
     recoveries: int = 0
+    family_reason: str = ""
+    khat: float | None = None
+    laplace_precision: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def final_elbo(self) -> float:
+        """The whole-data ELBO: the mean per-datum estimate of the last 100 steps times
+        ``n_data`` (NaN when no step was taken)."""
+        tail = self.elbo_trace[-100:]
+        return float(tail.double().mean()) * self.n_data if tail.numel() else float("nan")
 
 
 @dataclass(frozen=True)
@@ -72,15 +91,23 @@ class Posterior:
 
     Draws live in the unconstrained space and are mapped to each parameter's support, so
     ``mean``, ``sd``, ``sample`` and ``summary`` are on the constrained (user's) scale.
+    ``data`` is the ``(x tuple, y)`` the fit saw (``None`` if unknown); :meth:`check`,
+    :meth:`reweighted` and :meth:`to_arviz` use it unless given ``x`` and ``y``.
     """
 
     def __init__(
-        self, model: Model, layout: ParamLayout, family: GaussianFamily, info: FitInfo
+        self,
+        model: Model,
+        layout: ParamLayout,
+        family: GaussianFamily,
+        info: FitInfo,
+        data: Data | None = None,
     ) -> None:
         self.model = model
         self.layout = layout
         self.family = family
         self.info = info
+        self.data = data
         self._log_joint = LogJoint(model, layout)
 
     def __repr__(self) -> str:
@@ -192,4 +219,92 @@ class Posterior:
             mean_lower=mean_lower,
             mean_upper=mean_upper,
             level=level,
+        )
+
+    # --- diagnostics and export (see ``diagnostics.py`` and ``frontends/arviz_export.py``)
+    def fit_data(self, x: Any = None, y: Any = None, *, caller: str = "this method") -> Data:
+        """``(x, y)`` converted to the posterior's dtype, or the fit's data if both are None."""
+        if x is None and y is None:
+            if self.data is None:
+                raise ValueError(
+                    f"{caller} needs the data the posterior was fitted to: pass x and y "
+                    "(this Posterior was built without data)"
+                )
+            return self.data
+        if x is None or y is None:
+            missing = "x" if x is None else "y"
+            raise ValueError(f"{caller} needs both x and y, got {missing}=None")
+        xs, y_tensor = as_data(x, y)
+        return tuple(t.to(self.dtype) for t in xs), y_tensor.to(self.dtype)
+
+    def log_likelihood(self, theta: torch.Tensor, x: Any, y: torch.Tensor) -> torch.Tensor:
+        """``log p(y_i | x_i, theta_s)`` per draw and observation: ``(S, *y.shape)`` for
+        unconstrained draws ``theta`` ``(S, P)``."""
+        xs = as_inputs(x, dtype=self.dtype)
+
+        def pointwise(u: torch.Tensor) -> torch.Tensor:
+            return self._log_joint.likelihood(self.layout.values(u), xs).log_prob(y)
+
+        with no_validation():
+            return vmap(pointwise)(theta)
+
+    def simulate(
+        self, theta: torch.Tensor, x: Any, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """One simulated ``y`` per unconstrained draw ``theta`` ``(S, P)`` at inputs ``x``:
+        ``(S, *y.shape)``."""
+        xs = as_inputs(x, dtype=self.dtype)
+
+        def draw(u: torch.Tensor) -> torch.Tensor:
+            return self._log_joint.likelihood(self.layout.values(u), xs).sample()
+
+        with no_validation(), seeded_from(make_generator(None, generator)):
+            return vmap(draw, randomness="different")(theta)
+
+    def check(
+        self,
+        x: Any = None,
+        y: Any = None,
+        *,
+        n_draws: int = 5000,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> CheckReport:
+        """Is ``q`` trustworthy? Pareto k-hat, convergence and sd understatement in one
+        :class:`~noisybayes.infer.diagnostics.CheckReport` (see ``diagnostics.check``)."""
+        from noisybayes.infer.diagnostics import check
+
+        return check(self, x, y, n_draws=n_draws, seed=seed, generator=generator)
+
+    def reweighted(
+        self,
+        x: Any = None,
+        y: Any = None,
+        *,
+        n_draws: int = 5000,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> pd.DataFrame:
+        """PSIS-corrected ``mean`` and ``sd`` per scalar parameter (see
+        ``diagnostics.reweighted``); raises if k-hat > 0.7."""
+        from noisybayes.infer.diagnostics import reweighted
+
+        return reweighted(self, x, y, n_draws=n_draws, seed=seed, generator=generator)
+
+    def to_arviz(
+        self,
+        x: Any = None,
+        y: Any = None,
+        *,
+        n_chains: int = 4,
+        n_draws: int = 1000,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> InferenceData:
+        """An ArviZ ``InferenceData`` (needs ``pip install noisybayes[arviz]``); see
+        ``noisybayes.frontends.arviz_export.to_arviz``."""
+        from noisybayes.frontends.arviz_export import to_arviz
+
+        return to_arviz(
+            self, x, y, n_chains=n_chains, n_draws=n_draws, seed=seed, generator=generator
         )

@@ -1,0 +1,337 @@
+"""Is the approximation trustworthy? Pareto k-hat of the importance ratios, and PSIS.
+
+With draws ``theta_s ~ q`` the importance ratios ``r_s = p(theta_s, y) / q(theta_s)`` have a
+right tail that a generalized Pareto fits; its shape ``k`` says how many finite moments they
+have, hence whether ``q`` covers the posterior (Yao, Vehtari, Simpson & Gelman 2018, "Yes,
+but did it work?"). Reading: ``k < 0.5`` good, ``0.5 <= k <= 0.7`` usable (PSIS-corrected
+estimates are reliable), ``k > 0.7`` do not trust. The smoothing itself is ArviZ's
+(Vehtari et al. 2024, "Pareto smoothed importance sampling").
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.func import vmap
+
+from noisybayes._checks import check_positive_int
+from noisybayes._rng import make_generator
+from noisybayes.infer.laplace import whitening
+from noisybayes.infer.objective import Data, no_validation
+from noisybayes.math.families import GaussianFamily
+
+if TYPE_CHECKING:
+    from noisybayes.infer.posterior import Posterior
+
+__all__ = ["CheckReport", "check", "importance_log_ratios", "pareto_khat", "reweighted"]
+
+Reading = Literal["good", "usable", "do not trust"]
+GOOD, USABLE = 0.5, 0.7
+# Elements of y times draws per chunk of rows: bounds the memory of the vmapped likelihood.
+_CHUNK_ELEMENTS = 1 << 21
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What :meth:`Posterior.check` found.
+
+    Attributes:
+        khat: Pareto shape of the importance ratios ``log p(theta, y) - log q(theta)``.
+        reading: ``"good"`` (< 0.5), ``"usable"`` (0.5 to 0.7) or ``"do not trust"`` (> 0.7).
+        n_draws: draws of ``q`` the ratios came from.
+        family: the variational family (``"meanfield"``, ``"lowrank"``, ``"fullrank"``).
+        converged: whether the optimisation stopped by its convergence test.
+        convergence: how that was judged (the fit's stopping reason and the mode search).
+        sd_ratio: per free coordinate, Laplace marginal sd ``sqrt(diag(H^{-1}))`` over the
+            sd of ``q``: how many times the curvature at the mode says ``q``'s sds are too
+            small (about 1 when ``q`` captures the correlations; ``None`` without curvature).
+        recommendation: what to do, in plain words.
+    """
+
+    khat: float
+    reading: Reading
+    n_draws: int
+    family: str
+    converged: bool
+    convergence: str
+    sd_ratio: dict[str, float] | None
+    recommendation: str
+
+    @property
+    def worst_sd_ratio(self) -> float | None:
+        """The largest entry of ``sd_ratio``."""
+        return max(self.sd_ratio.values()) if self.sd_ratio else None
+
+    def __str__(self) -> str:
+        lines = [
+            f"Pareto k-hat {self.khat:.2f} ({self.reading}) from {self.n_draws} draws of the "
+            f"{self.family} approximation",
+            f"optimisation {'converged' if self.converged else 'did NOT converge'}: "
+            f"{self.convergence}",
+        ]
+        if self.worst_sd_ratio is not None:
+            lines.append(
+                f"marginal sds understated by up to {self.worst_sd_ratio:.2f}x "
+                "(Laplace curvature at the mode)"
+            )
+        lines.append(self.recommendation)
+        return "\n".join(lines)
+
+
+def reading(khat: float) -> Reading:
+    """The usual reading of a Pareto k-hat: < 0.5 good, <= 0.7 usable, else do not trust."""
+    if khat < GOOD:
+        return "good"
+    return "usable" if khat <= USABLE else "do not trust"
+
+
+def pareto_khat(log_ratios: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """PSIS of ``log_ratios`` ``(S,)``: normalized smoothed log-weights and k-hat.
+
+    ``w_s ∝ r_s`` with the largest ``M = min(S/5, 3 sqrt(S))`` ratios replaced by quantiles
+    of a generalized Pareto fitted to them (Zhang & Stephens 2009); ArviZ's ``psislw``.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            from arviz import psislw
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "Pareto smoothing needs ArviZ: pip install 'noisybayes[arviz]'"
+        ) from error
+    values = log_ratios.detach().double().cpu().numpy()
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        log_weights, khat = psislw(values - values.max())
+    return torch.from_numpy(np.asarray(log_weights)), float(khat)
+
+
+def _log_joint_chunked(post: Posterior, theta: torch.Tensor, data: Data) -> torch.Tensor:
+    """``log p(theta_s, y)`` on all rows for each draw, summing row chunks of ``LogJoint``.
+
+    Each chunk's ``batched`` call (scale 1) carries the prior once; the extra copies are
+    subtracted, so ``sum_k batched_k - (K - 1) log p(theta)`` is the full-data log joint.
+    """
+    xs, y = data
+    log_joint = post._log_joint
+    per_row = max(1, y[:1].numel())
+    rows = max(1, _CHUNK_ELEMENTS // (per_row * theta.shape[0]))
+    with no_validation():
+        prior = vmap(log_joint.log_prior)(theta).double()
+    total = prior.clone()
+    for start in range(0, y.shape[0], rows):
+        part = tuple(x[start : start + rows] for x in xs)
+        total += log_joint.batched(theta, part, y[start : start + rows], 1.0).double() - prior
+    return total
+
+
+def importance_log_ratios(
+    post: Posterior, data: Data, n_draws: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draws ``theta`` ``(S, P)`` of ``q`` and ``log p(theta_s, y) - log q(theta_s)`` ``(S,)``."""
+    family = post.family
+    if not isinstance(family, GaussianFamily):
+        raise TypeError(
+            "the posterior must hold a Gaussian variational family to be checked, got "
+            f"{type(family).__name__} (family {post.info.family!r})"
+        )
+    with torch.no_grad():
+        draws = family.draw(n_draws, generator=generator)
+        log_q = family.log_prob(draws).double()
+        log_p = _log_joint_chunked(post, draws.theta, data)
+    return draws.theta, log_p - log_q
+
+
+def _free_labels(post: Posterior) -> list[str]:
+    """Labels of the unconstrained coordinates: the parameter's label when the transform
+    keeps the shape, ``name~i`` otherwise (e.g. a simplex)."""
+    labels: list[str] = []
+    for block in post.layout.blocks:
+        size = block.stop - block.start
+        own = [lab for lab in post.layout.labels() if lab.split("[")[0] == block.name]
+        if len(own) == size:
+            labels.extend(own)
+        else:
+            labels.extend(f"{block.name}~{i}" for i in range(size))
+    return labels
+
+
+def sd_ratio(post: Posterior) -> dict[str, float] | None:
+    """``sqrt(diag(H^{-1}))_j / sd_q(u_j)`` per free coordinate, from the stored Laplace
+    curvature ``H`` (``None`` if the fit kept none)."""
+    precision = post.info.laplace_precision
+    if precision is None or not isinstance(post.family, GaussianFamily):
+        return None
+    factor, _ = whitening(precision, diagonal=False)
+    laplace_sd = factor.double().pow(2).sum(-1).sqrt()
+    q_sd = post.family.variance().detach().double().sqrt()
+    ratio = (laplace_sd / q_sd).tolist()
+    return dict(zip(_free_labels(post), ratio, strict=True))
+
+
+def _recommend(khat: float, family: str, converged: bool, worst: float | None) -> str:
+    parts = []
+    if khat > USABLE:
+        if family != "fullrank":
+            parts.append(
+                f"Do not trust this fit: refit with family='fullrank' (or 'auto'); the "
+                f"{family} approximation does not cover the posterior."
+            )
+        else:
+            parts.append(
+                "Do not trust this fit: the posterior is far from Gaussian (heavy tails, "
+                "skew or several modes); reparameterise the model or use MCMC."
+            )
+    elif khat >= GOOD:
+        parts.append(
+            "Usable: prefer post.reweighted() (PSIS-corrected means and sds) to post.summary()."
+        )
+    else:
+        parts.append("Good: the approximation is close to the posterior.")
+    if worst is not None and worst > 1.2 and family != "fullrank":
+        parts.append(
+            f"The curvature at the mode says marginal sds are up to {worst:.1f}x too small; "
+            "family='fullrank' represents the correlations."
+        )
+    if not converged:
+        parts.append("The optimisation did not converge: refit with a larger max_steps.")
+    return " ".join(parts)
+
+
+def check(
+    post: Posterior,
+    x: Any = None,
+    y: Any = None,
+    *,
+    n_draws: int = 5000,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+) -> CheckReport:
+    """Pareto k-hat of ``log p(theta, y) - log q(theta)`` over ``n_draws`` draws of ``q``
+    (full-data likelihood, in row chunks), convergence and sd understatement."""
+    n_draws = check_positive_int("n_draws", n_draws)
+    data = post.fit_data(x, y, caller="check()")
+    _, log_ratios = importance_log_ratios(post, data, n_draws, make_generator(seed, generator))
+    _, khat = pareto_khat(log_ratios)
+    info = post.info
+    convergence = info.reason
+    if info.n_steps:
+        convergence += (
+            f"; mode search {'converged' if info.laplace_converged else 'did not converge'}"
+        )
+    ratios = sd_ratio(post)
+    worst = max(ratios.values()) if ratios else None
+    return CheckReport(
+        khat=khat,
+        reading=reading(khat),
+        n_draws=n_draws,
+        family=info.family,
+        converged=info.converged,
+        convergence=convergence,
+        sd_ratio=ratios,
+        recommendation=_recommend(khat, info.family, info.converged, worst),
+    )
+
+
+def reweighted(
+    post: Posterior,
+    x: Any = None,
+    y: Any = None,
+    *,
+    n_draws: int = 5000,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+) -> pd.DataFrame:
+    """PSIS-corrected posterior ``mean`` and ``sd`` per scalar parameter, constrained scale.
+
+    ``E_p[f] ≈ sum_s w_s f(theta_s)`` with Pareto-smoothed normalized weights ``w``
+    (Vehtari et al. 2024); refused when k-hat > 0.7, where the weights are unreliable.
+    """
+    n_draws = check_positive_int("n_draws", n_draws)
+    data = post.fit_data(x, y, caller="reweighted()")
+    gen = make_generator(seed, generator)
+    theta, log_ratios = importance_log_ratios(post, data, n_draws, gen)
+    log_weights, khat = pareto_khat(log_ratios)
+    if not khat <= USABLE:
+        raise ValueError(
+            f"reweighted() needs Pareto k-hat <= {USABLE}, got {khat:.2f} from {n_draws} "
+            f"draws: the {post.info.family} approximation is too far from the posterior for "
+            "importance weights to correct it; refit with family='fullrank'"
+        )
+    weights = log_weights.exp()
+    values = post.layout.values(theta)
+    columns = torch.cat([v.reshape(n_draws, -1).double() for v in values.values()], dim=1)
+    mean = weights @ columns
+    variance = weights @ (columns - mean).pow(2)
+    table = pd.DataFrame(
+        {"mean": mean.tolist(), "sd": variance.sqrt().tolist()}, index=post.layout.labels()
+    )
+    table.attrs["khat"] = khat
+    return table
+
+
+def _wasserstein_1(a: np.ndarray, b: np.ndarray) -> float:
+    """``W1 = ∫ |F_a(t) - F_b(t)| dt`` between two empirical distributions (Villani 2009)."""
+    a, b = np.sort(a), np.sort(b)
+    grid = np.sort(np.concatenate([a, b]))
+    widths = np.diff(grid)
+    cdf_a = np.searchsorted(a, grid[:-1], side="right") / a.size
+    cdf_b = np.searchsorted(b, grid[:-1], side="right") / b.size
+    return float(np.sum(np.abs(cdf_a - cdf_b) * widths))
+
+
+def _reference_columns(draws: Any) -> dict[str, np.ndarray]:
+    if isinstance(draws, pd.DataFrame):
+        return {str(c): draws[c].to_numpy(dtype=np.float64) for c in draws.columns}
+    if isinstance(draws, dict):
+        return {str(k): np.asarray(v, dtype=np.float64).reshape(-1) for k, v in draws.items()}
+    raise TypeError(
+        f"draws must be a dict of name -> array or a pandas DataFrame, got {type(draws).__name__}"
+    )
+
+
+def compare(post: Posterior, draws: Any) -> pd.DataFrame:
+    """``q`` against reference draws, one row per scalar parameter.
+
+    Columns: ``z_mean = (mean_q - mean_ref) / sd_ref``, ``sd_ratio = sd_q / sd_ref`` and
+    ``wasserstein``, the 1-Wasserstein distance between the marginals (``q`` from 10,000
+    draws), in the parameter's units. ``draws`` maps the labels of ``post.summary()``
+    (``beta[0]``, ``sigma``) to 1-D arrays of draws: a dict or a DataFrame.
+    """
+    reference = _reference_columns(draws)
+    labels = post.layout.labels()
+    unknown = sorted(set(reference) - set(labels))
+    missing = [lab for lab in labels if lab not in reference]
+    if unknown or missing:
+        raise ValueError(
+            f"draws must have one column per parameter label {labels}, got unknown "
+            f"{unknown} and missing {missing}"
+        )
+    flat = [k for k, v in reference.items() if v.size < 2 or not v.std() > 0]
+    if flat:
+        raise ValueError(
+            f"draws must hold at least 2 distinct finite values per column, got too few for {flat}"
+        )
+    q_mean = torch.cat([post.mean[n].reshape(-1) for n in post.layout.names]).double()
+    q_sd = torch.cat([post.sd[n].reshape(-1) for n in post.layout.names]).double()
+    q_draws = post._summary_draws
+    q_columns = torch.cat(
+        [q_draws[n].reshape(q_draws[n].shape[0], -1).double() for n in post.layout.names], 1
+    ).numpy()
+    rows = []
+    for j, label in enumerate(labels):
+        ref = reference[label]
+        ref_sd = float(ref.std(ddof=1))
+        rows.append(
+            {
+                "z_mean": (float(q_mean[j]) - float(ref.mean())) / ref_sd,
+                "sd_ratio": float(q_sd[j]) / ref_sd,
+                "wasserstein": _wasserstein_1(q_columns[:, j], ref),
+            }
+        )
+    return pd.DataFrame(rows, index=labels)
