@@ -52,7 +52,7 @@ def test_closed_form_prior_term_equals_its_monte_carlo_estimate():
         family.off_diag.copy_(torch.tril(torch.full((3, 3), 0.4), -1))
     with torch.no_grad():
         exact = float(log_joint.expected_log_prior(family))
-    draws = family.rsample(200_000, generator=torch.Generator().manual_seed(0))
+    draws = family.rsample(200_000, generator=torch.Generator().manual_seed(0)).detach()
     log_p = Normal(0.5, 2.0).log_prob(draws).sum(-1)
     standard_error = float(log_p.std()) / math.sqrt(len(log_p))
     assert abs(float(log_p.mean()) - exact) < 4 * standard_error
