@@ -21,28 +21,31 @@ from torch.distributions import (
     constraints,
 )
 
-from noisybayes._checks import as_float_tensor, check_choice, check_positive
+from noisybayes._checks import check_choice, check_positive
 from noisybayes._rng import make_generator
+from noisybayes.estimators._base import (
+    LinearPredictor,
+    RegressionEstimator,
+    coef_prior,
+    location_and_scale,
+    resolve_prior,
+)
 from noisybayes.infer.fit import fit
-from noisybayes.infer.posterior import FitInfo, Posterior, Prediction
+from noisybayes.infer.posterior import FitInfo, Posterior
 from noisybayes.math.conjugate import gaussian_linear_posterior, normal_inverse_gamma_posterior
 from noisybayes.math.families import FullRank
 from noisybayes.model.layout import ParamLayout
-from noisybayes.model.model import Model
 from noisybayes.model.param import param
 
 __all__ = ["BayesianLinearRegression", "LinearModel"]
 
 
-class LinearModel(Model):
+class LinearModel(LinearPredictor):
     """``y ~ Normal(intercept + X coef, sigma)`` on user-scale parameters.
 
     ``forward`` receives standardised inputs ``(X - x_mean) / x_scale`` and returns the
     distribution of the standardised target ``(y - y_mean) / y_scale``.
     """
-
-    x_mean: torch.Tensor
-    x_scale: torch.Tensor
 
     def __init__(
         self,
@@ -56,24 +59,14 @@ class LinearModel(Model):
         noise_scale: float | None,
         fit_intercept: bool,
     ) -> None:
-        super().__init__()
-        self.register_buffer("x_mean", x_mean)
-        self.register_buffer("x_scale", x_scale)
+        super().__init__(n_features, x_mean, x_scale, coef_prior, fit_intercept)
         self.y_mean, self.y_scale = y_mean, y_scale
-        self.fit_intercept = fit_intercept
         self.known_noise = noise_scale
-        if fit_intercept:
-            self.intercept = param(None)
-        self.coef = param(coef_prior, shape=(n_features,))
         if noise_scale is None:
             self.sigma = param(noise_prior, support=constraints.positive)
 
     def forward(self, x_std: torch.Tensor) -> Normal:
-        coef = self.coef
-        offset = self.x_mean @ coef - self.y_mean
-        if self.fit_intercept:
-            offset = offset + self.intercept
-        loc = (offset + x_std @ (self.x_scale * coef)) / self.y_scale
+        loc = (self.linear_predictor(x_std) - self.y_mean) / self.y_scale
         sigma = self.sigma if self.known_noise is None else torch.as_tensor(self.known_noise)
         return Normal(loc, sigma / self.y_scale)
 
@@ -100,7 +93,7 @@ class _NormalInverseGammaDraws(nn.Module):
         return torch.cat([beta, sigma.log()[:, None]], dim=1)
 
 
-class BayesianLinearRegression:
+class BayesianLinearRegression(RegressionEstimator):
     """Bayesian linear regression with a learned noise scale.
 
     Args:
@@ -148,34 +141,14 @@ class BayesianLinearRegression:
         )
 
     # --- set-up ----------------------------------------------------------------------
-    def _coef_prior(self, x_sd: torch.Tensor, y_sd: float) -> Distribution | None:
-        if self.prior_scale is None:
-            return None
-        if self.prior_scale == "auto":
-            scale = 2.5 * y_sd / x_sd
-        else:
-            scale = torch.full_like(x_sd, check_positive("prior_scale", self.prior_scale))
-        return Normal(torch.zeros_like(scale), scale)
-
     def _noise_prior(self, y_sd: float, dtype: torch.dtype) -> Distribution | None:
-        if self.noise_prior is None:
-            return None
-        if isinstance(self.noise_prior, str):
-            check_choice("noise_prior", self.noise_prior, ("auto",))
-            return Exponential(torch.tensor(1.0 / y_sd, dtype=dtype))
-        if not isinstance(self.noise_prior, Distribution):
-            raise TypeError(
-                f"noise_prior must be a torch Distribution, 'auto' or None, got {self.noise_prior!r}"
-            )
-        return self.noise_prior
+        auto = Exponential(torch.tensor(1.0 / y_sd, dtype=dtype))
+        return resolve_prior("noise_prior", self.noise_prior, auto)
 
     def _model(self, X: torch.Tensor, y: torch.Tensor) -> LinearModel:
-        x_mean = X.mean(0) if self.fit_intercept else torch.zeros_like(X[0])
-        x_sd = X.std(0, unbiased=False) if X.shape[0] > 1 else torch.ones_like(X[0])
-        x_sd = torch.where(x_sd > 0, x_sd, torch.ones_like(x_sd))
-        y_mean = float(y.mean()) if self.fit_intercept else 0.0
-        y_sd = float(y.std(unbiased=False)) if y.shape[0] > 1 else 1.0
-        y_sd = y_sd if y_sd > 0 else 1.0
+        x_mean, x_sd = location_and_scale(X, self.fit_intercept)
+        y_loc, y_scale = location_and_scale(y[:, None], self.fit_intercept)
+        y_mean, y_sd = float(y_loc[0]), float(y_scale[0])
         known = (
             None if self.noise_scale is None else check_positive("noise_scale", self.noise_scale)
         )
@@ -185,7 +158,7 @@ class BayesianLinearRegression:
             x_sd,
             y_mean,
             y_sd,
-            self._coef_prior(x_sd, y_sd),
+            coef_prior(self.prior_scale, x_sd, y_sd),
             self._noise_prior(y_sd, X.dtype),
             known,
             self.fit_intercept,
@@ -195,17 +168,8 @@ class BayesianLinearRegression:
     def fit(self, X: Any, y: Any) -> BayesianLinearRegression:
         """Infer the posterior of ``(intercept, coef, sigma)`` from ``X`` ``(N, d)``, ``y`` ``(N,)``."""
         check_choice("method", self.method, ("vi", "exact"))
-        self.feature_names_in_ = [str(c) for c in X.columns] if hasattr(X, "columns") else None
-        X_t = as_float_tensor("X", X, ndim=(1, 2))
-        X_t = X_t[:, None] if X_t.ndim == 1 else X_t
-        y_t = as_float_tensor("y", y, ndim=(1,), dtype=None)
-        dtype = torch.promote_types(X_t.dtype, y_t.dtype)
-        X_t, y_t = X_t.to(dtype), y_t.to(dtype)
-        if X_t.shape[0] != y_t.shape[0]:
-            raise ValueError(
-                f"X and y must have the same number of rows, got {X_t.shape[0]} and {y_t.shape[0]}"
-            )
-        self.n_features_in_ = X_t.shape[1]
+        X_t, y_t = self._check_xy(X, y)
+        dtype = X_t.dtype
         model = self._model(X_t, y_t)
         x_std = (X_t - model.x_mean) / model.x_scale
         y_std = (y_t - model.y_mean) / model.y_scale
@@ -271,84 +235,5 @@ class BayesianLinearRegression:
     def _linear_model(self) -> LinearModel:
         return cast(LinearModel, self.posterior_.model)
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "posterior_"):
-            raise RuntimeError(
-                "This BayesianLinearRegression is not fitted yet: call fit(X, y) first"
-            )
-
-    def _standardised(self, X: Any) -> torch.Tensor:
-        self._check_fitted()
-        formula = getattr(self, "formula_", None)
-        if (
-            formula is not None
-            and hasattr(X, "columns")
-            and list(X.columns) != self.feature_names_in_
-        ):
-            X = formula.transform(X).X  # raw rows: build their design as the formula says
-        X_t = as_float_tensor("X", X, ndim=(1, 2), dtype=self.posterior_.dtype)
-        X_t = X_t[:, None] if X_t.ndim == 1 else X_t
-        if X_t.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X must have {self.n_features_in_} columns, as in fit, got {X_t.shape[1]}"
-            )
-        model = self._linear_model
-        return (X_t - model.x_mean) / model.x_scale
-
-    def predict(self, X: Any, return_std: bool = False):
-        """Posterior predictive mean; with ``return_std`` also the total predictive sd
-        (parameter uncertainty and noise), as in scikit-learn's ``BayesianRidge``."""
-        pred = self.predict_distribution(X)
-        return (pred.mean, pred.sd) if return_std else pred.mean
-
-    def predict_distribution(self, X: Any, level: float = 0.94, n_samples: int = 2000):
-        """The full ``nb.Prediction`` (mean, sds, intervals) on the user's scale of ``y``."""
-        x_std = self._standardised(X)
-        pred = self.posterior_.predict(x_std, n_samples=n_samples, level=level, seed=self.seed)
-        shift, scale = self._linear_model.y_mean, self._linear_model.y_scale
-        return Prediction(
-            mean=pred.mean * scale + shift,
-            sd=pred.sd * scale,
-            epistemic_sd=pred.epistemic_sd * scale,
-            aleatoric_sd=pred.aleatoric_sd * scale,
-            lower=pred.lower * scale + shift,
-            upper=pred.upper * scale + shift,
-            mean_lower=pred.mean_lower * scale + shift,
-            mean_upper=pred.mean_upper * scale + shift,
-            level=pred.level,
-        )
-
-    def summary(self, hdi_prob: float = 0.94):
-        """The posterior table, with coefficient rows named after the features when known."""
-        self._check_fitted()
-        table = self.posterior_.summary(hdi_prob)
-        if self.feature_names_in_ is not None:
-            names = {f"coef[{i}]": n for i, n in enumerate(self.feature_names_in_)}
-            table = table.rename(index=names)
-        return table
-
-    # --- formulas (front end: formulaic) ------------------------------------------------
-    formula_: Any
-    design_: Any
-
-    @classmethod
-    def from_formula(
-        cls, formula: str, data: Any, *, missing: Literal["drop", "error"] = "drop", **params: Any
-    ) -> BayesianLinearRegression:
-        """Fit ``formula`` (``"y ~ x1 + C(g) + np.log(x2)"``) on the DataFrame ``data``.
-
-        The design is built by formulaic (``noisybayes.frontends.formula``): rows missing a
-        used value are dropped (``missing="drop"``, counted in ``design_.n_dropped``) or
-        refused (``"error"``); the formula's intercept sets ``fit_intercept``; ``summary()``
-        names coefficients after the design columns. ``formula_.transform(new).X`` builds the
-        design of new rows for ``predict``. ``params`` go to the constructor.
-        """
-        from noisybayes.frontends.formula import design_matrices
-
-        if "fit_intercept" in params:
-            raise TypeError("fit_intercept must not be given with a formula: write '- 1' in it")
-        design = design_matrices(formula, data, missing=missing)
-        estimator = cls(fit_intercept=design.spec.intercept, **params)
-        estimator.fit(design.X, design.y)
-        estimator.formula_, estimator.design_ = design.spec, design
-        return estimator
+    def _response_shift_scale(self) -> tuple[float, float]:
+        return self._linear_model.y_mean, self._linear_model.y_scale

@@ -1,0 +1,243 @@
+"""What the regression estimators share: input checks, standardisation, the linear predictor,
+predictions on the user's scale, the summary table and formulas.
+
+The models see standardised inputs ``x_std = (X - x_mean) / x_scale`` and keep their
+coefficients on the user's scale, so the linear predictor is
+
+    eta = intercept + x_mean . coef + x_std . (x_scale * coef)  (= intercept + X coef)
+
+and priors stay on the user's scale while ``nb.fit`` works on well-conditioned inputs.
+A continuous response is modelled standardised, ``(y - y_mean) / y_scale``; the estimator
+maps its predictions back.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+
+import torch
+from torch.distributions import Distribution, Normal
+
+from noisybayes._checks import as_float_tensor, check_choice, check_positive
+from noisybayes.infer.posterior import Posterior, Prediction
+from noisybayes.model.model import Model
+from noisybayes.model.param import param
+
+if TYPE_CHECKING:
+    from noisybayes.frontends.calibration import PredictiveDraws
+
+__all__ = [
+    "LinearPredictor",
+    "RegressionEstimator",
+    "coef_prior",
+    "location_and_scale",
+    "resolve_prior",
+]
+
+_Estimator = TypeVar("_Estimator", bound="RegressionEstimator")
+
+
+def location_and_scale(values: torch.Tensor, centre: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column means (zeros unless ``centre``) and population sds of ``values`` ``(N, d)``;
+    a zero or undefined sd (one row, a constant column) becomes 1."""
+    loc = values.mean(0) if centre else torch.zeros_like(values[0])
+    sd = values.std(0, unbiased=False) if values.shape[0] > 1 else torch.ones_like(values[0])
+    return loc, torch.where(sd > 0, sd, torch.ones_like(sd))
+
+
+def coef_prior(
+    prior_scale: float | str | None, x_sd: torch.Tensor, response_sd: float
+) -> Distribution | None:
+    """``coef_j ~ Normal(0, s_j)``: ``s_j = 2.5 response_sd / sd(x_j)`` for ``"auto"`` (Gelman
+    et al. 2008, on inputs scaled to unit sd), ``prior_scale`` itself for a number, flat
+    for ``None``."""
+    if prior_scale is None:
+        return None
+    if prior_scale == "auto":
+        scale = 2.5 * response_sd / x_sd
+    else:
+        scale = torch.full_like(x_sd, check_positive("prior_scale", prior_scale))  # type: ignore[arg-type]
+    return Normal(torch.zeros_like(scale), scale)
+
+
+def resolve_prior(name: str, value: Any, auto: Distribution) -> Distribution | None:
+    """The prior that argument ``name`` asks for: a torch Distribution as given, ``None``
+    (flat), or ``auto`` for ``"auto"``."""
+    if value is None or isinstance(value, Distribution):
+        return value
+    if isinstance(value, str):
+        check_choice(name, value, ("auto",))
+        return auto
+    raise TypeError(f"{name} must be a torch Distribution, 'auto' or None, got {value!r}")
+
+
+class LinearPredictor(Model):
+    """An ``nb.Model`` holding ``intercept`` (flat prior, when fitted) and ``coef`` on the
+    user's scale, fed standardised inputs; ``linear_predictor`` gives ``intercept + X coef``."""
+
+    x_mean: torch.Tensor
+    x_scale: torch.Tensor
+
+    def __init__(
+        self,
+        n_features: int,
+        x_mean: torch.Tensor,
+        x_scale: torch.Tensor,
+        coef_prior: Distribution | None,
+        fit_intercept: bool,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("x_mean", x_mean)
+        self.register_buffer("x_scale", x_scale)
+        self.fit_intercept = fit_intercept
+        if fit_intercept:
+            self.intercept = param(None)
+        self.coef = param(coef_prior, shape=(n_features,))
+
+    def linear_predictor(self, x_std: torch.Tensor) -> torch.Tensor:
+        """``eta = intercept + x_mean . coef + x_std . (x_scale * coef)``, shape ``(N,)``."""
+        coef = self.coef
+        eta = self.x_mean @ coef + x_std @ (self.x_scale * coef)
+        return eta + self.intercept if self.fit_intercept else eta
+
+
+class RegressionEstimator:
+    """The estimator contract shared by the regressions: subclasses set ``posterior_``
+    (over a ``LinearPredictor``), ``n_features_in_``, ``feature_names_in_`` and say how their
+    response was standardised through ``_response_shift_scale``."""
+
+    fit_intercept: bool
+    seed: int | None
+    posterior_: Posterior
+    n_features_in_: int
+    feature_names_in_: list[str] | None
+    formula_: Any
+    design_: Any
+
+    # --- input checks -----------------------------------------------------------------
+    def _check_xy(self, X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``X`` ``(N, d)`` and ``y`` ``(N,)`` as tensors of one float dtype; records the
+        feature names and count."""
+        self.feature_names_in_ = [str(c) for c in X.columns] if hasattr(X, "columns") else None
+        X_t = as_float_tensor("X", X, ndim=(1, 2))
+        X_t = X_t[:, None] if X_t.ndim == 1 else X_t
+        y_t = as_float_tensor("y", y, ndim=(1,), dtype=None)
+        dtype = torch.promote_types(X_t.dtype, y_t.dtype)
+        X_t, y_t = X_t.to(dtype), y_t.to(dtype)
+        if X_t.shape[0] != y_t.shape[0]:
+            raise ValueError(
+                f"X and y must have the same number of rows, got {X_t.shape[0]} and {y_t.shape[0]}"
+            )
+        self.n_features_in_ = X_t.shape[1]
+        return X_t, y_t
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "posterior_"):
+            raise RuntimeError(
+                f"This {type(self).__name__} is not fitted yet: call fit(X, y) first"
+            )
+
+    def _standardised(self, X: Any) -> torch.Tensor:
+        self._check_fitted()
+        formula = getattr(self, "formula_", None)
+        if (
+            formula is not None
+            and hasattr(X, "columns")
+            and list(X.columns) != self.feature_names_in_
+        ):
+            X = formula.transform(X).X  # raw rows: build their design as the formula says
+        X_t = as_float_tensor("X", X, ndim=(1, 2), dtype=self.posterior_.dtype)
+        X_t = X_t[:, None] if X_t.ndim == 1 else X_t
+        if X_t.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X must have {self.n_features_in_} columns, as in fit, got {X_t.shape[1]}"
+            )
+        model = cast(LinearPredictor, self.posterior_.model)
+        return (X_t - model.x_mean) / model.x_scale
+
+    def _response_shift_scale(self) -> tuple[float, float]:
+        """``(y_mean, y_scale)``: the model's response is ``(y - y_mean) / y_scale``."""
+        return 0.0, 1.0
+
+    # --- predictions --------------------------------------------------------------------
+    def predict(self, X: Any, return_std: bool = False):
+        """Posterior predictive mean on the response's scale; with ``return_std`` also the
+        total predictive sd (parameter uncertainty and noise), as in scikit-learn's
+        ``BayesianRidge``."""
+        pred = self.predict_distribution(X)
+        return (pred.mean, pred.sd) if return_std else pred.mean
+
+    def predict_distribution(
+        self, X: Any, level: float = 0.94, n_samples: int = 2000
+    ) -> Prediction:
+        """The full ``nb.Prediction`` (mean, sds, intervals) on the user's scale of ``y``."""
+        x_std = self._standardised(X)
+        pred = self.posterior_.predict(x_std, n_samples=n_samples, level=level, seed=self.seed)
+        shift, scale = self._response_shift_scale()
+        return Prediction(
+            mean=pred.mean * scale + shift,
+            sd=pred.sd * scale,
+            epistemic_sd=pred.epistemic_sd * scale,
+            aleatoric_sd=pred.aleatoric_sd * scale,
+            lower=pred.lower * scale + shift,
+            upper=pred.upper * scale + shift,
+            mean_lower=pred.mean_lower * scale + shift,
+            mean_upper=pred.mean_upper * scale + shift,
+            level=pred.level,
+        )
+
+    def predictive_draws(
+        self, X: Any, y: Any = None, *, n_samples: int = 1000, seed: int | None = None
+    ) -> PredictiveDraws:
+        """``n_samples`` posterior predictive draws at ``X`` on the user's scale of ``y``, and,
+        when held-out ``y`` is given, its log-density under each draw (for ``nb.calibration``)."""
+        from noisybayes.frontends.calibration import predictive_draws
+
+        shift, scale = self._response_shift_scale()
+        x_std = self._standardised(X)
+        y_std = None
+        if y is not None:
+            y_std = (as_float_tensor("y", y, ndim=(1,), dtype=x_std.dtype) - shift) / scale
+        seed = self.seed if seed is None else seed
+        draws = predictive_draws(self.posterior_, x_std, y_std, n_samples=n_samples, seed=seed)
+        return draws.rescaled(shift, scale)
+
+    def summary(self, hdi_prob: float = 0.94):
+        """The posterior table, with coefficient rows named after the features when known."""
+        self._check_fitted()
+        table = self.posterior_.summary(hdi_prob)
+        if self.feature_names_in_ is not None:
+            names = {f"coef[{i}]": n for i, n in enumerate(self.feature_names_in_)}
+            table = table.rename(index=names)
+        return table
+
+    # --- formulas (front end: formulaic) ------------------------------------------------
+    def fit(self: _Estimator, X: Any, y: Any) -> _Estimator:
+        raise NotImplementedError
+
+    @classmethod
+    def from_formula(
+        cls: type[_Estimator],
+        formula: str,
+        data: Any,
+        *,
+        missing: Literal["drop", "error"] = "drop",
+        **params: Any,
+    ) -> _Estimator:
+        """Fit ``formula`` (``"y ~ x1 + C(g) + np.log(x2)"``) on the DataFrame ``data``.
+
+        The design is built by formulaic (``noisybayes.frontends.formula``): rows missing a
+        used value are dropped (``missing="drop"``, counted in ``design_.n_dropped``) or
+        refused (``"error"``); the formula's intercept sets ``fit_intercept``; ``summary()``
+        names coefficients after the design columns. ``formula_.transform(new).X`` builds the
+        design of new rows for ``predict``. ``params`` go to the constructor.
+        """
+        from noisybayes.frontends.formula import design_matrices
+
+        if "fit_intercept" in params:
+            raise TypeError("fit_intercept must not be given with a formula: write '- 1' in it")
+        design = design_matrices(formula, data, missing=missing)
+        estimator = cls(**{"fit_intercept": design.spec.intercept, **params})
+        estimator.fit(design.X, design.y)
+        estimator.formula_, estimator.design_ = design.spec, design
+        return estimator
