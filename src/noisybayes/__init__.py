@@ -12,6 +12,7 @@ from noisybayes.estimators.bnn import BNNClassifier, BNNRegressor
 from noisybayes.estimators.linear import BayesianLinearRegression
 from noisybayes.frontends.robust import StudentTLinearRegression
 from noisybayes.infer import FitInfo, FitState, Posterior, Prediction, fit
+from noisybayes.infer.diagnostics import CheckReport, compare
 from noisybayes.math.conjugate import gaussian_linear_posterior, normal_inverse_gamma_posterior
 from noisybayes.model import Model, param
 from noisybayes.nn import bayesian, elbo_loss
@@ -22,6 +23,7 @@ __all__ = [
     "BNNClassifier",
     "BNNRegressor",
     "BayesianLinearRegression",
+    "CheckReport",
     "DivergenceError",
     "FitInfo",
     "FitState",
@@ -30,6 +32,7 @@ __all__ = [
     "Prediction",
     "StudentTLinearRegression",
     "bayesian",
+    "compare",
     "elbo_loss",
     "fit",
     "gaussian_linear_posterior",

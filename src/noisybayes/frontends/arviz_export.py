@@ -1,0 +1,95 @@
+"""``post.to_arviz()``: a fitted posterior as an ArviZ ``InferenceData``.
+
+Draws of ``q`` are independent, so the ``chain`` dimension is only a reshaping of them
+(``n_chains * n_draws`` draws); ``log_likelihood`` holds ``log p(y_i | x_i, theta_s)`` per
+draw and observation, which is what ``az.loo`` reads (Vehtari, Gelman & Gabry 2017).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from noisybayes._checks import check_positive_int
+from noisybayes._rng import make_generator
+
+if TYPE_CHECKING:
+    from arviz import InferenceData
+
+    from noisybayes.infer.posterior import Posterior
+
+__all__ = ["to_arviz"]
+
+# Elements of y times draws per chunk of rows when evaluating the pointwise log-likelihood.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _import_arviz() -> Any:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            import arviz
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("to_arviz() needs ArviZ: pip install 'noisybayes[arviz]'") from error
+    return arviz
+
+
+def _by_chain(values: torch.Tensor, n_chains: int) -> np.ndarray:
+    """``(n_chains * n_draws, ...)`` to ``(n_chains, n_draws, ...)`` as a float64 array."""
+    return values.detach().double().cpu().numpy().reshape(n_chains, -1, *values.shape[1:])
+
+
+def to_arviz(
+    post: Posterior,
+    x: Any = None,
+    y: Any = None,
+    *,
+    n_chains: int = 4,
+    n_draws: int = 1000,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+) -> InferenceData:
+    """``InferenceData`` with ``posterior``, ``posterior_predictive``, ``log_likelihood`` and
+    ``observed_data`` (variable ``y``) at the fit's data, or at ``x`` and ``y`` if given.
+
+    ``attrs`` (of the whole object and of ``posterior``) carry the fit's metadata: ``family``, ``temperature`` (1: the exact Bayesian
+    posterior is the target), ``khat`` (when the fit computed one), ``elbo`` (the final
+    whole-data ELBO), ``converged`` and ``n_data``.
+    """
+    az = _import_arviz()
+    n_chains = check_positive_int("n_chains", n_chains)
+    n_draws = check_positive_int("n_draws", n_draws)
+    xs, y_tensor = post.fit_data(x, y, caller="to_arviz()")
+    gen = make_generator(seed, generator)
+    theta = post.sample_unconstrained(n_chains * n_draws, generator=gen)
+    values = post.layout.values(theta)
+    rows = max(1, _CHUNK_ELEMENTS // (max(1, y_tensor[:1].numel()) * theta.shape[0]))
+    log_lik, simulated = [], []
+    with torch.no_grad():
+        for start in range(0, y_tensor.shape[0], rows):
+            part = tuple(t[start : start + rows] for t in xs)
+            log_lik.append(post.log_likelihood(theta, part, y_tensor[start : start + rows]))
+            simulated.append(post.simulate(theta, part, generator=gen))
+    info = post.info
+    attrs: dict[str, Any] = {
+        "inference_library": "noisybayes",
+        "family": info.family,
+        "temperature": 1.0,
+        "elbo": info.final_elbo,
+        "converged": int(info.converged),
+        "n_data": info.n_data,
+    }
+    if info.khat is not None:
+        attrs["khat"] = info.khat
+    idata = az.from_dict(
+        posterior={name: _by_chain(v, n_chains) for name, v in values.items()},
+        posterior_predictive={"y": _by_chain(torch.cat(simulated, 1), n_chains)},
+        log_likelihood={"y": _by_chain(torch.cat(log_lik, 1), n_chains)},
+        observed_data={"y": y_tensor.detach().double().cpu().numpy()},
+        attrs=attrs,
+    )
+    idata.posterior.attrs.update(attrs)  # also where az.summary and plots look
+    return idata

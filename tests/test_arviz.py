@@ -1,0 +1,85 @@
+"""``post.to_arviz()``: an InferenceData that ArviZ's own summaries and LOO accept."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import HalfNormal, Normal
+
+import noisybayes as nb
+
+az = pytest.importorskip("arviz")
+
+
+class Line(nb.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.beta = nb.param(Normal(torch.tensor(0.0, dtype=torch.float64), 10.0), shape=(2,))
+        self.sigma = nb.param(HalfNormal(torch.tensor(5.0, dtype=torch.float64)))
+
+    def forward(self, x: torch.Tensor) -> Normal:
+        return Normal(x @ self.beta, self.sigma)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 2, generator=g, dtype=torch.float64)
+    y = x @ torch.tensor([1.0, -0.5], dtype=torch.float64) + 0.5 * torch.randn(
+        60, generator=g, dtype=torch.float64
+    )
+    return nb.fit(Line(), x, y, seed=0, progress=False), x, y
+
+
+def test_groups_shapes_and_metadata(fitted):
+    post, x, y = fitted
+    idata = post.to_arviz(n_chains=2, n_draws=300, seed=0)
+    assert {"posterior", "posterior_predictive", "log_likelihood", "observed_data"} <= set(
+        idata.groups()
+    )
+    assert idata.posterior["beta"].shape == (2, 300, 2)
+    assert idata.posterior["sigma"].shape == (2, 300)
+    assert idata.posterior_predictive["y"].shape == (2, 300, 60)
+    assert idata.log_likelihood["y"].shape == (2, 300, 60)
+    np.testing.assert_array_equal(idata.observed_data["y"].values, y.numpy())
+    attrs = idata.attrs
+    assert idata.posterior.attrs["family"] == "fullrank"
+    assert attrs["family"] == "fullrank"
+    assert attrs["temperature"] == 1.0
+    assert attrs["khat"] == post.info.khat
+    assert np.isfinite(attrs["elbo"])
+
+
+def test_pointwise_log_likelihood_is_the_model_density(fitted):
+    post, x, y = fitted
+    idata = post.to_arviz(n_chains=1, n_draws=5, seed=0)
+    beta = torch.from_numpy(idata.posterior["beta"].values[0])
+    sigma = torch.from_numpy(idata.posterior["sigma"].values[0])
+    expected = Normal(beta @ x.T, sigma[:, None]).log_prob(y)
+    np.testing.assert_allclose(idata.log_likelihood["y"].values[0], expected.numpy(), rtol=1e-10)
+
+
+def test_summary_and_loo_accept_it(fitted):
+    post, *_ = fitted
+    idata = post.to_arviz(seed=0)
+    table = az.summary(idata)
+    assert list(table.index) == ["beta[0]", "beta[1]", "sigma"]
+    np.testing.assert_allclose(table["mean"], post.summary()["mean"], atol=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        loo = az.loo(idata)
+    assert np.isfinite(loo.elpd_loo)
+    assert (loo.pareto_k.values < 0.7).all()
+
+
+def test_export_needs_data(fitted):
+    post, x, y = fitted
+    bare = nb.Posterior(post.model, post.layout, post.family, post.info)
+    with pytest.raises(ValueError, match=r"to_arviz\(\) needs the data .*: pass x and y"):
+        bare.to_arviz()
+    assert bare.to_arviz(x, y, n_chains=1, n_draws=10, seed=0).posterior["beta"].shape == (1, 10, 2)
+    with pytest.raises(ValueError, match="n_chains must be an integer >= 1, got 0"):
+        post.to_arviz(n_chains=0)
