@@ -9,7 +9,14 @@ conventions.
 from noisybayes import nn
 from noisybayes.errors import DivergenceError
 from noisybayes.estimators.bnn import BNNClassifier, BNNRegressor
+from noisybayes.estimators.glm import BayesianGLM
 from noisybayes.estimators.linear import BayesianLinearRegression
+from noisybayes.frontends.calibration import (
+    CalibrationReport,
+    PredictiveDraws,
+    calibration,
+    predictive_draws,
+)
 from noisybayes.frontends.robust import StudentTLinearRegression
 from noisybayes.infer import FitInfo, FitState, Posterior, Prediction, fit
 from noisybayes.infer.diagnostics import CheckReport, compare
@@ -22,7 +29,9 @@ __version__ = "0.1.0"
 __all__ = [
     "BNNClassifier",
     "BNNRegressor",
+    "BayesianGLM",
     "BayesianLinearRegression",
+    "CalibrationReport",
     "CheckReport",
     "DivergenceError",
     "FitInfo",
@@ -30,8 +39,10 @@ __all__ = [
     "Model",
     "Posterior",
     "Prediction",
+    "PredictiveDraws",
     "StudentTLinearRegression",
     "bayesian",
+    "calibration",
     "compare",
     "elbo_loss",
     "fit",
@@ -39,14 +50,23 @@ __all__ = [
     "nn",
     "normal_inverse_gamma_posterior",
     "param",
+    "plot_calibration",
     "plot_fit",
     "plot_pairs",
     "plot_posterior",
     "plot_predictive",
     "plot_trace",
+    "predictive_draws",
 ]
 
-_PLOTS = ("plot_fit", "plot_pairs", "plot_posterior", "plot_predictive", "plot_trace")
+_PLOTS = (
+    "plot_calibration",
+    "plot_fit",
+    "plot_pairs",
+    "plot_posterior",
+    "plot_predictive",
+    "plot_trace",
+)
 
 
 def __getattr__(name: str):

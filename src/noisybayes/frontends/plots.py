@@ -8,7 +8,7 @@ Densities are Gaussian kernel estimates from posterior draws (Silverman's bandwi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,11 +18,15 @@ from matplotlib.figure import Figure
 from noisybayes.infer.posterior import Posterior, Prediction
 from noisybayes.math.intervals import hdi
 
+if TYPE_CHECKING:
+    from noisybayes.frontends.calibration import CalibrationReport
+
 __all__ = [
     "draw_density",
     "draw_predictive",
     "draw_trace",
     "kde",
+    "plot_calibration",
     "plot_fit",
     "plot_pairs",
     "plot_posterior",
@@ -269,4 +273,33 @@ def plot_fit(
         axes[1].set_xlabel(xlabel)
         axes[1].set_ylabel(ylabel)
         axes[1].legend(loc="best", fontsize=7)
+    return fig
+
+
+def plot_calibration(report: CalibrationReport, *, bins: int = 10) -> Figure:
+    """A reliability diagram: observed against nominal coverage of the central predictive
+    intervals (the diagonal is perfect calibration), beside the histogram of PIT values
+    (flat when calibrated; a U shape means too narrow, a hump too wide)."""
+    from noisybayes.frontends.calibration import CalibrationReport
+
+    if not isinstance(report, CalibrationReport):
+        raise TypeError(f"report must be an nb.CalibrationReport, got {type(report).__name__}")
+    fig = Figure(figsize=(9.0, 3.8), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    nominal = np.asarray(report.levels)
+    left.plot([0, 1], [0, 1], color="0.6", lw=1.0, ls="--", label="calibrated")
+    left.plot(nominal, np.asarray(report.coverage), "o-", color="C0", label="observed")
+    band = 2 * np.sqrt(nominal * (1 - nominal) / report.n_data)
+    left.fill_between(nominal, nominal - band, nominal + band, color="0.6", alpha=0.2, lw=0,
+                      label="±2 binomial sd")
+    left.set_xlabel("nominal coverage")
+    left.set_ylabel("observed coverage")
+    left.set_title("central predictive intervals")
+    left.legend(loc="upper left", fontsize=8)
+    right.hist(report.pit.detach().double().cpu().numpy(), bins=bins, range=(0, 1),
+               density=True, color="C0", alpha=0.7)
+    right.axhline(1.0, color="0.6", lw=1.0, ls="--")
+    right.set_xlabel("PIT")
+    right.set_title(f"PIT (KS distance {report.pit_ks:.3f})")
+    fig.suptitle(f"calibration on {report.n_data} held-out rows, CRPS {report.mean_crps:.3g}")
     return fig
