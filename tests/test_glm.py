@@ -1,0 +1,195 @@
+"""``BayesianGLM``: a grid-exact posterior, frequentist coverage, equivalences and every error."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import noisybayes as nb
+
+Z_90 = 1.6448536269514722  # the 95% standard normal quantile: 90% central intervals
+
+
+def _logistic_data(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(loc=1.0, size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(-0.5 + 1.2 * x)))).astype(float)
+    return x, y
+
+
+def _grid_posterior(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Means and sds of ``p(a, b | y) ∝ prod_i Bernoulli(y_i; sigmoid(a + b x_i))`` (flat
+    priors) by summing the density over a 401 x 401 grid spanning the mode ± 8 Laplace sds."""
+    theta = np.zeros(2)
+    design = np.column_stack([np.ones_like(x), x])
+    for _ in range(50):  # Newton's method for the mode
+        p = 1 / (1 + np.exp(-design @ theta))
+        hessian = design.T @ (design * (p * (1 - p))[:, None])
+        theta = theta + np.linalg.solve(hessian, design.T @ (y - p))
+    sd = np.sqrt(np.diag(np.linalg.inv(hessian)))
+    a = theta[0] + np.linspace(-8, 8, 401) * sd[0]
+    b = theta[1] + np.linspace(-8, 8, 401) * sd[1]
+    eta = a[:, None, None] + b[None, :, None] * x[None, None, :]
+    log_lik = (y * eta - np.logaddexp(0.0, eta)).sum(-1)
+    weight = np.exp(log_lik - log_lik.max())
+    weight /= weight.sum()
+    pa, pb = weight.sum(1), weight.sum(0)
+    means = np.array([pa @ a, pb @ b])
+    sds = np.sqrt(np.array([pa @ (a - means[0]) ** 2, pb @ (b - means[1]) ** 2]))
+    return means, sds
+
+
+def test_logistic_regression_matches_a_grid_posterior():
+    """Two parameters, flat priors: the exact posterior by a fine grid, as the reference."""
+    x, y = _logistic_data(150, seed=0)
+    means, sds = _grid_posterior(x, y)
+    clf = nb.BayesianGLM("bernoulli", prior_scale=None).fit(x, y)
+    table = clf.summary()
+    ours = table.loc[["intercept", "coef[0]"]]
+    z = (ours["mean"].to_numpy() - means) / sds
+    assert np.abs(z).max() < 0.1, z
+    assert np.abs(ours["sd"].to_numpy() / sds - 1).max() < 0.1, ours["sd"].to_numpy() / sds
+    assert clf.link_ == "logit" and clf.dispersion_ is None
+    prob = clf.predict(np.array([-1.0, 1.0, 3.0]))
+    assert bool(((prob > 0) & (prob < 1)).all()) and bool((prob.diff() > 0).all())
+
+
+def _coverage(family: str, n_sims: int, n: int = 150) -> tuple[int, int]:
+    """How many of the 90% intervals of ``(intercept, coef)`` cover the truth over
+    ``n_sims`` simulated data sets, and how many intervals there were."""
+    truth = {"bernoulli": (-0.3, [0.8, -0.4]), "poisson": (0.5, [0.3, -0.2])}[family]
+    covered = 0
+    for sim in range(n_sims):
+        rng = np.random.default_rng(100 + sim)
+        X = rng.normal(size=(n, 2)) * [1.0, 2.0] + [0.5, -1.0]
+        eta = truth[0] + X @ np.array(truth[1])
+        if family == "bernoulli":
+            y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
+        else:
+            y = rng.poisson(np.exp(eta)).astype(float)
+        fit = nb.BayesianGLM(family, seed=sim).fit(X, y)
+        mean = torch.cat([fit.intercept_.reshape(1), fit.coef_]).numpy()
+        sd = torch.cat([fit.posterior_.sd["intercept"].reshape(1),
+                        fit.posterior_.sd["coef"]]).numpy()
+        true = np.array([truth[0], *truth[1]])
+        covered += int((np.abs(mean - true) <= Z_90 * sd).sum())
+    return covered, 3 * n_sims
+
+
+def _assert_nominal(covered: int, total: int) -> None:
+    """Within 3 binomial sds of 0.9 (intervals of one data set are correlated, so this is
+    a little generous for them and strict enough to catch intervals off by 30%)."""
+    binomial_sd = math.sqrt(0.9 * 0.1 / total)
+    assert abs(covered / total - 0.9) < 3 * binomial_sd, (covered, total)
+
+
+@pytest.mark.parametrize("family", ["bernoulli", "poisson"])
+def test_90_percent_intervals_cover_the_truth_quick(family):
+    _assert_nominal(*_coverage(family, n_sims=2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["bernoulli", "poisson"])
+def test_90_percent_intervals_cover_the_truth(family):
+    """40 data sets x 3 coefficients (measured: bernoulli 111/120 = 0.925, poisson 108/120
+    = 0.900; the bound is 0.9 ± 0.082)."""
+    _assert_nominal(*_coverage(family, n_sims=40))
+
+
+def test_gaussian_glm_is_the_linear_regression():
+    """Same model, priors, parameter order and seed: the same posterior."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(80, 2)) * [1.0, 10.0] + [0.0, 50.0]
+    y = 3.0 + X @ [1.5, -0.2] + rng.normal(scale=2.0, size=80)
+    glm = nb.BayesianGLM("gaussian", max_steps=300).fit(X, y)
+    linear = nb.BayesianLinearRegression(max_steps=300).fit(X, y)
+    pd.testing.assert_frame_equal(glm.summary(), linear.summary())
+    torch.testing.assert_close(glm.predict(X[:5]), linear.predict(X[:5]))
+    assert float(glm.dispersion_) == pytest.approx(float(linear.noise_scale_))
+
+
+def test_count_families_and_formula():
+    rng = np.random.default_rng(5)
+    table = pd.DataFrame({"x": rng.normal(size=200), "g": rng.choice(["a", "b"], size=200)})
+    mu = np.exp(0.3 + 0.6 * table["x"] + 0.5 * (table["g"] == "b"))
+    table["counts"] = rng.negative_binomial(4.0, 4.0 / (4.0 + mu))
+    nbin = nb.BayesianGLM.from_formula("counts ~ x + C(g)", table, family="negative_binomial")
+    summary = nbin.summary()
+    assert list(summary.index) == ["intercept", "x", "C(g)[T.b]", "concentration"]
+    for name, true in [("intercept", 0.3), ("x", 0.6), ("C(g)[T.b]", 0.5)]:
+        assert abs(summary.loc[name, "mean"] - true) < 4 * summary.loc[name, "sd"], name
+    assert summary.loc["concentration", "mean"] > 1.5  # overdispersion seen (truth: 4)
+    mean, sd = nbin.predict(table.iloc[:4], return_std=True)
+    assert bool((mean > 0).all()) and bool((sd**2 > mean).all())  # Var = mu + mu^2 / phi
+    pred = nbin.predict_distribution(table.iloc[:4], level=0.9)
+    assert pred.level == 0.9 and bool((pred.lower <= pred.upper).all())
+    assert bool((pred.lower == pred.lower.round()).all())  # counts
+
+
+def test_student_t_and_probit_and_log_link_fit():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(120, 1))
+    y_t = 1.0 + 2.0 * X[:, 0] + rng.standard_t(3, size=120)
+    robust = nb.BayesianGLM("student_t").fit(X, y_t)
+    assert abs(float(robust.coef_[0]) - 2.0) < 4 * float(robust.posterior_.sd["coef"][0])
+    assert float(robust.posterior_.mean["df"]) > 2
+    mean, sd = robust.predict(X[:3], return_std=True)
+    assert bool(torch.isfinite(sd).all())
+    labels = (X[:, 0] + rng.normal(size=120) > 0).astype(float)
+    probit = nb.BayesianGLM("bernoulli", link="probit").fit(X, labels)
+    assert abs(float(probit.coef_[0]) - 1 / math.sqrt(1.0)) < 4 * float(
+        probit.posterior_.sd["coef"][0])  # P(x + e > 0) = Phi(x): slope 1
+    positive = np.exp(0.5 + 0.3 * X[:, 0]) + 0.1 * rng.normal(size=120)
+    log_gauss = nb.BayesianGLM("gaussian", link="log").fit(X, positive)
+    assert abs(float(log_gauss.coef_[0]) - 0.3) < 4 * float(log_gauss.posterior_.sd["coef"][0])
+
+
+@pytest.mark.parametrize(
+    ("family", "y", "message"),
+    [
+        ("bernoulli", [0, 1, 2, 1, 3], "y must be 0 or 1 for family='bernoulli', got 2 rows "
+         "outside, e.g. 2.0 at row 2"),
+        ("poisson", [0, 1, -1, 2, 3], "y must be a non-negative integer count for "
+         "family='poisson', got 1 rows outside, e.g. -1.0 at row 2"),
+        ("negative_binomial", [0, 1.5, 2, 2.5, 3], "y must be a non-negative integer count "
+         "for family='negative_binomial', got 2 rows outside, e.g. 1.5 at row 1"),
+    ],
+)
+def test_responses_outside_the_support_are_refused(family, y, message):
+    X = np.arange(5.0)
+    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+        nb.BayesianGLM(family).fit(X, y)
+
+
+def test_argument_errors():
+    X, y = np.arange(6.0), np.array([0.0, 1, 0, 1, 1, 0])
+    with pytest.raises(ValueError, match=r"^family must be one of 'bernoulli', 'poisson', "
+                       r"'negative_binomial', 'student_t', 'gaussian', got 'gamma'"):
+        nb.BayesianGLM("gamma").fit(X, y)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^link must be one of 'logit', 'probit' for "
+                       r"family='bernoulli', got 'log'"):
+        nb.BayesianGLM("bernoulli", link="log").fit(X, y)
+    with pytest.raises(ValueError, match=r"^link must be one of 'log' for family='poisson', "
+                       r"got 'cloglog'"):
+        nb.BayesianGLM("poisson", link="cloglog").fit(X, y)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^dispersion_prior must be a torch Distribution, "
+                       r"'auto' or None, got 3.0"):
+        nb.BayesianGLM("gaussian", dispersion_prior=3.0).fit(X, y)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^dispersion_prior must be one of 'auto', got 'wide'"):
+        nb.BayesianGLM("gaussian", dispersion_prior="wide").fit(X, y)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^df_prior must be a torch Distribution or 'auto', "
+                       r"got None"):
+        nb.BayesianGLM("student_t", df_prior=None).fit(X, y)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^prior_scale must be > 0, got -1.0"):
+        nb.BayesianGLM("bernoulli", prior_scale=-1.0).fit(X, y)
+    with pytest.raises(RuntimeError, match=r"^This BayesianGLM is not fitted yet: call "
+                       r"fit\(X, y\) first"):
+        nb.BayesianGLM("bernoulli").predict(X)
+    with pytest.raises(ValueError, match=r"^X and y must have the same number of rows, "
+                       r"got 6 and 5"):
+        nb.BayesianGLM("bernoulli").fit(X, y[:5])
+    assert "family='bernoulli'" in repr(nb.BayesianGLM("bernoulli"))
