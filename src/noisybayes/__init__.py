@@ -59,14 +59,7 @@ __all__ = [
     "predictive_draws",
 ]
 
-_PLOTS = (
-    "plot_calibration",
-    "plot_fit",
-    "plot_pairs",
-    "plot_posterior",
-    "plot_predictive",
-    "plot_trace",
-)
+_PLOTS = tuple(name for name in __all__ if name.startswith("plot_"))
 
 
 def __getattr__(name: str):

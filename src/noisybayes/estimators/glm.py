@@ -171,7 +171,8 @@ class BayesianGLM(RegressionEstimator):
             (negative_binomial), a torch Distribution on ``(0, inf)``; ``"auto"`` as above,
             ``None`` flat.
         df_prior: the prior on student_t's ``df`` (on ``df > 2``); ``"auto"`` is Gamma(2, 0.1).
-        approximation: the variational family of ``nb.fit`` (its ``family`` argument).
+        approximation: the variational family, ``nb.fit``'s ``family`` argument (named
+            apart from the likelihood's ``family``).
         seed, progress, **fit_options: passed to ``nb.fit``.
 
     Fitted attributes: ``coef_``, ``intercept_`` (posterior means, on the link scale),
@@ -188,7 +189,7 @@ class BayesianGLM(RegressionEstimator):
         prior_scale: float | Literal["auto"] | None = "auto",
         dispersion_prior: Distribution | Literal["auto"] | None = "auto",
         df_prior: Distribution | Literal["auto"] = "auto",
-        approximation: Literal["meanfield", "lowrank", "fullrank"] = "fullrank",
+        approximation: Literal["auto", "meanfield", "lowrank", "fullrank"] = "auto",
         seed: int | None = 0,
         progress: bool = False,
         **fit_options: Any,
