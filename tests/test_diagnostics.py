@@ -1,10 +1,12 @@
 """Diagnostics: Pareto k-hat, PSIS reweighting, ``post.check()`` and ``family="auto"``.
 
 k-hat from ``n`` draws has sampling sd about ``(1 + k) / sqrt(M)`` with ``M = 3 sqrt(n)``
-tail draws (Vehtari et al. 2024); with the default 5,000 draws that is about 0.12 at k = 0.5.
-The posteriordb thresholds are met with a wide margin for the mean-field fits (theory: k
-tends to the correlation, 0.99) and a small one for full-rank sblrc-blr (measured 0.29 to
-0.49 over five seeds), whose posterior of ``beta`` is Student-t-like (``sigma`` unknown).
+tail draws (Vehtari et al. 2024): about 0.07 at k = 0.5 with the default 20,000 draws.
+Measured over four seeds at that size, mean-field fits of the five posteriordb regressions
+get 0.77 to 1.06 (theory: k tends to the correlation, 0.99 for kidiq and kilpisjarvi) and
+full-rank fits 0.16 to 0.62; full-rank sblrc-blr gets 0.35 to 0.61 (0.35 with the seed
+used here), so its "< 0.5" holds for this seed but is not a wide margin: its posterior of
+``beta`` is Student-t-like (``sigma`` unknown), which a Gaussian cannot match in the tails.
 """
 
 from __future__ import annotations
@@ -192,19 +194,18 @@ def test_auto_choice_by_parameter_count():
 def _force_meanfield(monkeypatch):
     monkeypatch.setattr(fit_module, "_AUTO_FULLRANK_MAX", 0)
     monkeypatch.setattr(fit_module, "_AUTO_LOWRANK_MAX", 0)
-    monkeypatch.setattr(fit_module, "_AUTO_DRAWS", 5000)
 
 
 def test_auto_refits_fullrank_when_khat_rejects_the_cheaper_family(monkeypatch):
     _force_meanfield(monkeypatch)
     reference = load("kilpisjarvi_mod-kilpisjarvi")
-    with warnings.catch_warnings():  # the refit's own k-hat is noisy near 0.7: see the docs
-        warnings.simplefilter("ignore", UserWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
         post = nb.fit(reference.model, reference.x, reference.y, seed=1, progress=False)
     assert post.info.family == "fullrank"
     assert "mean-field; its Pareto k-hat" in post.info.family_reason
     assert "refitted full-rank (3 parameters <= 1000)" in post.info.family_reason
-    assert post.info.khat is not None
+    assert post.info.khat is not None and post.info.khat <= 0.7
     table = nb.compare(post, reference.draws)
     assert (table["z_mean"].abs() < 0.1).all() and ((table["sd_ratio"] - 1).abs() < 0.1).all()
 

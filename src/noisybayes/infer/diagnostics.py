@@ -208,12 +208,17 @@ def check(
     x: Any = None,
     y: Any = None,
     *,
-    n_draws: int = 5000,
+    n_draws: int = 20_000,
     seed: int | None = None,
     generator: torch.Generator | None = None,
 ) -> CheckReport:
     """Pareto k-hat of ``log p(theta, y) - log q(theta)`` over ``n_draws`` draws of ``q``
-    (full-data likelihood, in row chunks), convergence and sd understatement."""
+    (full-data likelihood, in row chunks), convergence and sd understatement.
+
+    The cost is ``n_draws`` full-data likelihood evaluations (vectorised). Fewer than
+    ~20,000 draws leave k-hat too noisy for the 0.7 line: on near-Gaussian regression
+    posteriors good full-rank fits scatter up to 0.9 at 5,000 draws.
+    """
     n_draws = check_positive_int("n_draws", n_draws)
     data = post.fit_data(x, y, caller="check()")
     _, log_ratios = importance_log_ratios(post, data, n_draws, make_generator(seed, generator))
@@ -243,7 +248,7 @@ def reweighted(
     x: Any = None,
     y: Any = None,
     *,
-    n_draws: int = 5000,
+    n_draws: int = 20_000,
     seed: int | None = None,
     generator: torch.Generator | None = None,
 ) -> pd.DataFrame:

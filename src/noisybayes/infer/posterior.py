@@ -266,7 +266,7 @@ class Posterior:
         x: Any = None,
         y: Any = None,
         *,
-        n_draws: int = 5000,
+        n_draws: int = 20_000,
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> CheckReport:
@@ -281,7 +281,7 @@ class Posterior:
         x: Any = None,
         y: Any = None,
         *,
-        n_draws: int = 5000,
+        n_draws: int = 20_000,
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> pd.DataFrame:
