@@ -117,3 +117,17 @@ def test_formula_estimator_predicts_from_raw_rows():
     from_rows = reg.predict(frame.head(5))
     from_design = reg.predict(reg.formula_.transform(frame.head(5)).X)
     torch.testing.assert_close(from_rows, from_design)
+
+
+def test_student_t_regression_predicts_with_the_t_variance():
+    """Predictive sd of a t likelihood: sqrt(epistemic^2 + sigma^2 df / (df - 2))."""
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(150, 2, generator=g, dtype=torch.float64)
+    y = X @ torch.tensor([1.0, 2.0], dtype=torch.float64) + torch.randn(
+        150, generator=g, dtype=torch.float64
+    )
+    reg = nb.StudentTLinearRegression().fit(X, y)
+    pred = reg.predict_distribution(X[:4])
+    assert torch.isfinite(pred.sd).all()
+    torch.testing.assert_close(pred.sd**2, pred.epistemic_sd**2 + pred.aleatoric_sd**2)
+    assert (pred.aleatoric_sd > 0.8).all() and (pred.aleatoric_sd < 1.5).all()

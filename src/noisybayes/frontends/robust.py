@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.distributions import Distribution, Gamma, StudentT, constraints
+from torch.distributions import Distribution, Gamma, constraints
 
 from noisybayes.estimators.linear import BayesianLinearRegression, LinearModel
+from noisybayes.math.distributions import FiniteVarianceStudentT
 from noisybayes.model.param import param
 
 __all__ = ["StudentTLinearModel", "StudentTLinearRegression"]
@@ -33,9 +34,9 @@ class StudentTLinearModel(LinearModel):
         )
         self.df = param(df_prior, support=constraints.greater_than(2.0))
 
-    def forward(self, x_std: torch.Tensor) -> StudentT:  # type: ignore[override]
+    def forward(self, x_std: torch.Tensor) -> FiniteVarianceStudentT:  # type: ignore[override]
         normal = super().forward(x_std)
-        return StudentT(self.df, normal.loc, normal.scale)
+        return FiniteVarianceStudentT(self.df, normal.loc, normal.scale)
 
 
 class StudentTLinearRegression(BayesianLinearRegression):
