@@ -171,7 +171,7 @@ def test_forward_must_return_a_distribution():
         (
             {"family": "diagonal"},
             ValueError,
-            "family must be one of 'meanfield', 'lowrank', 'fullrank', got 'diagonal'",
+            "family must be one of 'auto', 'meanfield', 'lowrank', 'fullrank', got 'diagonal'",
         ),
         ({"batch_size": 0}, ValueError, "batch_size must be an integer >= 1, got 0"),
         ({"batch_size": 2.5}, TypeError, "batch_size must be an integer >= 1, got 2.5"),

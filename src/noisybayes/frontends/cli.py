@@ -94,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit = commands.add_parser("fit", help="Bayesian linear regression on a CSV or Parquet table")
     fit.add_argument("data", type=Path, help="the table: .csv, .tsv, .txt or .parquet")
     fit.add_argument("--formula", required=True, help="e.g. 'y ~ x1 + C(group) + np.log(x2)'")
-    fit.add_argument("--family", choices=("meanfield", "lowrank", "fullrank"),
-                     default="fullrank", help="the variational family (default fullrank)")
+    fit.add_argument("--family", choices=("auto", "meanfield", "lowrank", "fullrank"),
+                     default="auto", help="the variational family (default auto: chosen from "
+                     "the parameter count and the Pareto k-hat diagnostic)")
     fit.add_argument("--likelihood", choices=("gaussian", "student_t"), default="gaussian",
                      help="the noise distribution (default gaussian)")
     fit.add_argument("--method", choices=("vi", "exact"), default="vi",
@@ -221,6 +222,9 @@ def _fit(args: argparse.Namespace) -> int:
     info = post.info
     status = "converged" if info.converged else "NOT converged"
     print(f"\nfit: {status} after {info.n_steps} steps in {info.seconds:.1f} s ({info.reason})")
+    if args.method == "vi":
+        print(f"family: {info.family} ({info.family_reason})")
+        print(f"check: {post.check(seed=args.seed)}".replace("\n", "\n       "))
     if args.likelihood == "student_t":
         print("sigma is the Student-t scale; df its degrees of freedom")
     if new is not None:

@@ -179,8 +179,7 @@ def fit(
         max_curvature_rows: rows used for the Laplace curvature on large data.
         callback: called with a :class:`FitState` after every window.
     """
-    if family != "auto":  # "auto" is the default; the message lists the explicit families
-        family = check_choice("family", family, tuple(FAMILIES))  # type: ignore[assignment]
+    family = check_choice("family", family, ("auto", *FAMILIES))  # type: ignore[assignment]
     rank = check_positive_int("rank", rank)
     n_samples = check_positive_int("n_samples", n_samples)
     window = check_positive_int("window", window)
