@@ -143,6 +143,12 @@ class BNNRegressor(_BNN):
         hidden: hidden layer widths. activation: ``"relu"``, ``"tanh"`` or ``"gelu"``.
         likelihood: ``"gaussian"`` (one learned noise sd), ``"heteroscedastic"`` (a noise
             sd per input, from a second output) or ``"student_t"`` (``df = 4``).
+        init_noise_scale: the learned noise sd's starting value, in units of y's sd
+            (``"gaussian"`` and ``"student_t"``). A small start (0.1) makes the network
+            explain the data before the noise does; a large one (0.5) lets the fit settle
+            where the noise explains much of y and most hidden units are pruned to the
+            prior, which underfits small data sets. Not much smaller than the true noise
+            either: from 0.02 the fit can stay overconfident.
         prior_scale: sd of the ``Normal(0, prior_scale)`` prior on every weight (the data
             are standardised, so 1 is a neutral default).
         init_scale: initial posterior sds, see :class:`noisybayes.nn.BayesLinear`.
@@ -164,10 +170,12 @@ class BNNRegressor(_BNN):
         hidden: tuple[int, ...] = (50,),
         *,
         likelihood: Literal["gaussian", "heteroscedastic", "student_t"] = "gaussian",
+        init_noise_scale: float = 0.1,
         **options: Any,
     ) -> None:
         super().__init__(hidden, **options)
         self.likelihood = likelihood
+        self.init_noise_scale = init_noise_scale
 
     def fit(self, X: Any, y: Any) -> BNNRegressor:
         """Fit the posterior to ``X`` ``(N, d)`` and ``y`` ``(N,)``; returns ``self``."""
@@ -179,13 +187,14 @@ class BNNRegressor(_BNN):
         self.y_mean_ = float(y_t.mean())
         sd = float(y_t.std()) if y_t.numel() > 1 else 1.0
         self.y_scale_ = sd if sd > 0 else 1.0
+        noise = check_positive("init_noise_scale", self.init_noise_scale)
         lik: Likelihood
         if self.likelihood == "heteroscedastic":
             lik, n_out = HeteroscedasticGaussian(), 2
         elif self.likelihood == "student_t":
-            lik, n_out = StudentTLikelihood(4.0, 0.5), 1
+            lik, n_out = StudentTLikelihood(4.0, noise), 1
         else:
-            lik, n_out = Gaussian(0.5), 1
+            lik, n_out = Gaussian(noise), 1
         self._fit_network(
             X,
             ((y_t - self.y_mean_) / self.y_scale_)[:, None]

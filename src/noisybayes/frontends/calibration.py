@@ -19,7 +19,7 @@ from torch.func import functional_call, vmap
 from noisybayes._checks import as_float_tensor, check_positive_int
 from noisybayes._rng import make_generator, seeded_from
 from noisybayes.infer.data import as_inputs
-from noisybayes.infer.objective import no_validation
+from noisybayes.infer.objective import batched_evaluation
 from noisybayes.infer.posterior import Posterior
 from noisybayes.math.calibration import (
     central_coverage,
@@ -89,7 +89,7 @@ def predictive_draws(
         log_lik = dist.log_prob(target) if target is not None else torch.zeros_like(draw)
         return draw, log_lik
 
-    with no_validation(), seeded_from(gen):
+    with batched_evaluation(), seeded_from(gen):
         draws, log_lik = vmap(one_draw, randomness="different")(theta)
     return PredictiveDraws(draws=draws, log_likelihood=None if target is None else log_lik)
 

@@ -22,7 +22,7 @@ from torch.func import vmap
 from noisybayes._checks import check_positive_int
 from noisybayes._rng import make_generator
 from noisybayes.infer.laplace import whitening
-from noisybayes.infer.objective import Data, no_validation
+from noisybayes.infer.objective import Data, batched_evaluation
 from noisybayes.math.families import GaussianFamily
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ def _log_joint_chunked(post: Posterior, theta: torch.Tensor, data: Data) -> torc
     log_joint = post._log_joint
     per_row = max(1, y[:1].numel())
     rows = max(1, _CHUNK_ELEMENTS // (per_row * theta.shape[0]))
-    with no_validation():
+    with batched_evaluation():
         prior = vmap(log_joint.log_prior)(theta).double()
     total = prior.clone()
     for start in range(0, y.shape[0], rows):

@@ -16,7 +16,7 @@ import torch
 from torch.func import jacrev
 
 from noisybayes.errors import DivergenceError
-from noisybayes.infer.objective import Data, LogJoint, no_validation
+from noisybayes.infer.objective import Data, LogJoint, batched_evaluation
 
 __all__ = ["LaplaceResult", "laplace", "whitening"]
 
@@ -83,7 +83,7 @@ def _curvature(
     xs, y = rows
     scale = n_data / y.shape[0]
     u = u.detach()
-    with no_validation():
+    with batched_evaluation():
         h = -_hessian(log_joint.log_prior)(u)
         for start in range(0, y.shape[0], chunk):
             part = (tuple(x[start : start + chunk] for x in xs), y[start : start + chunk])
@@ -114,7 +114,7 @@ def _newton(
     previous, step_size = math.inf, 1.0
     for iteration in range(1, max_iter + 1):
         u = loc.detach().requires_grad_(True)
-        with no_validation():
+        with batched_evaluation():
             log_p = log_joint.single(u, xs, y, 1.0)
         (gradient,) = torch.autograd.grad(log_p, u)
         if not (torch.isfinite(log_p) and torch.isfinite(gradient).all()):
@@ -175,7 +175,7 @@ def laplace(
         scale = n_data / sub_y.shape[0]
 
         def objective(u: torch.Tensor) -> torch.Tensor:
-            with no_validation():
+            with batched_evaluation():
                 return -log_joint.single(u, sub_xs, sub_y, scale) / n_data
 
         return objective

@@ -11,6 +11,7 @@ evaluated in one batched pass with ``torch.func.vmap`` over ``functional_call``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,18 +23,23 @@ from noisybayes.math.families import GaussianFamily
 from noisybayes.model.layout import ParamLayout
 from noisybayes.model.model import Model
 
-__all__ = ["Data", "LogJoint", "elbo_estimate", "no_validation"]
+__all__ = ["Data", "LogJoint", "batched_evaluation", "elbo_estimate"]
 
 Data = tuple[tuple[torch.Tensor, ...], torch.Tensor]
 
 
 @contextmanager
-def no_validation() -> Iterator[None]:
-    """Switch off ``torch.distributions`` argument checks (data-dependent, so not vmappable)."""
+def batched_evaluation() -> Iterator[None]:
+    """For evaluating user models under ``vmap``: switch off ``torch.distributions``
+    argument checks (data-dependent, so not vmappable) and silence vmap's notices that an
+    operator runs through its slower fallback (a missing batching rule is torch's to add,
+    not the user's to act on)."""
     previous = Distribution._validate_args
     Distribution.set_default_validate_args(False)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="There is a performance drop")
+            yield
     finally:
         Distribution.set_default_validate_args(previous)
 
@@ -93,14 +99,14 @@ class LogJoint:
         skip_prior: frozenset[str] = frozenset(),
     ) -> torch.Tensor:
         """The log joint for each row of ``theta`` (``(S, P)``), in one vmapped pass."""
-        with no_validation():
+        with batched_evaluation():
             return vmap(self.single, in_dims=(0, None, None, None, None))(
                 theta, xs, y, scale, skip_prior
             )
 
     def log_lik_grad(self, u: torch.Tensor, xs: tuple[torch.Tensor, ...], y: torch.Tensor):
         """``grad_u sum_i log p(y_i | x_i, u)`` at one vector ``u``."""
-        with no_validation():
+        with batched_evaluation():
             return grad(self.log_lik)(u.detach(), xs, y)
 
     def expected_log_prior(self, family: GaussianFamily) -> torch.Tensor:

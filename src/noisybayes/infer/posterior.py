@@ -12,7 +12,7 @@ from torch.func import vmap
 
 from noisybayes._rng import make_generator, seeded_from
 from noisybayes.infer.data import as_data, as_inputs
-from noisybayes.infer.objective import Data, LogJoint, no_validation
+from noisybayes.infer.objective import Data, LogJoint, batched_evaluation
 from noisybayes.math.families import GaussianFamily
 from noisybayes.math.intervals import equal_tailed, hdi
 from noisybayes.model.layout import ParamLayout
@@ -203,7 +203,7 @@ class Posterior:
             dist = self._log_joint.likelihood(self.layout.values(u), xs)
             return dist.mean, dist.variance, dist.sample()
 
-        with no_validation(), seeded_from(gen):
+        with batched_evaluation(), seeded_from(gen):
             means, variances, draws = vmap(moments_and_draw, randomness="different")(theta)
         epistemic = means.var(0, unbiased=False)
         aleatoric = variances.mean(0)
@@ -245,7 +245,7 @@ class Posterior:
         def pointwise(u: torch.Tensor) -> torch.Tensor:
             return self._log_joint.likelihood(self.layout.values(u), xs).log_prob(y)
 
-        with no_validation():
+        with batched_evaluation():
             return vmap(pointwise)(theta)
 
     def simulate(
@@ -258,7 +258,7 @@ class Posterior:
         def draw(u: torch.Tensor) -> torch.Tensor:
             return self._log_joint.likelihood(self.layout.values(u), xs).sample()
 
-        with no_validation(), seeded_from(make_generator(None, generator)):
+        with batched_evaluation(), seeded_from(make_generator(None, generator)):
             return vmap(draw, randomness="different")(theta)
 
     def check(
