@@ -85,6 +85,28 @@ class Prediction:
     mean_upper: torch.Tensor
     level: float
 
+    @classmethod
+    def from_draws(
+        cls, means: torch.Tensor, variances: torch.Tensor, draws: torch.Tensor, level: float
+    ) -> Prediction:
+        """From per-draw likelihood means and variances ``(S, ...)`` and simulated ``y``
+        ``(S', ...)``: ``Var[y] = Var_S[E[y|theta]] + E_S[Var[y|theta]]`` (total variance)."""
+        epistemic = means.var(0, unbiased=False)
+        aleatoric = variances.mean(0)
+        lower, upper = equal_tailed(draws, level)
+        mean_lower, mean_upper = equal_tailed(means, level)
+        return cls(
+            mean=means.mean(0),
+            sd=(epistemic + aleatoric).sqrt(),
+            epistemic_sd=epistemic.sqrt(),
+            aleatoric_sd=aleatoric.sqrt(),
+            lower=lower,
+            upper=upper,
+            mean_lower=mean_lower,
+            mean_upper=mean_upper,
+            level=level,
+        )
+
 
 class Posterior:
     """A Gaussian approximation ``q`` of the posterior of an ``nb.Model``'s parameters.
@@ -205,21 +227,7 @@ class Posterior:
 
         with batched_evaluation(), seeded_from(gen):
             means, variances, draws = vmap(moments_and_draw, randomness="different")(theta)
-        epistemic = means.var(0, unbiased=False)
-        aleatoric = variances.mean(0)
-        lower, upper = equal_tailed(draws, level)
-        mean_lower, mean_upper = equal_tailed(means, level)
-        return Prediction(
-            mean=means.mean(0),
-            sd=(epistemic + aleatoric).sqrt(),
-            epistemic_sd=epistemic.sqrt(),
-            aleatoric_sd=aleatoric.sqrt(),
-            lower=lower,
-            upper=upper,
-            mean_lower=mean_lower,
-            mean_upper=mean_upper,
-            level=level,
-        )
+        return Prediction.from_draws(means, variances, draws, level)
 
     # --- diagnostics and export (see ``diagnostics.py`` and ``frontends/arviz_export.py``)
     def fit_data(self, x: Any = None, y: Any = None, *, caller: str = "this method") -> Data:

@@ -30,13 +30,6 @@ __all__ = ["ClassPrediction", "predict", "predict_regression", "predict_classes"
 _INTERVAL_DRAWS = 2000
 
 
-def _central(draws: torch.Tensor, level: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``(1 - level)/2`` and ``(1 + level)/2`` quantiles along dim 0, on ``draws``' device."""
-    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=draws.dtype, device=draws.device)
-    lower, upper = torch.quantile(draws, q, dim=0)
-    return lower, upper
-
-
 @dataclass(frozen=True)
 class ClassPrediction:
     """The posterior predictive of class labels at ``B`` inputs.
@@ -84,23 +77,9 @@ def predict_regression(outputs: torch.Tensor, lik: Likelihood, level: float) -> 
     """
     dist = lik.distribution(outputs)
     means, variances = dist.mean, dist.variance
-    epistemic = means.var(0, unbiased=False)
-    aleatoric = variances.mean(0)
     per_draw = max(1, math.ceil(_INTERVAL_DRAWS / outputs.shape[0]))
     draws = dist.sample((per_draw,)).reshape(-1, *means.shape[1:])
-    lower, upper = _central(draws, level)
-    mean_lower, mean_upper = _central(means, level)
-    return Prediction(
-        mean=means.mean(0),
-        sd=(epistemic + aleatoric).sqrt(),
-        epistemic_sd=epistemic.sqrt(),
-        aleatoric_sd=aleatoric.sqrt(),
-        lower=lower,
-        upper=upper,
-        mean_lower=mean_lower,
-        mean_upper=mean_upper,
-        level=level,
-    )
+    return Prediction.from_draws(means, variances, draws, level)
 
 
 @torch.no_grad()
