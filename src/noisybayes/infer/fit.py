@@ -144,7 +144,7 @@ def fit(
     max_steps: int = 10_000,
     learning_rate: float = 0.05,
     window: int = 100,
-    average_windows: int = 8,
+    average_windows: int = 4,
     seed: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = True,
