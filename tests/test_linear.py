@@ -131,3 +131,16 @@ def test_student_t_regression_predicts_with_the_t_variance():
     assert torch.isfinite(pred.sd).all()
     torch.testing.assert_close(pred.sd**2, pred.epistemic_sd**2 + pred.aleatoric_sd**2)
     assert (pred.aleatoric_sd > 0.8).all() and (pred.aleatoric_sd < 1.5).all()
+
+
+def test_exact_with_too_few_rows_for_the_noise():
+    """Flat priors on p coefficients and sigma need n > p + 1 rows for a proper posterior of
+    the noise, and n > p + 3 for a finite variance of the coefficients."""
+    X = np.arange(8.0).reshape(4, 2) ** 1.5
+    y = np.array([1.0, 3.0, 2.0, 5.0])
+    flat = {"method": "exact", "prior_scale": None, "noise_prior": None}
+    with pytest.raises(ValueError, match=r"X must have more than 4\.0 rows"):
+        nb.BayesianLinearRegression(**flat).fit(X, y)
+    X5 = np.vstack([X, [[9.0, 2.0]]])
+    reg = nb.BayesianLinearRegression(**flat).fit(X5, np.append(y, 4.0))
+    assert torch.isinf(reg.posterior_.family.variance()[:3]).all()  # a = 1/2: no variance

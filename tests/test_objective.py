@@ -82,3 +82,38 @@ def test_tuple_inputs_reach_forward_as_positional_arguments():
     assert ((post.mean["beta"] - exact.loc) / exact.scale).abs().max() < 0.1
     pred = post.predict((x[:4], offset[:4]))
     assert pred.mean.shape == (4,) and (pred.mean > 90).all()
+
+
+class Unexpandable(Distribution):
+    """A user's prior with only ``support`` and ``log_prob`` (no ``expand``)."""
+
+    support = constraints.real
+    arg_constraints: dict = {}
+
+    def __init__(self) -> None:
+        super().__init__(batch_shape=torch.Size(), validate_args=False)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return -0.5 * (value / 10.0) ** 2
+
+
+def test_a_prior_without_expand_is_broadcast():
+    spec = nb.param(Unexpandable(), shape=(3,))
+    assert isinstance(spec.prior, Unexpandable)
+    torch.testing.assert_close(spec.log_prior(torch.ones(3)), torch.tensor(-0.015))
+
+
+def test_vector_supported_parameters_get_exact_moments():
+    """``MultivariateNormal`` prior: support ``real_vector``, identity transform, exact moments."""
+    from torch.distributions import MultivariateNormal
+
+    class Mvn(nb.Model):
+        def __init__(self):
+            super().__init__()
+            self.beta = nb.param(MultivariateNormal(torch.zeros(2), torch.eye(2) * 4.0))
+
+        def forward(self, x):
+            return Normal(x @ self.beta, 1.0)
+
+    layout = ParamLayout(Mvn())
+    assert layout.is_identity("beta")

@@ -53,6 +53,9 @@ def batches(data: Data, batch_size: int, generator: torch.Generator):
     """Endless minibatches: a fresh random permutation each epoch, sliced by index."""
     xs, y = data
     n = y.shape[0]
+    if batch_size == n:  # full batch: no permutation, no copy
+        while True:
+            yield data
     while True:
         order = torch.randperm(n, generator=generator)
         for start in range(0, n - batch_size + 1, batch_size):

@@ -370,7 +370,7 @@ def _optimise(
                     group["lr"] = lr
         elif not stationary:  # averaging phase, but still improving: start averaging again
             averaged_windows = 0
-            average_sum = [s.clone() for s in snapshot]
+            average_sum = [torch.zeros_like(s) for s in snapshot]
         else:
             averaged_windows += 1
             with torch.no_grad():

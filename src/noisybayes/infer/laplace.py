@@ -65,8 +65,9 @@ def _lbfgs(
         return loss
 
     optimizer.step(closure)
-    n_eval = int(optimizer.state[v].get("func_evals", 0))
-    return (shift + precond @ v).detach(), n_eval < max_iter * 1.25, n_eval
+    state = optimizer.state[v]
+    n_eval, n_iter = int(state.get("func_evals", 0)), int(state.get("n_iter", 0))
+    return (shift + precond @ v).detach(), n_iter < max_iter and n_eval < max_iter * 1.25, n_eval
 
 
 class _NonFinite(Exception):
@@ -106,28 +107,31 @@ def _newton(
     gradient even in float32 on a million rows, where a line search on the objective's value
     cannot resolve a step of one posterior sd. Stops when the Newton decrement
     ``g^T H^{-1} g`` (in squared posterior sds) is below ``1e-8`` per parameter; a step
-    that does not shrink it is halved.
+    that does not shrink it is retaken at half the length from the best point so far.
     """
     xs, y = data
     precond, _ = whitening(precision, diagonal=False)
     threshold = 1e-8 * loc.shape[0]
-    previous, step_size = math.inf, 1.0
+    best_loc, best_decrement, best_step = loc, math.inf, None
+    step_size = 1.0
     for iteration in range(1, max_iter + 1):
         u = loc.detach().requires_grad_(True)
         with batched_evaluation():
             log_p = log_joint.single(u, xs, y, 1.0)
         (gradient,) = torch.autograd.grad(log_p, u)
-        if not (torch.isfinite(log_p) and torch.isfinite(gradient).all()):
-            raise _NonFinite(loc)
+        finite = bool(torch.isfinite(log_p) and torch.isfinite(gradient).all())
         whitened = precond.T @ gradient
-        decrement = float(whitened.double().pow(2).sum())
+        decrement = float(whitened.double().pow(2).sum()) if finite else math.inf
         if decrement < threshold:
             return loc, True, iteration
-        if decrement > previous:
+        if decrement < best_decrement:
+            best_loc, best_decrement, best_step = loc, decrement, precond @ whitened
+        elif best_step is None:
+            raise _NonFinite(loc)
+        else:  # the last step made things worse: go back and take half of it
             step_size *= 0.5
-        previous = decrement
-        loc = loc + step_size * (precond @ whitened)
-    return loc, False, max_iter
+        loc = best_loc + step_size * best_step
+    return best_loc, False, max_iter
 
 
 def whitening(precision: torch.Tensor, diagonal: bool) -> tuple[torch.Tensor, bool]:

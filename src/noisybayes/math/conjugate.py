@@ -90,8 +90,8 @@ class NormalInverseGammaPosterior:
 
     @property
     def noise_variance_mean(self) -> torch.Tensor:
-        """``E[s2] = b / (a - 1)``."""
-        return self.b / (self.a - 1)
+        """``E[s2] = b / (a - 1)``; infinite for ``a <= 1`` (too few rows for the prior)."""
+        return torch.where(self.a > 1, self.b / (self.a - 1), torch.full_like(self.b, torch.inf))
 
     @property
     def covariance(self) -> torch.Tensor:
@@ -136,6 +136,7 @@ def normal_inverse_gamma_posterior(
     b = b0 + 0.5 * (resid @ resid + shift @ lam0 @ shift)
     if float(a) <= 0:
         raise ValueError(
-            f"X must have more rows than columns for this prior, got shape {tuple(X.shape)}"
+            f"X must have more than {n - 2 * float(a)} rows for this prior (the posterior of "
+            f"the noise is improper), got shape {tuple(X.shape)}"
         )
     return NormalInverseGammaPosterior(loc=loc, precision=precision, a=a, b=torch.as_tensor(b))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from itertools import product
 
 import torch
+from torch.distributions.transforms import IndependentTransform
 
 from noisybayes.model.model import Model
 from noisybayes.model.param import ParamSpec
@@ -102,6 +103,8 @@ class ParamLayout:
     def is_identity(self, name: str) -> bool:
         """Whether parameter ``name`` is unconstrained (its transform is the identity)."""
         transform = self.specs[name].transform
+        while isinstance(transform, IndependentTransform):  # e.g. biject_to(real_vector)
+            transform = transform.base_transform
         parts = getattr(transform, "parts", None)
         return parts is not None and len(parts) == 0
 

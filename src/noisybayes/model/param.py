@@ -70,6 +70,21 @@ def _check_support_matches(prior: Distribution, support: constraints.Constraint)
         )
 
 
+def _expanded(prior: Distribution, batch_shape: torch.Size) -> Distribution:
+    """``prior`` with ``batch_shape``, as a new object without sample checks.
+
+    Values come from ``biject_to(support)``, so they lie in the support by construction; a
+    sample check could only trip over a NaN, which the fit reports as a divergence. A user's
+    distribution without ``expand`` is kept as it is (its ``log_prob`` broadcasts).
+    """
+    try:
+        new = prior.expand(batch_shape)
+    except NotImplementedError:
+        return prior
+    new._validate_args = False
+    return new
+
+
 def param(
     prior: Distribution | None,
     *,
@@ -109,10 +124,7 @@ def param(
         else:
             _check_support_matches(prior, support)
             chosen = support
-        prior = prior.expand(full_shape[: len(full_shape) - len(prior.event_shape)])
-        # values come from biject_to(support), so they are in the support by construction;
-        # a sample check could only trip over a NaN, which the fit reports as divergence
-        prior._validate_args = False
+        prior = _expanded(prior, full_shape[: len(full_shape) - len(prior.event_shape)])
     if any(int(s) < 1 for s in full_shape):
         raise ValueError(f"shape must have positive sizes, got {tuple(full_shape)}")
     try:
