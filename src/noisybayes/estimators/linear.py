@@ -108,7 +108,11 @@ class BayesianLinearRegression(RegressionEstimator):
         family, seed, progress, **fit_options: passed to ``nb.fit``.
 
     Fitted attributes: ``coef_``, ``intercept_``, ``noise_scale_`` (posterior means),
-    ``posterior_`` (an ``nb.Posterior`` over ``intercept``, ``coef``, ``sigma``).
+    ``posterior_`` (an ``nb.Posterior`` over ``intercept``, ``coef``, ``sigma``, on the
+    user's scale). ``posterior_`` was fitted to the standardised data it keeps:
+    ``posterior_.check()`` (k-hat is scale-free) works as it is, while its ``to_arviz()``
+    exports standardised observations; the estimator's ``predict*`` methods answer on the
+    user's scale.
     """
 
     def __init__(
