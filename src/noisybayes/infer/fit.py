@@ -28,7 +28,12 @@ from noisybayes._checks import check_choice, check_positive_int
 from noisybayes._rng import make_generator
 from noisybayes.errors import DivergenceError
 from noisybayes.infer.data import as_data, batches
-from noisybayes.infer.diagnostics import USABLE, importance_log_ratios, pareto_khat
+from noisybayes.infer.diagnostics import (
+    USABLE,
+    default_draws,
+    importance_log_ratios,
+    pareto_khat,
+)
 from noisybayes.infer.laplace import laplace, whitening
 from noisybayes.infer.objective import Data, LogJoint, elbo_estimate
 from noisybayes.infer.posterior import FitInfo, Posterior
@@ -47,11 +52,7 @@ _AUTO_FULLRANK_MAX = 200
 _AUTO_LOWRANK_MAX = 5000
 _AUTO_REFIT_MAX = 1000
 _AUTO_RANK = 10
-# Its k-hat uses 20,000 draws of q (as post.check()) while draws x elements of y stay under
-# _AUTO_BUDGET, and never fewer than 2,000: with fewer than ~20,000 draws k-hat is too noisy
-# to tell a good full-rank fit (0.2-0.6 at 20,000 draws on the posteriordb regressions)
-# from a mean-field one (0.8-1.0), and it scatters up to 0.9 for good fits near 5,000.
-_AUTO_DRAWS_MAX, _AUTO_DRAWS_MIN, _AUTO_BUDGET = 20_000, 2_000, 40_000_000
+
 
 # An ELBO gain (nats, whole data set) per window below which progress counts as stalled
 # even when the Monte Carlo noise is too small to hide it.
@@ -161,8 +162,8 @@ def fit(
             ``"fullrank"`` (Cholesky) Gaussian over the unconstrained parameters, or
             ``"auto"``: full-rank up to 200 parameters, low-rank (rank 10) up to 5,000,
             mean-field beyond; then the Pareto k-hat of the fit (as ``post.check()``, with
-            20,000 draws up to 2,000 rows and fewer, down to 2,000, on more data: about a
-            second), and a full-rank refit when a cheaper family gets k-hat > 0.7 and there
+            ``diagnostics.default_draws``: up to 100,000 draws, fewer on large data), and a
+            full-rank refit when a cheaper family gets k-hat > 0.7 and there
             are at most 1,000 parameters. ``info.family_reason`` says what
             happened, ``info.khat`` holds k-hat; a final k-hat > 0.7 raises a ``UserWarning``.
         rank: the number of factors of a ``"lowrank"`` family.
@@ -272,8 +273,7 @@ def fit(
 def _auto_khat(post: Posterior, generator: torch.Generator) -> float:
     """The Pareto k-hat of a fit at a bounded cost (full data, in row chunks)."""
     data = post.fit_data()
-    budget = _AUTO_BUDGET // max(1, data[1].numel())
-    n_draws = max(_AUTO_DRAWS_MIN, min(_AUTO_DRAWS_MAX, budget))
+    n_draws = default_draws(data[1].numel())
     _, log_ratios = importance_log_ratios(post, data, n_draws, generator)
     return pareto_khat(log_ratios)[1]
 

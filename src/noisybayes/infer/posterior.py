@@ -274,7 +274,7 @@ class Posterior:
         x: Any = None,
         y: Any = None,
         *,
-        n_draws: int = 20_000,
+        n_draws: int | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> CheckReport:
@@ -289,7 +289,7 @@ class Posterior:
         x: Any = None,
         y: Any = None,
         *,
-        n_draws: int = 20_000,
+        n_draws: int | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> pd.DataFrame:
