@@ -211,6 +211,24 @@ def default_draws(n_rows: int) -> int:
     return max(_DRAWS_MIN, min(_DRAWS_MAX, _DRAW_BUDGET // max(1, n_rows)))
 
 
+def _ratios_at_fit_data(
+    post: Posterior,
+    x: Any,
+    y: Any,
+    n_draws: int | None,
+    seed: int | None,
+    generator: torch.Generator | None,
+    caller: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`importance_log_ratios` at the fit's data (or ``x``, ``y``), with ``n_draws``
+    checked and, when ``None``, from :func:`default_draws`."""
+    if n_draws is not None:
+        n_draws = check_positive_int("n_draws", n_draws)
+    data = post.fit_data(x, y, caller=caller)
+    n_draws = n_draws or default_draws(data[1].numel())
+    return importance_log_ratios(post, data, n_draws, make_generator(seed, generator))
+
+
 def check(
     post: Posterior,
     x: Any = None,
@@ -228,12 +246,9 @@ def check(
     line: on near-Gaussian regression posteriors good full-rank fits scatter up to 0.9 at
     5,000 draws.
     """
-    if n_draws is not None:
-        n_draws = check_positive_int("n_draws", n_draws)
-    data = post.fit_data(x, y, caller="check()")
-    n_draws = n_draws or default_draws(data[1].numel())
-    _, log_ratios = importance_log_ratios(post, data, n_draws, make_generator(seed, generator))
+    _, log_ratios = _ratios_at_fit_data(post, x, y, n_draws, seed, generator, "check()")
     _, khat = pareto_khat(log_ratios)
+    n_draws = len(log_ratios)
     info = post.info
     convergence = info.reason
     if info.n_steps:
@@ -268,13 +283,9 @@ def reweighted(
     ``E_p[f] ≈ sum_s w_s f(theta_s)`` with Pareto-smoothed normalized weights ``w``
     (Vehtari et al. 2024); refused when k-hat > 0.7, where the weights are unreliable.
     """
-    if n_draws is not None:
-        n_draws = check_positive_int("n_draws", n_draws)
-    data = post.fit_data(x, y, caller="reweighted()")
-    n_draws = n_draws or default_draws(data[1].numel())
-    gen = make_generator(seed, generator)
-    theta, log_ratios = importance_log_ratios(post, data, n_draws, gen)
+    theta, log_ratios = _ratios_at_fit_data(post, x, y, n_draws, seed, generator, "reweighted()")
     log_weights, khat = pareto_khat(log_ratios)
+    n_draws = len(log_ratios)
     if not khat <= USABLE:
         raise ValueError(
             f"reweighted() needs Pareto k-hat <= {USABLE}, got {khat:.2f} from {n_draws} "
