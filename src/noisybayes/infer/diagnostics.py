@@ -28,7 +28,15 @@ from noisybayes.math.families import GaussianFamily
 if TYPE_CHECKING:
     from noisybayes.infer.posterior import Posterior
 
-__all__ = ["CheckReport", "check", "importance_log_ratios", "pareto_khat", "reweighted"]
+__all__ = [
+    "CheckReport",
+    "check",
+    "default_draws",
+    "importance_log_ratios",
+    "pareto_khat",
+    "ratios_at_fit_data",
+    "reweighted",
+]
 
 Reading = Literal["good", "usable", "do not trust"]
 GOOD, USABLE = 0.5, 0.7
@@ -211,14 +219,14 @@ def default_draws(n_rows: int) -> int:
     return max(_DRAWS_MIN, min(_DRAWS_MAX, _DRAW_BUDGET // max(1, n_rows)))
 
 
-def _ratios_at_fit_data(
+def ratios_at_fit_data(
     post: Posterior,
-    x: Any,
-    y: Any,
-    n_draws: int | None,
-    seed: int | None,
-    generator: torch.Generator | None,
-    caller: str,
+    x: Any = None,
+    y: Any = None,
+    n_draws: int | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    caller: str = "this method",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`importance_log_ratios` at the fit's data (or ``x``, ``y``), with ``n_draws``
     checked and, when ``None``, from :func:`default_draws`."""
@@ -246,7 +254,7 @@ def check(
     line: on near-Gaussian regression posteriors good full-rank fits scatter up to 0.9 at
     5,000 draws.
     """
-    _, log_ratios = _ratios_at_fit_data(post, x, y, n_draws, seed, generator, "check()")
+    _, log_ratios = ratios_at_fit_data(post, x, y, n_draws, seed, generator, "check()")
     _, khat = pareto_khat(log_ratios)
     n_draws = len(log_ratios)
     info = post.info
@@ -283,7 +291,7 @@ def reweighted(
     ``E_p[f] ≈ sum_s w_s f(theta_s)`` with Pareto-smoothed normalized weights ``w``
     (Vehtari et al. 2024); refused when k-hat > 0.7, where the weights are unreliable.
     """
-    theta, log_ratios = _ratios_at_fit_data(post, x, y, n_draws, seed, generator, "reweighted()")
+    theta, log_ratios = ratios_at_fit_data(post, x, y, n_draws, seed, generator, "reweighted()")
     log_weights, khat = pareto_khat(log_ratios)
     n_draws = len(log_ratios)
     if not khat <= USABLE:

@@ -28,12 +28,7 @@ from noisybayes._checks import check_choice, check_positive_int
 from noisybayes._rng import make_generator
 from noisybayes.errors import DivergenceError
 from noisybayes.infer.data import as_data, batches
-from noisybayes.infer.diagnostics import (
-    USABLE,
-    default_draws,
-    importance_log_ratios,
-    pareto_khat,
-)
+from noisybayes.infer.diagnostics import USABLE, pareto_khat, ratios_at_fit_data
 from noisybayes.infer.laplace import laplace, whitening
 from noisybayes.infer.objective import Data, LogJoint, elbo_estimate
 from noisybayes.infer.posterior import FitInfo, Posterior
@@ -101,10 +96,10 @@ def _build_family(
     """The family in coordinates whitened by the Laplace curvature, started at Laplace."""
     if name == "fullrank":
         return FullRank(laplace_loc, whitening(precision, diagonal=False)[0])
-    full, _ = whitening(precision, diagonal=False)
-    covariance = full @ full.T
     if name == "meanfield":  # the mean-field optimum for a Gaussian: sd_j = 1/sqrt(H_jj)
         return MeanField(laplace_loc, whitening(precision, diagonal=True)[0])
+    full, _ = whitening(precision, diagonal=False)
+    covariance = full @ full.T
     precond = covariance.diagonal().sqrt()  # Laplace marginal sds: unit-diagonal z-covariance
     family = LowRank(laplace_loc, precond, rank=min(rank, laplace_loc.shape[0]))
     family.set_z_covariance(covariance / precond[:, None] / precond[None, :])
@@ -220,7 +215,7 @@ def fit(
         n_data, batch_size, n_samples, max_steps, learning_rate, window, average_windows
     )
 
-    def run(name: str, family_rank: int, why: str, khat: float | None = None) -> Posterior:
+    def run(name: str, family_rank: int, why: str) -> Posterior:
         q = _build_family(name, mode.loc, mode.precision, family_rank)
         result = _optimise(
             log_joint, q, data, anchor, mode.precision, settings, gen, progress, callback
@@ -239,7 +234,6 @@ def fit(
             laplace_positive_definite=mode.positive_definite,
             recoveries=result.recoveries,
             family_reason=why,
-            khat=khat,
             laplace_precision=mode.precision,
         )
         return Posterior(model, layout, q, info, data)
@@ -272,9 +266,7 @@ def fit(
 
 def _auto_khat(post: Posterior, generator: torch.Generator) -> float:
     """The Pareto k-hat of a fit at a bounded cost (full data, in row chunks)."""
-    data = post.fit_data()
-    n_draws = default_draws(data[1].numel())
-    _, log_ratios = importance_log_ratios(post, data, n_draws, generator)
+    _, log_ratios = ratios_at_fit_data(post, generator=generator, caller="family='auto'")
     return pareto_khat(log_ratios)[1]
 
 
