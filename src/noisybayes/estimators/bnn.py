@@ -23,6 +23,7 @@ from noisybayes.infer.posterior import Prediction
 from noisybayes.nn.likelihoods import Categorical, Gaussian, HeteroscedasticGaussian, Likelihood
 from noisybayes.nn.likelihoods import StudentT as StudentTLikelihood
 from noisybayes.nn.linear import BayesLinear
+from noisybayes.nn.mixture import Mixture
 from noisybayes.nn.objective import sample_outputs
 from noisybayes.nn.predict import ClassPrediction, predict_classes, predict_regression
 from noisybayes.nn.train import TrainInfo, train
@@ -48,6 +49,7 @@ class _BNN:
         batch_size: int = 128,
         learning_rate: float = 1e-2,
         n_samples: int = 1,
+        n_components: int = 1,
         n_predict_samples: int = 200,
         seed: int | None = 0,
         progress: bool = False,
@@ -62,6 +64,7 @@ class _BNN:
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.n_samples = n_samples
+        self.n_components = n_components
         self.n_predict_samples = n_predict_samples
         self.seed = seed
         self.progress = progress
@@ -70,7 +73,8 @@ class _BNN:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(hidden={self.hidden}, activation={self.activation!r}, "
-            f"prior_scale={self.prior_scale}, temperature={self.temperature})"
+            f"prior_scale={self.prior_scale}, temperature={self.temperature}, "
+            f"n_components={self.n_components})"
         )
 
     def _network(self, n_in: int, n_out: int) -> nn.Sequential:
@@ -98,8 +102,13 @@ class _BNN:
         sd = x.std(0) if x.shape[0] > 1 else torch.ones(x.shape[1])
         self.x_scale_ = torch.where(sd > 0, sd, torch.ones_like(sd))
         gen = make_generator(self.seed)
-        with seeded_from(gen):  # the initial means
-            self.model_ = self._network(x.shape[1], n_out).to(self.device)
+        k = self.n_components
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"n_components must be an integer >= 1, got {k!r}")
+        with seeded_from(gen):  # the initial means, one set per component
+            networks = [self._network(x.shape[1], n_out) for _ in range(k)]
+        model = networks[0] if k == 1 else Mixture(networks)
+        self.model_ = model.to(self.device)
         self.likelihood_ = lik.to(self.device)
         n_epochs = self.n_epochs
         if n_epochs is None:
@@ -157,12 +166,17 @@ class BNNRegressor(_BNN):
         batch_size, learning_rate, n_samples: the training loop's settings. Large batches
             (the default 128, or all rows of a small data set) reduce the gradient noise
             of the posterior scales, which sets how many steps the fit needs.
+        n_components: ``K > 1`` fits an equal-weight mixture of ``K`` mean-field
+            posteriors from different random starts (:class:`noisybayes.nn.Mixture`),
+            trained together in one vectorised pass (about 2.5x one network's time for
+            ``K = 5`` on small networks); the components find different posterior modes,
+            which mostly improves the predictive log-likelihood. They share one likelihood.
         n_predict_samples: weight draws per prediction. seed: randomness of fit and predict
             (on a GPU the weight noise comes from the device's own generator).
         device: where the network trains and predicts; results return on the CPU.
 
-    Fitted attributes: ``model_``, ``likelihood_``, ``info_`` (a ``TrainInfo``), the
-    standardisation ``x_mean_``, ``x_scale_``, ``y_mean_``, ``y_scale_``.
+    Fitted attributes: ``model_`` (the network, or a ``Mixture`` of ``n_components``),
+    ``likelihood_``, ``info_`` (a ``TrainInfo``), the standardisation ``x_mean_``, ``x_scale_``, ``y_mean_``, ``y_scale_``.
     """
 
     def __init__(

@@ -20,9 +20,11 @@ from noisybayes.nn.likelihoods import (
     StudentT,
 )
 from noisybayes.nn.linear import BayesLinear
+from noisybayes.nn.mixture import Mixture
 from noisybayes.nn.objective import elbo_loss, kl_divergence
 from noisybayes.nn.predict import ClassPrediction, predict
 from noisybayes.nn.priors import ScaleMixturePrior, scale_mixture_prior
+from noisybayes.nn.train import TrainInfo, train
 
 __all__ = [
     "BayesConv2d",
@@ -34,14 +36,17 @@ __all__ = [
     "HeteroscedasticGaussian",
     "Likelihood",
     "MeanFieldNoise",
+    "Mixture",
     "NoiseCollapseWarning",
     "NoisyModule",
     "ScaleMixturePrior",
     "StudentT",
+    "TrainInfo",
     "bayesian",
     "elbo_loss",
     "kl_divergence",
     "posterior_mean",
     "predict",
     "scale_mixture_prior",
+    "train",
 ]

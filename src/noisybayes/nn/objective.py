@@ -32,6 +32,7 @@ from noisybayes.nn.likelihoods import (
     NoiseCollapseWarning,
 )
 from noisybayes.nn.linear import BayesLinear
+from noisybayes.nn.mixture import Mixture
 
 __all__ = ["elbo_loss", "kl_divergence", "resolve_likelihood", "sample_outputs"]
 
@@ -41,6 +42,9 @@ _NAMED = ("categorical", "bernoulli")
 
 def kl_divergence(model: nn.Module, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """``KL(q || p)`` summed over every noisy parameter of ``model``, a scalar tensor."""
+    if isinstance(model, Mixture):
+        raise ValueError("model must not be a Mixture: a mixture's KL has no closed form; "
+                         "nb.nn.train fits each component to its own ELBO")
     terms = [m.kl(generator=generator) for m in model.modules()
              if isinstance(m, NoisyModule) and type(m).kl is not NoisyModule.kl]
     terms += [noise.kl_of(loc, generator=generator) for noise, loc in noise_parametrizations(model)]
@@ -116,8 +120,16 @@ def sample_outputs(model: nn.Module, x: torch.Tensor, n_samples: int) -> torch.T
     """``n_samples`` posterior draws of ``model(x)``, ``(n_samples, B, ...)``.
 
     One batched pass over ``x`` repeated ``n_samples`` times when every noisy layer draws
-    independent noise per row (local reparameterization); one pass per draw otherwise.
+    independent noise per row (local reparameterization); one pass per draw otherwise. A
+    :class:`Mixture` gives each component ``n_samples // K`` of the draws (stratified) and
+    the remaining draws each row's own random component.
     """
+    if isinstance(model, Mixture) and n_samples >= len(model):
+        share, rest = divmod(n_samples, len(model))
+        parts = [sample_outputs(c, x, share) for c in model.components]
+        if rest:
+            parts.append(sample_outputs(model, x, rest))
+        return torch.cat(parts)
     if n_samples == 1:
         return model(x).unsqueeze(0)
     if has_shared_noise(model):

@@ -1,21 +1,28 @@
 """A plain training loop for in-memory data: Adam on :func:`elbo_loss` over shuffled minibatches.
 
 Data stay tensors sliced by index (no per-row collation). The step size decays linearly to
-a tenth of ``learning_rate`` over the run, which settles the noisy scale gradients.
+a tenth of ``learning_rate`` over the run, which settles the noisy scale gradients. A
+:class:`~noisybayes.nn.mixture.Mixture` trains all its components at once: their parameters
+are stacked and ``torch.func.vmap`` evaluates every component's ELBO in one pass.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
 
 from noisybayes._rng import make_generator, seeded_from
 from noisybayes.errors import DivergenceError
+from noisybayes.infer.objective import batched_evaluation
 from noisybayes.nn.likelihoods import Likelihood
+from noisybayes.nn.mixture import Mixture
 from noisybayes.nn.objective import elbo_loss
 
 __all__ = ["TrainInfo", "train"]
@@ -57,7 +64,8 @@ def train(
     """Minimise the per-datum ``-ELBO`` of ``model`` (and ``likelihood``'s noise scale).
 
     Args:
-        model, likelihood: a Bayesian network and its likelihood (both are trained).
+        model, likelihood: a Bayesian network (or a :class:`Mixture` of them, whose
+            components share the likelihood) and its likelihood; both are trained.
         x, y: all training rows, ``(N, ...)`` each.
         n_epochs: passes over the data; ``batch_size`` rows per step.
         learning_rate: Adam's initial step, decayed linearly to a tenth.
@@ -76,8 +84,8 @@ def train(
     batch_size = min(batch_size, n)
     per_epoch = math.ceil(n / batch_size)
     total = n_epochs * per_epoch
-    params = [*model.parameters(), *likelihood.parameters()]
-    opt = torch.optim.Adam(params, lr=learning_rate)
+    objective = _Objective(model, likelihood, n, n_samples, temperature)
+    opt = torch.optim.Adam(objective.parameters, lr=learning_rate)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - 0.9 * step / total)
     gen = make_generator(None, generator)
     trace = torch.empty(n_epochs)
@@ -93,8 +101,7 @@ def train(
             order = torch.randperm(n, generator=gen)
             running = 0.0
             for step, rows in enumerate(order.split(batch_size)):
-                loss = elbo_loss(model, x[rows], y[rows], likelihood=likelihood, n_data=n,
-                                 n_samples=n_samples, temperature=temperature)
+                loss = objective(x[rows], y[rows])
                 if not torch.isfinite(loss):
                     last = trace[epoch - 1].item() if epoch else float("nan")
                     raise DivergenceError(
@@ -108,7 +115,70 @@ def train(
                 sched.step()
                 running += loss.item() * rows.numel()
             trace[epoch] = running / n
+    objective.finish()
     return TrainInfo(
         n_epochs=n_epochs, n_steps=total, batch_size=batch_size, n_samples=n_samples,
         temperature=float(temperature), loss_trace=trace, seconds=time.perf_counter() - start,
     )
+
+
+class _Element(nn.Module):
+    """One component's per-datum ``-ELBO`` as a module, for ``functional_call``."""
+
+    def __init__(self, network: nn.Module, likelihood: Likelihood, n: int, n_samples: int,
+                 temperature: float) -> None:
+        super().__init__()
+        self.network, self.likelihood = network, likelihood
+        self.n, self.n_samples, self.temperature = n, n_samples, temperature
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return elbo_loss(self.network, x, y, likelihood=self.likelihood, n_data=self.n,
+                         n_samples=self.n_samples, temperature=self.temperature)
+
+
+class _Objective:
+    """The batch loss and the tensors Adam updates: one network's ``-ELBO``, or the mean
+    over a mixture's components with their parameters stacked (one ``vmap`` pass)."""
+
+    def __init__(self, model: nn.Module, likelihood: Likelihood, n: int, n_samples: int,
+                 temperature: float) -> None:
+        self.model = model
+        if not isinstance(model, Mixture):
+            element = _Element(model, likelihood, n, n_samples, temperature)
+            self.parameters: list[torch.Tensor] = [*model.parameters(), *likelihood.parameters()]
+            self._loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = element
+            return
+        self.stacked, self.buffers = stack_module_state(list(model.components))
+        template = copy.deepcopy(model.components[0]).to("meta")
+        element = _Element(template, likelihood, n, n_samples, temperature)
+        shared: dict[str, torch.Tensor] = {
+            f"likelihood.{k}": v for k, v in likelihood.named_parameters()
+        }
+
+        def component_loss(params: dict, buffers: dict, x: torch.Tensor,
+                           y: torch.Tensor) -> torch.Tensor:
+            network: dict[str, torch.Tensor] = {
+                f"network.{k}": v for k, v in (params | buffers).items()
+            }
+            return functional_call(element, (network, shared), (x, y))
+
+        losses = vmap(component_loss, in_dims=(0, 0, None, None), randomness="different")
+
+        def mean_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            with batched_evaluation():
+                return losses(self.stacked, self.buffers, x, y).mean()
+
+        self._loss = mean_loss
+        self.parameters = [*self.stacked.values(), *shared.values()]
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._loss(x, y)
+
+    def finish(self) -> None:
+        """Write a mixture's trained stacked parameters back into its components."""
+        if not isinstance(self.model, Mixture):
+            return
+        with torch.no_grad():
+            for k, component in enumerate(self.model.components):
+                for name, value in component.named_parameters():
+                    value.copy_(self.stacked[name][k])

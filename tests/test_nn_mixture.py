@@ -1,0 +1,111 @@
+"""``nb.nn.Mixture``: draws from the mixture, the vectorised objective, and the estimators' option."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import noisybayes as nb
+import noisybayes.nn as bnn
+from noisybayes.nn.objective import sample_outputs
+from noisybayes.nn.train import _Objective, train
+
+
+def _network(seed: int, n_in: int = 2) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(bnn.BayesLinear(n_in, 8), nn.ReLU(), bnn.BayesLinear(8, 1))
+
+
+def _mixture(k: int) -> bnn.Mixture:
+    return bnn.Mixture([_network(seed) for seed in range(k)])
+
+
+def test_each_row_comes_from_one_component_chosen_uniformly():
+    mixture = _mixture(3)
+    x = torch.randn(1, 2).expand(6000, 2)
+    with bnn.posterior_mean(mixture), torch.no_grad():
+        means = torch.stack([c(x[:1]) for c in mixture.components]).reshape(3)
+        out = mixture(x).reshape(-1)
+    picked = torch.isclose(out[:, None], means[None, :], rtol=1e-5, atol=1e-6)
+    assert bool((picked.sum(1) == 1).all())  # every row is exactly one component's output
+    share = picked.float().mean(0)
+    assert float((share - 1 / 3).abs().max()) < 4 * math.sqrt(1 / 3 * 2 / 3 / 6000)
+
+
+def test_sample_outputs_gives_each_component_an_equal_stratified_share():
+    mixture = _mixture(2)
+    x = torch.randn(4, 2)
+    with bnn.posterior_mean(mixture), torch.no_grad():
+        draws = sample_outputs(mixture, x, 7)
+        first, second = (c(x) for c in mixture.components)
+    assert draws.shape == (7, 4, 1)
+    torch.testing.assert_close(draws[:3], first.expand(3, 4, 1))
+    torch.testing.assert_close(draws[3:6], second.expand(3, 4, 1))
+    last = draws[6]  # the remainder: each row from a random component
+    assert bool((torch.isclose(last, first) | torch.isclose(last, second)).all())
+
+
+def test_the_vectorised_objective_is_the_mean_of_the_components_elbos_with_their_gradients():
+    """With the noise switched off the loss is deterministic: compare value and gradients."""
+    mixture = _mixture(3)
+    x, y = torch.randn(10, 2), torch.randn(10, 1)
+    lik = bnn.Gaussian(0.5)
+    for m in mixture.modules():
+        if isinstance(m, bnn.NoisyModule):
+            m.use_mean = True
+    objective = _Objective(mixture, lik, 40, 1, 1.0)
+    loss = objective(x, y)
+    loss.backward()
+    separate = [nb.elbo_loss(c, x, y, likelihood=lik, n_data=40) for c in mixture.components]
+    torch.testing.assert_close(loss, torch.stack(separate).mean())
+    for k, (component, own) in enumerate(zip(mixture.components, separate, strict=True)):
+        grads = torch.autograd.grad(own / 3, list(component.parameters()))
+        for (name, _), g in zip(component.named_parameters(), grads, strict=True):
+            torch.testing.assert_close(objective.stacked[name].grad[k], g)
+
+
+def test_training_a_mixture_updates_every_component_and_shares_the_likelihood():
+    mixture = _mixture(2)
+    before = [c[0].weight_loc.detach().clone() for c in mixture.components]
+    x = torch.randn(64, 2)
+    y = x[:, :1].sin() + 0.1 * torch.randn(64, 1)
+    lik = bnn.Gaussian(1.0)
+    info = train(mixture, x, y, likelihood=lik, n_epochs=200, batch_size=64)
+    after = [c[0].weight_loc.detach() for c in mixture.components]
+    assert all(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert not torch.equal(after[0], after[1])  # the components stay distinct
+    assert lik.scale.item() < 0.5 and info.loss_trace[-1] < info.loss_trace[0]
+
+
+def test_mixture_errors():
+    with pytest.raises(ValueError, match="components must hold at least one network, got none"):
+        bnn.Mixture([])
+    with pytest.raises(ValueError, match="components must share one architecture, got "
+                                         "component 1"):
+        bnn.Mixture([_network(0), _network(1, n_in=3)])
+    with pytest.raises(ValueError, match="model must not be a Mixture"):
+        nb.elbo_loss(_mixture(2), torch.randn(4, 2), torch.randn(4, 1),
+                     likelihood=bnn.Gaussian(), n_data=4)
+    with pytest.raises(ValueError, match=r"n_components must be an integer >= 1, got 0"):
+        nb.BNNRegressor(n_components=0).fit(np.ones((5, 1)), np.arange(5.0))
+
+
+@pytest.mark.parametrize("estimator", ["regressor", "classifier"])
+def test_estimators_fit_a_mixture_and_predict_from_all_components(estimator):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-3, 3, (120, 1))
+    if estimator == "regressor":
+        y = np.sin(x[:, 0]) + 0.1 * rng.standard_normal(120)
+        model = nb.BNNRegressor(hidden=(10,), n_components=3, n_epochs=300, seed=0).fit(x, y)
+        assert model.score(x, y) > 0  # noise sd 0.1: log density about 1.3 per row
+    else:
+        y = (x[:, 0] > 0).astype(int)
+        model = nb.BNNClassifier(hidden=(10,), n_components=3, n_epochs=100, seed=0).fit(x, y)
+        assert model.score(x, y) > -0.3
+    assert isinstance(model.model_, bnn.Mixture) and len(model.model_) == 3
+    first = [c[0].weight_loc for c in model.model_.components]
+    assert not torch.equal(first[0], first[1])
