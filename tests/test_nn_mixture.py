@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -109,3 +110,24 @@ def test_estimators_fit_a_mixture_and_predict_from_all_components(estimator):
     assert isinstance(model.model_, bnn.Mixture) and len(model.model_) == 3
     first = [c[0].weight_loc for c in model.model_.components]
     assert not torch.equal(first[0], first[1])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nn.Sequential(bnn.BayesLinear(2, 4, flipout=True), nn.ReLU(), bnn.BayesLinear(4, 1)),
+        lambda: nb.bayesian(nn.Sequential(nn.Linear(2, 4), nn.LayerNorm(4), nn.Linear(4, 1))),
+        lambda: nn.Sequential(nn.Unflatten(1, (1, 1, 2)), bnn.BayesConv2d(1, 3, (1, 2)),
+                              nn.Flatten(), bnn.BayesLinear(3, 1)),
+    ],
+    ids=["flipout", "converted", "conv2d"],
+)
+def test_identical_components_draw_their_own_noise_in_every_layer_kind(make):
+    """Two copies of one network diverge in training only if each draws its own noise."""
+    torch.manual_seed(0)
+    network = make()
+    mixture = bnn.Mixture([network, copy.deepcopy(network)])
+    x, y = torch.randn(32, 2), torch.randn(32, 1)
+    train(mixture, x, y, likelihood=bnn.Gaussian(), n_epochs=5, batch_size=16)
+    first, second = (list(c.parameters()) for c in mixture.components)
+    assert any(not torch.equal(a, b) for a, b in zip(first, second, strict=True))

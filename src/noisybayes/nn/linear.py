@@ -25,7 +25,8 @@ __all__ = ["BayesLinear", "rademacher"]
 
 def rademacher(shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     """Independent random signs ``+-1`` of ``shape``, with ``like``'s dtype and device."""
-    return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(0.5).mul_(2).sub_(1)
+    # out of place, so that vmap (a Mixture's training) can draw different signs per member
+    return torch.randint(0, 2, shape, dtype=like.dtype, device=like.device) * 2 - 1
 
 
 class BayesLinear(NoisyWeightLayer):
