@@ -26,6 +26,7 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(PY) benchmarks/linreg.py
+	$(PY) benchmarks/uci.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
