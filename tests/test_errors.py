@@ -90,14 +90,14 @@ def test_model_must_be_an_nb_model():
 def test_nan_in_x():
     bad = X.clone()
     bad[3, 1] = float("nan")
-    with raises(ValueError, "x must be finite, got 1 NaN/inf value(s), the first at index (3, 1)"):
+    with raises(ValueError, "x must be finite, got 1 NaN/inf value(s), the first nan at index (3, 1)"):
         nb.fit(Line(), bad, Y, progress=False)
 
 
 def test_inf_in_y():
     bad = Y.clone()
     bad[5] = float("inf")
-    with raises(ValueError, "y must be finite, got 1 NaN/inf value(s), the first at index (5,)"):
+    with raises(ValueError, "y must be finite, got 1 NaN/inf value(s), the first inf at index (5,)"):
         nb.fit(Line(), X, bad, progress=False)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["as_float_tensor", "check_positive", "check_positive_int", "check_choice"]
+__all__ = ["as_float_tensor", "check_choice", "check_finite", "check_positive", "check_positive_int"]
 
 
 def _to_numpy_like(name: str, value: Any) -> torch.Tensor:
@@ -62,17 +62,22 @@ def as_float_tensor(
         raise ValueError(f"{name} must be {wanted}, got shape {tuple(tensor.shape)}")
     if tensor.ndim > 0 and tensor.shape[0] == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(tensor.shape)}")
+    return check_finite(name, tensor)
+
+
+def check_finite(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """Return ``tensor`` if its values are finite, else raise naming the first NaN/inf."""
+    if not tensor.is_floating_point():
+        return tensor
     flat = tensor.reshape(-1)
     if all(bool(torch.isfinite(c).all()) for c in flat.split(1 << 22)):  # bounded temporaries
         return tensor
-    finite = torch.isfinite(tensor)
-    if not bool(finite.all()):
-        n_bad = int((~finite).sum())
-        first = tuple(int(i) for i in (~finite).nonzero()[0])
-        raise ValueError(
-            f"{name} must be finite, got {n_bad} NaN/inf value(s), the first at index {first}"
-        )
-    return tensor
+    bad = ~torch.isfinite(tensor)
+    first = tuple(int(i) for i in bad.nonzero()[0])
+    raise ValueError(
+        f"{name} must be finite, got {int(bad.sum())} NaN/inf value(s), the first "
+        f"{tensor[first].item()!r} at index {first}"
+    )
 
 
 def check_positive(name: str, value: float) -> float:

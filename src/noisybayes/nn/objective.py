@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from noisybayes._checks import check_finite
 from noisybayes._rng import seeded_from
 from noisybayes.nn.base import NoisyModule
 from noisybayes.nn.conv import BayesConv2d
@@ -87,11 +88,7 @@ def resolve_likelihood(likelihood: LikelihoodArg) -> Likelihood:
 def _check_finite(name: str, value: Any) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-        bad = ~torch.isfinite(value)
-        index = tuple(int(i) for i in bad.nonzero()[0])
-        raise ValueError(f"{name} must be finite, got {int(bad.sum())} NaN/inf value(s), "
-                         f"the first {value[index].item()!r} at index {index}")
+    check_finite(name, value)
     if value.ndim == 0:
         raise ValueError(f"{name} must have a leading batch dimension, got a scalar")
     return value
