@@ -25,10 +25,18 @@ def _mixture(k: int) -> bnn.Mixture:
     return bnn.Mixture([_network(seed) for seed in range(k)])
 
 
+def _components_at_means(mixture: bnn.Mixture) -> bnn.Mixture:
+    """Switch off the components' weight noise; the mixture still picks components."""
+    for m in mixture.components.modules():
+        if isinstance(m, bnn.NoisyModule):
+            m.use_mean = True
+    return mixture
+
+
 def test_each_row_comes_from_one_component_chosen_uniformly():
-    mixture = _mixture(3)
+    mixture = _components_at_means(_mixture(3))
     x = torch.randn(1, 2).expand(6000, 2)
-    with bnn.posterior_mean(mixture), torch.no_grad():
+    with torch.no_grad():
         means = torch.stack([c(x[:1]) for c in mixture.components]).reshape(3)
         out = mixture(x).reshape(-1)
     picked = torch.isclose(out[:, None], means[None, :], rtol=1e-5, atol=1e-6)
@@ -38,9 +46,9 @@ def test_each_row_comes_from_one_component_chosen_uniformly():
 
 
 def test_sample_outputs_gives_each_component_an_equal_stratified_share():
-    mixture = _mixture(2)
+    mixture = _components_at_means(_mixture(2))
     x = torch.randn(4, 2)
-    with bnn.posterior_mean(mixture), torch.no_grad():
+    with torch.no_grad():
         draws = sample_outputs(mixture, x, 7)
         first, second = (c(x) for c in mixture.components)
     assert draws.shape == (7, 4, 1)
@@ -52,12 +60,9 @@ def test_sample_outputs_gives_each_component_an_equal_stratified_share():
 
 def test_the_vectorised_objective_is_the_mean_of_the_components_elbos_with_their_gradients():
     """With the noise switched off the loss is deterministic: compare value and gradients."""
-    mixture = _mixture(3)
+    mixture = _components_at_means(_mixture(3))
     x, y = torch.randn(10, 2), torch.randn(10, 1)
     lik = bnn.Gaussian(0.5)
-    for m in mixture.modules():
-        if isinstance(m, bnn.NoisyModule):
-            m.use_mean = True
     objective = _Objective(mixture, lik, 40, 1, 1.0)
     loss = objective(x, y)
     loss.backward()
@@ -115,15 +120,18 @@ def test_estimators_fit_a_mixture_and_predict_from_all_components(estimator):
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: nn.Sequential(bnn.BayesLinear(2, 4, flipout=True), nn.ReLU(), bnn.BayesLinear(4, 1)),
-        lambda: nb.bayesian(nn.Sequential(nn.Linear(2, 4), nn.LayerNorm(4), nn.Linear(4, 1))),
-        lambda: nn.Sequential(nn.Unflatten(1, (1, 1, 2)), bnn.BayesConv2d(1, 3, (1, 2)),
-                              nn.Flatten(), bnn.BayesLinear(3, 1)),
+        lambda: nn.Sequential(bnn.BayesLinear(2, 4, flipout=True), nn.ReLU(),
+                              bnn.BayesLinear(4, 1, flipout=True)),
+        lambda: nb.bayesian(nn.Sequential(nn.Linear(2, 4), nn.LayerNorm(4), nn.Linear(4, 1)),
+                            include=["1"]),
+        lambda: nn.Sequential(nn.Unflatten(1, (1, 1, 2)), bnn.BayesConv2d(1, 1, (1, 2)),
+                              nn.Flatten()),
     ],
-    ids=["flipout", "converted", "conv2d"],
+    ids=["flipout", "generic-noise", "conv2d"],
 )
 def test_identical_components_draw_their_own_noise_in_every_layer_kind(make):
-    """Two copies of one network diverge in training only if each draws its own noise."""
+    """Two copies of one network (whose only noise is of one kind) diverge in training only
+    if each draws its own noise."""
     torch.manual_seed(0)
     network = make()
     mixture = bnn.Mixture([network, copy.deepcopy(network)])
@@ -131,3 +139,30 @@ def test_identical_components_draw_their_own_noise_in_every_layer_kind(make):
     train(mixture, x, y, likelihood=bnn.Gaussian(), n_epochs=5, batch_size=16)
     first, second = (list(c.parameters()) for c in mixture.components)
     assert any(not torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_training_writes_back_every_parameter_and_buffer():
+    torch.manual_seed(0)
+    make = lambda: nb.bayesian(nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4),  # noqa: E731
+                                             nn.Linear(4, 1)))
+    mixture = bnn.Mixture([make(), make()])
+    before = copy.deepcopy(mixture.state_dict())
+    x, y = torch.randn(32, 2), torch.randn(32, 1)
+    train(mixture, x, y, likelihood=bnn.Gaussian(), n_epochs=3, batch_size=16)
+    after = mixture.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == set(before)  # weights, scales, biases and BatchNorm running statistics
+    assert int(after["components.0.1.num_batches_tracked"]) == 6  # 3 epochs x 2 batches
+    single = make()
+    train(single, x, y, likelihood=bnn.Gaussian(), n_epochs=3, batch_size=16)
+    assert int(single[1].num_batches_tracked) == 6
+
+
+def test_posterior_mean_mode_averages_the_components_mean_outputs():
+    mixture = _mixture(3)
+    x = torch.randn(5, 2)
+    with bnn.posterior_mean(mixture), torch.no_grad():
+        expected = torch.stack([c(x) for c in mixture.components]).mean(0)
+        torch.testing.assert_close(mixture(x), expected)
+        torch.testing.assert_close(mixture(x), mixture(x))
+    assert not mixture.use_mean

@@ -27,10 +27,13 @@ class Mixture(nn.Module):
     """An equal-weight mixture of ``components``, networks of the same architecture.
 
     ``forward`` gives one posterior draw per row: each row's output comes from a component
-    chosen uniformly at random, under that component's own weight noise. Train it with
-    :func:`noisybayes.nn.train`; a mixture has no closed-form KL, so
-    :func:`noisybayes.nn.elbo_loss` refuses it.
+    chosen uniformly at random, under that component's own weight noise. Within
+    :func:`noisybayes.nn.posterior_mean` it is deterministic: the average of the components'
+    outputs at their means. Train it with :func:`noisybayes.nn.train`; a mixture has no
+    closed-form KL, so :func:`noisybayes.nn.elbo_loss` refuses it.
     """
+
+    use_mean: bool = False
 
     def __init__(self, components: Sequence[nn.Module]) -> None:
         super().__init__()
@@ -52,5 +55,7 @@ class Mixture(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One draw of the mixture's output per row of ``x`` ``(B, ...)``."""
         outputs = torch.stack([c(x) for c in self.components])
+        if self.use_mean:
+            return outputs.mean(0)
         pick = torch.randint(len(self), (x.shape[0],), device=x.device)
         return outputs[pick, torch.arange(x.shape[0], device=x.device)]

@@ -41,11 +41,15 @@ LikelihoodArg = Likelihood | str | nn.Module | Callable[..., torch.Tensor]
 _NAMED = ("categorical", "bernoulli")
 
 
-def kl_divergence(model: nn.Module, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``KL(q || p)`` summed over every noisy parameter of ``model``, a scalar tensor."""
+def _refuse_mixture(model: nn.Module) -> None:
     if isinstance(model, Mixture):
         raise ValueError("model must not be a Mixture: a mixture's KL has no closed form; "
                          "nb.nn.train fits each component to its own ELBO")
+
+
+def kl_divergence(model: nn.Module, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``KL(q || p)`` summed over every noisy parameter of ``model``, a scalar tensor."""
+    _refuse_mixture(model)
     terms = [m.kl(generator=generator) for m in model.modules()
              if isinstance(m, NoisyModule) and type(m).kl is not NoisyModule.kl]
     terms += [noise.kl_of(loc, generator=generator) for noise, loc in noise_parametrizations(model)]
@@ -161,6 +165,7 @@ def elbo_loss(
         generator: the randomness of the weight noise and of a Monte Carlo KL (non-Gaussian
             priors); ``None`` draws from torch's global generator.
     """
+    _refuse_mixture(model)
     lik = resolve_likelihood(likelihood)
     x = _check_finite("x", x)
     y = _check_finite("y", y)

@@ -30,7 +30,8 @@ __all__ = ["TrainInfo", "train"]
 
 @dataclass(frozen=True)
 class TrainInfo:
-    """How training went: ``loss_trace`` is the mean per-datum ``-ELBO`` of each epoch."""
+    """How training went: ``loss_trace`` is the mean per-datum ``-ELBO`` of each epoch (for
+    a mixture, the mean over its components of their own ``-ELBO``s)."""
 
     n_epochs: int
     n_steps: int
@@ -84,6 +85,7 @@ def train(
     batch_size = min(batch_size, n)
     per_epoch = math.ceil(n / batch_size)
     total = n_epochs * per_epoch
+    model.train()  # before the objective: a mixture's template copies the mode
     objective = _Objective(model, likelihood, n, n_samples, temperature)
     opt = torch.optim.Adam(objective.parameters, lr=learning_rate)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - 0.9 * step / total)
@@ -95,27 +97,28 @@ def train(
 
         epochs = tqdm(epochs, desc="training", unit="epoch")
     start = time.perf_counter()
-    model.train()
-    with seeded_from(gen):
-        for epoch in epochs:
-            order = torch.randperm(n, generator=gen)
-            running = 0.0
-            for step, rows in enumerate(order.split(batch_size)):
-                loss = objective(x[rows], y[rows])
-                if not torch.isfinite(loss):
-                    last = trace[epoch - 1].item() if epoch else float("nan")
-                    raise DivergenceError(
-                        f"loss diverged to {loss.item()} at epoch {epoch}, step {step} "
-                        f"(previous epoch's mean loss {last:.4g}); lower learning_rate "
-                        f"(got {learning_rate}) or check the data's scale"
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                running += loss.item() * rows.numel()
-            trace[epoch] = running / n
-    objective.finish()
+    try:
+        with seeded_from(gen):
+            for epoch in epochs:
+                order = torch.randperm(n, generator=gen)
+                running = 0.0
+                for step, rows in enumerate(order.split(batch_size)):
+                    loss = objective(x[rows], y[rows])
+                    if not torch.isfinite(loss):
+                        last = trace[epoch - 1].item() if epoch else float("nan")
+                        raise DivergenceError(
+                            f"loss diverged to {loss.item()} at epoch {epoch}, step {step} "
+                            f"(previous epoch's mean loss {last:.4g}); lower learning_rate "
+                            f"(got {learning_rate}) or check the data's scale"
+                        )
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    running += loss.item() * rows.numel()
+                trace[epoch] = running / n
+    finally:  # a mixture's components get the last parameters also when training stops early
+        objective.finish()
     return TrainInfo(
         n_epochs=n_epochs, n_steps=total, batch_size=batch_size, n_samples=n_samples,
         temperature=float(temperature), loss_trace=trace, seconds=time.perf_counter() - start,
@@ -175,10 +178,13 @@ class _Objective:
         return self._loss(x, y)
 
     def finish(self) -> None:
-        """Write a mixture's trained stacked parameters back into its components."""
+        """Write a mixture's stacked parameters and buffers (e.g. running statistics) back
+        into its components."""
         if not isinstance(self.model, Mixture):
             return
         with torch.no_grad():
             for k, component in enumerate(self.model.components):
-                for name, value in component.named_parameters():
-                    value.copy_(self.stacked[name][k])
+                for name, param in component.named_parameters():
+                    param.copy_(self.stacked[name][k])
+                for name, buffer in component.named_buffers():
+                    buffer.copy_(self.buffers[name][k])
