@@ -5,6 +5,9 @@
     opt = torch.optim.Adam([*net.parameters(), *lik.parameters()])
     loss = nb.elbo_loss(net, xb, yb, likelihood=lik, n_data=N)
     nb.nn.predict(net, x_new, likelihood=lik)             # mean, epistemic/aleatoric sd
+
+    mix = nb.nn.Mixture([make_net() for _ in range(5)])  # K mean-field posteriors, K modes
+    nb.nn.train(mix, x, y, likelihood=lik, n_epochs=...)  # all K in one vmap pass
 """
 
 from noisybayes.nn.base import NoisyModule, posterior_mean
