@@ -159,10 +159,10 @@ def run(name: str, root: Path, n_splits: int | None, budget: Budget, tune: str) 
 
 def _counts(values: list) -> str:
     """``"1"`` when all values agree, else ``"1 x12, 2 x8"``."""
-    counted = Counter(values).most_common()
+    counted = [(f"{v:g}" if isinstance(v, float) else v, n) for v, n in Counter(values).most_common()]
     if len(counted) == 1:
-        return f"{counted[0][0]:g}" if isinstance(counted[0][0], float) else str(counted[0][0])
-    return ", ".join(f"{v:g} x{n}" if isinstance(v, float) else f"{v} x{n}" for v, n in counted)
+        return counted[0][0]
+    return ", ".join(f"{v} x{n}" for v, n in counted)
 
 
 def _mean_se(values: list[float]) -> str:

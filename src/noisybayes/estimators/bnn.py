@@ -17,7 +17,12 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from noisybayes._checks import as_float_tensor, check_choice, check_positive
+from noisybayes._checks import (
+    as_float_tensor,
+    check_choice,
+    check_positive,
+    check_positive_int,
+)
 from noisybayes._rng import make_generator, seeded_from
 from noisybayes.infer.posterior import Prediction
 from noisybayes.nn.likelihoods import Categorical, Gaussian, HeteroscedasticGaussian, Likelihood
@@ -102,9 +107,7 @@ class _BNN:
         sd = x.std(0) if x.shape[0] > 1 else torch.ones(x.shape[1])
         self.x_scale_ = torch.where(sd > 0, sd, torch.ones_like(sd))
         gen = make_generator(self.seed)
-        k = self.n_components
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"n_components must be an integer >= 1, got {k!r}")
+        k = check_positive_int("n_components", self.n_components)
         with seeded_from(gen):  # the initial means, one set per component
             networks = [self._network(x.shape[1], n_out) for _ in range(k)]
         model = networks[0] if k == 1 else Mixture(networks)
