@@ -20,7 +20,9 @@ def _toy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, 100 + 20 * np.sin(x[:, 0]) + 3 * rng.standard_normal(n)
 
 
-@pytest.mark.parametrize("likelihood", ["gaussian", "heteroscedastic", "student_t"])
+@pytest.mark.parametrize(
+    "likelihood", ["gaussian", "heteroscedastic", "student_t", "heteroscedastic_student_t"]
+)
 def test_regressor_follows_the_estimator_contract_on_the_original_scale(likelihood):
     x, y = _toy(200, 0)
     reg = nb.BNNRegressor(hidden=(20,), likelihood=likelihood, n_epochs=300, seed=0)
@@ -50,6 +52,20 @@ def test_regressor_errors():
         reg.predict(np.ones((3, 2)))
     with pytest.raises(ValueError, match=r"hidden must hold integers >= 1, got \(0,\)"):
         nb.BNNRegressor(hidden=(0,)).fit(x, y)
+    with pytest.raises(ValueError, match=r"df must be > 2 \(a finite predictive variance\), "
+                                         r"got 1.5"):
+        nb.BNNRegressor(likelihood="student_t", df=1.5).fit(x, y)
+
+
+def test_student_t_degrees_of_freedom_are_learned_unless_given():
+    x, y = _toy(100, 3)
+    learned = nb.BNNRegressor(hidden=(5,), likelihood="heteroscedastic_student_t", n_epochs=20,
+                              n_components=2).fit(x, y)
+    assert "df_free" in dict(learned.likelihood_.named_parameters())
+    assert learned.likelihood_.df.item() != pytest.approx(5.0)  # moved from its start
+    fixed = nb.BNNRegressor(hidden=(5,), likelihood="student_t", df=3.0, n_epochs=2).fit(x, y)
+    assert fixed.likelihood_.df.item() == 3.0
+    assert "df_free" not in dict(fixed.likelihood_.named_parameters())
 
 
 def test_classifier_probabilities_labels_and_score():

@@ -100,6 +100,9 @@ def test_likelihood_log_densities():
     torch.testing.assert_close(
         bnn.HeteroscedasticGaussian(0.0).log_prob(two, y[:, None]),
         Normal(two[:, 0], F.softplus(two[:, 1])).log_prob(y))
+    torch.testing.assert_close(
+        bnn.HeteroscedasticStudentT(3.0, 0.0).log_prob(two, y[:, None]),
+        StudentT(3.0, two[:, 0], F.softplus(two[:, 1])).log_prob(y))
     logits, labels = torch.randn(5, 3), torch.tensor([0, 2, 1, 1, 0])
     torch.testing.assert_close(bnn.Categorical().log_prob(logits, labels),
                                -F.cross_entropy(logits, labels, reduction="none"))
@@ -185,11 +188,57 @@ def test_categorical_labels_outside_the_range_and_shape_mismatch():
         (lambda: bnn.Gaussian(0.0), r"scale must be a finite number > 0, got 0.0"),
         (lambda: bnn.StudentT(df=-2.0), r"df must be a finite number > 0, got -2.0"),
         (lambda: bnn.HeteroscedasticGaussian(-1.0), r"min_scale must be .* >= 0, got -1.0"),
+        (lambda: bnn.HeteroscedasticStudentT(df=math.inf), r"df must be a finite number > 0"),
+        (lambda: bnn.StudentT(df=2.0, learn_df=True),
+         r"df must be > 2 to be learned \(finite noise variance\), got 2.0"),
     ],
 )
 def test_likelihood_argument_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("heteroscedastic", [False, True])
+def test_learned_degrees_of_freedom_reach_the_maximum_likelihood_df(heteroscedastic):
+    """Training only the noise model on Student-t(4) draws recovers df = 4 within 4 standard
+    errors (inverse Hessian of torch's Student-t log-likelihood at the optimum)."""
+    gen = torch.Generator().manual_seed(0)
+    n, true_df = 20000, 4.0
+    normal = torch.randn(n, generator=gen, dtype=torch.float64)
+    chi2 = torch.distributions.Chi2(torch.tensor(true_df, dtype=torch.float64)).sample((n,))
+    y = 0.5 * normal / (chi2 / true_df).sqrt()
+    if heteroscedastic:  # one free scale column shared by every row
+        lik = bnn.HeteroscedasticStudentT(6.0, 0.0, learn_df=True).double()
+        raw = nn.Parameter(torch.zeros((), dtype=torch.float64))
+        params = [*lik.parameters(), raw]
+        outputs = lambda: torch.stack([torch.zeros_like(y), raw.expand(n)], -1)  # noqa: E731
+        scale = lambda: F.softplus(raw)  # noqa: E731
+    else:
+        lik = bnn.StudentT(6.0, 1.0, learn_df=True).double()
+        params = list(lik.parameters())
+        outputs = lambda: torch.zeros_like(y)  # noqa: E731
+        scale = lambda: lik.scale  # noqa: E731
+    assert lik.df.item() == pytest.approx(6.0) and len(params) == 2
+    opt = torch.optim.LBFGS(params, max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = -lik.log_prob(outputs(), y).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+    def reference_nll(phi: torch.Tensor) -> torch.Tensor:  # phi = (df, scale)
+        return -StudentT(phi[0], 0.0, phi[1]).log_prob(y).sum()
+
+    with torch.no_grad():
+        phi = torch.stack([lik.df, scale()])
+    grad = torch.func.grad(reference_nll)(phi)
+    cov = torch.linalg.inv(torch.func.hessian(reference_nll)(phi))
+    se = cov.diagonal().sqrt()
+    assert (grad.abs() * se < 1e-3).all()  # a maximum of the reference likelihood
+    assert abs(float(phi[0]) - true_df) < 4 * se[0] and se[0] < 0.5, (phi, se)
 
 
 def test_a_scalar_input_is_rejected():

@@ -17,6 +17,7 @@ from torch import nn
 from torch.distributions import Distribution
 from torch.nn.modules.utils import _pair
 
+from noisybayes._checks import check_positive_int
 from noisybayes.nn.linear import rademacher
 from noisybayes.nn.priors import check_prior
 from noisybayes.nn.weights import NoisyWeightLayer
@@ -58,8 +59,7 @@ class BayesConv2d(NoisyWeightLayer):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
                             ("groups", groups)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_positive_int(name, value)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups must divide in_channels ({in_channels}) and out_channels "
                              f"({out_channels}), got {groups}")

@@ -2,8 +2,9 @@
 
 Each maps the model output and the targets to a ``torch.distributions`` object whose
 batch shape is the target's, after checking that the two fit together. Learned noise
-scales are ``softplus`` of free parameters and point-estimated with the weights (add the
-likelihood's parameters to the optimizer).
+scales are ``softplus`` of free parameters, learned Student-t degrees of freedom
+``2 + exp`` of one (``df > 2``: finite noise variance); both are point-estimated with the
+weights (add the likelihood's parameters to the optimizer).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import distributions as td
 from torch import nn
+from torch.distributions import constraints, transform_to
 
 from noisybayes.math.families import inverse_softplus
 
@@ -23,6 +25,7 @@ __all__ = [
     "Categorical",
     "Gaussian",
     "HeteroscedasticGaussian",
+    "HeteroscedasticStudentT",
     "Likelihood",
     "NoiseCollapseWarning",
     "StudentT",
@@ -90,17 +93,41 @@ class Gaussian(Likelihood):
         return td.Normal(output, self.scale.to(output.dtype), validate_args=False)
 
 
-class StudentT(Gaussian):
-    """``y ~ StudentT(df, f, scale)``: heavy-tailed noise with a learned scale, fixed ``df``."""
+class _DegreesOfFreedom(nn.Module):
+    """The ``df`` of Student-t noise: fixed (any ``df > 0``), or learned on ``df > 2``."""
 
-    def __init__(self, df: float = 4.0, scale: float = 1.0, *, learn_scale: bool = True) -> None:
-        super().__init__(scale, learn_scale=learn_scale)
+    _LEARNED = transform_to(constraints.greater_than(2.0))
+
+    def _init_df(self, df: float, learn: bool) -> None:
         if not (isinstance(df, (int, float)) and 0 < df < math.inf):
             raise ValueError(f"df must be a finite number > 0, got {df!r}")
-        self.df = float(df)
+        if learn and df <= 2:
+            raise ValueError(f"df must be > 2 to be learned (finite noise variance), got {df!r}")
+        self.df_free = nn.Parameter(self._LEARNED.inv(torch.tensor(float(df)))) if learn else None
+        self.fixed_df = float(df)
+
+    @property
+    def df(self) -> torch.Tensor:
+        """The degrees of freedom, a scalar tensor."""
+        if self.df_free is None:
+            return torch.tensor(self.fixed_df)
+        return self._LEARNED(self.df_free)
+
+    def _student_t(self, loc: torch.Tensor, scale: torch.Tensor) -> td.StudentT:
+        return td.StudentT(self.df.to(loc), loc, scale, validate_args=False)
+
+
+class StudentT(Gaussian, _DegreesOfFreedom):
+    """``y ~ StudentT(df, f, scale)``: heavy-tailed noise with a learned scale; ``df`` fixed,
+    or learned with ``learn_df=True`` (then ``df > 2``, starting at ``df``)."""
+
+    def __init__(self, df: float = 4.0, scale: float = 1.0, *, learn_scale: bool = True,
+                 learn_df: bool = False) -> None:
+        super().__init__(scale, learn_scale=learn_scale)
+        self._init_df(df, learn_df)
 
     def distribution(self, output: torch.Tensor) -> td.StudentT:  # type: ignore[override]
-        return td.StudentT(self.df, output, self.scale.to(output.dtype), validate_args=False)
+        return self._student_t(output, self.scale.to(output.dtype))
 
 
 class HeteroscedasticGaussian(Likelihood):
@@ -119,9 +146,28 @@ class HeteroscedasticGaussian(Likelihood):
             return output, y.squeeze(-1)
         raise _shape_error(output, y, "output shaped (*y.shape, 2): mean and raw scale")
 
+    def _scale(self, output: torch.Tensor) -> torch.Tensor:
+        return F.softplus(output[..., 1]) + self.min_scale
+
     def distribution(self, output: torch.Tensor) -> td.Normal:
-        scale = F.softplus(output[..., 1]) + self.min_scale
-        return td.Normal(output[..., 0], scale, validate_args=False)
+        return td.Normal(output[..., 0], self._scale(output), validate_args=False)
+
+
+class HeteroscedasticStudentT(HeteroscedasticGaussian, _DegreesOfFreedom):
+    """``y ~ StudentT(df, f[..., 0], softplus(f[..., 1]) + min_scale)``: a noise scale per
+    input and heavy tails; ``df`` fixed, or learned with ``learn_df=True`` (``df > 2``).
+
+    It contains the other regression likelihoods as limits (a constant scale column, or
+    ``df`` to infinity), so it can stand in for a choice among them.
+    """
+
+    def __init__(self, df: float = 4.0, min_scale: float = 1e-4, *,
+                 learn_df: bool = False) -> None:
+        super().__init__(min_scale)
+        self._init_df(df, learn_df)
+
+    def distribution(self, output: torch.Tensor) -> td.StudentT:  # type: ignore[override]
+        return self._student_t(output[..., 0], self._scale(output))
 
 
 def _check_labels(y: torch.Tensor, n_classes: int) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution
 
+from noisybayes._checks import check_positive_int
 from noisybayes.nn.priors import check_prior
 from noisybayes.nn.weights import NoisyWeightLayer
 
@@ -60,10 +61,8 @@ class BayesLinear(NoisyWeightLayer):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        self.in_features, self.out_features = in_features, out_features
+        self.in_features = check_positive_int("in_features", in_features)
+        self.out_features = check_positive_int("out_features", out_features)
         self.prior = check_prior(prior)
         self.flipout = bool(flipout)
         self._init_weights(

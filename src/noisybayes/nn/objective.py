@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noisybayes._checks import check_finite
+from noisybayes._checks import check_finite, check_positive_int
 from noisybayes._rng import seeded_from
 from noisybayes.nn.base import NoisyModule
 from noisybayes.nn.conv import BayesConv2d
@@ -157,7 +157,8 @@ def elbo_loss(
         x: the batch inputs, ``(B, ...)``, passed to ``model`` as is.
         y: the batch targets, ``(B, ...)``, matching the likelihood's view of the output.
         likelihood: a ``nb.nn`` likelihood (``Gaussian()``, ``HeteroscedasticGaussian()``,
-            ``StudentT()``, ``Categorical()``, ``Bernoulli()``) or ``"categorical"`` /
+            ``StudentT()``, ``HeteroscedasticStudentT()``, ``Categorical()``,
+            ``Bernoulli()``) or ``"categorical"`` /
             ``"bernoulli"``.
         n_data: the training set size ``N``, or the ``DataLoader`` that yields the batches.
         n_samples: Monte Carlo draws of the weights per row.
@@ -172,8 +173,7 @@ def elbo_loss(
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"y must have as many rows as x ({x.shape[0]}), got {y.shape[0]}")
     n = _n_data(n_data, x.shape[0])
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+    check_positive_int("n_samples", n_samples)
     if not (isinstance(temperature, (int, float)) and 0 <= temperature < math.inf):
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     with nullcontext() if generator is None else seeded_from(generator):

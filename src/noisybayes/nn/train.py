@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from noisybayes._checks import check_positive_int
 from noisybayes._rng import make_generator, seeded_from
 from noisybayes.errors import DivergenceError
 from noisybayes.infer.objective import batched_evaluation
@@ -40,12 +41,6 @@ class TrainInfo:
     temperature: float
     loss_trace: torch.Tensor
     seconds: float
-
-
-def _check_int(name: str, value: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def train(
@@ -77,8 +72,8 @@ def train(
     Raises:
         DivergenceError: the loss became NaN or infinite (names the epoch and step).
     """
-    n_epochs = _check_int("n_epochs", n_epochs)
-    batch_size = _check_int("batch_size", batch_size)
+    n_epochs = check_positive_int("n_epochs", n_epochs)
+    batch_size = check_positive_int("batch_size", batch_size)
     if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < math.inf):
         raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
     n = x.shape[0]
