@@ -83,3 +83,28 @@ def test_export_needs_data(fitted):
     assert bare.to_arviz(x, y, n_chains=1, n_draws=10, seed=0).posterior["beta"].shape == (1, 10, 2)
     with pytest.raises(ValueError, match="n_chains must be an integer >= 1, got 0"):
         post.to_arviz(n_chains=0)
+
+
+def test_an_estimator_exports_on_the_users_scale():
+    """Fitted to a standardised response, the estimator still reports y, its predictive
+    draws and ``log p(y_i | theta_s)`` in y's own units: the density is the Normal of the
+    user-scale posterior draws ``(intercept, coef, sigma)`` at the user's y."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 2))
+    y = 1000.0 + X @ np.array([30.0, -20.0]) + 5.0 * rng.normal(size=40)
+    reg = nb.BayesianLinearRegression(method="vi", seed=0).fit(X, y)
+    idata = reg.to_arviz(n_chains=1, n_draws=50)
+    np.testing.assert_allclose(idata.observed_data["y"].values, y)
+    draws = idata.posterior
+    mean = draws["intercept"].values[0][:, None] + draws["coef"].values[0] @ X.T
+    expected = Normal(torch.from_numpy(mean),
+                      torch.from_numpy(draws["sigma"].values[0])[:, None]).log_prob(
+                          torch.from_numpy(y))
+    np.testing.assert_allclose(idata.log_likelihood["y"].values[0], expected.numpy(), rtol=1e-4)
+    simulated = idata.posterior_predictive["y"].values[0]
+    # a draw is mean + sigma * z: within 5 sigma of its own mean, on y's scale
+    assert (np.abs(simulated - mean) < 5 * draws["sigma"].values[0][:, None]).all()
+    held_out = reg.to_arviz(X[:7], y[:7], n_chains=1, n_draws=10)
+    np.testing.assert_allclose(held_out.observed_data["y"].values, y[:7])
+    with pytest.raises(ValueError, match=r"to_arviz\(\) needs both X and y, got y=None"):
+        reg.to_arviz(X[:7])

@@ -24,6 +24,8 @@ from noisybayes.model.model import Model
 from noisybayes.model.param import param
 
 if TYPE_CHECKING:
+    from arviz import InferenceData
+
     from noisybayes.frontends.calibration import PredictiveDraws
 
 __all__ = [
@@ -201,6 +203,34 @@ class RegressionEstimator:
         seed = self.seed if seed is None else seed
         draws = predictive_draws(self.posterior_, x_std, y_std, n_samples=n_samples, seed=seed)
         return draws.rescaled(shift, scale)
+
+    def to_arviz(
+        self,
+        X: Any = None,
+        y: Any = None,
+        *,
+        n_chains: int = 4,
+        n_draws: int = 1000,
+        seed: int | None = None,
+    ) -> InferenceData:
+        """An ArviZ ``InferenceData`` on the user's scale: the posterior of ``intercept``,
+        ``coef`` (and the noise), and the observed ``y``, its posterior predictive draws and
+        pointwise log-likelihood in ``y``'s units, at the fit's data or at ``X`` and ``y``
+        (so ``az.loo`` compares with models fitted to the unstandardised response)."""
+        self._check_fitted()
+        shift, scale = self._response_shift_scale()
+        if X is None and y is None:
+            x_std = y_std = None
+        elif X is None or y is None:
+            missing = "X" if X is None else "y"
+            raise ValueError(f"to_arviz() needs both X and y, got {missing}=None")
+        else:
+            x_std = self._standardised(X)
+            y_std = (as_float_tensor("y", y, ndim=(1,), dtype=x_std.dtype) - shift) / scale
+        seed = self.seed if seed is None else seed
+        return self.posterior_.to_arviz(
+            x_std, y_std, n_chains=n_chains, n_draws=n_draws, seed=seed, response=(shift, scale)
+        )
 
     def summary(self, hdi_prob: float = 0.94):
         """The posterior table, with coefficient rows named after the features when known."""

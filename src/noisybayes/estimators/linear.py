@@ -110,9 +110,9 @@ class BayesianLinearRegression(RegressionEstimator):
     Fitted attributes: ``coef_``, ``intercept_``, ``noise_scale_`` (posterior means),
     ``posterior_`` (an ``nb.Posterior`` over ``intercept``, ``coef``, ``sigma``, on the
     user's scale). ``posterior_`` was fitted to the standardised data it keeps:
-    ``posterior_.check()`` (k-hat is scale-free) works as it is, while its ``to_arviz()``
-    exports standardised observations; the estimator's ``predict*`` methods answer on the
-    user's scale.
+    ``posterior_.check()`` (k-hat is scale-free) works as it is, while its own
+    ``to_arviz()`` exports standardised observations; the estimator's ``to_arviz()`` and
+    ``predict*`` methods answer on the user's scale.
     """
 
     def __init__(

@@ -7,6 +7,7 @@ draw and observation, which is what ``az.loo`` reads (Vehtari, Gelman & Gabry 20
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -51,9 +52,15 @@ def to_arviz(
     n_draws: int = 1000,
     seed: int | None = None,
     generator: torch.Generator | None = None,
+    response: tuple[float, float] = (0.0, 1.0),
 ) -> InferenceData:
     """``InferenceData`` with ``posterior``, ``posterior_predictive``, ``log_likelihood`` and
     ``observed_data`` (variable ``y``) at the fit's data, or at ``x`` and ``y`` if given.
+
+    ``response = (shift, scale)`` reports the model's response ``y`` as ``shift + scale * y``
+    (observations and predictive draws) and its densities with the Jacobian, ``log p - log
+    scale``: what an estimator fitted to a standardised response passes to answer on the
+    user's scale.
 
     ``attrs`` (of the whole object and of ``posterior``) carry the fit's metadata: ``family``, ``temperature`` (1: the exact Bayesian
     posterior is the target), ``khat`` (when the fit computed one), ``elbo`` (the final
@@ -63,6 +70,7 @@ def to_arviz(
     n_chains = check_positive_int("n_chains", n_chains)
     n_draws = check_positive_int("n_draws", n_draws)
     xs, y_tensor = post.fit_data(x, y, caller="to_arviz()")
+    shift, scale = response
     gen = make_generator(seed, generator)
     theta = post.sample_unconstrained(n_chains * n_draws, generator=gen)
     values = post.layout.values(theta)
@@ -86,9 +94,9 @@ def to_arviz(
         attrs["khat"] = info.khat
     idata = az.from_dict(
         posterior={name: _by_chain(v, n_chains) for name, v in values.items()},
-        posterior_predictive={"y": _by_chain(torch.cat(simulated, 1), n_chains)},
-        log_likelihood={"y": _by_chain(torch.cat(log_lik, 1), n_chains)},
-        observed_data={"y": y_tensor.detach().double().cpu().numpy()},
+        posterior_predictive={"y": _by_chain(shift + scale * torch.cat(simulated, 1), n_chains)},
+        log_likelihood={"y": _by_chain(torch.cat(log_lik, 1) - math.log(scale), n_chains)},
+        observed_data={"y": (shift + scale * y_tensor).detach().double().cpu().numpy()},
         attrs=attrs,
     )
     idata.posterior.attrs.update(attrs)  # also where az.summary and plots look

@@ -308,11 +308,13 @@ class Posterior:
         n_draws: int = 1000,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        response: tuple[float, float] = (0.0, 1.0),
     ) -> InferenceData:
         """An ArviZ ``InferenceData`` (needs ``pip install noisybayes[arviz]``); see
         ``noisybayes.frontends.arviz_export.to_arviz``."""
         from noisybayes.frontends.arviz_export import to_arviz
 
         return to_arviz(
-            self, x, y, n_chains=n_chains, n_draws=n_draws, seed=seed, generator=generator
+            self, x, y, n_chains=n_chains, n_draws=n_draws, seed=seed, generator=generator,
+            response=response,
         )
