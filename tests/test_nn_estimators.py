@@ -52,8 +52,8 @@ def test_regressor_errors():
         reg.predict(np.ones((3, 2)))
     with pytest.raises(ValueError, match=r"hidden must hold integers >= 1, got \(0,\)"):
         nb.BNNRegressor(hidden=(0,)).fit(x, y)
-    with pytest.raises(ValueError, match=r"df must be > 2 \(a finite predictive variance\), "
-                                         r"got 1.5"):
+    with pytest.raises(ValueError, match=r"df must be None \(learned\) or a finite number > 2 "
+                                         r"\(a finite noise variance\), got 1.5"):
         nb.BNNRegressor(likelihood="student_t", df=1.5).fit(x, y)
 
 
@@ -66,6 +66,8 @@ def test_student_t_degrees_of_freedom_are_learned_unless_given():
     fixed = nb.BNNRegressor(hidden=(5,), likelihood="student_t", df=3.0, n_epochs=2).fit(x, y)
     assert fixed.likelihood_.df.item() == 3.0
     assert "df_free" not in dict(fixed.likelihood_.named_parameters())
+    assert repr(fixed) == ("BNNRegressor(hidden=(5,), activation='relu', likelihood='student_t', "
+                           "df=3.0, prior_scale=1.0, temperature=1.0, n_components=1)")
 
 
 def test_classifier_probabilities_labels_and_score():

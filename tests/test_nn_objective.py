@@ -13,6 +13,7 @@ from torch.distributions import Normal, StudentT
 from torch.utils.data import DataLoader, TensorDataset
 
 import noisybayes.nn as bnn
+from noisybayes._rng import seeded_from
 
 
 def _net(seed: int = 0) -> nn.Module:
@@ -190,7 +191,7 @@ def test_categorical_labels_outside_the_range_and_shape_mismatch():
         (lambda: bnn.HeteroscedasticGaussian(-1.0), r"min_scale must be .* >= 0, got -1.0"),
         (lambda: bnn.HeteroscedasticStudentT(df=math.inf), r"df must be a finite number > 0"),
         (lambda: bnn.StudentT(df=2.0, learn_df=True),
-         r"df must be > 2 to be learned \(finite noise variance\), got 2.0"),
+         r"df must be > 2 to be learned \(a finite noise variance\), got 2.0"),
     ],
 )
 def test_likelihood_argument_errors(call, message):
@@ -205,7 +206,8 @@ def test_learned_degrees_of_freedom_reach_the_maximum_likelihood_df(heteroscedas
     gen = torch.Generator().manual_seed(0)
     n, true_df = 20000, 4.0
     normal = torch.randn(n, generator=gen, dtype=torch.float64)
-    chi2 = torch.distributions.Chi2(torch.tensor(true_df, dtype=torch.float64)).sample((n,))
+    with seeded_from(gen):
+        chi2 = torch.distributions.Chi2(torch.tensor(true_df, dtype=torch.float64)).sample((n,))
     y = 0.5 * normal / (chi2 / true_df).sqrt()
     if heteroscedastic:  # one free scale column shared by every row
         lik = bnn.HeteroscedasticStudentT(6.0, 0.0, learn_df=True).double()
@@ -219,6 +221,7 @@ def test_learned_degrees_of_freedom_reach_the_maximum_likelihood_df(heteroscedas
         outputs = lambda: torch.zeros_like(y)  # noqa: E731
         scale = lambda: lik.scale  # noqa: E731
     assert lik.df.item() == pytest.approx(6.0) and len(params) == 2
+    assert lik.df.item() == pytest.approx(2 + lik.df_free.exp().item())  # df = 2 + exp(free)
     opt = torch.optim.LBFGS(params, max_iter=500, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:

@@ -18,6 +18,7 @@ from torch import distributions as td
 from torch import nn
 from torch.distributions import constraints, transform_to
 
+from noisybayes.math.distributions import FiniteVarianceStudentT
 from noisybayes.math.families import inverse_softplus
 
 __all__ = [
@@ -97,24 +98,31 @@ class _DegreesOfFreedom(nn.Module):
     """The ``df`` of Student-t noise: fixed (any ``df > 0``), or learned on ``df > 2``."""
 
     _LEARNED = transform_to(constraints.greater_than(2.0))
+    df_value: torch.Tensor
 
     def _init_df(self, df: float, learn: bool) -> None:
-        if not (isinstance(df, (int, float)) and 0 < df < math.inf):
+        if isinstance(df, bool) or not (isinstance(df, (int, float)) and 0 < df < math.inf):
             raise ValueError(f"df must be a finite number > 0, got {df!r}")
         if learn and df <= 2:
-            raise ValueError(f"df must be > 2 to be learned (finite noise variance), got {df!r}")
-        self.df_free = nn.Parameter(self._LEARNED.inv(torch.tensor(float(df)))) if learn else None
-        self.fixed_df = float(df)
+            raise ValueError(f"df must be > 2 to be learned (a finite noise variance), got {df!r}")
+        self._finite_variance = learn or df > 2
+        start = torch.tensor(float(df))
+        if learn:
+            self.df_free: nn.Parameter | None = nn.Parameter(self._LEARNED.inv(start))
+        else:
+            self.df_free = None
+            self.register_buffer("df_value", start, persistent=False)
 
     @property
     def df(self) -> torch.Tensor:
         """The degrees of freedom, a scalar tensor."""
-        if self.df_free is None:
-            return torch.tensor(self.fixed_df)
-        return self._LEARNED(self.df_free)
+        return self.df_value if self.df_free is None else self._LEARNED(self.df_free)
 
     def _student_t(self, loc: torch.Tensor, scale: torch.Tensor) -> td.StudentT:
-        return td.StudentT(self.df.to(loc), loc, scale, validate_args=False)
+        df = self.df.to(loc)
+        if self._finite_variance:  # no masking of small df: vmap-friendly, no device sync
+            return FiniteVarianceStudentT(df, loc, scale, validate_args=False)
+        return td.StudentT(df, loc, scale, validate_args=False)
 
 
 class StudentT(Gaussian, _DegreesOfFreedom):
@@ -157,8 +165,8 @@ class HeteroscedasticStudentT(HeteroscedasticGaussian, _DegreesOfFreedom):
     """``y ~ StudentT(df, f[..., 0], softplus(f[..., 1]) + min_scale)``: a noise scale per
     input and heavy tails; ``df`` fixed, or learned with ``learn_df=True`` (``df > 2``).
 
-    It contains the other regression likelihoods as limits (a constant scale column, or
-    ``df`` to infinity), so it can stand in for a choice among them.
+    As a likelihood it nests the Gaussian, the Student-t and the heteroscedastic Gaussian
+    (a constant scale column, ``df`` to infinity, or both).
     """
 
     def __init__(self, df: float = 4.0, min_scale: float = 1e-4, *,
