@@ -7,9 +7,9 @@ full predictive; average over splits with standard errors (sd / sqrt(n_splits)).
 The posterior is an equal-weight mixture of ``N_COMPONENTS`` mean-field Gaussians
 (``n_components``), temperature 1. The hyper-parameters are one setting for every data
 set and split, fixed before the run: ``Normal(0, 1)`` priors on the standardised scale
-and the heteroscedastic Student-t likelihood with learned degrees of freedom, which
-contains the Gaussian, Student-t and heteroscedastic Gaussian likelihoods as limits
-(``benchmarks/RESULTS.md`` has the validation runs behind that choice); nothing is
+and the heteroscedastic Student-t likelihood with learned degrees of freedom, which nests
+the Gaussian, Student-t and heteroscedastic Gaussian likelihoods (``uci_choice.py`` runs
+the validation comparisons behind that choice; ``RESULTS.md`` has them); nothing is
 chosen per data set or split. ``--tune-per-split`` instead chooses on each split's own training
 rows, by the validation log-likelihood of single-component fits averaged over
 ``INNER_SPLITS`` random 80/20 splits: first the prior sd (from ``PRIOR_GRID``, Gaussian

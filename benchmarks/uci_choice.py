@@ -1,0 +1,121 @@
+"""How ``benchmarks/uci.py``'s one fixed setting was chosen, on training rows only.
+
+For each data set and each of its first ``SPLITS[name]`` published splits: one random
+80/20 split of that split's training rows (seed ``100 + k``), single-network fits with
+``uci.py``'s training budget, and the log-likelihood of the 20% validation rows. Two
+comparisons, each printed as a table of paired differences (mean ± standard error over
+the splits) from a reference row:
+
+1. the likelihoods of ``nb.BNNRegressor`` at prior sd 1, against the Gaussian;
+2. the prior sd, with the heteroscedastic Student-t, against sd 1.
+
+No test row is read; but every row of these data sets is a test row of some split, so the
+choice these tables made is one global choice for all data sets, never per split.
+
+    python benchmarks/uci_choice.py               # both tables, all six data sets
+    python benchmarks/uci_choice.py yacht         # one data set
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import uci  # noqa: E402  (the benchmark's data loading and training budget)
+
+SPLITS = {"bostonHousing": 5, "concrete": 4, "energy": 4, "kin8nm": 3, "wine-quality-red": 4,
+          "yacht": 5}
+# (row label, likelihood, df): df None is learned
+LIKELIHOODS = [
+    ("Gaussian", "gaussian", None),
+    ("Student-t, df 4", "student_t", 4.0),
+    ("Student-t, df learned", "student_t", None),
+    ("heteroscedastic Gaussian", "heteroscedastic", None),
+    ("heteroscedastic Student-t, df learned", "heteroscedastic_student_t", None),
+]
+PRIORS = (1.0, 0.25, 0.5, 2.0, 4.0)  # the reference first
+BUDGET = uci.Budget(steps=4000, epochs=500)
+
+
+def validation_logliks(name: str, root: Path) -> dict[str, list[float]]:
+    """``{row label: validation log-likelihood per split}`` for both comparisons."""
+    torch.set_num_threads(1)
+    x, y, _ = uci.load(name, root)
+    settings = {label: (1.0, likelihood, df) for label, likelihood, df in LIKELIHOODS}
+    settings |= {f"prior sd {p:g}": (p, "heteroscedastic_student_t", None) for p in PRIORS}
+    scores: dict[str, list[float]] = {label: [] for label in settings}
+    for k in range(SPLITS[name]):
+        train, _ = uci.split(name, root, k)
+        order = np.random.default_rng(100 + k).permutation(len(train))
+        cut = int(0.8 * len(train))
+        fit_rows, val_rows = train[order[:cut]], train[order[cut:]]
+        fitted: dict[tuple, float] = {}  # one fit per distinct setting
+        for label, setting in settings.items():
+            if setting not in fitted:
+                prior, likelihood, df = setting
+                reg = uci.regressor(prior, likelihood, BUDGET, cut, seed=k, n_components=1)
+                reg.df = df
+                reg.fit(x[fit_rows], y[fit_rows])
+                fitted[setting] = reg.score(x[val_rows], y[val_rows])
+            scores[label].append(fitted[setting])
+    return scores
+
+
+def _difference(values: list[float], reference: list[float]) -> str:
+    d = np.asarray(values) - np.asarray(reference)
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    return f"{d.mean():+.3f} ± {se:.3f}"
+
+
+def tables(results: dict[str, dict[str, list[float]]]) -> str:
+    names = list(results)
+    header = "| | " + " | ".join(names) + " |\n" + "|---" * (1 + len(names)) + "|"
+    lines = ["Likelihoods at prior sd 1 (first row: validation LL; others: difference)", "",
+             header]
+    first = LIKELIHOODS[0][0]
+    lines.append(f"| {first} | " + " | ".join(f"{np.mean(results[n][first]):.3f}"
+                                               for n in names) + " |")
+    for label, _, _ in LIKELIHOODS[1:]:
+        lines.append(f"| {label} | " + " | ".join(
+            _difference(results[n][label], results[n][first]) for n in names) + " |")
+    lines += ["", "Prior sd with the heteroscedastic Student-t (difference from sd 1)", "", header]
+    for p in PRIORS[1:]:
+        label = f"prior sd {p:g}"
+        lines.append(f"| {label} | " + " | ".join(
+            _difference(results[n][label], results[n]["prior sd 1"]) for n in names) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("datasets", nargs="*", metavar="DATASET")
+    parser.add_argument("--data", type=Path, default=uci.DATA, help="the uci data folder")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    args = parser.parse_args(argv)
+    names = args.datasets or list(uci.DATASETS)
+    unknown = sorted(set(names) - set(uci.DATASETS))
+    if unknown:
+        parser.error(f"unknown data set(s) {unknown}; choose from {', '.join(uci.DATASETS)}")
+    if not args.data.is_dir():
+        print(f"no UCI data at {args.data}", file=sys.stderr)
+        return 2
+    begin = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {n: pool.submit(validation_logliks, n, args.data) for n in names}
+        results = {n: futures[n].result() for n in names}
+    print(tables(results))
+    print(f"\nwall time {time.perf_counter() - begin:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
