@@ -101,3 +101,16 @@ def test_the_regressor_trains_on_the_gpu_as_on_the_cpu_and_returns_cpu_results(n
     # the noise sd is 0.1, so a converged fit scores about 0.9; the two devices draw
     # different weight noise, so they agree up to the fit's seed-to-seed spread
     assert scores["cuda"] > 0.6 and abs(scores["cuda"] - scores["cpu"]) < 0.15
+
+
+@needs_cuda
+def test_the_heteroscedastic_student_t_regressor_runs_on_the_gpu():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-3, 3, (300, 1))
+    y = np.sin(x[:, 0]) + 0.1 * rng.standard_t(4, 300)
+    reg = nb.BNNRegressor(hidden=(20,), likelihood="heteroscedastic_student_t", n_components=2,
+                          n_epochs=200, batch_size=300, device="cuda", seed=0).fit(x, y)
+    assert reg.likelihood_.df.device.type == "cuda" and reg.likelihood_.df.item() > 2
+    mean, sd = reg.predict(x, return_std=True)
+    assert mean.device.type == "cpu" and bool(torch.isfinite(sd).all() and (sd > 0).all())
+    assert math.isfinite(reg.score(x, y))
