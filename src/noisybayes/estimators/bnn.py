@@ -10,7 +10,7 @@ density, ``mean_i log mean_s p(y_i | x_i, w_s)``, in the target's original units
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -43,7 +43,10 @@ __all__ = ["BNNClassifier", "BNNRegressor"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 _STEPS = 5000  # default training length in optimiser steps (at least 40 epochs)
-_REGRESSION_LIKELIHOODS = ("gaussian", "heteroscedastic", "student_t", "heteroscedastic_student_t")
+RegressionLikelihood = Literal[
+    "gaussian", "heteroscedastic", "student_t", "heteroscedastic_student_t"
+]
+_REGRESSION_LIKELIHOODS: tuple[str, ...] = get_args(RegressionLikelihood)
 _START_DF = 5.0  # where learned degrees of freedom start
 
 
@@ -197,16 +200,15 @@ class BNNRegressor(_BNN):
         device: where the network trains and predicts; results return on the CPU.
 
     Fitted attributes: ``model_`` (the network, or a ``Mixture`` of ``n_components``),
-    ``likelihood_``, ``info_`` (a ``TrainInfo``), the standardisation ``x_mean_``, ``x_scale_``, ``y_mean_``, ``y_scale_``.
+    ``likelihood_``, ``info_`` (a ``TrainInfo``), the standardisation ``x_mean_``,
+    ``x_scale_``, ``y_mean_``, ``y_scale_``.
     """
 
     def __init__(
         self,
         hidden: tuple[int, ...] = (50,),
         *,
-        likelihood: Literal[
-            "gaussian", "heteroscedastic", "student_t", "heteroscedastic_student_t"
-        ] = "gaussian",
+        likelihood: RegressionLikelihood = "gaussian",
         df: float | None = None,
         init_noise_scale: float = 0.1,
         **options: Any,
