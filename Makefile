@@ -20,6 +20,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/mypy src/noisybayes
+	$(VENV)/bin/lint-imports
 
 test: $(STAMP) lint
 	$(VENV)/bin/pytest -q

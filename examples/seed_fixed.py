@@ -1,1 +1,1 @@
-../src/noisybayes/frontends/seed_fixed.py
+../src/noisybayes/cli/seed_fixed.py

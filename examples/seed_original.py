@@ -1,1 +1,1 @@
-../src/noisybayes/frontends/seed_original.py
+../src/noisybayes/cli/seed_original.py

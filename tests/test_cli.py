@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import noisybayes as nb
-from noisybayes.frontends.cli import main
-from noisybayes.frontends.data_io import example_path
+from noisybayes.cli.main import main
+from noisybayes.tables.data_io import example_path
 
 SHARED = Path(__file__).parents[1].parent / "shared" / "data"
 KIDIQ = SHARED / "posteriordb" / "kidiq-kidscore_momiq"
@@ -250,7 +250,7 @@ def test_parquet_is_read(line_csv, tmp_path, capsys):
 
 def test_entry_point_runs():
     done = subprocess.run(
-        [sys.executable, "-m", "noisybayes.frontends.cli", "--help"],
+        [sys.executable, "-m", "noisybayes.cli.main", "--help"],
         capture_output=True, text=True, check=False,
     )
     assert done.returncode == 0 and "{demo,fit}" in done.stdout

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from noisybayes.frontends import seed_fixed, seed_original
-from noisybayes.frontends.cli import main
+from noisybayes.cli import seed_fixed, seed_original
+from noisybayes.cli.main import main
 
 ROOT = Path(__file__).parents[1]
 

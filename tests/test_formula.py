@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import noisybayes as nb
-from noisybayes.frontends.formula import design_matrices
-from noisybayes.frontends.robust import StudentTLinearRegression
+from noisybayes.estimators.robust import StudentTLinearRegression
+from noisybayes.tables.formula import design_matrices
 
 FLAT = {"method": "exact", "prior_scale": None, "noise_prior": None}
 

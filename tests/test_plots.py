@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import noisybayes as nb
-from noisybayes.frontends.plots import (
+from noisybayes.reports.plots import (
     kde,
     plot_fit,
     plot_pairs,

@@ -11,14 +11,14 @@ from noisybayes.errors import DivergenceError
 from noisybayes.estimators.bnn import BNNClassifier, BNNRegressor
 from noisybayes.estimators.glm import BayesianGLM
 from noisybayes.estimators.linear import BayesianLinearRegression
-from noisybayes.frontends.calibration import (
+from noisybayes.estimators.robust import StudentTLinearRegression
+from noisybayes.infer import FitInfo, FitState, Posterior, Prediction, fit
+from noisybayes.infer.calibration import (
     CalibrationReport,
     PredictiveDraws,
     calibration,
     predictive_draws,
 )
-from noisybayes.frontends.robust import StudentTLinearRegression
-from noisybayes.infer import FitInfo, FitState, Posterior, Prediction, fit
 from noisybayes.infer.diagnostics import CheckReport, compare
 from noisybayes.math.conjugate import gaussian_linear_posterior, normal_inverse_gamma_posterior
 from noisybayes.model import Model, param
@@ -65,7 +65,7 @@ _PLOTS = tuple(name for name in __all__ if name.startswith("plot_"))
 def __getattr__(name: str):
     """The plot functions, imported on first use: matplotlib is an optional dependency."""
     if name in _PLOTS:
-        from noisybayes.frontends import plots
+        from noisybayes.reports import plots
 
         return getattr(plots, name)
     raise AttributeError(f"module 'noisybayes' has no attribute {name!r}")

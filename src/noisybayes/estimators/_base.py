@@ -26,7 +26,7 @@ from noisybayes.model.param import param
 if TYPE_CHECKING:
     from arviz import InferenceData
 
-    from noisybayes.frontends.calibration import PredictiveDraws
+    from noisybayes.infer.calibration import PredictiveDraws
 
 __all__ = [
     "LinearPredictor",
@@ -193,7 +193,7 @@ class RegressionEstimator:
     ) -> PredictiveDraws:
         """``n_samples`` posterior predictive draws at ``X`` on the user's scale of ``y``, and,
         when held-out ``y`` is given, its log-density under each draw (for ``nb.calibration``)."""
-        from noisybayes.frontends.calibration import predictive_draws
+        from noisybayes.infer.calibration import predictive_draws
 
         shift, scale = self._response_shift_scale()
         x_std = self._standardised(X)
@@ -256,13 +256,13 @@ class RegressionEstimator:
     ) -> _Estimator:
         """Fit ``formula`` (``"y ~ x1 + C(g) + np.log(x2)"``) on the DataFrame ``data``.
 
-        The design is built by formulaic (``noisybayes.frontends.formula``): rows missing a
+        The design is built by formulaic (``noisybayes.tables.formula``): rows missing a
         used value are dropped (``missing="drop"``, counted in ``design_.n_dropped``) or
         refused (``"error"``); the formula's intercept sets ``fit_intercept``; ``summary()``
         names coefficients after the design columns. ``formula_.transform(new).X`` builds the
         design of new rows for ``predict``. ``params`` go to the constructor.
         """
-        from noisybayes.frontends.formula import design_matrices
+        from noisybayes.tables.formula import design_matrices
 
         if "fit_intercept" in params:
             raise TypeError("fit_intercept must not be given with a formula: write '- 1' in it")

@@ -229,7 +229,7 @@ class Posterior:
             means, variances, draws = vmap(moments_and_draw, randomness="different")(theta)
         return Prediction.from_draws(means, variances, draws, level)
 
-    # --- diagnostics and export (see ``diagnostics.py`` and ``frontends/arviz_export.py``)
+    # --- diagnostics and export (see ``diagnostics.py`` and ``arviz_export.py``)
     def fit_data(self, x: Any = None, y: Any = None, *, caller: str = "this method") -> Data:
         """``(x, y)`` converted to the posterior's dtype, or the fit's data if both are None."""
         if x is None and y is None:
@@ -311,8 +311,8 @@ class Posterior:
         response: tuple[float, float] = (0.0, 1.0),
     ) -> InferenceData:
         """An ArviZ ``InferenceData`` (needs ``pip install noisybayes[arviz]``); see
-        ``noisybayes.frontends.arviz_export.to_arviz``."""
-        from noisybayes.frontends.arviz_export import to_arviz
+        ``noisybayes.infer.arviz_export.to_arviz``."""
+        from noisybayes.infer.arviz_export import to_arviz
 
         return to_arviz(
             self, x, y, n_chains=n_chains, n_draws=n_draws, seed=seed, generator=generator,

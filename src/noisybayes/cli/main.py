@@ -145,7 +145,7 @@ def _fmt(value: Any) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from noisybayes.frontends.demo import TRUTH, run_demo
+    from noisybayes.cli.demo import TRUTH, run_demo
 
     result = run_demo(quick=args.quick, seed=args.seed, mcmc=not args.no_mcmc)
     print("noisybayes demo: the seed's noise-injection recipe against variational inference, "
@@ -165,7 +165,7 @@ def _demo(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"\n{note}")
     if args.plot is not None:
-        from noisybayes.frontends.demo_plot import plot_demo
+        from noisybayes.cli.demo_plot import plot_demo
 
         plot_demo(result).savefig(args.plot, dpi=110)
         print(f"\nwrote the figure to {args.plot}")
@@ -193,8 +193,8 @@ def _write_json(path: Path, record: Any) -> None:
 
 def _fit(args: argparse.Namespace) -> int:
     from noisybayes.estimators.linear import BayesianLinearRegression
-    from noisybayes.frontends.data_io import read_table
-    from noisybayes.frontends.robust import StudentTLinearRegression
+    from noisybayes.estimators.robust import StudentTLinearRegression
+    from noisybayes.tables.data_io import read_table
 
     if args.out is not None and args.predict is None:
         raise ValueError("--out needs --predict FILE, the table of rows to predict")
@@ -267,7 +267,7 @@ def _predict(reg: Any, new: pd.DataFrame, args: argparse.Namespace) -> None:
 
 
 def _plot_fit(reg: Any, design: Any, path: Path) -> None:
-    from noisybayes.frontends.plots import plot_fit
+    from noisybayes.reports.plots import plot_fit
 
     kwargs: dict[str, Any] = {}
     if design.X.shape[1] == 1 and design.spec.columns[0] in design.spec.variables:

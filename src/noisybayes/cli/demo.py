@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from noisybayes.cli import seed_fixed, seed_original
 from noisybayes.estimators.linear import BayesianLinearRegression
-from noisybayes.frontends import seed_fixed, seed_original
 from noisybayes.infer.posterior import Prediction
 from noisybayes.math.conjugate import gaussian_linear_posterior
 

@@ -19,7 +19,7 @@ from noisybayes.infer.posterior import Posterior, Prediction
 from noisybayes.math.intervals import hdi
 
 if TYPE_CHECKING:
-    from noisybayes.frontends.calibration import CalibrationReport
+    from noisybayes.infer.calibration import CalibrationReport
 
 __all__ = [
     "draw_density",
@@ -280,7 +280,7 @@ def plot_calibration(report: CalibrationReport, *, bins: int = 10) -> Figure:
     """A reliability diagram: observed against nominal coverage of the central predictive
     intervals (the diagonal is perfect calibration), beside the histogram of PIT values
     (flat when calibrated; a U shape means too narrow, a hump too wide)."""
-    from noisybayes.frontends.calibration import CalibrationReport
+    from noisybayes.infer.calibration import CalibrationReport
 
     if not isinstance(report, CalibrationReport):
         raise TypeError(f"report must be an nb.CalibrationReport, got {type(report).__name__}")

@@ -13,8 +13,8 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from noisybayes.frontends.demo import DemoResult
-from noisybayes.frontends.plots import draw_density, draw_predictive
+from noisybayes.cli.demo import DemoResult
+from noisybayes.reports.plots import draw_density, draw_predictive
 
 __all__ = ["plot_demo"]
 
