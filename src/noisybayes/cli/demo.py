@@ -28,7 +28,7 @@ import torch
 
 from noisybayes.cli import seed_fixed, seed_original
 from noisybayes.estimators.linear import BayesianLinearRegression
-from noisybayes.infer.posterior import Prediction
+from noisybayes.infer.prediction import Prediction
 from noisybayes.math.conjugate import gaussian_linear_posterior
 
 __all__ = ["DemoResult", "MethodResult", "TRUTH", "run_demo"]

@@ -19,7 +19,8 @@ import torch
 from torch.distributions import Distribution, Normal
 
 from noisybayes._checks import as_float_tensor, check_choice, check_positive
-from noisybayes.infer.posterior import Posterior, Prediction
+from noisybayes.infer.posterior import Posterior
+from noisybayes.infer.prediction import Prediction
 from noisybayes.model.model import Model
 from noisybayes.model.param import param
 

@@ -24,7 +24,7 @@ from noisybayes._checks import (
     check_positive_int,
 )
 from noisybayes._rng import make_generator, seeded_from
-from noisybayes.infer.posterior import Prediction
+from noisybayes.infer.prediction import Prediction
 from noisybayes.nn.likelihoods import (
     Categorical,
     Gaussian,

@@ -13,8 +13,9 @@ from torch.func import vmap
 from noisybayes._rng import make_generator, seeded_from
 from noisybayes.infer.data import as_data, as_inputs
 from noisybayes.infer.objective import Data, LogJoint, batched_evaluation
+from noisybayes.infer.prediction import Prediction
 from noisybayes.math.families import GaussianFamily
-from noisybayes.math.intervals import equal_tailed, hdi
+from noisybayes.math.intervals import hdi
 from noisybayes.model.layout import ParamLayout
 from noisybayes.model.model import Model
 
@@ -62,50 +63,6 @@ class FitInfo:
         ``n_data`` (NaN when no step was taken)."""
         tail = self.elbo_trace[-100:]
         return float(tail.double().mean()) * self.n_data if tail.numel() else float("nan")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The posterior predictive at new inputs, each field shaped like ``y`` of those rows.
-
-    ``mean`` is ``E[y]``; ``sd`` the total predictive sd, with ``sd^2 = epistemic_sd^2 +
-    aleatoric_sd^2`` (parameter uncertainty ``Var_q[E[y|theta]]`` plus noise
-    ``E_q[Var[y|theta]]``). ``lower``/``upper`` bound the central predictive interval of
-    ``level`` for a new observation; ``mean_lower``/``mean_upper`` the credible interval of
-    ``E[y | x, theta]``.
-    """
-
-    mean: torch.Tensor
-    sd: torch.Tensor
-    epistemic_sd: torch.Tensor
-    aleatoric_sd: torch.Tensor
-    lower: torch.Tensor
-    upper: torch.Tensor
-    mean_lower: torch.Tensor
-    mean_upper: torch.Tensor
-    level: float
-
-    @classmethod
-    def from_draws(
-        cls, means: torch.Tensor, variances: torch.Tensor, draws: torch.Tensor, level: float
-    ) -> Prediction:
-        """From per-draw likelihood means and variances ``(S, ...)`` and simulated ``y``
-        ``(S', ...)``: ``Var[y] = Var_S[E[y|theta]] + E_S[Var[y|theta]]`` (total variance)."""
-        epistemic = means.var(0, unbiased=False)
-        aleatoric = variances.mean(0)
-        lower, upper = equal_tailed(draws, level)
-        mean_lower, mean_upper = equal_tailed(means, level)
-        return cls(
-            mean=means.mean(0),
-            sd=(epistemic + aleatoric).sqrt(),
-            epistemic_sd=epistemic.sqrt(),
-            aleatoric_sd=aleatoric.sqrt(),
-            lower=lower,
-            upper=upper,
-            mean_lower=mean_lower,
-            mean_upper=mean_upper,
-            level=level,
-        )
 
 
 class Posterior:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from noisybayes._rng import seeded_from
-from noisybayes.infer.posterior import Prediction
+from noisybayes.infer.prediction import Prediction
 from noisybayes.nn.likelihoods import Bernoulli, Likelihood
 from noisybayes.nn.objective import LikelihoodArg, _check_finite, resolve_likelihood, sample_outputs
 

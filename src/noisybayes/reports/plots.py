@@ -15,7 +15,8 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from noisybayes.infer.posterior import Posterior, Prediction
+from noisybayes.infer.posterior import Posterior
+from noisybayes.infer.prediction import Prediction
 from noisybayes.math.intervals import hdi
 
 if TYPE_CHECKING:
