@@ -78,8 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         "and Bayesian linear regression from a table.",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    threads: dict[str, Any] = {"type": int, "default": 1, "help": "torch threads (default 1: small "
-               "regressions run fastest on one)"}
+    threads: dict[str, Any] = {
+        "type": int,
+        "default": 1,
+        "help": "set torch's thread count for this process (torch.set_num_threads; default 1: "
+        "small regressions run fastest on one); the library itself never changes it",
+    }
 
     demo = commands.add_parser(
         "demo", help="replay the seed's experiment against VI, the exact posterior and MCMC"

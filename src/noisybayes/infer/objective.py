@@ -11,6 +11,7 @@ evaluated in one batched pass with ``torch.func.vmap`` over ``functional_call``.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,20 +29,81 @@ __all__ = ["Data", "LogJoint", "batched_evaluation", "elbo_estimate"]
 Data = tuple[tuple[torch.Tensor, ...], torch.Tensor]
 
 
+class _ValidationPause:
+    """Turns ``torch.distributions``' default argument validation off while at least one
+    batched evaluation is running, in any thread, and restores it exactly once.
+
+    The first ``enter`` records the default and switches it off; the last ``exit`` puts the
+    recorded value back. Entries and exits are counted under a lock, so nested and concurrent
+    evaluations neither restore too early nor leave the default changed. The same applies to
+    one ``warnings`` filter: ``warnings.catch_warnings`` swaps the process-wide filter list
+    and is not safe under threads, so the filter is inserted once and removed once instead.
+    """
+
+    _message = "There is a performance drop"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = Distribution._validate_args
+        self._filter: tuple | None = None
+
+    @property
+    def depth(self) -> int:
+        """How many evaluations are running now."""
+        return self._depth
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                self._saved = Distribution._validate_args
+                Distribution.set_default_validate_args(False)
+                warnings.filterwarnings("ignore", message=self._message)
+                self._filter = warnings.filters[0]
+            self._depth += 1
+
+    def exit(self) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                Distribution.set_default_validate_args(self._saved)
+                filters = warnings.filters  # a list, whatever the stubs say
+                if isinstance(filters, list):
+                    for i, entry in enumerate(filters):
+                        if entry is self._filter:
+                            del filters[i]
+                            break
+                self._filter = None
+
+
+_pause = _ValidationPause()
+
+
 @contextmanager
 def batched_evaluation() -> Iterator[None]:
-    """For evaluating user models under ``vmap``: switch off ``torch.distributions``
-    argument checks (data-dependent, so not vmappable) and silence vmap's notices that an
+    """For evaluating user models under ``vmap`` and in the mode search: switch off
+    ``torch.distributions``' default argument checks and silence vmap's notices that an
     operator runs through its slower fallback (a missing batching rule is torch's to add,
-    not the user's to act on)."""
-    previous = Distribution._validate_args
-    Distribution.set_default_validate_args(False)
+    not the user's to act on).
+
+    The checks are off because a draw from the tails of ``q`` may push a parameter out of
+    its support in floating point (``exp(-110.0)`` is ``0.0`` in float32, an invalid Normal
+    scale): that draw should give a log density of ``-inf`` or ``nan``, which the fit and
+    the diagnostics handle, not an exception for the whole batch of draws.
+
+    Torch keeps the default in one process-wide class attribute. While any thread is inside
+    this block, every thread sees it off: a distribution built elsewhere in the process
+    without an explicit ``validate_args`` is not checked meanwhile. When the last of the
+    nested or concurrent blocks exits, normally or by an exception, the default that held
+    before the first one entered is put back (a change made by another thread in between
+    is overwritten). Pass ``validate_args=True`` to a distribution to keep it checked
+    regardless.
+    """
+    _pause.enter()
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="There is a performance drop")
-            yield
+        yield
     finally:
-        Distribution.set_default_validate_args(previous)
+        _pause.exit()
 
 
 class LogJoint:
