@@ -77,7 +77,7 @@ def test_summary_and_loo_accept_it(fitted):
 
 def test_export_needs_data(fitted):
     post, x, y = fitted
-    bare = nb.Posterior(post.model, post.layout, post.family, post.info)
+    bare = nb.GaussianPosterior(post.model, post.layout, post.family, post.info)
     with pytest.raises(ValueError, match=r"to_arviz\(\) needs the data .*: pass x and y"):
         bare.to_arviz()
     assert bare.to_arviz(x, y, n_chains=1, n_draws=10, seed=0).posterior["beta"].shape == (1, 10, 2)

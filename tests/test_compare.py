@@ -10,7 +10,7 @@ from torch.distributions import Normal
 
 import noisybayes as nb
 from noisybayes.infer.diagnostics import _wasserstein_1
-from noisybayes.infer.posterior import FitInfo, Posterior
+from noisybayes.infer.posterior import FitInfo, GaussianPosterior
 from noisybayes.math.families import MeanField
 from noisybayes.model.layout import ParamLayout
 
@@ -24,13 +24,13 @@ class Two(nb.Model):
         return Normal(x @ self.beta, 1.0)
 
 
-def _posterior(loc, scale) -> Posterior:
+def _posterior(loc, scale) -> GaussianPosterior:
     """q = N(loc, diag(scale^2)) over ``beta``."""
     model = Two()
     family = MeanField(torch.tensor(loc, dtype=torch.float64), torch.tensor(scale))
     family.requires_grad_(False)
     info = FitInfo("meanfield", 0, True, "test", torch.zeros(0), 1, 1, 0, 0.0, True, True)
-    return Posterior(model, ParamLayout(model), family, info)
+    return GaussianPosterior(model, ParamLayout(model), family, info)
 
 
 def _normal_quantiles(mean: float, sd: float, n: int = 20_000) -> np.ndarray:

@@ -23,16 +23,16 @@ from torch.distributions import Normal
 import noisybayes as nb
 from noisybayes.infer import diagnostics
 from noisybayes.infer.diagnostics import pareto_khat
-from noisybayes.infer.posterior import FitInfo, Posterior
+from noisybayes.infer.posterior import FitInfo, GaussianPosterior
 from noisybayes.math.families import FullRank
 from noisybayes.model.layout import ParamLayout
 from tests.reference_models import NAMES, load
 
 fit_module = importlib.import_module("noisybayes.infer.fit")  # the package re-exports fit()
-_AUTO: dict[str, Posterior] = {}
+_AUTO: dict[str, GaussianPosterior] = {}
 
 
-def _auto(name: str) -> Posterior:
+def _auto(name: str) -> GaussianPosterior:
     """The ``family="auto"`` fit of one posteriordb posterior (each fitted once per session)."""
     if name not in _AUTO:
         reference = load(name)
@@ -135,7 +135,7 @@ def _gaussian_target(width: float, offset: float):
     chol = torch.linalg.cholesky(exact.covariance)
     family = FullRank(exact.loc + offset * exact.scale, width * chol).requires_grad_(False)
     info = FitInfo("fullrank", 0, True, "test", torch.zeros(0), 40, 40, 0, 0.0, True, True)
-    return exact, Posterior(model, ParamLayout(model), family, info, ((x,), y))
+    return exact, GaussianPosterior(model, ParamLayout(model), family, info, ((x,), y))
 
 
 def test_psis_moves_a_too_narrow_gaussian_towards_the_truth():

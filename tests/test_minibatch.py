@@ -8,11 +8,18 @@ import torch
 from torch.distributions import HalfNormal, Normal
 
 import noisybayes as nb
-from noisybayes.infer.data import batches
+from noisybayes.engine import TensorSource
 from noisybayes.infer.fit import _build_family
 from noisybayes.infer.laplace import laplace
 from noisybayes.infer.objective import LogJoint, elbo_estimate
 from noisybayes.model.layout import ParamLayout
+
+
+def batches(data, batch_size, generator):
+    """Endless minibatches of the engine's in-memory source, a fresh permutation per pass."""
+    source = TensorSource(*data)
+    while True:
+        yield from source.epoch(batch_size, generator, drop_last=True)
 
 
 class Line(nb.Model):

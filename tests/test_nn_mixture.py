@@ -13,7 +13,7 @@ from torch import nn
 import noisybayes as nb
 import noisybayes.nn as bnn
 from noisybayes.nn.objective import sample_outputs
-from noisybayes.nn.train import _Objective, train
+from noisybayes.nn.train import NetworkObjective, train
 
 
 def _network(seed: int, n_in: int = 2) -> nn.Sequential:
@@ -63,8 +63,8 @@ def test_the_vectorised_objective_is_the_mean_of_the_components_elbos_with_their
     mixture = _components_at_means(_mixture(3))
     x, y = torch.randn(10, 2), torch.randn(10, 1)
     lik = bnn.Gaussian(0.5)
-    objective = _Objective(mixture, lik, 40, 1, 1.0)
-    loss = objective(x, y)
+    objective = NetworkObjective(mixture, lik, 40, 1, 1.0)
+    loss = objective.loss(((x,), y))
     loss.backward()
     separate = [nb.elbo_loss(c, x, y, likelihood=lik, n_data=40) for c in mixture.components]
     torch.testing.assert_close(loss, torch.stack(separate).mean())
@@ -80,7 +80,7 @@ def test_training_a_mixture_updates_every_component_and_shares_the_likelihood():
     x = torch.randn(64, 2)
     y = x[:, :1].sin() + 0.1 * torch.randn(64, 1)
     lik = bnn.Gaussian(1.0)
-    info = train(mixture, x, y, likelihood=lik, n_epochs=200, batch_size=64)
+    info = train(mixture, x, y, likelihood=lik, n_epochs=200, batch_size=64).info
     after = [c[0].weight_loc.detach() for c in mixture.components]
     assert all(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
     assert not torch.equal(after[0], after[1])  # the components stay distinct

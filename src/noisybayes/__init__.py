@@ -12,7 +12,7 @@ from noisybayes.estimators.bnn import BNNClassifier, BNNRegressor
 from noisybayes.estimators.glm import BayesianGLM
 from noisybayes.estimators.linear import BayesianLinearRegression
 from noisybayes.estimators.robust import StudentTLinearRegression
-from noisybayes.infer import FitInfo, FitState, Posterior, Prediction, fit
+from noisybayes.infer import FitInfo, FitState, GaussianPosterior, Posterior, Prediction, fit
 from noisybayes.infer.calibration import (
     CalibrationReport,
     PredictiveDraws,
@@ -36,6 +36,7 @@ __all__ = [
     "DivergenceError",
     "FitInfo",
     "FitState",
+    "GaussianPosterior",
     "Model",
     "Posterior",
     "Prediction",

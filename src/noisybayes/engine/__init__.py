@@ -1,1 +1,29 @@
+"""The one training engine: data sources, schedules and the loop, with a saved state."""
 
+from noisybayes.engine.loop import (
+    Objective,
+    RunResult,
+    Trainer,
+    WindowReport,
+    load_state,
+    save_state,
+)
+from noisybayes.engine.schedule import Decision, LinearDecay, Schedule, StallSchedule, Window
+from noisybayes.engine.source import Batch, DataSource, TensorSource
+
+__all__ = [
+    "Batch",
+    "DataSource",
+    "Decision",
+    "LinearDecay",
+    "Objective",
+    "RunResult",
+    "Schedule",
+    "StallSchedule",
+    "TensorSource",
+    "Trainer",
+    "Window",
+    "WindowReport",
+    "load_state",
+    "save_state",
+]

@@ -24,6 +24,7 @@ from noisybayes._checks import (
     check_positive_int,
 )
 from noisybayes._rng import make_generator, seeded_from
+from noisybayes.infer.posterior import FitInfo
 from noisybayes.infer.prediction import Prediction
 from noisybayes.nn.likelihoods import (
     Categorical,
@@ -36,8 +37,9 @@ from noisybayes.nn.likelihoods import StudentT as StudentTLikelihood
 from noisybayes.nn.linear import BayesLinear
 from noisybayes.nn.mixture import Mixture
 from noisybayes.nn.objective import sample_outputs
-from noisybayes.nn.predict import ClassPrediction, predict_classes, predict_regression
-from noisybayes.nn.train import TrainInfo, train
+from noisybayes.nn.posterior import NetworkPosterior
+from noisybayes.nn.predict import predict_classes, predict_regression
+from noisybayes.nn.train import train
 
 __all__ = ["BNNClassifier", "BNNRegressor"]
 
@@ -131,7 +133,7 @@ class _BNN:
         if n_epochs is None:
             per_epoch = math.ceil(x.shape[0] / max(1, min(self.batch_size, x.shape[0])))
             n_epochs = max(40, math.ceil(_STEPS / per_epoch))
-        self.info_: TrainInfo = train(
+        self.posterior_: NetworkPosterior = train(
             self.model_,
             ((x - self.x_mean_) / self.x_scale_).to(self.device),
             target.to(self.device),
@@ -144,6 +146,7 @@ class _BNN:
             generator=gen,
             progress=self.progress,
         )
+        self.info_: FitInfo = self.posterior_.info
         self.model_.eval()
 
     def _outputs(self, X: Any) -> torch.Tensor:
@@ -200,7 +203,8 @@ class BNNRegressor(_BNN):
         device: where the network trains and predicts; results return on the CPU.
 
     Fitted attributes: ``model_`` (the network, or a ``Mixture`` of ``n_components``),
-    ``likelihood_``, ``info_`` (a ``TrainInfo``), the standardisation ``x_mean_``,
+    ``likelihood_``, ``posterior_`` (an ``nb.nn.NetworkPosterior`` on the standardised
+    data: ``summary()``, ``to_arviz()``), ``info_`` (its ``nb.FitInfo``), the standardisation ``x_mean_``,
     ``x_scale_``, ``y_mean_``, ``y_scale_``.
     """
 
@@ -265,31 +269,8 @@ class BNNRegressor(_BNN):
         outputs = self._outputs(X)
         with torch.no_grad():
             pred = predict_regression(outputs, self.likelihood_, level)
-        a, b = self.y_scale_, self.y_mean_
-        flat = {
-            k: getattr(pred, k).reshape(-1).cpu()
-            for k in (
-                "mean",
-                "sd",
-                "epistemic_sd",
-                "aleatoric_sd",
-                "lower",
-                "upper",
-                "mean_lower",
-                "mean_upper",
-            )
-        }
-        return Prediction(
-            mean=flat["mean"] * a + b,
-            sd=flat["sd"] * a,
-            epistemic_sd=flat["epistemic_sd"] * a,
-            aleatoric_sd=flat["aleatoric_sd"] * a,
-            lower=flat["lower"] * a + b,
-            upper=flat["upper"] * a + b,
-            mean_lower=flat["mean_lower"] * a + b,
-            mean_upper=flat["mean_upper"] * a + b,
-            level=level,
-        )
+        flat = pred.apply(lambda field: field.reshape(-1).cpu())
+        return flat.affine(self.y_mean_, self.y_scale_)
 
     def predict(self, X: Any, return_std: bool = False):
         """Predictive mean ``(B,)``; with ``return_std`` also the total predictive sd."""
@@ -350,19 +331,18 @@ class BNNClassifier(_BNN):
             )
         return torch.from_numpy(index).long()
 
-    def predict_distribution(self, X: Any) -> ClassPrediction:
-        """Predictive probabilities ``(B, K)``, entropy and mutual information ``(B,)``."""
-        pred = predict_classes(self._outputs(X), self.likelihood_)
-        return ClassPrediction(
-            probs=pred.probs.cpu(),
-            entropy=pred.entropy.cpu(),
-            expected_entropy=pred.expected_entropy.cpu(),
-            mutual_information=pred.mutual_information.cpu(),
-        )
+    def predict_distribution(self, X: Any, level: float = 0.9) -> Prediction:
+        """Predictive probabilities ``probs`` ``(B, K)``, entropy and mutual information
+        ``(B,)`` (and the moments of the one-hot label, see ``nb.nn.predict``)."""
+        with torch.no_grad():
+            pred = predict_classes(self._outputs(X), self.likelihood_, level)
+        return pred.apply(lambda field: field.cpu())
 
     def predict_proba(self, X: Any) -> torch.Tensor:
         """Posterior predictive class probabilities ``(B, K)``, columns as ``classes_``."""
-        return self.predict_distribution(X).probs
+        probs = self.predict_distribution(X).probs
+        assert probs is not None  # a classification prediction has class probabilities
+        return probs
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable label of each row."""

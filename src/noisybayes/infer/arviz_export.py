@@ -20,15 +20,15 @@ from noisybayes._rng import make_generator
 if TYPE_CHECKING:
     from arviz import InferenceData
 
-    from noisybayes.infer.posterior import Posterior
+    from noisybayes.infer.posterior import GaussianPosterior
 
-__all__ = ["to_arviz"]
+__all__ = ["import_arviz", "to_arviz"]
 
 # Elements of y times draws per chunk of rows when evaluating the pointwise log-likelihood.
 _CHUNK_ELEMENTS = 1 << 22
 
 
-def _import_arviz() -> Any:
+def import_arviz() -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
@@ -44,7 +44,7 @@ def _by_chain(values: torch.Tensor, n_chains: int) -> np.ndarray:
 
 
 def to_arviz(
-    post: Posterior,
+    post: GaussianPosterior,
     x: Any = None,
     y: Any = None,
     *,
@@ -66,7 +66,7 @@ def to_arviz(
     posterior is the target), ``khat`` (when the fit computed one), ``elbo`` (the final
     whole-data ELBO), ``converged`` and ``n_data``.
     """
-    az = _import_arviz()
+    az = import_arviz()
     n_chains = check_positive_int("n_chains", n_chains)
     n_draws = check_positive_int("n_draws", n_draws)
     xs, y_tensor = post.fit_data(x, y, caller="to_arviz()")

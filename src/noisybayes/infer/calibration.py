@@ -20,7 +20,7 @@ from noisybayes._checks import as_float_tensor, check_positive_int
 from noisybayes._rng import make_generator, seeded_from
 from noisybayes.infer.data import as_inputs
 from noisybayes.infer.objective import batched_evaluation
-from noisybayes.infer.posterior import Posterior
+from noisybayes.infer.posterior import GaussianPosterior
 from noisybayes.math.calibration import (
     central_coverage,
     crps_from_draws,
@@ -53,7 +53,7 @@ class PredictiveDraws:
 
 
 def predictive_draws(
-    posterior: Posterior,
+    posterior: GaussianPosterior,
     x: Any,
     y: Any = None,
     *,

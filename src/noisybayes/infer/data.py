@@ -9,7 +9,7 @@ import torch
 from noisybayes._checks import as_float_tensor
 from noisybayes.infer.objective import Data
 
-__all__ = ["as_data", "as_inputs", "batches"]
+__all__ = ["as_data", "as_inputs"]
 
 
 def as_inputs(
@@ -47,17 +47,3 @@ def as_data(x: Any, y: Any) -> Data:
             f"x and y must have the same number of rows, got {xs[0].shape[0]} and {y_tensor.shape[0]}"
         )
     return xs, y_tensor
-
-
-def batches(data: Data, batch_size: int, generator: torch.Generator):
-    """Endless minibatches: a fresh random permutation each epoch, sliced by index."""
-    xs, y = data
-    n = y.shape[0]
-    if batch_size == n:  # full batch: no permutation, no copy
-        while True:
-            yield data
-    while True:
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n - batch_size + 1, batch_size):
-            index = order[start : start + batch_size]
-            yield tuple(x[index] for x in xs), y[index]

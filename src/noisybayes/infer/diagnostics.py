@@ -26,7 +26,7 @@ from noisybayes.infer.objective import Data, batched_evaluation
 from noisybayes.math.families import GaussianFamily
 
 if TYPE_CHECKING:
-    from noisybayes.infer.posterior import Posterior
+    from noisybayes.infer.posterior import GaussianPosterior
 
 __all__ = [
     "CheckReport",
@@ -47,7 +47,7 @@ _DRAWS_MAX, _DRAWS_MIN, _DRAW_BUDGET = 100_000, 2_000, 40_000_000
 
 @dataclass(frozen=True)
 class CheckReport:
-    """What :meth:`Posterior.check` found.
+    """What :meth:`GaussianPosterior.check` found.
 
     Attributes:
         khat: Pareto shape of the importance ratios ``log p(theta, y) - log q(theta)``.
@@ -120,7 +120,7 @@ def pareto_khat(log_ratios: torch.Tensor) -> tuple[torch.Tensor, float]:
     return torch.from_numpy(np.asarray(log_weights)), float(khat)
 
 
-def _log_joint_chunked(post: Posterior, theta: torch.Tensor, data: Data) -> torch.Tensor:
+def _log_joint_chunked(post: GaussianPosterior, theta: torch.Tensor, data: Data) -> torch.Tensor:
     """``log p(theta_s, y)`` on all rows for each draw, summing row chunks of ``LogJoint``.
 
     Each chunk's ``batched`` call (scale 1) carries the prior once; the extra copies are
@@ -140,7 +140,7 @@ def _log_joint_chunked(post: Posterior, theta: torch.Tensor, data: Data) -> torc
 
 
 def importance_log_ratios(
-    post: Posterior, data: Data, n_draws: int, generator: torch.Generator
+    post: GaussianPosterior, data: Data, n_draws: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draws ``theta`` ``(S, P)`` of ``q`` and ``log p(theta_s, y) - log q(theta_s)`` ``(S,)``."""
     family = post.family
@@ -156,7 +156,7 @@ def importance_log_ratios(
     return draws.theta, log_p - log_q
 
 
-def _free_labels(post: Posterior) -> list[str]:
+def _free_labels(post: GaussianPosterior) -> list[str]:
     """Labels of the unconstrained coordinates: the parameter's label when the transform
     keeps the shape, ``name~i`` otherwise (e.g. a simplex)."""
     labels: list[str] = []
@@ -170,7 +170,7 @@ def _free_labels(post: Posterior) -> list[str]:
     return labels
 
 
-def sd_ratio(post: Posterior) -> dict[str, float] | None:
+def sd_ratio(post: GaussianPosterior) -> dict[str, float] | None:
     """``sqrt(diag(H^{-1}))_j / sd_q(u_j)`` per free coordinate, from the stored Laplace
     curvature ``H`` (``None`` if the fit kept none)."""
     precision = post.info.laplace_precision
@@ -220,7 +220,7 @@ def default_draws(n_rows: int) -> int:
 
 
 def ratios_at_fit_data(
-    post: Posterior,
+    post: GaussianPosterior,
     x: Any = None,
     y: Any = None,
     n_draws: int | None = None,
@@ -238,7 +238,7 @@ def ratios_at_fit_data(
 
 
 def check(
-    post: Posterior,
+    post: GaussianPosterior,
     x: Any = None,
     y: Any = None,
     *,
@@ -278,7 +278,7 @@ def check(
 
 
 def reweighted(
-    post: Posterior,
+    post: GaussianPosterior,
     x: Any = None,
     y: Any = None,
     *,
@@ -332,7 +332,7 @@ def _reference_columns(draws: Any) -> dict[str, np.ndarray]:
     )
 
 
-def compare(post: Posterior, draws: Any) -> pd.DataFrame:
+def compare(post: GaussianPosterior, draws: Any) -> pd.DataFrame:
     """``q`` against reference draws, one row per scalar parameter.
 
     Columns: ``z_mean = (mean_q - mean_ref) / sd_ref``, ``sd_ratio = sd_q / sd_ref`` and

@@ -17,21 +17,21 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
-from tqdm.auto import tqdm
 
 from noisybayes._checks import check_choice, check_positive_int
 from noisybayes._rng import make_generator
+from noisybayes.engine import StallSchedule, TensorSource, Trainer, WindowReport
 from noisybayes.errors import DivergenceError
-from noisybayes.infer.data import as_data, batches
+from noisybayes.infer.data import as_data
 from noisybayes.infer.diagnostics import USABLE, pareto_khat, ratios_at_fit_data
 from noisybayes.infer.laplace import laplace, whitening
 from noisybayes.infer.objective import Data, LogJoint, elbo_estimate
-from noisybayes.infer.posterior import FitInfo, Posterior
+from noisybayes.infer.posterior import FitInfo, GaussianPosterior
 from noisybayes.math.families import FAMILIES, FullRank, GaussianFamily, LowRank, MeanField
 from noisybayes.model.layout import ParamLayout
 from noisybayes.model.model import Model
@@ -49,17 +49,13 @@ _AUTO_REFIT_MAX = 1000
 _AUTO_RANK = 10
 
 
-# An ELBO gain (nats, whole data set) per window below which progress counts as stalled
-# even when the Monte Carlo noise is too small to hide it.
-_NEGLIGIBLE_GAIN = 0.01
-
-
 @dataclass(frozen=True)
 class FitState:
-    """What a ``callback`` sees at the end of each window: the averaged family so far."""
+    """What a ``callback`` sees at the end of each window: the window's mean per-datum loss
+    (``-ELBO / N``), the step size and the family so far (the answer if training stopped)."""
 
     step: int
-    elbo: float
+    loss: float
     learning_rate: float
     family: GaussianFamily
 
@@ -146,7 +142,7 @@ def fit(
     progress: bool = True,
     max_curvature_rows: int = 50_000,
     callback: Callable[[FitState], None] | None = None,
-) -> Posterior:
+) -> GaussianPosterior:
     """Fit ``q(theta)`` to ``p(theta | x, y)`` by maximising the ELBO.
 
     Args:
@@ -211,32 +207,38 @@ def fit(
     anchor = None
     if batch_size < n_data:
         anchor = (mode.loc, log_joint.log_lik_grad(mode.loc, *data))
-    settings = _Settings(
-        n_data, batch_size, n_samples, max_steps, learning_rate, window, average_windows
-    )
+    source = TensorSource(*data)
 
-    def run(name: str, family_rank: int, why: str) -> Posterior:
+    def run(name: str, family_rank: int, why: str) -> GaussianPosterior:
         q = _build_family(name, mode.loc, mode.precision, family_rank)
-        result = _optimise(
-            log_joint, q, data, anchor, mode.precision, settings, gen, progress, callback
-        )
+        objective = FamilyObjective(log_joint, q, n_data, n_samples, gen, anchor,
+                                    _whitened_curvature(q, mode.precision))
+        schedule = StallSchedule(learning_rate, n_data, window, average_windows)
+        report = None if callback is None else _family_states(q, callback)
+        trainer = Trainer(objective, source, schedule, batch_size=batch_size, generator=gen,
+                          max_steps=max_steps, max_recoveries=3, progress=progress,
+                          callback=report, fingerprint=",".join(layout.names))
+        result = trainer.run()
+        assert result is not None  # run() without `until` always finishes
+        q.requires_grad_(False)
         info = FitInfo(
             family=q.name,
             n_steps=result.n_steps,
             converged=result.converged,
             reason=result.reason,
-            elbo_trace=torch.tensor(result.trace),
+            loss_trace=result.loss_trace,
             n_data=n_data,
             batch_size=batch_size,
             n_samples=n_samples,
             seconds=time.perf_counter() - started,
+            n_epochs=result.n_epochs,
             laplace_converged=mode.converged,
             laplace_positive_definite=mode.positive_definite,
             recoveries=result.recoveries,
             family_reason=why,
             laplace_precision=mode.precision,
         )
-        return Posterior(model, layout, q, info, data)
+        return GaussianPosterior(model, layout, q, info, data)
 
     if family != "auto":
         return run(family, rank, f"requested family={family!r}")
@@ -264,137 +266,56 @@ def fit(
     return post
 
 
-def _auto_khat(post: Posterior, generator: torch.Generator) -> float:
+def _family_states(
+    family: GaussianFamily, callback: Callable[[FitState], None]
+) -> Callable[[WindowReport], None]:
+    """The engine's window reports as :class:`FitState`s for a user's callback."""
+
+    def report(window: WindowReport) -> None:
+        state = FitState(window.step, window.mean_loss, window.learning_rate,
+                         _with_params(family, window.params))
+        callback(state)
+
+    return report
+
+
+def _auto_khat(post: GaussianPosterior, generator: torch.Generator) -> float:
     """The Pareto k-hat of a fit at a bounded cost (full data, in row chunks)."""
     _, log_ratios = ratios_at_fit_data(post, generator=generator, caller="family='auto'")
     return pareto_khat(log_ratios)[1]
 
 
-@dataclass(frozen=True)
-class _Settings:
-    n_data: int
-    batch_size: int
-    n_samples: int
-    max_steps: int
-    learning_rate: float
-    window: int
-    average_windows: int
+class FamilyObjective:
+    """The per-datum ``-ELBO`` of a Gaussian family, for the engine: ``-elbo_estimate / N``
+    (with the SVRG and Taylor control variates when ``anchor`` and ``curvature`` are set)."""
 
+    def __init__(
+        self,
+        log_joint: LogJoint,
+        family: GaussianFamily,
+        n_data: int,
+        n_samples: int,
+        generator: torch.Generator,
+        anchor: tuple[torch.Tensor, torch.Tensor] | None,
+        curvature: torch.Tensor | None,
+    ) -> None:
+        self.log_joint, self.family, self.n_data = log_joint, family, n_data
+        self.n_samples, self.generator = n_samples, generator
+        self.anchor, self.curvature = anchor, curvature
 
-@dataclass(frozen=True)
-class _Result:
-    n_steps: int
-    converged: bool
-    reason: str
-    trace: list[float]
-    recoveries: int
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.family.parameters())
 
-
-def _optimise(
-    log_joint: LogJoint,
-    q: GaussianFamily,
-    data: Data,
-    anchor: tuple[torch.Tensor, torch.Tensor] | None,
-    precision: torch.Tensor,
-    settings: _Settings,
-    gen: torch.Generator,
-    progress: bool,
-    callback: Callable[[FitState], None] | None,
-) -> _Result:
-    """Adam on the ELBO in windows; leaves ``q`` at the averaged iterate, frozen."""
-    n_data, batch_size, n_samples = settings.n_data, settings.batch_size, settings.n_samples
-    max_steps, learning_rate = settings.max_steps, settings.learning_rate
-    window, average_windows = settings.window, settings.average_windows
-    curvature = _whitened_curvature(q, precision)
-    params = list(q.parameters())
-    optimizer = torch.optim.Adam(params, lr=learning_rate)
-    stream = batches(data, batch_size, gen)
-    trace: list[float] = []
-    window_sum = [torch.zeros_like(p) for p in params]
-    average_sum = [torch.zeros_like(p) for p in params]
-    averaged_windows = 0
-    previous: tuple[float, float] | None = None
-    lr, final_lr = learning_rate, learning_rate * 0.1
-    converged, reason, recoveries = False, f"max_steps={max_steps} reached", 0
-    snapshot = [p.detach().clone() for p in params]
-    bar = tqdm(total=max_steps, disable=not progress, delay=1.0, leave=False, desc="fit")
-    step = 0
-    while step < max_steps:
-        optimizer.zero_grad(set_to_none=True)
-        elbo = elbo_estimate(log_joint, q, next(stream), n_data, n_samples, gen, anchor, curvature)
-        if not torch.isfinite(elbo):
-            recoveries += 1
-            if recoveries > 3:
-                bar.close()
-                raise DivergenceError(
-                    f"the ELBO became non-finite at step {step} and did not recover after 3 "
-                    "restarts with smaller steps; check the data's scale and the priors, or "
-                    "fit in float64"
-                )
-            _assign(params, snapshot)
-            lr *= 0.1
-            optimizer = torch.optim.Adam(params, lr=lr)
-            continue
-        (-elbo / n_data).backward()
-        optimizer.step()
-        step += 1
-        trace.append(float(elbo.detach()) / n_data)
-        with torch.no_grad():
-            for total, p in zip(window_sum, params, strict=True):
-                total += p
-        bar.update(1)
-        if step % window:
-            continue
-        recent = torch.tensor(trace[-window:], dtype=torch.float64) * n_data
-        summary = (float(recent.mean()), float(recent.std()) / math.sqrt(window))
-        stationary = previous is not None and (
-            summary[0] - previous[0] < 2 * math.hypot(summary[1], previous[1]) + _NEGLIGIBLE_GAIN
-        )
-        previous = summary
-        with torch.no_grad():
-            snapshot = [total / window for total in window_sum]
-            for total in window_sum:
-                total.zero_()
-        if lr > final_lr:  # search phase: cut the step size whenever progress stalls
-            if stationary:
-                lr = max(lr * 0.3, final_lr)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-        elif not stationary:  # averaging phase, but still improving: start averaging again
-            averaged_windows = 0
-            average_sum = [torch.zeros_like(s) for s in snapshot]
-        else:
-            averaged_windows += 1
-            with torch.no_grad():
-                for total, s in zip(average_sum, snapshot, strict=True):
-                    total += s
-            snapshot = [total / averaged_windows for total in average_sum]
-        if callback is not None:
-            callback(FitState(step, summary[0], lr, _with_params(q, snapshot)))
-        if averaged_windows >= average_windows:
-            converged = True
-            reason = (
-                f"ELBO stationary; iterates averaged over the last {averaged_windows * window} "
-                f"steps at step size {lr:.1e}"
-            )
-            break
-    bar.close()
-    if not converged and step % window:  # stopped mid-window: include what it saw
-        with torch.no_grad():
-            snapshot = [total / (step % window) for total in window_sum]
-    _assign(params, snapshot)
-    q.requires_grad_(False)
-    return _Result(step, converged, reason, trace, recoveries)
-
-
-def _assign(params: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
-    with torch.no_grad():
-        for p, v in zip(params, values, strict=True):
-            p.copy_(v)
+    def loss(self, batch: Data) -> torch.Tensor:
+        elbo = elbo_estimate(self.log_joint, self.family, batch, self.n_data, self.n_samples,
+                             self.generator, self.anchor, self.curvature)
+        return -elbo / self.n_data
 
 
 def _with_params(family: GaussianFamily, values: list[torch.Tensor]) -> GaussianFamily:
     """A frozen copy of ``family`` holding ``values`` as its parameters."""
     clone = copy.deepcopy(family)
-    _assign(list(clone.parameters()), values)
+    with torch.no_grad():
+        for p, v in zip(clone.parameters(), values, strict=True):
+            p.copy_(v)
     return clone.requires_grad_(False)

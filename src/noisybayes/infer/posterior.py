@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -24,17 +25,20 @@ if TYPE_CHECKING:
 
     from noisybayes.infer.diagnostics import CheckReport
 
-__all__ = ["FitInfo", "Posterior", "Prediction"]
+__all__ = ["FitInfo", "GaussianPosterior", "Posterior"]
 
 _SUMMARY_DRAWS = 10_000
 
 
 @dataclass(frozen=True)
 class FitInfo:
-    """How a fit went.
+    """How a fit went, for every route (``nb.fit``, ``nb.nn.train``, the estimators).
 
-    ``elbo_trace`` holds the per-datum ELBO estimate of every step; ``reason`` says why the
-    fit stopped and ``converged`` whether that was by the convergence test.
+    ``loss_trace`` holds the per-datum loss, ``-ELBO / N`` estimated from the minibatch, of
+    every step (the one sign convention of the library: lower is better); ``reason`` says
+    why the fit stopped and ``converged`` whether that was by the convergence test (a fixed
+    number of steps is not). ``n_epochs`` counts passes over the data, ``temperature`` is
+    the KL weight (1: the posterior).
     ``family_reason`` says why ``family`` was used (requested, or chosen by
     ``family="auto"``), ``khat`` the Pareto k-hat the fit computed (``None`` if it did
     not), and ``laplace_precision`` is the curvature ``H = -grad^2 log p(u*, y)`` at the
@@ -45,27 +49,99 @@ class FitInfo:
     n_steps: int
     converged: bool
     reason: str
-    elbo_trace: torch.Tensor
+    loss_trace: torch.Tensor
     n_data: int
     batch_size: int
     n_samples: int
     seconds: float
-    laplace_converged: bool
-    laplace_positive_definite: bool
+    laplace_converged: bool = False
+    laplace_positive_definite: bool = False
     recoveries: int = 0
     family_reason: str = ""
     khat: float | None = None
     laplace_precision: torch.Tensor | None = field(default=None, repr=False)
+    n_epochs: float = 0.0
+    temperature: float = 1.0
 
     @property
     def final_elbo(self) -> float:
-        """The whole-data ELBO: the mean per-datum estimate of the last 100 steps times
+        """The whole-data ELBO: minus the mean per-datum loss of the last 100 steps, times
         ``n_data`` (NaN when no step was taken)."""
-        tail = self.elbo_trace[-100:]
-        return float(tail.double().mean()) * self.n_data if tail.numel() else float("nan")
+        tail = self.loss_trace[-100:]
+        return -float(tail.double().mean()) * self.n_data if tail.numel() else float("nan")
+
+    @classmethod
+    def closed_form(cls, n_data: int) -> FitInfo:
+        """The info of an exact posterior: no optimisation took place."""
+        return cls(family="exact", n_steps=0, converged=True, reason="closed form",
+                   loss_trace=torch.zeros(0), n_data=n_data, batch_size=n_data, n_samples=0,
+                   seconds=0.0, laplace_converged=True, laplace_positive_definite=True)
 
 
-class Posterior:
+class Posterior(ABC):
+    """What every fit returns: draws, summaries, the posterior predictive, checks, export.
+
+    ``nb.fit`` and the regression estimators give a :class:`GaussianPosterior`, networks
+    (``nb.nn.train``, the network estimators) a ``noisybayes.nn.NetworkPosterior``; both
+    answer the methods below, and ``info`` (a :class:`FitInfo`) says how the fit went.
+    """
+
+    info: FitInfo
+
+    @property
+    @abstractmethod
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of draws and predictions."""
+
+    @abstractmethod
+    def sample(
+        self, n: int, *, seed: int | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``n`` posterior draws per parameter: ``{name: (n, *shape)}``."""
+
+    @abstractmethod
+    def summary(self, hdi_prob: float = 0.94) -> pd.DataFrame:
+        """A table of the posterior, one row per parameter (or parameter tensor)."""
+
+    @abstractmethod
+    def predict(
+        self,
+        x: Any,
+        *,
+        n_samples: int = 1000,
+        level: float = 0.94,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Prediction:
+        """The posterior predictive of ``y`` at new inputs ``x``."""
+
+    @abstractmethod
+    def check(
+        self,
+        x: Any = None,
+        y: Any = None,
+        *,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> CheckReport:
+        """Is the approximation trustworthy? Raises ``NotImplementedError`` with the reason
+        where the diagnostic cannot be computed."""
+
+    @abstractmethod
+    def to_arviz(
+        self,
+        x: Any = None,
+        y: Any = None,
+        *,
+        n_draws: int = 1000,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> InferenceData:
+        """An ArviZ ``InferenceData``: draws, and at ``x``, ``y`` (or the fit's data) the
+        observations, posterior predictive draws and pointwise log-likelihood."""
+
+
+class GaussianPosterior(Posterior):
     """A Gaussian approximation ``q`` of the posterior of an ``nb.Model``'s parameters.
 
     Draws live in the unconstrained space and are mapped to each parameter's support, so
@@ -91,7 +167,7 @@ class Posterior:
 
     def __repr__(self) -> str:
         return (
-            f"Posterior(family={self.info.family!r}, parameters={self.layout.names}, "
+            f"GaussianPosterior(family={self.info.family!r}, parameters={self.layout.names}, "
             f"n_data={self.info.n_data}, converged={self.info.converged})"
         )
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 
@@ -65,6 +67,15 @@ class Prediction:
             mean_upper=mean_upper,
             level=level,
         )
+
+    def apply(self, function: Callable[[torch.Tensor], torch.Tensor]) -> Prediction:
+        """The prediction with ``function`` applied to every tensor field (e.g. moving them
+        to the CPU, or reshaping them to ``y``'s shape)."""
+        changed: dict[str, Any] = {
+            f.name: function(value) for f in fields(self)
+            if isinstance(value := getattr(self, f.name), torch.Tensor)
+        }
+        return replace(self, **changed)
 
     def affine(self, shift: float, scale: float) -> Prediction:
         """The prediction of ``shift + scale * y`` (``scale > 0``): locations move and scale,

@@ -5,6 +5,8 @@
     opt = torch.optim.Adam([*net.parameters(), *lik.parameters()])
     loss = nb.elbo_loss(net, xb, yb, likelihood=lik, n_data=N)
     nb.nn.predict(net, x_new, likelihood=lik)             # mean, epistemic/aleatoric sd
+    post = nb.nn.train(net, x, y, likelihood=lik, n_epochs=...)  # the library's loop
+    post.predict(x_new); post.summary(); post.to_arviz()  # an nb.Posterior, like nb.fit's
 
     mix = nb.nn.Mixture([make_net() for _ in range(5)])  # K mean-field posteriors, K modes
     nb.nn.train(mix, x, y, likelihood=lik, n_epochs=...)  # all K in one vmap pass
@@ -26,29 +28,30 @@ from noisybayes.nn.likelihoods import (
 from noisybayes.nn.linear import BayesLinear
 from noisybayes.nn.mixture import Mixture
 from noisybayes.nn.objective import elbo_loss, kl_divergence
-from noisybayes.nn.predict import ClassPrediction, predict
+from noisybayes.nn.posterior import NetworkPosterior, gaussian_weights
+from noisybayes.nn.predict import predict
 from noisybayes.nn.priors import ScaleMixturePrior, scale_mixture_prior
-from noisybayes.nn.train import TrainInfo, train
+from noisybayes.nn.train import train
 
 __all__ = [
     "BayesConv2d",
     "BayesLinear",
     "Bernoulli",
     "Categorical",
-    "ClassPrediction",
     "Gaussian",
     "HeteroscedasticGaussian",
     "HeteroscedasticStudentT",
     "Likelihood",
     "MeanFieldNoise",
+    "NetworkPosterior",
     "Mixture",
     "NoiseCollapseWarning",
     "NoisyModule",
     "ScaleMixturePrior",
     "StudentT",
-    "TrainInfo",
     "bayesian",
     "elbo_loss",
+    "gaussian_weights",
     "kl_divergence",
     "posterior_mean",
     "predict",

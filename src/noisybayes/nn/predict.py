@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -25,25 +25,9 @@ from noisybayes.infer.prediction import Prediction
 from noisybayes.nn.likelihoods import Bernoulli, Likelihood
 from noisybayes.nn.objective import LikelihoodArg, _check_finite, resolve_likelihood, sample_outputs
 
-__all__ = ["ClassPrediction", "predict", "predict_regression", "predict_classes"]
+__all__ = ["predict", "predict_regression", "predict_classes"]
 
 _INTERVAL_DRAWS = 2000
-
-
-@dataclass(frozen=True)
-class ClassPrediction:
-    """The posterior predictive of class labels at ``B`` inputs.
-
-    ``probs`` is ``(B, K)`` (``(B,)``, the probability of class 1, for a Bernoulli
-    likelihood); ``entropy`` ``H[p]`` is the total uncertainty, ``mutual_information``
-    ``I(y; w)`` the epistemic part and ``expected_entropy`` ``E_q H[p_w]`` the aleatoric
-    part, each ``(B,)`` in nats.
-    """
-
-    probs: torch.Tensor
-    entropy: torch.Tensor
-    expected_entropy: torch.Tensor
-    mutual_information: torch.Tensor
 
 
 def _entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -51,8 +35,13 @@ def _entropy(probs: torch.Tensor) -> torch.Tensor:
     return -torch.special.xlogy(probs, probs).sum(-1)
 
 
-def predict_classes(outputs: torch.Tensor, lik: Likelihood) -> ClassPrediction:
-    """Class predictive from outputs ``(S, B, K)`` (logits) or ``(S, B)`` / ``(S, B, 1)``."""
+def predict_classes(outputs: torch.Tensor, lik: Likelihood, level: float) -> Prediction:
+    """Class predictive from outputs ``(S, B, K)`` (logits) or ``(S, B)`` / ``(S, B, 1)``.
+
+    The class fields hold ``p = mean_s p_s`` and its entropy split; the moment fields
+    describe the label (Bernoulli, ``(B,)``) or its one-hot vector (``(B, K)``): per draw
+    mean ``p_s`` and variance ``p_s (1 - p_s)``, intervals from simulated labels.
+    """
     if isinstance(lik, Bernoulli):
         p1 = torch.sigmoid(outputs.reshape(outputs.shape[0], outputs.shape[1]))
         per_draw = torch.stack([1 - p1, p1], -1)
@@ -61,7 +50,11 @@ def predict_classes(outputs: torch.Tensor, lik: Likelihood) -> ClassPrediction:
     probs = per_draw.mean(0)
     entropy = _entropy(probs)
     expected = _entropy(per_draw).mean(0)
-    return ClassPrediction(
+    label_means = p1 if isinstance(lik, Bernoulli) else per_draw
+    labels = torch.bernoulli(label_means)
+    moments = Prediction.from_draws(label_means, label_means * (1 - label_means), labels, level)
+    return replace(
+        moments,
         probs=probs[..., 1] if isinstance(lik, Bernoulli) else probs,
         entropy=entropy,
         expected_entropy=expected,
@@ -91,13 +84,13 @@ def predict(
     n_samples: int = 100,
     level: float = 0.9,
     generator: torch.Generator | None = None,
-) -> Prediction | ClassPrediction:
+) -> Prediction:
     """The posterior predictive at inputs ``x`` ``(B, ...)`` from ``n_samples`` weight draws.
 
-    Returns a :class:`noisybayes.Prediction` for a regression likelihood (predictive mean,
-    total, epistemic and aleatoric sds, the central ``level`` interval for a new
-    observation and for ``E[y | x, w]``), a :class:`ClassPrediction` for a classification
-    likelihood. The model is put in eval mode for the call and restored after.
+    Returns a :class:`noisybayes.Prediction`: predictive mean, total, epistemic and
+    aleatoric sds, the central ``level`` interval for a new observation and for
+    ``E[y | x, w]``, and for a classification likelihood also the class probabilities,
+    entropy and mutual information (see :func:`predict_classes`). The model is put in eval mode for the call and restored after.
     """
     lik = resolve_likelihood(likelihood)
     x = _check_finite("x", x)
@@ -111,7 +104,7 @@ def predict(
         with seeded_from(generator) if generator is not None else nullcontext():
             outputs = sample_outputs(model, x, n_samples)
             if lik.task == "classification":
-                return predict_classes(outputs, lik)
+                return predict_classes(outputs, lik, level)
             return predict_regression(outputs, lik, level)
     finally:
         model.train(was_training)

@@ -1,4 +1,4 @@
-"""A plain training loop for in-memory data: Adam on :func:`elbo_loss` over shuffled minibatches.
+"""Training a Bayesian network: Adam on :func:`elbo_loss` through the library's one loop.
 
 Data stay tensors sliced by index (no per-row collation). The step size decays linearly to
 a tenth of ``learning_rate`` over the run, which settles the noisy scale gradients. A
@@ -12,35 +12,22 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from noisybayes._checks import check_positive_int
-from noisybayes._rng import make_generator, seeded_from
-from noisybayes.errors import DivergenceError
+from noisybayes._rng import make_generator
+from noisybayes.engine import LinearDecay, TensorSource, Trainer
 from noisybayes.infer.objective import batched_evaluation
+from noisybayes.infer.posterior import FitInfo
 from noisybayes.nn.likelihoods import Likelihood
 from noisybayes.nn.mixture import Mixture
 from noisybayes.nn.objective import elbo_loss
+from noisybayes.nn.posterior import NetworkPosterior
 
-__all__ = ["TrainInfo", "train"]
-
-
-@dataclass(frozen=True)
-class TrainInfo:
-    """How training went: ``loss_trace`` is the mean per-datum ``-ELBO`` of each epoch (for
-    a mixture, the mean over its components of their own ``-ELBO``s)."""
-
-    n_epochs: int
-    n_steps: int
-    batch_size: int
-    n_samples: int
-    temperature: float
-    loss_trace: torch.Tensor
-    seconds: float
+__all__ = ["train"]
 
 
 def train(
@@ -56,18 +43,22 @@ def train(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     progress: bool = False,
-) -> TrainInfo:
+) -> NetworkPosterior:
     """Minimise the per-datum ``-ELBO`` of ``model`` (and ``likelihood``'s noise scale).
 
     Args:
         model, likelihood: a Bayesian network (or a :class:`Mixture` of them, whose
-            components share the likelihood) and its likelihood; both are trained.
+            components share the likelihood) and its likelihood; both are trained in place.
         x, y: all training rows, ``(N, ...)`` each.
         n_epochs: passes over the data; ``batch_size`` rows per step.
         learning_rate: Adam's initial step, decayed linearly to a tenth.
         n_samples, temperature: as in :func:`elbo_loss`.
         generator: the randomness of the batches and of the weight noise.
-        progress: show a progress bar over epochs.
+        progress: show a progress bar over steps.
+
+    Returns:
+        The trained network's :class:`~noisybayes.nn.NetworkPosterior` (``info.loss_trace``:
+        the per-datum ``-ELBO`` of every step; for a mixture, the mean over its components).
 
     Raises:
         DivergenceError: the loss became NaN or infinite (names the epoch and step).
@@ -81,43 +72,30 @@ def train(
     per_epoch = math.ceil(n / batch_size)
     total = n_epochs * per_epoch
     model.train()  # before the objective: a mixture's template copies the mode
-    objective = _Objective(model, likelihood, n, n_samples, temperature)
-    opt = torch.optim.Adam(objective.parameters, lr=learning_rate)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - 0.9 * step / total)
-    gen = make_generator(None, generator)
-    trace = torch.empty(n_epochs)
-    epochs = range(n_epochs)
-    if progress:
-        from tqdm.auto import tqdm
-
-        epochs = tqdm(epochs, desc="training", unit="epoch")
+    objective = NetworkObjective(model, likelihood, n, n_samples, temperature)
+    schedule = LinearDecay(float(learning_rate), total, per_epoch)
+    trainer = Trainer(objective, TensorSource((x,), y), schedule, batch_size=batch_size,
+                      generator=make_generator(None, generator), max_steps=total,
+                      drop_last=False, progress=progress, fingerprint=_names(model))
     start = time.perf_counter()
     try:
-        with seeded_from(gen):
-            for epoch in epochs:
-                order = torch.randperm(n, generator=gen)
-                running = 0.0
-                for step, rows in enumerate(order.split(batch_size)):
-                    loss = objective(x[rows], y[rows])
-                    if not torch.isfinite(loss):
-                        last = trace[epoch - 1].item() if epoch else float("nan")
-                        raise DivergenceError(
-                            f"loss diverged to {loss.item()} at epoch {epoch}, step {step} "
-                            f"(previous epoch's mean loss {last:.4g}); lower learning_rate "
-                            f"(got {learning_rate}) or check the data's scale"
-                        )
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    running += loss.item() * rows.numel()
-                trace[epoch] = running / n
+        result = trainer.run()
     finally:  # a mixture's components get the last parameters also when training stops early
         objective.finish()
-    return TrainInfo(
-        n_epochs=n_epochs, n_steps=total, batch_size=batch_size, n_samples=n_samples,
-        temperature=float(temperature), loss_trace=trace, seconds=time.perf_counter() - start,
+    assert result is not None  # run() without `until` always finishes
+    info = FitInfo(
+        family="meanfield" if not isinstance(model, Mixture) else f"mixture of {len(model)}",
+        n_steps=result.n_steps, converged=False,
+        reason=f"ran the requested {n_epochs} epochs (no convergence test)",
+        loss_trace=result.loss_trace, n_data=n, batch_size=batch_size, n_samples=n_samples,
+        seconds=time.perf_counter() - start, n_epochs=result.n_epochs,
+        temperature=float(temperature),
     )
+    return NetworkPosterior(model, likelihood, info, (x, y))
+
+
+def _names(model: nn.Module) -> str:
+    return ",".join(name for name, _ in model.named_parameters())
 
 
 class _Element(nn.Module):
@@ -134,7 +112,7 @@ class _Element(nn.Module):
                          n_samples=self.n_samples, temperature=self.temperature)
 
 
-class _Objective:
+class NetworkObjective:
     """The batch loss and the tensors Adam updates: one network's ``-ELBO``, or the mean
     over a mixture's components with their parameters stacked (one ``vmap`` pass)."""
 
@@ -143,7 +121,7 @@ class _Objective:
         self.model = model
         if not isinstance(model, Mixture):
             element = _Element(model, likelihood, n, n_samples, temperature)
-            self.parameters: list[torch.Tensor] = [*model.parameters(), *likelihood.parameters()]
+            self.tensors: list[torch.Tensor] = [*model.parameters(), *likelihood.parameters()]
             self._loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = element
             return
         self.stacked, self.buffers = stack_module_state(list(model.components))
@@ -167,9 +145,13 @@ class _Objective:
                 return losses(self.stacked, self.buffers, x, y).mean()
 
         self._loss = mean_loss
-        self.parameters = [*self.stacked.values(), *shared.values()]
+        self.tensors = [*self.stacked.values(), *shared.values()]
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def parameters(self) -> list[torch.Tensor]:
+        return self.tensors
+
+    def loss(self, batch: tuple[tuple[torch.Tensor, ...], torch.Tensor]) -> torch.Tensor:
+        (x,), y = batch
         return self._loss(x, y)
 
     def finish(self) -> None:

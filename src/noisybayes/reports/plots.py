@@ -15,7 +15,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from noisybayes.infer.posterior import Posterior
+from noisybayes.infer.posterior import GaussianPosterior, Posterior
 from noisybayes.infer.prediction import Prediction
 from noisybayes.math.intervals import hdi
 
@@ -49,15 +49,21 @@ def kde(draws: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return np.exp(-0.5 * z**2).mean(axis=1) / (h * np.sqrt(2 * np.pi))
 
 
-def _posterior_of(obj: Any) -> tuple[Posterior, dict[str, str]]:
-    """The ``Posterior`` of ``obj`` (itself or an estimator's ``posterior_``) and row names."""
-    if isinstance(obj, Posterior):
-        return obj, {}
-    post = getattr(obj, "posterior_", None)
+def _posterior_of(obj: Any) -> tuple[GaussianPosterior, dict[str, str]]:
+    """The ``GaussianPosterior`` of ``obj`` (itself or an estimator's ``posterior_``) and
+    row names."""
+    post = obj if isinstance(obj, Posterior) else getattr(obj, "posterior_", None)
     if not isinstance(post, Posterior):
         raise TypeError(
             f"obj must be an nb.Posterior or a fitted estimator, got {type(obj).__name__}"
         )
+    if not isinstance(post, GaussianPosterior):
+        raise TypeError(
+            "obj must hold a posterior of named parameters (nb.fit, the regression "
+            f"estimators), got a {type(post).__name__}: a network has no parameter table to plot"
+        )
+    if post is obj:
+        return post, {}
     features = getattr(obj, "feature_names_in_", None) or []
     return post, {f"coef[{i}]": str(n) for i, n in enumerate(features)}
 
@@ -208,9 +214,10 @@ def plot_predictive(
     return fig
 
 
-def draw_trace(ax: Axes, post: Posterior) -> None:
-    """On ``ax``: the ELBO per datum at every step, with its running mean over 2% of the run."""
-    trace = post.info.elbo_trace.double().numpy()
+def draw_trace(ax: Axes, post: GaussianPosterior) -> None:
+    """On ``ax``: the loss (``-ELBO`` per datum) at every step, with its running mean over
+    2% of the run."""
+    trace = post.info.loss_trace.double().numpy()
     if trace.size == 0:
         ax.text(0.5, 0.5, f"no optimisation: {post.info.reason}", ha="center", va="center",
                 transform=ax.transAxes)
@@ -221,16 +228,16 @@ def draw_trace(ax: Axes, post: Posterior) -> None:
     width = max(1, trace.size // 50)
     smooth = np.convolve(trace, np.ones(width) / width, mode="valid")
     ax.plot(steps[width - 1 :], smooth, color="C1", lw=1.8, label=f"mean of {width} steps")
-    low, high = np.percentile(trace, 5), trace.max()
-    ax.set_ylim(low - 0.1 * abs(high - low), high + 0.05 * abs(high - low))
+    low, high = trace.min(), np.percentile(trace, 95)
+    ax.set_ylim(low - 0.05 * abs(high - low), high + 0.1 * abs(high - low))
     ax.set_xlabel("step")
-    ax.set_ylabel("ELBO / datum")
+    ax.set_ylabel("loss = -ELBO / datum")
     ax.set_title(f"{post.info.family}: {post.info.reason}", fontsize=8)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper right", fontsize=8)
 
 
 def plot_trace(obj: Any) -> Figure:
-    """The ELBO per datum at every optimisation step (``post.info.elbo_trace``)."""
+    """The loss per datum at every optimisation step (``post.info.loss_trace``)."""
     post, _ = _posterior_of(obj)
     fig = Figure(figsize=(6.5, 3.6), layout="constrained")
     draw_trace(fig.add_subplot(), post)
