@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 import noisybayes as nb
+from noisybayes.estimators._base import Standardisation
 
 Z_90 = 1.6448536269514722  # the 95% standard normal quantile: 90% central intervals
 
@@ -110,6 +112,57 @@ def test_gaussian_glm_is_the_linear_regression():
     pd.testing.assert_frame_equal(glm.summary(), linear.summary())
     torch.testing.assert_close(glm.predict(X[:5]), linear.predict(X[:5]))
     assert float(glm.dispersion_) == pytest.approx(float(linear.noise_scale_))
+
+
+def test_student_t_regression_is_the_student_t_glm():
+    """The robust regression is the student_t preset: same priors and seed, same numbers."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(80, 2)) * [1.0, 10.0] + [0.0, 50.0]
+    y = 3.0 + X @ [1.5, -0.2] + rng.standard_t(4, size=80)
+    df_prior = torch.distributions.Gamma(torch.tensor(3.0, dtype=torch.float64),
+                                         torch.tensor(0.2, dtype=torch.float64))
+    glm = nb.BayesianGLM("student_t", df_prior=df_prior, max_steps=300).fit(X, y)
+    robust = nb.StudentTLinearRegression(df_prior=df_prior, max_steps=300).fit(X, y)
+    pd.testing.assert_frame_equal(glm.summary(), robust.summary())
+    assert list(robust.summary().index) == ["intercept", "coef[0]", "coef[1]", "sigma", "df"]
+    torch.testing.assert_close(glm.predict(X[:5]), robust.predict(X[:5]))
+
+
+def test_one_standardisation_for_every_response():
+    """Columns and a continuous response: population mean and sd (sd 0 becomes 1); a count
+    or label response is modelled as it is."""
+    X = torch.tensor([[1.0, 5.0], [3.0, 5.0], [5.0, 5.0]], dtype=torch.float64)
+    y = torch.tensor([2.0, 4.0, 9.0], dtype=torch.float64)
+    scaling = Standardisation.of(X, y, centre=True, continuous=True)
+    torch.testing.assert_close(scaling.x_mean, torch.tensor([3.0, 5.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        scaling.x_scale, torch.tensor([math.sqrt(8 / 3), 1.0], dtype=torch.float64)
+    )
+    assert scaling.y_mean == pytest.approx(5.0)
+    assert scaling.y_scale == pytest.approx(math.sqrt(26 / 3))
+    uncentred = Standardisation.of(X, y, centre=False, continuous=True)
+    assert float(uncentred.x_mean.abs().sum()) == 0.0 and uncentred.y_mean == 0.0
+    counts = Standardisation.of(X, y, centre=True, continuous=False)
+    assert (counts.y_mean, counts.y_scale) == (0.0, 1.0)
+
+
+def test_predictions_are_the_model_predictions_mapped_back():
+    """``predict_distribution`` is the posterior's prediction on the standardised scale,
+    moved by ``Prediction.affine(y_mean, y_scale)``."""
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(60, 2)) * [1.0, 10.0] + [0.0, 50.0]
+    y = 30.0 + X @ [1.5, -0.2] + rng.normal(scale=2.0, size=60)
+    reg = nb.BayesianLinearRegression(method="exact", prior_scale=None, noise_prior=None)
+    reg.fit(X, y)
+    model = reg.posterior_.model
+    x_std = model.standardise_x(torch.tensor(X[:4]))
+    raw = reg.posterior_.predict(x_std, n_samples=500, seed=reg.seed)
+    expected = raw.affine(model.y_mean, model.y_scale)
+    ours = reg.predict_distribution(X[:4], n_samples=500)
+    for field in dataclasses.fields(expected):
+        value = getattr(expected, field.name)
+        if value is not None:
+            torch.testing.assert_close(getattr(ours, field.name), value, rtol=0, atol=0)
 
 
 def test_count_families_and_formula():

@@ -1,19 +1,20 @@
 """What the regression estimators share: input checks, standardisation, the linear predictor,
 predictions on the user's scale, the summary table and formulas.
 
-The models see standardised inputs ``x_std = (X - x_mean) / x_scale`` and keep their
-coefficients on the user's scale, so the linear predictor is
+One standardisation rule (``Standardisation.of``): the models see standardised inputs
+``x_std = (X - x_mean) / x_scale`` and keep their coefficients on the user's scale, so the
+linear predictor is
 
     eta = intercept + x_mean . coef + x_std . (x_scale * coef)  (= intercept + X coef)
 
 and priors stay on the user's scale while ``nb.fit`` works on well-conditioned inputs.
-A continuous response is modelled standardised, ``(y - y_mean) / y_scale``; the estimator
-maps its predictions back.
+A continuous response is modelled standardised, ``y_std = (y - y_mean) / y_scale``; the
+estimator maps its predictions back with ``Prediction.affine(y_mean, y_scale)``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, cast
 
 import torch
 from torch.distributions import Distribution, Normal
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LinearPredictor",
     "RegressionEstimator",
+    "Standardisation",
     "coef_prior",
     "location_and_scale",
     "resolve_prior",
@@ -46,6 +48,29 @@ def location_and_scale(values: torch.Tensor, centre: bool) -> tuple[torch.Tensor
     loc = values.mean(0) if centre else torch.zeros_like(values[0])
     sd = values.std(0, unbiased=False) if values.shape[0] > 1 else torch.ones_like(values[0])
     return loc, torch.where(sd > 0, sd, torch.ones_like(sd))
+
+
+class Standardisation(NamedTuple):
+    """``x_std = (X - x_mean) / x_scale`` (``x_mean``, ``x_scale`` shaped ``(d,)``) and
+    ``y_std = (y - y_mean) / y_scale``."""
+
+    x_mean: torch.Tensor
+    x_scale: torch.Tensor
+    y_mean: float
+    y_scale: float
+
+    @classmethod
+    def of(
+        cls, X: torch.Tensor, y: torch.Tensor, *, centre: bool, continuous: bool
+    ) -> Standardisation:
+        """``location_and_scale`` of the columns of ``X`` ``(N, d)`` and, for a
+        ``continuous`` response, of ``y`` ``(N,)``; other responses stay as they are
+        (``y_mean = 0``, ``y_scale = 1``). Means are taken only when ``centre``."""
+        x_mean, x_scale = location_and_scale(X, centre)
+        if not continuous:
+            return cls(x_mean, x_scale, 0.0, 1.0)
+        y_mean, y_scale = location_and_scale(y[:, None], centre)
+        return cls(x_mean, x_scale, float(y_mean[0]), float(y_scale[0]))
 
 
 def coef_prior(
@@ -76,7 +101,8 @@ def resolve_prior(name: str, value: Any, auto: Distribution) -> Distribution | N
 
 class LinearPredictor(Model):
     """An ``nb.Model`` holding ``intercept`` (flat prior, when fitted) and ``coef`` on the
-    user's scale, fed standardised inputs; ``linear_predictor`` gives ``intercept + X coef``."""
+    user's scale, fed standardised inputs; ``linear_predictor`` gives ``intercept + X coef``.
+    It keeps the ``Standardisation`` of its data (``x_mean``, ``x_scale`` as buffers)."""
 
     x_mean: torch.Tensor
     x_scale: torch.Tensor
@@ -84,14 +110,14 @@ class LinearPredictor(Model):
     def __init__(
         self,
         n_features: int,
-        x_mean: torch.Tensor,
-        x_scale: torch.Tensor,
+        scaling: Standardisation,
         coef_prior: Distribution | None,
         fit_intercept: bool,
     ) -> None:
         super().__init__()
-        self.register_buffer("x_mean", x_mean)
-        self.register_buffer("x_scale", x_scale)
+        self.register_buffer("x_mean", scaling.x_mean)
+        self.register_buffer("x_scale", scaling.x_scale)
+        self.y_mean, self.y_scale = scaling.y_mean, scaling.y_scale
         self.fit_intercept = fit_intercept
         if fit_intercept:
             self.intercept = param(None)
@@ -103,11 +129,19 @@ class LinearPredictor(Model):
         eta = self.x_mean @ coef + x_std @ (self.x_scale * coef)
         return eta + self.intercept if self.fit_intercept else eta
 
+    def standardise_x(self, X: torch.Tensor) -> torch.Tensor:
+        """``(X - x_mean) / x_scale`` for ``X`` ``(N, d)``."""
+        return (X - self.x_mean) / self.x_scale
+
+    def standardise_y(self, y: torch.Tensor) -> torch.Tensor:
+        """``(y - y_mean) / y_scale`` for ``y`` ``(N,)``."""
+        return (y - self.y_mean) / self.y_scale
+
 
 class RegressionEstimator:
     """The estimator contract shared by the regressions: subclasses set ``posterior_``
-    (over a ``LinearPredictor``), ``n_features_in_``, ``feature_names_in_`` and say how their
-    response was standardised through ``_response_shift_scale``."""
+    (over a ``LinearPredictor``, which keeps the standardisation), ``n_features_in_`` and
+    ``feature_names_in_``."""
 
     fit_intercept: bool
     seed: int | None
@@ -155,12 +189,18 @@ class RegressionEstimator:
             raise ValueError(
                 f"X must have {self.n_features_in_} columns, as in fit, got {X_t.shape[1]}"
             )
-        model = cast(LinearPredictor, self.posterior_.model)
-        return (X_t - model.x_mean) / model.x_scale
+        return self._model.standardise_x(X_t)
+
+    def _standardised_y(self, y: Any, dtype: torch.dtype) -> torch.Tensor:
+        return self._model.standardise_y(as_float_tensor("y", y, ndim=(1,), dtype=dtype))
+
+    @property
+    def _model(self) -> LinearPredictor:
+        return cast(LinearPredictor, self.posterior_.model)
 
     def _response_shift_scale(self) -> tuple[float, float]:
         """``(y_mean, y_scale)``: the model's response is ``(y - y_mean) / y_scale``."""
-        return 0.0, 1.0
+        return self._model.y_mean, self._model.y_scale
 
     # --- predictions --------------------------------------------------------------------
     def predict(self, X: Any, return_std: bool = False):
@@ -173,21 +213,13 @@ class RegressionEstimator:
     def predict_distribution(
         self, X: Any, level: float = 0.94, n_samples: int = 2000
     ) -> Prediction:
-        """The full ``nb.Prediction`` (mean, sds, intervals) on the user's scale of ``y``."""
+        """The full ``nb.Prediction`` (mean, sds, intervals) on the user's scale of ``y``:
+        the model's, mapped back by ``Prediction.affine(y_mean, y_scale)`` when the response
+        was standardised (a count or label response is modelled as it is)."""
         x_std = self._standardised(X)
         pred = self.posterior_.predict(x_std, n_samples=n_samples, level=level, seed=self.seed)
         shift, scale = self._response_shift_scale()
-        return Prediction(
-            mean=pred.mean * scale + shift,
-            sd=pred.sd * scale,
-            epistemic_sd=pred.epistemic_sd * scale,
-            aleatoric_sd=pred.aleatoric_sd * scale,
-            lower=pred.lower * scale + shift,
-            upper=pred.upper * scale + shift,
-            mean_lower=pred.mean_lower * scale + shift,
-            mean_upper=pred.mean_upper * scale + shift,
-            level=pred.level,
-        )
+        return pred if (shift, scale) == (0.0, 1.0) else pred.affine(shift, scale)
 
     def predictive_draws(
         self, X: Any, y: Any = None, *, n_samples: int = 1000, seed: int | None = None
@@ -196,14 +228,11 @@ class RegressionEstimator:
         when held-out ``y`` is given, its log-density under each draw (for ``nb.calibration``)."""
         from noisybayes.infer.calibration import predictive_draws
 
-        shift, scale = self._response_shift_scale()
         x_std = self._standardised(X)
-        y_std = None
-        if y is not None:
-            y_std = (as_float_tensor("y", y, ndim=(1,), dtype=x_std.dtype) - shift) / scale
+        y_std = None if y is None else self._standardised_y(y, x_std.dtype)
         seed = self.seed if seed is None else seed
         draws = predictive_draws(self.posterior_, x_std, y_std, n_samples=n_samples, seed=seed)
-        return draws.rescaled(shift, scale)
+        return draws.rescaled(*self._response_shift_scale())
 
     def to_arviz(
         self,
@@ -219,7 +248,6 @@ class RegressionEstimator:
         pointwise log-likelihood in ``y``'s units, at the fit's data or at ``X`` and ``y``
         (so ``az.loo`` compares with models fitted to the unstandardised response)."""
         self._check_fitted()
-        shift, scale = self._response_shift_scale()
         if X is None and y is None:
             x_std = y_std = None
         elif X is None or y is None:
@@ -227,10 +255,11 @@ class RegressionEstimator:
             raise ValueError(f"to_arviz() needs both X and y, got {missing}=None")
         else:
             x_std = self._standardised(X)
-            y_std = (as_float_tensor("y", y, ndim=(1,), dtype=x_std.dtype) - shift) / scale
+            y_std = self._standardised_y(y, x_std.dtype)
         seed = self.seed if seed is None else seed
         return self.posterior_.to_arviz(
-            x_std, y_std, n_chains=n_chains, n_draws=n_draws, seed=seed, response=(shift, scale)
+            x_std, y_std, n_chains=n_chains, n_draws=n_draws, seed=seed,
+            response=self._response_shift_scale(),
         )
 
     def summary(self, hdi_prob: float = 0.94):

@@ -1,4 +1,4 @@
-"""Linear regression with Student-t noise, robust to outliers, fitted by ``nb.fit``.
+"""Linear regression with Student-t noise, robust to outliers: the student_t GLM preset.
 
     y = intercept + X coef + sigma * t,   t ~ StudentT(df),   df ~ Gamma(2, 0.1) on df > 2
 
@@ -10,33 +10,15 @@ finite, which the predictive sd needs (the Gamma(2, 0.1) prior puts 1.8% of its 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-import torch
-from torch.distributions import Distribution, Gamma, constraints
+from torch.distributions import Distribution
 
-from noisybayes.estimators.linear import BayesianLinearRegression, LinearModel
-from noisybayes.math.distributions import FiniteVarianceStudentT
-from noisybayes.model.param import param
+from noisybayes.estimators._glm_model import GLMSpec
+from noisybayes.estimators.linear import BayesianLinearRegression
 
-__all__ = ["StudentTLinearModel", "StudentTLinearRegression"]
-
-
-class StudentTLinearModel(LinearModel):
-    """``LinearModel`` with the Normal likelihood replaced by a Student-t with learned ``df``."""
-
-    def __init__(self, base: LinearModel, df_prior: Distribution) -> None:
-        specs = base.param_specs
-        super().__init__(
-            base.coef.shape[0], base.x_mean, base.x_scale, base.y_mean, base.y_scale,
-            specs["coef"].prior, specs["sigma"].prior if "sigma" in specs else None,
-            base.known_noise, base.fit_intercept,
-        )
-        self.df = param(df_prior, support=constraints.greater_than(2.0))
-
-    def forward(self, x_std: torch.Tensor) -> FiniteVarianceStudentT:  # type: ignore[override]
-        normal = super().forward(x_std)
-        return FiniteVarianceStudentT(self.df, normal.loc, normal.scale)
+__all__ = ["StudentTLinearRegression"]
 
 
 class StudentTLinearRegression(BayesianLinearRegression):
@@ -53,6 +35,14 @@ class StudentTLinearRegression(BayesianLinearRegression):
         super().__init__(**params)
         self.df_prior = df_prior
 
+    def _spec(self) -> GLMSpec:
+        """The student_t GLM with the identity link and this estimator's priors."""
+        prior = self.df_prior
+        if prior is not None and not isinstance(prior, Distribution):
+            raise TypeError(f"df_prior must be a torch Distribution or None, got {prior!r}")
+        df_prior = "auto" if prior is None else prior
+        return replace(super()._spec(), family="student_t", df_prior=df_prior)
+
     def fit(self, X: Any, y: Any) -> StudentTLinearRegression:
         if self.method != "vi":
             raise ValueError(
@@ -61,11 +51,3 @@ class StudentTLinearRegression(BayesianLinearRegression):
             )
         super().fit(X, y)
         return self
-
-    def _model(self, X: torch.Tensor, y: torch.Tensor) -> LinearModel:
-        prior = self.df_prior
-        if prior is None:
-            prior = Gamma(torch.tensor(2.0, dtype=X.dtype), torch.tensor(0.1, dtype=X.dtype))
-        elif not isinstance(prior, Distribution):
-            raise TypeError(f"df_prior must be a torch Distribution or None, got {prior!r}")
-        return StudentTLinearModel(super()._model(X, y), prior)

@@ -1,0 +1,179 @@
+"""The generalised linear model behind every linear estimator, and how one is built.
+
+    eta = intercept + X coef,   mu = g^{-1}(eta),   y ~ family(mu, dispersion)
+
+(McCullagh & Nelder 1989, ch. 2). Families and their links (the first is the default):
+
+=================== =================== =================================================
+family              link                likelihood
+=================== =================== =================================================
+``bernoulli``       ``logit``/``probit`` ``Bernoulli(logits=eta)``; probit:
+                                        ``logits = log Phi(eta) - log Phi(-eta)``
+``poisson``         ``log``             ``Poisson(rate=exp(eta))``
+``negative_binomial`` ``log``           mean ``mu``, ``Var = mu + mu^2 / concentration``
+``student_t``       ``identity``        ``StudentT(df, mu, sigma)``, ``df > 2``
+``gaussian``        ``identity``/``log`` ``Normal(mu, sigma)``
+=================== =================== =================================================
+
+Default priors (``"auto"``; weakly informative, on the user's scale, after Gelman, Jakulin,
+Pittau & Su 2008 and rstanarm): ``coef_j ~ Normal(0, 2.5 / sd(x_j))`` on the link scale of
+the logit, probit and log links, ``Normal(0, 2.5 sd(y) / sd(x_j))`` for identity links; a
+flat intercept; ``sigma ~ Exponential(1 / sd(y))``; ``concentration ~ Exponential(1)``;
+``df ~ Gamma(2, 0.1)`` restricted to ``df > 2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch.distributions import (
+    Bernoulli,
+    Distribution,
+    Exponential,
+    Gamma,
+    NegativeBinomial,
+    Normal,
+    Poisson,
+    constraints,
+)
+
+from noisybayes._checks import check_positive
+from noisybayes.estimators._base import (
+    LinearPredictor,
+    Standardisation,
+    coef_prior,
+    resolve_prior,
+)
+from noisybayes.math.distributions import FiniteVarianceStudentT
+from noisybayes.model.param import param
+
+__all__ = ["CONTINUOUS", "LINKS", "GLMModel", "GLMSpec", "check_response", "glm_model"]
+
+FamilyName = Literal["bernoulli", "poisson", "negative_binomial", "student_t", "gaussian"]
+LinkName = Literal["logit", "probit", "log", "identity"]
+
+LINKS: dict[str, tuple[str, ...]] = {
+    "bernoulli": ("logit", "probit"),
+    "poisson": ("log",),
+    "negative_binomial": ("log",),
+    "student_t": ("identity",),
+    "gaussian": ("identity", "log"),
+}
+CONTINUOUS = ("student_t", "gaussian")
+
+
+def probit_logits(eta: torch.Tensor) -> torch.Tensor:
+    """``logit(Phi(eta)) = log Phi(eta) - log Phi(-eta)``, stable in both tails."""
+    return torch.special.log_ndtr(eta) - torch.special.log_ndtr(-eta)
+
+
+class GLMModel(LinearPredictor):
+    """``y ~ family(g^{-1}(intercept + X coef))`` on user-scale parameters.
+
+    ``forward`` receives standardised inputs; for the continuous families it returns the
+    distribution of the standardised response ``(y - y_mean) / y_scale``, whose noise scale
+    ``sigma`` is learned or, given ``noise_scale``, fixed.
+    """
+
+    def __init__(
+        self,
+        family: str,
+        link: str,
+        n_features: int,
+        scaling: Standardisation,
+        coef_prior: Distribution | None,
+        dispersion_prior: Distribution | None,
+        df_prior: Distribution | None,
+        fit_intercept: bool,
+        noise_scale: float | None = None,
+    ) -> None:
+        super().__init__(n_features, scaling, coef_prior, fit_intercept)
+        self.family, self.link = family, link
+        self.noise_scale = noise_scale
+        if family in CONTINUOUS and noise_scale is None:
+            self.sigma = param(dispersion_prior, support=constraints.positive)
+        if family == "student_t":
+            self.df = param(df_prior, support=constraints.greater_than(2.0))
+        if family == "negative_binomial":
+            self.concentration = param(dispersion_prior, support=constraints.positive)
+
+    def forward(self, x_std: torch.Tensor) -> Distribution:
+        eta = self.linear_predictor(x_std)
+        if self.family == "bernoulli":
+            return Bernoulli(logits=eta if self.link == "logit" else probit_logits(eta))
+        if self.family == "poisson":
+            return Poisson(rate=eta.exp())
+        if self.family == "negative_binomial":  # mean = concentration * exp(logits) = exp(eta)
+            return NegativeBinomial(self.concentration, logits=eta - self.concentration.log())
+        mu = eta if self.link == "identity" else eta.exp()
+        sigma = (
+            self.sigma if self.noise_scale is None
+            else torch.tensor(self.noise_scale, dtype=eta.dtype)
+        )
+        loc, scale = self.standardise_y(mu), sigma / self.y_scale
+        if self.family == "student_t":
+            return FiniteVarianceStudentT(self.df, loc, scale)
+        return Normal(loc, scale)
+
+
+def check_response(family: str, y: torch.Tensor) -> None:
+    """Raise unless ``y`` lies in the family's support: 0/1 labels or non-negative counts."""
+    if family == "bernoulli":
+        bad, rule = (y != 0) & (y != 1), "0 or 1"
+    elif family in ("poisson", "negative_binomial"):
+        bad, rule = (y < 0) | (y != y.round()), "a non-negative integer count"
+    else:
+        return
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0])
+        raise ValueError(
+            f"y must be {rule} for family={family!r}, got {int(bad.sum())} rows outside, "
+            f"e.g. {float(y[row])!r} at row {row}"
+        )
+
+
+@dataclass(frozen=True)
+class GLMSpec:
+    """A generalised linear model as an estimator's arguments ask for it.
+
+    ``family`` and ``link`` as in the module docstring (already checked); the priors as the
+    user gave them (a torch Distribution, ``"auto"`` or ``None``: flat), the prior on
+    ``sigma`` or ``concentration`` under the argument name ``dispersion_argument`` that
+    messages quote; ``noise_scale`` a known ``sigma`` (``None``: learned).
+    """
+
+    family: str
+    link: str
+    fit_intercept: bool
+    prior_scale: float | str | None
+    dispersion_prior: Any
+    df_prior: Any = "auto"
+    noise_scale: float | None = None
+    dispersion_argument: str = "dispersion_prior"
+
+
+def glm_model(spec: GLMSpec, X: torch.Tensor, y: torch.Tensor) -> GLMModel:
+    """The ``GLMModel`` of ``spec`` for ``X`` ``(N, d)`` and ``y`` ``(N,)``: standardised by
+    ``Standardisation.of`` (the response only for continuous families), with the priors
+    resolved as the module docstring says."""
+    noise_scale = (
+        None if spec.noise_scale is None else check_positive("noise_scale", spec.noise_scale)
+    )
+    continuous = spec.family in CONTINUOUS
+    scaling = Standardisation.of(X, y, centre=spec.fit_intercept, continuous=continuous)
+    as_tensor = lambda v: torch.tensor(v, dtype=X.dtype)  # noqa: E731
+    rate = 1.0 / scaling.y_scale if continuous else 1.0
+    dispersion = resolve_prior(
+        spec.dispersion_argument, spec.dispersion_prior, Exponential(as_tensor(rate))
+    )
+    df = resolve_prior("df_prior", spec.df_prior, Gamma(as_tensor(2.0), as_tensor(0.1)))
+    if df is None:
+        raise TypeError("df_prior must be a torch Distribution or 'auto', got None")
+    response_sd = scaling.y_scale if spec.link == "identity" else 1.0
+    return GLMModel(
+        spec.family, spec.link, X.shape[1], scaling,
+        coef_prior(spec.prior_scale, scaling.x_scale, response_sd),
+        dispersion, df, spec.fit_intercept, noise_scale,
+    )
