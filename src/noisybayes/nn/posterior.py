@@ -25,7 +25,7 @@ from noisybayes.nn.convert import MeanFieldNoise
 from noisybayes.nn.likelihoods import Likelihood
 from noisybayes.nn.mixture import Mixture
 from noisybayes.nn.objective import sample_outputs
-from noisybayes.nn.predict import predict
+from noisybayes.nn.predict import predict_with
 from noisybayes.nn.weights import NoisyWeightLayer
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class NetworkPosterior(Posterior):
         per-tensor statistics has no interval column.)"""
         rows = {}
         with torch.no_grad():
-            for name, loc, scale in gaussian_weights(self.network):
+            for name, loc, scale in self._gaussian_weights():
                 loc, scale = loc.detach().double().cpu(), scale.detach().double().cpu()
                 rows[name] = {
                     "size": loc.numel(),
@@ -126,8 +126,19 @@ class NetworkPosterior(Posterior):
         """The posterior predictive at ``x`` from ``n_samples`` weight draws (see
         :func:`noisybayes.nn.predict`): regression moments and intervals, and for a
         classification likelihood the class probabilities, entropy and mutual information."""
-        return predict(self.network, x, likelihood=self.likelihood, n_samples=n_samples,
-                       level=level, generator=make_generator(seed, generator))
+        return predict_with(self._sample_outputs, self.network, x, likelihood=self.likelihood,
+                            n_samples=n_samples, level=level,
+                            generator=make_generator(seed, generator))
+
+    def _sample_outputs(self, x: torch.Tensor, n: int,
+                        generator: torch.Generator | None) -> torch.Tensor:
+        """``n`` draws of the network's output at ``x``, ``(n, B, ...)``: the noisy layers
+        draw from the global generator, which the callers seed from ``generator``."""
+        return sample_outputs(self.network, x, n)
+
+    def _gaussian_weights(self) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+        """``(name, loc, scale)`` of every weight tensor with a posterior."""
+        return gaussian_weights(self.network)
 
     def check(
         self,
@@ -174,7 +185,7 @@ class NetworkPosterior(Posterior):
         self.network.eval()
         try:
             with torch.no_grad(), seeded_from(gen):
-                outputs = sample_outputs(self.network, x_t, n_draws)
+                outputs = self._sample_outputs(x_t, n_draws, gen)
                 flat = outputs.reshape(-1, *outputs.shape[2:])
                 y_rep = y_t.expand(n_draws, *y_t.shape).reshape(-1, *y_t.shape[1:])
                 log_lik = self.likelihood.log_prob(flat, y_rep).reshape(n_draws, -1)

@@ -14,6 +14,7 @@ For classification, with ``p_s`` the class probabilities of draw ``s`` and ``H``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import replace
 
@@ -25,7 +26,7 @@ from noisybayes.infer.prediction import Prediction
 from noisybayes.nn.likelihoods import Bernoulli, Likelihood
 from noisybayes.nn.objective import LikelihoodArg, _check_finite, resolve_likelihood, sample_outputs
 
-__all__ = ["predict", "predict_regression", "predict_classes"]
+__all__ = ["predict", "predict_classes", "predict_regression", "predict_with"]
 
 _INTERVAL_DRAWS = 2000
 
@@ -75,6 +76,9 @@ def predict_regression(outputs: torch.Tensor, lik: Likelihood, level: float) -> 
     return Prediction.from_draws(means, variances, draws, level)
 
 
+OutputSampler = Callable[[torch.Tensor, int, torch.Generator | None], torch.Tensor]
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -92,6 +96,24 @@ def predict(
     ``E[y | x, w]``, and for a classification likelihood also the class probabilities,
     entropy and mutual information (see :func:`predict_classes`). The model is put in eval mode for the call and restored after.
     """
+    return predict_with(lambda x_, n, _: sample_outputs(model, x_, n), model, x,
+                        likelihood=likelihood, n_samples=n_samples, level=level,
+                        generator=generator)
+
+
+@torch.no_grad()
+def predict_with(
+    sampler: OutputSampler,
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    likelihood: LikelihoodArg,
+    n_samples: int,
+    level: float,
+    generator: torch.Generator | None,
+) -> Prediction:
+    """:func:`predict` with the weight draws made by ``sampler(x, n_samples, generator)``,
+    which returns the outputs ``(n_samples, B, ...)`` of ``model`` (in eval mode)."""
     lik = resolve_likelihood(likelihood)
     x = _check_finite("x", x)
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
@@ -102,7 +124,7 @@ def predict(
     model.eval()
     try:
         with seeded_from(generator) if generator is not None else nullcontext():
-            outputs = sample_outputs(model, x, n_samples)
+            outputs = sampler(x, n_samples, generator)
             if lik.task == "classification":
                 return predict_classes(outputs, lik, level)
             return predict_regression(outputs, lik, level)
