@@ -6,7 +6,7 @@ the KL term from the prior is variational inference. ``nb.fit`` does it for any
 conventions.
 """
 
-from noisybayes import nn
+from noisybayes import nn, optim
 from noisybayes.errors import DivergenceError
 from noisybayes.estimators.bnn import BNNClassifier, BNNRegressor
 from noisybayes.estimators.glm import BayesianGLM
@@ -50,6 +50,7 @@ __all__ = [
     "gaussian_linear_posterior",
     "nn",
     "normal_inverse_gamma_posterior",
+    "optim",
     "param",
     "plot_calibration",
     "plot_fit",

@@ -7,6 +7,7 @@
     nb.nn.predict(net, x_new, likelihood=lik)             # mean, epistemic/aleatoric sd
     post = nb.nn.train(net, x, y, likelihood=lik, n_epochs=...)  # the library's loop
     post.predict(x_new); post.summary(); post.to_arviz()  # an nb.Posterior, like nb.fit's
+    post = nb.nn.IVONPosterior(net, lik, ivon_optimizer)  # a plain net trained by nb.optim.IVON
 
     mix = nb.nn.Mixture([make_net() for _ in range(5)])  # K mean-field posteriors, K modes
     nb.nn.train(mix, x, y, likelihood=lik, n_epochs=...)  # all K in one vmap pass
@@ -15,6 +16,7 @@
 from noisybayes.nn.base import NoisyModule, posterior_mean
 from noisybayes.nn.conv import BayesConv2d
 from noisybayes.nn.convert import MeanFieldNoise, bayesian
+from noisybayes.nn.ivon_posterior import IVONPosterior
 from noisybayes.nn.likelihoods import (
     Bernoulli,
     Categorical,
@@ -41,6 +43,7 @@ __all__ = [
     "Gaussian",
     "HeteroscedasticGaussian",
     "HeteroscedasticStudentT",
+    "IVONPosterior",
     "Likelihood",
     "MeanFieldNoise",
     "NetworkPosterior",

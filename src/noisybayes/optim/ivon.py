@@ -1,0 +1,277 @@
+"""IVON: variational learning with the cost of Adam (Shen et al. 2024, "Variational Learning
+is Effective for Large Deep Networks", ICML; Algorithm 1).
+
+The optimizer holds a mean-field Gaussian posterior over the parameters it is given: the
+parameters themselves are its means ``m``, and a per-entry Hessian estimate ``h`` sets its
+scale. Each step the weights are perturbed by a draw of that posterior (noise injection
+inside the optimizer), the loss is differentiated there, and
+
+    sigma = 1 / sqrt(ess * (h + delta))                                 (posterior scale)
+    g_hat = grad at m + sigma * eps,   h_hat = g_hat * eps / sigma      (Price's theorem)
+    g_bar <- beta1 * g_bar + (1 - beta1) * g_hat
+    h     <- beta2 * h + (1 - beta2) * h_hat + (1 - beta2)^2 / 2 * (h - h_hat)^2 / (h + delta)
+    m     <- m - alpha * clip((g_bar / (1 - beta1^t) + delta * m) / (h + delta), rho)
+
+with ``delta`` the weight decay, ``rho`` the clip radius and ``alpha = lr * (hess_init +
+delta)`` (so the first step is ``lr`` times the gradient, as in SGD). The loss is the
+per-datum negative log-likelihood (the mean over a minibatch), and the Gaussian prior
+``N(0, 1 / (ess * delta))`` is implied by the weight decay.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from noisybayes._checks import check_positive, check_positive_int
+
+__all__ = [
+    "IVON",
+    "hessian_estimate",
+    "hessian_update",
+    "mean_update",
+    "momentum_update",
+    "posterior_scale",
+]
+
+
+def posterior_scale(hess: torch.Tensor, weight_decay: float, ess: float) -> torch.Tensor:
+    """``sigma = 1 / sqrt(ess * (h + delta))``, the posterior sd of every entry."""
+    return torch.rsqrt(ess * (hess + weight_decay))
+
+
+def hessian_estimate(noise_grad: torch.Tensor, hess: torch.Tensor, weight_decay: float,
+                     ess: float) -> torch.Tensor:
+    """``h_hat = E[g * (theta - m)] * ess * (h + delta)``: Price's theorem, ``E[g eps] / sigma``
+    with ``theta - m = sigma * eps`` (``noise_grad`` is the average of ``g * (theta - m)``)."""
+    return noise_grad * (hess + weight_decay) * ess
+
+
+def momentum_update(momentum: torch.Tensor, grad: torch.Tensor, beta1: float) -> torch.Tensor:
+    """``g_bar <- beta1 * g_bar + (1 - beta1) * g_hat``."""
+    return beta1 * momentum + (1.0 - beta1) * grad
+
+
+def hessian_update(hess: torch.Tensor, hess_hat: torch.Tensor, beta2: float,
+                   weight_decay: float) -> torch.Tensor:
+    """``h <- beta2 h + (1 - beta2) h_hat + (1 - beta2)^2 / 2 (h - h_hat)^2 / (h + delta)``
+    (the last term keeps ``h`` positive: a Riemannian-gradient correction)."""
+    return (beta2 * hess + (1.0 - beta2) * hess_hat
+            + 0.5 * (1.0 - beta2) ** 2 * (hess - hess_hat).square() / (hess + weight_decay))
+
+
+def mean_update(loc: torch.Tensor, momentum: torch.Tensor, hess: torch.Tensor, step_size: float,
+                weight_decay: float, clip_radius: float, debias: float) -> torch.Tensor:
+    """``m <- m - alpha * clip((g_bar / debias + delta * m) / (h + delta), rho)``."""
+    direction = (momentum / debias + weight_decay * loc) / (hess + weight_decay)
+    return loc - step_size * direction.clamp(-clip_radius, clip_radius)
+
+
+def _check_unit(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _check_non_negative(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < math.inf:
+        raise ValueError(f"{name} must be >= 0 and finite, got {value!r}")
+    return float(value)
+
+
+def _check_radius(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0.0:
+        raise ValueError(f"clip_radius must be > 0 (inf: no clipping), got {value!r}")
+    return float(value)
+
+
+class IVON(torch.optim.Optimizer):
+    """Improved Variational Online Newton: Adam's cost, a Gaussian posterior as the result.
+
+    The posterior of every parameter entry is ``N(m, 1 / (ess * (h + weight_decay)))``, ``m``
+    the parameter's value. Train with the perturbation inside the block::
+
+        for xb, yb in loader:
+            for _ in range(n_draws):
+                with opt.sampled_params(train=True):
+                    loss = nll(model(xb), yb).mean()     # per-datum NLL, no prior term
+                    loss.backward()
+            opt.step()
+
+    ``ess`` is the effective sample size, normally the training set size ``N``: the loss is
+    a per-datum average and ``ess`` scales it back to the whole data's likelihood. The
+    weight decay is the prior: ``weight_decay = prior precision / ess``, an isotropic
+    Gaussian prior ``N(0, 1 / (ess * weight_decay))`` (sd ``1 / sqrt(ess * weight_decay)``).
+
+    Args:
+        params: the parameters (or parameter groups) of the model, the posterior means.
+        lr: the learning rate ``> 0``; the mean moves by ``lr * (hess_init + weight_decay)
+            * (g_bar + weight_decay * m) / (h + weight_decay)``.
+        ess: the effective sample size ``> 0``.
+        hess_init: the initial Hessian estimate ``h > 0`` (the initial posterior sd is
+            ``1 / sqrt(ess * (hess_init + weight_decay))``).
+        beta1: the gradient's exponential moving average factor, in ``[0, 1)``.
+        beta2: the Hessian's, in ``[0, 1)``.
+        weight_decay: ``delta >= 0``, the prior precision divided by ``ess``.
+        clip_radius: ``rho > 0``, the elementwise clip of the preconditioned step.
+        mc_samples: draws per :meth:`step` when it is given a closure.
+        generator: the only source of the weight noise (a new one, seeded from the
+            operating system, when ``None``); noise is drawn on its device.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float,
+        ess: float,
+        hess_init: float = 1.0,
+        beta1: float = 0.9,
+        beta2: float = 0.99999,
+        weight_decay: float = 1e-4,
+        clip_radius: float = math.inf,
+        mc_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        defaults = dict(
+            lr=check_positive("lr", lr),
+            ess=check_positive("ess", ess),
+            hess_init=check_positive("hess_init", hess_init),
+            beta1=_check_unit("beta1", beta1),
+            beta2=_check_unit("beta2", beta2),
+            weight_decay=_check_non_negative("weight_decay", weight_decay),
+            clip_radius=_check_radius(clip_radius),
+        )
+        super().__init__(params, defaults)
+        self.mc_samples = check_positive_int("mc_samples", mc_samples)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {generator!r}")
+        if generator is None:
+            generator = torch.Generator(self._params()[0].device if self._params() else "cpu")
+            generator.seed()
+        self.generator = generator
+        self._sampling = False
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group (as ``torch.optim.Optimizer`` does) and start its posterior state:
+        zero momentum and ``h = hess_init``."""
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        kinds = {(p.dtype, p.device) for p in group["params"]}
+        if len(kinds) > 1:
+            raise ValueError(f"params of one group must share dtype and device, got {kinds}")
+        for p in group["params"]:
+            self.state[p].update(
+                step=0,
+                momentum=torch.zeros_like(p),
+                hess=torch.full_like(p, group["hess_init"]),
+                n_draws=0,
+                grad_sum=torch.zeros_like(p),
+                noise_grad_sum=torch.zeros_like(p),
+            )
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def posterior_scale(self, param: torch.Tensor) -> torch.Tensor:
+        """The posterior sd of every entry of ``param`` (one of the optimizer's parameters),
+        ``1 / sqrt(ess * (h + weight_decay))``, shaped like it."""
+        for group in self.param_groups:
+            if any(p is param for p in group["params"]):
+                return posterior_scale(self.state[param]["hess"], group["weight_decay"],
+                                       group["ess"])
+        raise ValueError("param must be one of the optimizer's parameters, got another tensor")
+
+    def _draw_noise(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(param, eps, scale)`` per parameter: one standard normal vector per group."""
+        for group in self.param_groups:
+            params = group["params"]
+            if not params:
+                continue
+            numel = sum(p.numel() for p in params)
+            eps = torch.randn(numel, generator=self.generator, dtype=params[0].dtype,
+                              device=self.generator.device).to(params[0].device)
+            for p, e in zip(params, eps.split([p.numel() for p in params]), strict=True):
+                scale = posterior_scale(self.state[p]["hess"], group["weight_decay"], group["ess"])
+                yield p, e.view_as(p), scale
+
+    @contextmanager
+    def sampled_params(self, train: bool = False) -> Iterator[None]:
+        """Within the block the parameters are a draw ``m + sigma * eps`` of the posterior;
+        the means are restored on leaving, also when the block raises.
+
+        With ``train=True`` the gradients are cleared on entering and, when the block ends
+        normally, the gradient at the draw is kept for the next :meth:`step`.
+        """
+        if self._sampling:
+            raise RuntimeError("sampled_params blocks cannot be nested: the parameters are "
+                               "already a draw")
+        if train:
+            for p in self._params():
+                p.grad = None
+        self._sampling = True
+        drawn: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (param, loc, noise)
+        try:
+            with torch.no_grad():
+                for p, eps, scale in self._draw_noise():
+                    noise = scale * eps
+                    drawn.append((p, p.detach().clone(), noise))
+                    p.add_(noise)
+            yield
+        finally:
+            with torch.no_grad():
+                for p, loc, _ in drawn:
+                    p.copy_(loc)
+            self._sampling = False
+        if train:
+            with torch.no_grad():
+                for p, _, noise in drawn:
+                    grad = torch.zeros_like(p) if p.grad is None else p.grad
+                    state = self.state[p]
+                    state["grad_sum"].add_(grad)
+                    state["noise_grad_sum"].add_(noise * grad)
+                    state["n_draws"] += 1
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:  # type: ignore[override]
+        """Update means and Hessian from the draws taken since the last step.
+
+        ``closure`` (optional) is called ``mc_samples`` times and must itself run the
+        ``sampled_params(train=True)`` block and ``backward``; the mean loss is returned.
+        """
+        loss = None
+        if closure is not None:
+            losses = []
+            for _ in range(self.mc_samples):
+                with torch.enable_grad():
+                    losses.append(closure())
+            loss = torch.stack(losses).mean()
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state[p]
+                n = state["n_draws"]
+                if n == 0:
+                    raise RuntimeError(
+                        "step() needs at least one gradient taken inside "
+                        "`with optimizer.sampled_params(train=True):` since the last step"
+                    )
+                wd, ess = group["weight_decay"], group["ess"]
+                state["step"] += 1
+                grad = state["grad_sum"] / n
+                hess_hat = hessian_estimate(state["noise_grad_sum"] / n, state["hess"], wd, ess)
+                state["momentum"] = momentum_update(state["momentum"], grad, group["beta1"])
+                state["hess"] = hessian_update(state["hess"], hess_hat, group["beta2"], wd)
+                p.copy_(mean_update(
+                    p, state["momentum"], state["hess"],
+                    step_size=group["lr"] * (group["hess_init"] + wd),
+                    weight_decay=wd,
+                    clip_radius=group["clip_radius"],
+                    debias=1.0 - group["beta1"] ** state["step"],
+                ))
+                state["n_draws"] = 0
+                state["grad_sum"].zero_()
+                state["noise_grad_sum"].zero_()
+        return loss
