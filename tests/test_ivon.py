@@ -323,3 +323,24 @@ def test_step_with_a_closure_averages_mc_samples_draws():
 
 def test_posterior_scale_is_the_stated_formula():
     torch.testing.assert_close(posterior_scale(torch.tensor([0.5]), 0.5, 4.0), torch.tensor([0.5]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_and_prediction_on_a_gpu_match_the_cpu_draws():
+    """A CPU generator drives noise for GPU weights: the same seed gives the CPU run's steps."""
+    x, y = _regression(128)
+
+    def run(device):
+        net = _mlp().to(device)
+        lik = nb.nn.Gaussian(scale=0.1, learn_scale=False).to(device)
+        opt = nb.optim.IVON(net.parameters(), lr=0.1, ess=128, generator=_gen().manual_seed(6))
+        for _ in range(20):
+            with opt.sampled_params(train=True):
+                (-lik.log_prob(net(x.to(device)), y.to(device)).mean()).backward()
+            opt.step()
+        pred = nb.nn.IVONPosterior(net, lik, opt).predict(x[:5].to(device), seed=0)
+        return net[0].weight.detach().cpu(), pred.epistemic_sd.cpu()
+
+    (w_cpu, sd_cpu), (w_gpu, sd_gpu) = run("cpu"), run("cuda")
+    torch.testing.assert_close(w_gpu, w_cpu, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(sd_gpu, sd_cpu, rtol=1e-6, atol=1e-8)
