@@ -20,7 +20,7 @@ import torch
 from torch.distributions import Distribution, Normal
 
 from noisybayes._checks import as_float_tensor, check_choice, check_positive
-from noisybayes.infer.posterior import Posterior
+from noisybayes.infer.posterior import GaussianPosterior
 from noisybayes.infer.prediction import Prediction
 from noisybayes.model.model import Model
 from noisybayes.model.param import param
@@ -145,7 +145,7 @@ class RegressionEstimator:
 
     fit_intercept: bool
     seed: int | None
-    posterior_: Posterior
+    posterior_: GaussianPosterior
     n_features_in_: int
     feature_names_in_: list[str] | None
     formula_: Any

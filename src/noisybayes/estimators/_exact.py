@@ -17,7 +17,7 @@ from torch.distributions import Normal
 
 from noisybayes._rng import make_generator
 from noisybayes.estimators._glm_model import GLMModel, GLMSpec
-from noisybayes.infer.posterior import FitInfo, Posterior
+from noisybayes.infer.posterior import FitInfo, GaussianPosterior
 from noisybayes.math.conjugate import (
     NormalInverseGammaPosterior,
     gaussian_linear_posterior,
@@ -53,8 +53,8 @@ class _NormalInverseGammaDraws(nn.Module):
 
 def exact_posterior(
     spec: GLMSpec, model: GLMModel, X: torch.Tensor, y: torch.Tensor
-) -> Posterior:
-    """The exact ``Posterior`` of ``model`` (built from ``spec``: gaussian, identity link)
+) -> GaussianPosterior:
+    """The exact ``GaussianPosterior`` of ``model`` (built from ``spec``: gaussian, identity link)
     given ``X`` ``(N, d)`` and ``y`` ``(N,)`` on the user's scale."""
     design = torch.cat([torch.ones_like(X[:, :1]), X], 1) if spec.fit_intercept else X
     coef_prior = model.param_specs["coef"].prior
@@ -77,18 +77,6 @@ def exact_posterior(
             )
         exact_nig = normal_inverse_gamma_posterior(design, y, a0=-(design.shape[1] + 1) / 2)
         family = _NormalInverseGammaDraws(exact_nig)  # type: ignore[assignment]
-    info = FitInfo(
-        family="exact",
-        n_steps=0,
-        converged=True,
-        reason="closed form",
-        elbo_trace=torch.zeros(0),
-        n_data=y.shape[0],
-        batch_size=y.shape[0],
-        n_samples=0,
-        seconds=0.0,
-        laplace_converged=True,
-        laplace_positive_definite=True,
-    )
     data = ((model.standardise_x(X),), model.standardise_y(y))
-    return Posterior(model, ParamLayout(model), family, info, data)
+    info = FitInfo.closed_form(y.shape[0])
+    return GaussianPosterior(model, ParamLayout(model), family, info, data)
