@@ -25,7 +25,7 @@ import torch
 from torch.distributions import Normal
 
 import noisybayes as nb
-from noisybayes.math import GaussianPosterior
+from noisybayes.math import NormalPosterior
 
 SIZES = {"small": (100_000, 20), "large": (1_000_000, 100)}
 METHODS = ("exact", "fullrank", "meanfield", "pyro-fullrank")
@@ -60,7 +60,7 @@ def exact_posterior(x: torch.Tensor, y: torch.Tensor, chunk: int = 100_000):
         xty += xc.T @ yc
     precision = gram + torch.eye(d, dtype=torch.float64) / 100.0
     loc = torch.cholesky_solve(xty[:, None], torch.linalg.cholesky(precision))[:, 0]
-    return GaussianPosterior(loc=loc, precision=precision)
+    return NormalPosterior(loc=loc, precision=precision)
 
 
 def _status_bytes(field: str) -> int:

@@ -24,6 +24,7 @@ from noisybayes._checks import (
     check_positive_int,
 )
 from noisybayes._rng import make_generator, seeded_from
+from noisybayes.estimators._base import location_and_scale
 from noisybayes.infer.posterior import FitInfo
 from noisybayes.infer.prediction import Prediction
 from noisybayes.nn.likelihoods import (
@@ -119,9 +120,7 @@ class _BNN:
         if target.shape[0] != x.shape[0]:
             raise ValueError(f"y must have as many rows as X ({x.shape[0]}), got {target.shape[0]}")
         self.n_features_in_ = x.shape[1]
-        self.x_mean_ = x.mean(0)
-        sd = x.std(0) if x.shape[0] > 1 else torch.ones(x.shape[1])
-        self.x_scale_ = torch.where(sd > 0, sd, torch.ones_like(sd))
+        self.x_mean_, self.x_scale_ = location_and_scale(x, centre=True)
         gen = make_generator(self.seed)
         k = check_positive_int("n_components", self.n_components)
         with seeded_from(gen):  # the initial means, one set per component
@@ -233,9 +232,8 @@ class BNNRegressor(_BNN):
         if y_t.ndim == 2 and y_t.shape[1] != 1:
             raise ValueError(f"y must be 1-D or one column, got shape {tuple(y_t.shape)}")
         y_t = y_t.reshape(-1)
-        self.y_mean_ = float(y_t.mean())
-        sd = float(y_t.std()) if y_t.numel() > 1 else 1.0
-        self.y_scale_ = sd if sd > 0 else 1.0
+        y_mean, y_scale = location_and_scale(y_t[:, None], centre=True)
+        self.y_mean_, self.y_scale_ = float(y_mean[0]), float(y_scale[0])
         lik, n_out = self._likelihood()
         self._fit_network(
             X,

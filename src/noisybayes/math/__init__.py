@@ -1,8 +1,8 @@
 """Mathematics: Gaussian variational families, conjugate posteriors, interval helpers."""
 
 from noisybayes.math.conjugate import (
-    GaussianPosterior,
     NormalInverseGammaPosterior,
+    NormalPosterior,
     gaussian_linear_posterior,
     normal_inverse_gamma_posterior,
 )
@@ -13,7 +13,7 @@ __all__ = [
     "FAMILIES",
     "FullRank",
     "GaussianFamily",
-    "GaussianPosterior",
+    "NormalPosterior",
     "LowRank",
     "MeanField",
     "NormalInverseGammaPosterior",

@@ -24,7 +24,7 @@ from torch.distributions import Gamma, MultivariateNormal
 from noisybayes._rng import seeded_from
 
 __all__ = [
-    "GaussianPosterior",
+    "NormalPosterior",
     "NormalInverseGammaPosterior",
     "gaussian_linear_posterior",
     "normal_inverse_gamma_posterior",
@@ -41,7 +41,7 @@ def _precision_matrix(prior_precision: torch.Tensor | float, p: int, like: torch
 
 
 @dataclass(frozen=True)
-class GaussianPosterior:
+class NormalPosterior:
     """``beta | y ~ N(loc, precision^{-1})``."""
 
     loc: torch.Tensor
@@ -68,7 +68,7 @@ def gaussian_linear_posterior(
     noise_scale: float,
     prior_loc: torch.Tensor | float = 0.0,
     prior_precision: torch.Tensor | float = 0.0,
-) -> GaussianPosterior:
+) -> NormalPosterior:
     """Exact posterior of ``beta`` with known noise (``prior_precision=0``: flat prior)."""
     p = X.shape[1]
     lam0 = _precision_matrix(prior_precision, p, X)
@@ -76,7 +76,7 @@ def gaussian_linear_posterior(
     precision = X.T @ X / noise_scale**2 + lam0
     rhs = X.T @ y / noise_scale**2 + lam0 @ m0
     loc = torch.cholesky_solve(rhs[:, None], torch.linalg.cholesky(precision))[:, 0]
-    return GaussianPosterior(loc=loc, precision=precision)
+    return NormalPosterior(loc=loc, precision=precision)
 
 
 @dataclass(frozen=True)
