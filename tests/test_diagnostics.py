@@ -11,7 +11,6 @@ used here), so its "< 0.5" holds for this seed but is not a wide margin: its pos
 
 from __future__ import annotations
 
-import importlib
 import math
 import warnings
 
@@ -23,12 +22,12 @@ from torch.distributions import Normal
 import noisybayes as nb
 from noisybayes.infer import diagnostics
 from noisybayes.infer.diagnostics import pareto_khat
+from noisybayes.infer.fit import AutoFamily
 from noisybayes.infer.posterior import FitInfo, GaussianPosterior
 from noisybayes.math.families import FullRank
 from noisybayes.model.layout import ParamLayout
 from tests.reference_models import NAMES, load
 
-fit_module = importlib.import_module("noisybayes.infer.fit")  # the package re-exports fit()
 _AUTO: dict[str, GaussianPosterior] = {}
 
 
@@ -185,23 +184,24 @@ def test_check_refuses_a_posterior_without_a_gaussian_family():
 
 
 def test_auto_choice_by_parameter_count():
-    assert fit_module._choose_family(200)[:2] == ("fullrank", 0)
-    assert fit_module._choose_family(201)[:2] == ("lowrank", 10)
-    assert fit_module._choose_family(5000)[:2] == ("lowrank", 10)
-    assert fit_module._choose_family(5001)[:2] == ("meanfield", 0)
+    auto = AutoFamily()
+    assert auto.choose(200)[:2] == ("fullrank", 0)
+    assert auto.choose(201)[:2] == ("lowrank", 10)
+    assert auto.choose(5000)[:2] == ("lowrank", 10)
+    assert auto.choose(5001)[:2] == ("meanfield", 0)
+    assert auto.refits("meanfield", 1000, 0.71) and not auto.refits("meanfield", 1001, 0.9)
+    assert not auto.refits("fullrank", 3, 0.9) and not auto.refits("lowrank", 3, 0.7)
 
 
-def _force_meanfield(monkeypatch):
-    monkeypatch.setattr(fit_module, "_AUTO_FULLRANK_MAX", 0)
-    monkeypatch.setattr(fit_module, "_AUTO_LOWRANK_MAX", 0)
+MEANFIELD_FIRST = AutoFamily(fullrank_max=0, lowrank_max=0)
 
 
-def test_auto_refits_fullrank_when_khat_rejects_the_cheaper_family(monkeypatch):
-    _force_meanfield(monkeypatch)
+def test_auto_refits_fullrank_when_khat_rejects_the_cheaper_family():
     reference = load("kilpisjarvi_mod-kilpisjarvi")
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        post = nb.fit(reference.model, reference.x, reference.y, seed=1, progress=False)
+        post = nb.fit(reference.model, reference.x, reference.y, seed=1, progress=False,
+                      family=MEANFIELD_FIRST)
     assert post.info.family == "fullrank"
     assert "mean-field; its Pareto k-hat" in post.info.family_reason
     assert "refitted full-rank (3 parameters <= 1000)" in post.info.family_reason
@@ -210,11 +210,11 @@ def test_auto_refits_fullrank_when_khat_rejects_the_cheaper_family(monkeypatch):
     assert (table["z_mean"].abs() < 0.1).all() and ((table["sd_ratio"] - 1).abs() < 0.1).all()
 
 
-def test_auto_warns_when_the_final_fit_is_rejected(monkeypatch):
-    _force_meanfield(monkeypatch)
-    monkeypatch.setattr(fit_module, "_AUTO_REFIT_MAX", 0)
+def test_auto_warns_when_the_final_fit_is_rejected():
     reference = load("kilpisjarvi_mod-kilpisjarvi")
+    never_refit = AutoFamily(fullrank_max=0, lowrank_max=0, refit_max=0)
     with pytest.warns(UserWarning, match=r"Pareto k-hat .* > 0.7, so its means and sds"):
-        post = nb.fit(reference.model, reference.x, reference.y, seed=1, progress=False)
+        post = nb.fit(reference.model, reference.x, reference.y, seed=1, progress=False,
+                      family=never_refit)
     assert post.info.family == "meanfield"
     assert post.info.khat is not None and post.info.khat > 0.7

@@ -270,3 +270,17 @@ def test_a_saved_state_holds_only_tensors_and_plain_data(tmp_path):
     save_state(trainer.state_dict(), tmp_path / "state.pt")
     state = torch.load(tmp_path / "state.pt", weights_only=True)  # refuses pickled objects
     assert state["step"] == 20 and state["fingerprint"].startswith("beta,sigma|")
+
+
+def test_the_optimiser_step_is_a_swappable_part():
+    """Plain SGD on (p - 1)^2 / 2 at step 0.1: p_t = 1 - 0.9^t exactly (lr 0 on step 10)."""
+    objective = _Quadratic()
+    schedule = _Scripted([Decision()] * 4 + [Decision(stop=True, reason="done")])
+    schedule.answer = "last"
+
+    def sgd(params, learning_rate):
+        return torch.optim.SGD(params, lr=learning_rate)
+
+    Trainer(objective, _rows(), schedule, batch_size=10, optimizer=sgd,
+            generator=torch.Generator().manual_seed(0), max_steps=100).run()
+    assert objective.seen == pytest.approx([1 - 0.9**t for t in range(10)], abs=1e-15)

@@ -12,7 +12,15 @@ from noisybayes.estimators.bnn import BNNClassifier, BNNRegressor
 from noisybayes.estimators.glm import BayesianGLM
 from noisybayes.estimators.linear import BayesianLinearRegression
 from noisybayes.estimators.robust import StudentTLinearRegression
-from noisybayes.infer import FitInfo, FitState, GaussianPosterior, Posterior, Prediction, fit
+from noisybayes.infer import (
+    AutoFamily,
+    FitInfo,
+    FitState,
+    GaussianPosterior,
+    Posterior,
+    Prediction,
+    fit,
+)
 from noisybayes.infer.calibration import (
     CalibrationReport,
     PredictiveDraws,
@@ -27,6 +35,7 @@ from noisybayes.nn import bayesian, elbo_loss
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoFamily",
     "BNNClassifier",
     "BNNRegressor",
     "BayesianGLM",

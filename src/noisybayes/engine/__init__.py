@@ -2,9 +2,11 @@
 
 from noisybayes.engine.loop import (
     Objective,
+    OptimizerFactory,
     RunResult,
     Trainer,
     WindowReport,
+    adam,
     load_state,
     save_state,
 )
@@ -17,6 +19,7 @@ __all__ = [
     "Decision",
     "LinearDecay",
     "Objective",
+    "OptimizerFactory",
     "RunResult",
     "Schedule",
     "StallSchedule",
@@ -24,6 +27,7 @@ __all__ = [
     "Trainer",
     "Window",
     "WindowReport",
+    "adam",
     "load_state",
     "save_state",
 ]

@@ -1,9 +1,10 @@
-"""The one training loop: an objective, a data source, Adam and a schedule.
+"""The one training loop: an objective, a data source, an optimiser step and a schedule.
 
 Every route that learns a posterior by stochastic optimisation (``nb.fit``, ``nb.nn.train``
 and the estimators built on them) runs through :class:`Trainer`. One step draws a minibatch,
 evaluates the objective's loss, the per-datum ``-ELBO`` (an unbiased estimate of
-``-ELBO / N`` from the batch), and takes an Adam step at the schedule's step size. After
+``-ELBO / N`` from the batch), and takes an optimiser step (Adam unless told otherwise) at
+the schedule's step size. After
 each window of steps the schedule decides (cut the step, average the iterates, stop).
 
 The whole running state (parameters, Adam's moments, the schedule, the generator, the
@@ -30,9 +31,26 @@ from noisybayes.engine.schedule import Schedule, Window
 from noisybayes.engine.source import Batch, DataSource
 from noisybayes.errors import DivergenceError
 
-__all__ = ["Objective", "RunResult", "Trainer", "WindowReport", "load_state", "save_state"]
+__all__ = [
+    "Objective",
+    "OptimizerFactory",
+    "RunResult",
+    "Trainer",
+    "WindowReport",
+    "adam",
+    "load_state",
+    "save_state",
+]
 
 _FORMAT = 1
+
+
+OptimizerFactory = Callable[[list[torch.Tensor], float], torch.optim.Optimizer]
+
+
+def adam(params: list[torch.Tensor], learning_rate: float) -> torch.optim.Optimizer:
+    """The default optimiser step: Adam with torch's default moments."""
+    return torch.optim.Adam(params, lr=learning_rate)
 
 
 class Objective(Protocol):
@@ -69,7 +87,7 @@ class RunResult:
 
 
 class Trainer:
-    """Minimise ``objective.loss`` over minibatches of ``source`` with Adam.
+    """Minimise ``objective.loss`` over minibatches of ``source``.
 
     Args:
         objective: the loss and its parameters (updated in place).
@@ -87,6 +105,8 @@ class Trainer:
             :class:`WindowReport` after every window.
         fingerprint: a string naming the model (parameter names); a saved state with
             another fingerprint is refused.
+        optimizer: makes the optimiser step from the parameters and the first step size
+            (Adam by default); the schedule sets each step's size in its param groups.
     """
 
     def __init__(
@@ -103,6 +123,7 @@ class Trainer:
         progress: bool = False,
         callback: Callable[[WindowReport], None] | None = None,
         fingerprint: str = "",
+        optimizer: OptimizerFactory = adam,
     ) -> None:
         self.objective, self.source, self.schedule = objective, source, schedule
         self.batch_size, self.drop_last = batch_size, drop_last
@@ -112,7 +133,8 @@ class Trainer:
         self.fingerprint = fingerprint + "|" + ";".join(
             f"{tuple(p.shape)}:{p.dtype}" for p in self.params
         )
-        self.optimizer = torch.optim.Adam(self.params, lr=schedule.learning_rate(0))
+        self.make_optimizer = optimizer
+        self.optimizer = optimizer(self.params, schedule.learning_rate(0))
         self.step = self.epoch = self.epoch_batches = self.recoveries = self.averaged = 0
         self.epoch_seed: int | None = None
         self.trace: list[float] = []
@@ -206,7 +228,7 @@ class Trainer:
                 "priors, or fit in float64"
             )
         _assign(self.params, self.answer)
-        self.optimizer = torch.optim.Adam(self.params, lr=self.schedule.diverged())
+        self.optimizer = self.make_optimizer(self.params, self.schedule.diverged())
 
     def _finish(self, converged: bool, reason: str) -> None:
         if self.schedule.answer == "average":
@@ -296,7 +318,7 @@ class Trainer:
             )
         state = _copied(state)
         _assign(self.params, state["params"])
-        self.optimizer = torch.optim.Adam(self.params, lr=self.schedule.learning_rate(0))
+        self.optimizer = self.make_optimizer(self.params, self.schedule.learning_rate(0))
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.generator.set_state(state["generator"])

@@ -36,17 +36,42 @@ from noisybayes.math.families import FAMILIES, FullRank, GaussianFamily, LowRank
 from noisybayes.model.layout import ParamLayout
 from noisybayes.model.model import Model
 
-__all__ = ["FitState", "fit"]
+__all__ = ["AutoFamily", "FitState", "fit"]
 
 FamilyName = Literal["auto", "meanfield", "lowrank", "fullrank"]
 
-# family="auto": full-rank up to this many parameters (a P x P Cholesky factor is cheap
-# there), low-rank up to _AUTO_LOWRANK_MAX, mean-field beyond; a cheaper family rejected
-# by k-hat is refitted full-rank up to _AUTO_REFIT_MAX parameters.
-_AUTO_FULLRANK_MAX = 200
-_AUTO_LOWRANK_MAX = 5000
-_AUTO_REFIT_MAX = 1000
-_AUTO_RANK = 10
+@dataclass(frozen=True)
+class AutoFamily:
+    """``family="auto"``: the richest Gaussian family whose cost suits the parameter count.
+
+    Full-rank up to ``fullrank_max`` parameters (a ``P x P`` Cholesky factor is cheap
+    there), low-rank (``rank`` factors) up to ``lowrank_max``, mean-field beyond; a cheaper
+    family whose Pareto k-hat exceeds 0.7 is refitted full-rank up to ``refit_max``
+    parameters. Pass an instance as ``nb.fit(..., family=AutoFamily(...))`` to change the
+    thresholds.
+    """
+
+    fullrank_max: int = 200
+    lowrank_max: int = 5000
+    refit_max: int = 1000
+    rank: int = 10
+
+    def choose(self, size: int) -> tuple[str, int, str]:
+        """``(family, rank, reason)`` for ``size`` parameters."""
+        if size <= self.fullrank_max:
+            return "fullrank", 0, f"auto: {size} parameters <= {self.fullrank_max}, full-rank"
+        if size <= self.lowrank_max:
+            rank = min(self.rank, size)
+            return (
+                "lowrank",
+                rank,
+                f"auto: {size} parameters > {self.fullrank_max}, low-rank (rank {rank})",
+            )
+        return "meanfield", 0, f"auto: {size} parameters > {self.lowrank_max}, mean-field"
+
+    def refits(self, name: str, size: int, khat: float) -> bool:
+        """Whether a ``name`` fit of ``size`` parameters with this k-hat is refitted full-rank."""
+        return khat > USABLE and name != "fullrank" and size <= self.refit_max
 
 
 @dataclass(frozen=True)
@@ -110,26 +135,12 @@ def _whitened_curvature(family: GaussianFamily, precision: torch.Tensor) -> torc
     return whitened.to(precision.dtype)
 
 
-def _choose_family(size: int) -> tuple[str, int, str]:
-    """``family="auto"``: the richest Gaussian family whose cost suits ``size`` parameters."""
-    if size <= _AUTO_FULLRANK_MAX:
-        return "fullrank", 0, f"auto: {size} parameters <= {_AUTO_FULLRANK_MAX}, full-rank"
-    if size <= _AUTO_LOWRANK_MAX:
-        rank = min(_AUTO_RANK, size)
-        return (
-            "lowrank",
-            rank,
-            f"auto: {size} parameters > {_AUTO_FULLRANK_MAX}, low-rank (rank {rank})",
-        )
-    return "meanfield", 0, f"auto: {size} parameters > {_AUTO_LOWRANK_MAX}, mean-field"
-
-
 def fit(
     model: Model,
     x: Any,
     y: Any,
     *,
-    family: FamilyName = "auto",
+    family: FamilyName | AutoFamily = "auto",
     rank: int = 2,
     batch_size: int | Literal["auto"] | None = "auto",
     n_samples: int = 16,
@@ -157,6 +168,7 @@ def fit(
             full-rank refit when a cheaper family gets k-hat > 0.7 and there
             are at most 1,000 parameters. ``info.family_reason`` says what
             happened, ``info.khat`` holds k-hat; a final k-hat > 0.7 raises a ``UserWarning``.
+            An :class:`AutoFamily` is ``"auto"`` with other thresholds.
         rank: the number of factors of a ``"lowrank"`` family.
         batch_size: rows per step; ``None`` uses all rows, ``"auto"`` all rows up to
             10,000 and 4,096 beyond. The batch log-likelihood is scaled by
@@ -171,7 +183,9 @@ def fit(
         max_curvature_rows: rows used for the Laplace curvature on large data.
         callback: called with a :class:`FitState` after every window.
     """
-    family = check_choice("family", family, ("auto", *FAMILIES))  # type: ignore[assignment]
+    auto = family if isinstance(family, AutoFamily) else AutoFamily()
+    if not isinstance(family, AutoFamily):
+        check_choice("family", family, ("auto", *FAMILIES))
     rank = check_positive_int("rank", rank)
     n_samples = check_positive_int("n_samples", n_samples)
     window = check_positive_int("window", window)
@@ -240,15 +254,15 @@ def fit(
         )
         return GaussianPosterior(model, layout, q, info, data)
 
-    if family != "auto":
+    if isinstance(family, str) and family != "auto":
         return run(family, rank, f"requested family={family!r}")
-    name, auto_rank, why = _choose_family(layout.size)
+    name, auto_rank, why = auto.choose(layout.size)
     post = run(name, auto_rank, why)
     khat = _auto_khat(post, gen)
-    if khat > USABLE and name != "fullrank" and layout.size <= _AUTO_REFIT_MAX:
+    if auto.refits(name, layout.size, khat):
         why += (
             f"; its Pareto k-hat {khat:.2f} > {USABLE}, so refitted full-rank "
-            f"({layout.size} parameters <= {_AUTO_REFIT_MAX})"
+            f"({layout.size} parameters <= {auto.refit_max})"
         )
         post = run("fullrank", 0, why)
         khat = _auto_khat(post, gen)
