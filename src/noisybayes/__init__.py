@@ -7,7 +7,7 @@ conventions.
 """
 
 from noisybayes import nn, optim
-from noisybayes.errors import DivergenceError
+from noisybayes.errors import DivergenceError, ModelError
 from noisybayes.estimators.bnn import BNNClassifier, BNNRegressor
 from noisybayes.estimators.glm import BayesianGLM
 from noisybayes.estimators.linear import BayesianLinearRegression
@@ -47,6 +47,7 @@ __all__ = [
     "FitState",
     "GaussianPosterior",
     "Model",
+    "ModelError",
     "Posterior",
     "Prediction",
     "PredictiveDraws",

@@ -12,17 +12,29 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["as_float_tensor", "check_choice", "check_finite", "check_positive", "check_positive_int"]
+__all__ = [
+    "as_float_tensor",
+    "check_choice",
+    "check_finite",
+    "check_numeric_columns",
+    "check_positive",
+    "check_positive_int",
+]
+
+
+def check_numeric_columns(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Return ``frame`` if all its columns are numeric, else raise naming the others."""
+    bad = [str(c) for c, t in frame.dtypes.items() if not pd.api.types.is_numeric_dtype(t)]
+    if bad:
+        raise TypeError(f"{name} must have numeric columns only, got non-numeric {bad}")
+    return frame
 
 
 def _to_numpy_like(name: str, value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, pd.DataFrame):
-        bad = [str(c) for c, t in value.dtypes.items() if not pd.api.types.is_numeric_dtype(t)]
-        if bad:
-            raise TypeError(f"{name} must have numeric columns only, got non-numeric {bad}")
-        value = value.to_numpy(dtype=np.float64)
+        value = check_numeric_columns(name, value).to_numpy(dtype=np.float64)
     elif isinstance(value, pd.Series):
         if not pd.api.types.is_numeric_dtype(value.dtype):
             raise TypeError(f"{name} must be numeric, got dtype {value.dtype}")
@@ -95,6 +107,27 @@ def check_positive_int(name: str, value: int) -> int:
         raise TypeError(f"{name} must be an integer >= 1, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def check_probability(name: str, value: float) -> float:
+    """Return ``value`` if it is a number strictly between 0 and 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+        raise TypeError(f"{name} must be a number in (0, 1), got {value!r}")
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+    return float(value)
+
+
+def check_seed(value: Any) -> int | None:
+    """Return ``value`` if it is ``None`` or an integer that seeds a ``torch.Generator``:
+    ``0 <= seed < 2**64``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"seed must be an integer in [0, 2**64) or None, got {value!r}")
+    if not 0 <= value < 2**64:
+        raise ValueError(f"seed must be an integer in [0, 2**64) or None, got {value!r}")
     return int(value)
 
 

@@ -9,12 +9,17 @@ from contextlib import contextmanager
 
 import torch
 
+from noisybayes._checks import check_seed
+
 __all__ = ["make_generator", "seeded_from"]
 
 
 def make_generator(seed: int | None = None, generator: torch.Generator | None = None):
     """The generator to use: ``generator`` if given, else a new one seeded with ``seed``."""
+    seed = check_seed(seed)
     if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {generator!r}")
         if seed is not None:
             raise ValueError(f"seed must be None when a generator is given, got {seed!r}")
         return generator
@@ -22,7 +27,7 @@ def make_generator(seed: int | None = None, generator: torch.Generator | None = 
     if seed is None:
         new.seed()
     else:
-        new.manual_seed(int(seed))
+        new.manual_seed(seed)
     return new
 
 

@@ -8,3 +8,8 @@ class DivergenceError(RuntimeError):
 
     The message says which quantity diverged, at which step, and what to try.
     """
+
+
+class ModelError(RuntimeError):
+    """An exception raised inside a model's ``forward``, raised again with the inputs'
+    shapes and the parameter names; the original exception is chained (``__cause__``)."""

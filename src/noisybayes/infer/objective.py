@@ -20,6 +20,7 @@ import torch
 from torch.distributions import Distribution, Normal, kl_divergence
 from torch.func import functional_call, grad, vmap
 
+from noisybayes.errors import ModelError
 from noisybayes.math.families import GaussianFamily
 from noisybayes.model.layout import ParamLayout
 from noisybayes.model.model import Model
@@ -126,8 +127,18 @@ class LogJoint:
         return True
 
     def likelihood(self, values: dict[str, torch.Tensor], xs: tuple[torch.Tensor, ...]):
-        """The model's distribution of ``y`` at one set of parameter values."""
-        return functional_call(self.model, values, xs)
+        """The model's distribution of ``y`` at one set of parameter values; an exception
+        from ``forward`` comes back as a :class:`~noisybayes.errors.ModelError` naming the
+        inputs' shapes, with the original chained."""
+        try:
+            return functional_call(self.model, values, xs)
+        except Exception as error:
+            shapes = ", ".join(str(tuple(x.shape)) for x in xs)
+            params = ", ".join(f"{k} {tuple(v.shape)}" for k, v in values.items())
+            raise ModelError(
+                f"{type(self.model).__name__}.forward raised {type(error).__name__} on inputs "
+                f"of shape {shapes} (parameters: {params}): {error}"
+            ) from error
 
     def single(
         self,

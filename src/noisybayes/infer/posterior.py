@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from torch.func import vmap
 
+from noisybayes._checks import check_positive_int, check_probability
 from noisybayes._rng import make_generator, seeded_from
 from noisybayes.infer.data import as_data, as_inputs
 from noisybayes.infer.objective import Data, LogJoint, batched_evaluation
@@ -179,6 +180,7 @@ class GaussianPosterior(Posterior):
         self, n: int, *, seed: int | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """``n`` draws of the flat unconstrained vector, ``(n, P)``."""
+        n = check_positive_int("n", n)
         return self.family.rsample(n, generator=make_generator(seed, generator)).detach()
 
     def sample(
@@ -218,6 +220,7 @@ class GaussianPosterior(Posterior):
 
     def summary(self, hdi_prob: float = 0.94) -> pd.DataFrame:
         """One row per scalar parameter: ``mean``, ``sd`` and the highest-density interval."""
+        check_probability("hdi_prob", hdi_prob)
         lows, highs = [], []
         for name in self.layout.names:
             low, high = hdi(self._summary_draws[name], hdi_prob)
@@ -250,8 +253,11 @@ class GaussianPosterior(Posterior):
         batched pass; means and variances are exact given the draws, intervals are
         empirical quantiles.
         """
+        n_samples = check_positive_int("n_samples", n_samples)
+        check_probability("level", level)
         gen = make_generator(seed, generator)
         xs = as_inputs(x, dtype=self.dtype)
+        self._check_input_shapes(xs)
         theta = self.sample_unconstrained(n_samples, generator=gen)
 
         def moments_and_draw(u: torch.Tensor):
@@ -277,6 +283,18 @@ class GaussianPosterior(Posterior):
             raise ValueError(f"{caller} needs both x and y, got {missing}=None")
         xs, y_tensor = as_data(x, y)
         return tuple(t.to(self.dtype) for t in xs), y_tensor.to(self.dtype)
+
+    def _check_input_shapes(self, xs: tuple[torch.Tensor, ...]) -> None:
+        """New inputs must have the fit's shape past the rows (when the fit's data is known)."""
+        if self.data is None:
+            return
+        fitted = self.data[0]
+        wanted = [("N", *t.shape[1:]) for t in fitted]
+        got = [tuple(t.shape) for t in xs]
+        if len(xs) != len(fitted) or any(
+            a.shape[1:] != b.shape[1:] for a, b in zip(xs, fitted, strict=True)
+        ):
+            raise ValueError(f"x must have the fit's shape past the rows, {wanted}, got {got}")
 
     def log_likelihood(self, theta: torch.Tensor, x: Any, y: torch.Tensor) -> torch.Tensor:
         """``log p(y_i | x_i, theta_s)`` per draw and observation: ``(S, *y.shape)`` for
