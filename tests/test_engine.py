@@ -132,7 +132,7 @@ class _Scripted:
     """A schedule that replays given decisions, one per window; the tenth step is of size
     zero, so the last iterate is the one the objective saw last."""
 
-    window, answer = 2, "average"
+    window, answer, length = 2, "average", None
 
     def __init__(self, decisions):
         self.decisions = list(decisions)

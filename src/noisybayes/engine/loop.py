@@ -101,8 +101,9 @@ class Trainer:
         max_steps: a hard cap on steps. ``max_recoveries``: after a non-finite loss the
             iterate returns to the last window's answer and the schedule cuts the step,
             at most this often; then :class:`~noisybayes.errors.DivergenceError`.
-        progress: a progress bar (shown after a second). ``callback``: called with a
-            :class:`WindowReport` after every window.
+        progress: a progress bar (shown after a second) with the loss of the last window;
+            its total is the schedule's ``length`` when that is fixed, else it counts steps.
+            ``callback``: called with a :class:`WindowReport` after every window.
         fingerprint: a string naming the model (parameter names); a saved state with
             another fingerprint is refused.
         optimizer: makes the optimiser step from the parameters and the first step size
@@ -152,8 +153,8 @@ class Trainer:
         if self.result is not None:
             return self.result
         limit = self.max_steps if until is None else min(until, self.max_steps)
-        bar = tqdm(total=self.max_steps, initial=self.step, disable=not self.progress,
-                   delay=1.0, leave=False, desc="fit")
+        bar = tqdm(total=self.schedule.length, initial=self.step, disable=not self.progress,
+                   delay=1.0, leave=False, desc="fit", unit="step")
         try:
             with self._global_rng():
                 while self.step < limit and self.result is None:

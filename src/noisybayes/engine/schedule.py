@@ -51,6 +51,11 @@ class Schedule(Protocol):
     window: int
     answer: Literal["average", "last"]
 
+    @property
+    def length(self) -> int | None:
+        """The number of steps when it is fixed in advance (a progress bar's total)."""
+        ...
+
     def learning_rate(self, step: int) -> float: ...
 
     def observe(self, window: Window) -> Decision: ...
@@ -109,6 +114,10 @@ class StallSchedule(_PlainState):
             self.current = self.initial_learning_rate
 
     @property
+    def length(self) -> int | None:
+        return None  # stops when the iterates are stationary
+
+    @property
     def final_learning_rate(self) -> float:
         return self.initial_learning_rate * 0.1
 
@@ -154,6 +163,10 @@ class LinearDecay(_PlainState):
     total_steps: int
     window: int
     answer: Literal["average", "last"] = "last"
+
+    @property
+    def length(self) -> int | None:
+        return self.total_steps
 
     def learning_rate(self, step: int) -> float:
         return self.initial_learning_rate * (1.0 - 0.9 * step / self.total_steps)
