@@ -1,7 +1,7 @@
 """The scikit-learn style estimators on two bundled data sets, with held-out calibration.
 
 ``nb.BayesianLinearRegression`` on the diabetes data (442 patients, 10 baseline variables,
-disease progression a year later) and ``nb.BayesianGLM(family="bernoulli")`` (logistic
+disease progression a year later) and ``nb.BayesianGLMClassifier`` (logistic
 regression) on the Wisconsin breast-cancer data (569 tumours, 30 features, malignant or
 benign), both from scikit-learn. Each is fitted on three quarters of the rows; the script
 prints the posterior table and how well the posterior predictive covers the held-out
@@ -55,8 +55,8 @@ def regression() -> None:
     print("Bayesian linear regression, diabetes progression (posterior on the data's units)")
     print(reg.summary().round(2).to_string())
     mean, sd = reg.predict(X_test, return_std=True)
-    rmse = float(np.sqrt(np.mean((np.asarray(y_test) - np.asarray(mean)) ** 2)))
-    print(f"held-out RMSE {rmse:.1f}, mean predictive sd {float(np.mean(np.asarray(sd))):.1f}")
+    rmse = float(np.sqrt(np.mean((np.asarray(y_test) - mean) ** 2)))
+    print(f"held-out RMSE {rmse:.1f}, mean predictive sd {float(np.mean(sd)):.1f}")
     report = nb.calibration(reg.predictive_draws(X_test, y_test), y_test)
     show_coverage(report)
     print(f"  mean log predictive density {report.mean_log_density:.3f}")
@@ -65,11 +65,11 @@ def regression() -> None:
 def classification() -> None:
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     X_train, X_test, y_train, y_test = split(X, y.astype(float), seed=0)
-    clf = nb.BayesianGLM(family="bernoulli", seed=0).fit(X_train, y_train)
+    clf = nb.BayesianGLMClassifier(seed=0).fit(X_train, y_train)
     print("Bayesian logistic regression, breast cancer (1 = benign)")
     print(clf.summary().round(2).head(8).to_string())
     print(f"... {len(clf.summary())} rows in all")
-    probs, labels = np.asarray(clf.predict(X_test)), np.asarray(y_test)
+    probs, labels = clf.predict_proba(X_test)[:, 1], np.asarray(y_test)
     print(f"held-out accuracy {np.mean((probs > 0.5) == (labels == 1)):.1%}")
     report = nb.calibration(clf.predictive_draws(X_test, y_test), y_test)
     print(

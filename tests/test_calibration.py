@@ -152,7 +152,7 @@ def test_held_out_labels_outside_the_support_are_refused():
     rng = np.random.default_rng(3)
     X = rng.normal(size=(60, 1))
     y = (rng.random(60) < 0.5).astype(float)
-    clf = nb.BayesianGLM("bernoulli", max_steps=200).fit(X, y)
+    clf = nb.BayesianGLMClassifier(fit_options={"max_steps": 200}).fit(X, y)
     with pytest.raises(ValueError, match=r"^y must lie in the support of the likelihood "
                        r"\(Boolean\(\)\), got 1 value\(s\) outside, e.g. 2.0 at row 3"):
         clf.predictive_draws(X[:5], [0.0, 1.0, 0.0, 2.0, 1.0])

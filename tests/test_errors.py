@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 from torch.distributions import HalfCauchy, Normal, Poisson, constraints
 
 import noisybayes as nb
@@ -238,18 +239,16 @@ def test_estimator_exact_needs_flat_priors_with_unknown_noise():
 
 
 def test_estimator_predict_before_fit():
-    with raises(
-        RuntimeError, "This BayesianLinearRegression is not fitted yet: call fit(X, y) first"
-    ):
+    with raises(NotFittedError, "This BayesianLinearRegression instance is not fitted yet"):
         nb.BayesianLinearRegression().predict(X)
 
 
 def test_estimator_predict_columns():
     reg = nb.BayesianLinearRegression(method="exact", prior_scale=None, noise_prior=None).fit(X, Y)
-    with raises(ValueError, "X must have 2 columns, as in fit, got 3"):
+    with raises(ValueError, "X has 3 features, but BayesianLinearRegression is expecting 2"):
         reg.predict(torch.randn(4, 3))
 
 
 def test_estimator_y_must_be_1d():
-    with raises(ValueError, "y must be 1-D, got shape (20, 2)"):
+    with raises(ValueError, "y should be a 1d array, got an array of shape (20, 2) instead"):
         nb.BayesianLinearRegression().fit(X, torch.randn(20, 2))

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 from torch import nn
 
 import noisybayes as nb
@@ -38,18 +39,18 @@ def test_regressor_follows_the_estimator_contract_on_the_original_scale(likeliho
 
 def test_regressor_errors():
     x, y = _toy(20, 1)
-    with pytest.raises(RuntimeError, match="not fitted yet"):
+    with pytest.raises(NotFittedError, match="not fitted yet"):
         nb.BNNRegressor().predict(x)
     with pytest.raises(ValueError, match=r"likelihood must be one of .* got 'laplace'"):
         nb.BNNRegressor(likelihood="laplace").fit(x, y)
-    with pytest.raises(ValueError, match=r"y must have as many rows as X \(20\), got 19"):
+    with pytest.raises(ValueError, match=r"inconsistent numbers of samples: \[20, 19\]"):
         nb.BNNRegressor(n_epochs=1).fit(x, y[:19])
     bad = y.copy()
     bad[3] = np.nan
-    with pytest.raises(ValueError, match=r"y must be finite, got 1 NaN/inf value\(s\)"):
+    with pytest.raises(ValueError, match=r"Input y contains NaN"):
         nb.BNNRegressor(n_epochs=1).fit(x, bad)
     reg = nb.BNNRegressor(hidden=(3,), n_epochs=1).fit(x, y)
-    with pytest.raises(ValueError, match=r"X must have 1 columns, as in fit, got 2"):
+    with pytest.raises(ValueError, match=r"X has 2 features, but BNNRegressor is expecting 1"):
         reg.predict(np.ones((3, 2)))
     with pytest.raises(ValueError, match=r"hidden must hold integers >= 1, got \(0,\)"):
         nb.BNNRegressor(hidden=(0,)).fit(x, y)
@@ -67,8 +68,7 @@ def test_student_t_degrees_of_freedom_are_learned_unless_given():
     fixed = nb.BNNRegressor(hidden=(5,), likelihood="student_t", df=3.0, n_epochs=2).fit(x, y)
     assert fixed.likelihood_.df.item() == 3.0
     assert "df_free" not in dict(fixed.likelihood_.named_parameters())
-    assert repr(fixed) == ("BNNRegressor(hidden=(5,), activation='relu', likelihood='student_t', "
-                           "df=3.0, prior_scale=1.0, temperature=1.0, n_components=1)")
+    assert repr(fixed) == "BNNRegressor(df=3.0, hidden=(5,), likelihood='student_t', n_epochs=2)"
 
 
 def test_classifier_probabilities_labels_and_score():
@@ -77,14 +77,14 @@ def test_classifier_probabilities_labels_and_score():
     y = np.where(x[:, 0] + x[:, 1] > 0, "yes", "no")
     clf = nb.BNNClassifier(hidden=(10,), n_epochs=40, seed=0).fit(x, y)
     probs = clf.predict_proba(x)
-    torch.testing.assert_close(probs.sum(1), torch.ones(200))
+    torch.testing.assert_close(torch.as_tensor(probs).sum(1), torch.ones(200))
     assert list(clf.classes_) == ["no", "yes"]
     assert (clf.predict(x) == y).mean() > 0.9
     assert -0.4 < clf.score(x, y) < 0  # mean log p(y): far better than log(1/2)
     with pytest.raises(ValueError, match=r"y must hold labels seen in fit \['no', 'yes'\], "
                                          r"got 'maybe'"):
         clf.score(x[:2], ["yes", "maybe"])
-    with pytest.raises(ValueError, match=r"y must hold at least 2 classes, got \['yes'\]"):
+    with pytest.raises(ValueError, match=r"y must hold at least 2 classes, got 1 class: \['yes'\]"):
         nb.BNNClassifier().fit(x[:3], ["yes"] * 3)
 
 
@@ -134,15 +134,15 @@ def test_converted_mlp_90_percent_interval_covers_about_90_percent():
     ("call", "error", "message"),
     [
         (lambda x, y: nb.BNNRegressor(n_epochs=1).fit(x, np.ones((20, 2))), ValueError,
-         r"y must be 1-D or one column, got shape \(20, 2\)"),
+         r"y should be a 1d array, got an array of shape \(20, 2\) instead"),
         (lambda x, y: nb.BNNRegressor(activation="sigmoid").fit(x, y), ValueError,
          r"activation must be one of 'relu', 'tanh', 'gelu', got 'sigmoid'"),
         (lambda x, y: nb.BNNRegressor(prior_scale=0.0).fit(x, y), ValueError,
          r"prior_scale must be > 0, got 0.0"),
         (lambda x, y: nb.BNNClassifier().fit(x, np.zeros((20, 2))), ValueError,
-         r"y must be 1-D, got shape \(20, 2\)"),
+         r"y should be a 1d array, got an array of shape \(20, 2\) instead"),
         (lambda x, y: nb.BNNClassifier().fit(x, np.r_[np.nan, np.ones(19)]), ValueError,
-         r"y must be finite, got NaN/inf labels"),
+         r"Input y contains NaN"),
         (lambda x, y: nb.BNNRegressor(hidden=(2,), n_epochs=1).fit(x, y).score(x, y[:5]),
          ValueError, r"y must have as many rows as X \(20\), got 5"),
         (lambda x, y: nb.BNNClassifier(hidden=(2,), n_epochs=1).fit(x, y > 100).score(x, y[:5] > 0),

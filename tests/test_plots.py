@@ -43,7 +43,7 @@ def vi(data) -> nb.BayesianLinearRegression:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return nb.BayesianLinearRegression(seed=0, max_steps=600).fit(x[:, None], y)
+        return nb.BayesianLinearRegression(seed=0, fit_options={"max_steps": 600}).fit(x[:, None], y)
     finally:
         torch.set_num_threads(before)
 

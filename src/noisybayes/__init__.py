@@ -10,6 +10,7 @@ from noisybayes import nn, optim
 from noisybayes.errors import DivergenceError, ModelError
 from noisybayes.estimators.bnn import BNNClassifier, BNNRegressor
 from noisybayes.estimators.glm import BayesianGLM
+from noisybayes.estimators.glm_classifier import BayesianGLMClassifier
 from noisybayes.estimators.linear import BayesianLinearRegression
 from noisybayes.estimators.robust import StudentTLinearRegression
 from noisybayes.infer import (
@@ -39,6 +40,7 @@ __all__ = [
     "BNNClassifier",
     "BNNRegressor",
     "BayesianGLM",
+    "BayesianGLMClassifier",
     "BayesianLinearRegression",
     "CalibrationReport",
     "CheckReport",

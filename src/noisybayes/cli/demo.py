@@ -178,7 +178,7 @@ def run_demo(*, quick: bool = False, seed: int = 0, mcmc: bool = True) -> DemoRe
     notes: list[str] = []
     for family in ("meanfield", "fullrank"):
         reg, seconds = _timed(
-            lambda f=family: BayesianLinearRegression(family=f, max_steps=4000, **flat).fit(X, Y)
+            lambda f=family: BayesianLinearRegression(family=f, fit_options={"max_steps": 4000}, **flat).fit(X, Y)
         )
         methods.append(_estimator_row(f"nb.fit {family}", reg, seconds))
         if not reg.posterior_.info.converged:

@@ -16,10 +16,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, cast
 
+import numpy as np
+import pandas as pd
 import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted, validate_data
 from torch.distributions import Distribution, Normal
 
-from noisybayes._checks import as_float_tensor, check_choice, check_positive
+from noisybayes._checks import (
+    as_float_tensor,
+    check_choice,
+    check_numeric_columns,
+    check_positive,
+)
 from noisybayes.infer.posterior import GaussianPosterior
 from noisybayes.infer.prediction import Prediction
 from noisybayes.model.model import Model
@@ -31,12 +40,15 @@ if TYPE_CHECKING:
     from noisybayes.infer.calibration import PredictiveDraws
 
 __all__ = [
+    "FLOAT_DTYPES",
     "LinearPredictor",
     "RegressionEstimator",
     "Standardisation",
+    "array_input",
     "coef_prior",
     "location_and_scale",
     "resolve_prior",
+    "tensor_of",
 ]
 
 _Estimator = TypeVar("_Estimator", bound="RegressionEstimator")
@@ -138,57 +150,67 @@ class LinearPredictor(Model):
         return (y - self.y_mean) / self.y_scale
 
 
-class RegressionEstimator:
-    """The estimator contract shared by the regressions: subclasses set ``posterior_``
-    (over a ``LinearPredictor``, which keeps the standardisation), ``n_features_in_`` and
-    ``feature_names_in_``."""
+def array_input(name: str, value: Any) -> Any:
+    """``value`` ready for scikit-learn's validation: a tensor becomes its numpy array (so
+    float32 stays float32), a DataFrame must have numeric columns only."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, pd.DataFrame):
+        check_numeric_columns(name, value)
+    return value
+
+
+def tensor_of(array: np.ndarray) -> torch.Tensor:
+    """A tensor of a checked array, sharing its memory unless it is read-only."""
+    return torch.from_numpy(np.require(array, requirements=["C", "W"]))
+
+
+FLOAT_DTYPES = (np.float64, np.float32)  # float32 input stays float32, others become float64
+
+
+class RegressionEstimator(BaseEstimator):
+    """The scikit-learn estimator contract shared by the generalised linear models:
+    subclasses set ``posterior_`` (over a ``LinearPredictor``, which keeps the
+    standardisation); inputs are checked by scikit-learn's ``validate_data``, which records
+    ``n_features_in_`` and, for a DataFrame with string column names, ``feature_names_in_``."""
 
     fit_intercept: bool
     seed: int | None
     posterior_: GaussianPosterior
     n_features_in_: int
-    feature_names_in_: list[str] | None
     formula_: Any
     design_: Any
 
     # --- input checks -----------------------------------------------------------------
-    def _check_xy(self, X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """``X`` ``(N, d)`` and ``y`` ``(N,)`` as tensors of one float dtype; records the
-        feature names and count."""
-        self.feature_names_in_ = [str(c) for c in X.columns] if hasattr(X, "columns") else None
-        X_t = as_float_tensor("X", X, ndim=(1, 2))
-        X_t = X_t[:, None] if X_t.ndim == 1 else X_t
+    def _validate_xy(self, X: Any, y: Any, *, y_numeric: bool = True) -> tuple[np.ndarray, Any]:
+        """``X`` ``(N, d)`` as a float array and ``y`` ``(N,)``, checked by scikit-learn;
+        records the feature names and count. At least 2 rows: one row leaves a flat
+        intercept and a learned noise scale without a proper posterior."""
+        return validate_data(
+            self, array_input("X", X), array_input("y", y), dtype=FLOAT_DTYPES,
+            y_numeric=y_numeric, ensure_min_samples=2,
+        )
+
+    @staticmethod
+    def _as_tensors(X: np.ndarray, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``X`` and a numeric ``y`` as tensors of one float dtype."""
+        X_t = tensor_of(X)
         y_t = as_float_tensor("y", y, ndim=(1,), dtype=None)
         dtype = torch.promote_types(X_t.dtype, y_t.dtype)
-        X_t, y_t = X_t.to(dtype), y_t.to(dtype)
-        if X_t.shape[0] != y_t.shape[0]:
-            raise ValueError(
-                f"X and y must have the same number of rows, got {X_t.shape[0]} and {y_t.shape[0]}"
-            )
-        self.n_features_in_ = X_t.shape[1]
-        return X_t, y_t
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "posterior_"):
-            raise RuntimeError(
-                f"This {type(self).__name__} is not fitted yet: call fit(X, y) first"
-            )
+        return X_t.to(dtype), y_t.to(dtype)
 
     def _standardised(self, X: Any) -> torch.Tensor:
-        self._check_fitted()
+        check_is_fitted(self, "posterior_")
         formula = getattr(self, "formula_", None)
+        names = getattr(self, "feature_names_in_", None)
         if (
             formula is not None
             and hasattr(X, "columns")
-            and list(X.columns) != self.feature_names_in_
+            and (names is None or list(X.columns) != list(names))
         ):
             X = formula.transform(X).X  # raw rows: build their design as the formula says
-        X_t = as_float_tensor("X", X, ndim=(1, 2), dtype=self.posterior_.dtype)
-        X_t = X_t[:, None] if X_t.ndim == 1 else X_t
-        if X_t.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X must have {self.n_features_in_} columns, as in fit, got {X_t.shape[1]}"
-            )
+        X_a = validate_data(self, array_input("X", X), reset=False, dtype=FLOAT_DTYPES)
+        X_t = tensor_of(X_a).to(self.posterior_.dtype)
         return self._model.standardise_x(X_t)
 
     def _standardised_y(self, y: Any, dtype: torch.dtype) -> torch.Tensor:
@@ -204,11 +226,12 @@ class RegressionEstimator:
 
     # --- predictions --------------------------------------------------------------------
     def predict(self, X: Any, return_std: bool = False):
-        """Posterior predictive mean on the response's scale; with ``return_std`` also the
-        total predictive sd (parameter uncertainty and noise), as in scikit-learn's
-        ``BayesianRidge``."""
+        """Posterior predictive mean ``(N,)`` on the response's scale, a numpy array; with
+        ``return_std`` also the total predictive sd (parameter uncertainty and noise), as in
+        scikit-learn's ``BayesianRidge``."""
         pred = self.predict_distribution(X)
-        return (pred.mean, pred.sd) if return_std else pred.mean
+        mean = pred.mean.detach().numpy()
+        return (mean, pred.sd.detach().numpy()) if return_std else mean
 
     def predict_distribution(
         self, X: Any, level: float = 0.94, n_samples: int = 2000
@@ -247,7 +270,7 @@ class RegressionEstimator:
         ``coef`` (and the noise), and the observed ``y``, its posterior predictive draws and
         pointwise log-likelihood in ``y``'s units, at the fit's data or at ``X`` and ``y``
         (so ``az.loo`` compares with models fitted to the unstandardised response)."""
-        self._check_fitted()
+        check_is_fitted(self, "posterior_")
         if X is None and y is None:
             x_std = y_std = None
         elif X is None or y is None:
@@ -264,10 +287,11 @@ class RegressionEstimator:
 
     def summary(self, hdi_prob: float = 0.94):
         """The posterior table, with coefficient rows named after the features when known."""
-        self._check_fitted()
+        check_is_fitted(self, "posterior_")
         table = self.posterior_.summary(hdi_prob)
-        if self.feature_names_in_ is not None:
-            names = {f"coef[{i}]": n for i, n in enumerate(self.feature_names_in_)}
+        features = getattr(self, "feature_names_in_", None)
+        if features is not None:
+            names = {f"coef[{i}]": str(n) for i, n in enumerate(features)}
             table = table.rename(index=names)
         return table
 

@@ -4,7 +4,8 @@ A network of :class:`noisybayes.nn.BayesLinear` layers (mean-field Gaussian post
 local reparameterization) trained by :func:`noisybayes.nn.train` on the per-datum
 negative ELBO, on standardised inputs (and targets, for regression). ``temperature``
 is 1 (the Bayesian posterior) unless set. ``score`` is the mean test log predictive
-density, ``mean_i log mean_s p(y_i | x_i, w_s)``, in the target's original units.
+density, ``mean_i log mean_s p(y_i | x_i, w_s)``, in the target's original units (not
+scikit-learn's R^2 or accuracy: a proper score of the whole predictive distribution).
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils import Tags
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 from torch.distributions import Normal
 
@@ -24,7 +29,7 @@ from noisybayes._checks import (
     check_positive_int,
 )
 from noisybayes._rng import make_generator, seeded_from
-from noisybayes.estimators._base import location_and_scale
+from noisybayes.estimators._base import array_input, location_and_scale, tensor_of
 from noisybayes.infer.posterior import FitInfo
 from noisybayes.infer.prediction import Prediction
 from noisybayes.nn.likelihoods import (
@@ -53,12 +58,12 @@ _REGRESSION_LIKELIHOODS: tuple[str, ...] = get_args(RegressionLikelihood)
 _START_DF = 5.0  # where learned degrees of freedom start
 
 
-class _BNN:
+class _BNN(BaseEstimator):
     """Shared set-up: the network, standardisation of ``X``, training, draws of outputs."""
 
     def __init__(
         self,
-        hidden: tuple[int, ...] = (50,),
+        hidden: int | tuple[int, ...] = (50,),
         *,
         activation: Literal["relu", "tanh", "gelu"] = "relu",
         prior_scale: float = 1.0,
@@ -74,7 +79,7 @@ class _BNN:
         progress: bool = False,
         device: str | torch.device = "cpu",
     ) -> None:
-        self.hidden = tuple(hidden)
+        self.hidden = hidden
         self.activation = activation
         self.prior_scale = prior_scale
         self.init_scale = init_scale
@@ -89,23 +94,19 @@ class _BNN:
         self.progress = progress
         self.device = device
 
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(hidden={self.hidden}, activation={self.activation!r}, "
-            f"{self._repr_likelihood()}prior_scale={self.prior_scale}, "
-            f"temperature={self.temperature}, n_components={self.n_components})"
-        )
-
-    def _repr_likelihood(self) -> str:
-        return ""
+    def _hidden(self) -> tuple[int, ...]:
+        """``hidden`` as a tuple of widths (one integer is one layer)."""
+        hidden: Any = self.hidden
+        widths = tuple(hidden) if isinstance(hidden, (tuple, list)) else (hidden,)
+        for h in widths:
+            if isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1:
+                raise ValueError(f"hidden must hold integers >= 1, got {self.hidden!r}")
+        return tuple(int(h) for h in widths)
 
     def _network(self, n_in: int, n_out: int) -> nn.Sequential:
         check_choice("activation", self.activation, tuple(_ACTIVATIONS))
         prior = Normal(0.0, check_positive("prior_scale", self.prior_scale))
-        for h in self.hidden:
-            if isinstance(h, bool) or not isinstance(h, int) or h < 1:
-                raise ValueError(f"hidden must hold integers >= 1, got {self.hidden!r}")
-        widths = [n_in, *self.hidden]
+        widths = [n_in, *self._hidden()]
         layers: list[nn.Module] = []
         for a, b in zip(widths[:-1], widths[1:], strict=True):
             layers += [
@@ -115,11 +116,8 @@ class _BNN:
         layers.append(BayesLinear(widths[-1], n_out, prior=prior, init_scale=self.init_scale))
         return nn.Sequential(*layers)
 
-    def _fit_network(self, X: Any, target: torch.Tensor, n_out: int, lik: Likelihood) -> None:
-        x = as_float_tensor("X", X, ndim=(2,), dtype=torch.float32)
-        if target.shape[0] != x.shape[0]:
-            raise ValueError(f"y must have as many rows as X ({x.shape[0]}), got {target.shape[0]}")
-        self.n_features_in_ = x.shape[1]
+    def _fit_network(self, x: torch.Tensor, target: torch.Tensor, n_out: int, lik: Likelihood) -> None:
+        """Train on checked inputs ``x`` ``(N, d)`` (float32) and the model's ``target``."""
         self.x_mean_, self.x_scale_ = location_and_scale(x, centre=True)
         gen = make_generator(self.seed)
         k = check_positive_int("n_components", self.n_components)
@@ -150,25 +148,19 @@ class _BNN:
 
     def _outputs(self, X: Any) -> torch.Tensor:
         """``(S, B, n_out)`` network outputs at standardised ``X`` under ``S`` weight draws."""
-        if not hasattr(self, "model_"):
-            name = type(self).__name__
-            raise RuntimeError(f"This {name} is not fitted yet: call fit(X, y) first")
-        x = as_float_tensor("X", X, ndim=(2,), dtype=torch.float32)
-        if x.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X must have {self.n_features_in_} columns, as in fit, got {x.shape[1]}"
-            )
+        check_is_fitted(self, "model_")
+        x = tensor_of(validate_data(self, array_input("X", X), reset=False, dtype=np.float32))
         gen = make_generator(self.seed)
         with torch.no_grad(), seeded_from(gen):
             x_std = ((x - self.x_mean_) / self.x_scale_).to(self.device)
             return sample_outputs(self.model_, x_std, self.n_predict_samples)
 
 
-class BNNRegressor(_BNN):
+class BNNRegressor(RegressorMixin, _BNN):
     """A Bayesian MLP for regression (one target), learning its noise scale.
 
     Args:
-        hidden: hidden layer widths. activation: ``"relu"``, ``"tanh"`` or ``"gelu"``.
+        hidden: hidden layer widths (one integer is one layer). activation: ``"relu"``, ``"tanh"`` or ``"gelu"``.
         likelihood: ``"gaussian"`` (one learned noise sd), ``"heteroscedastic"`` (a noise
             sd per input, from a second output), ``"student_t"`` (one learned noise scale)
             or ``"heteroscedastic_student_t"`` (a noise scale per input and heavy tails;
@@ -209,34 +201,47 @@ class BNNRegressor(_BNN):
 
     def __init__(
         self,
-        hidden: tuple[int, ...] = (50,),
+        hidden: int | tuple[int, ...] = (50,),
         *,
+        activation: Literal["relu", "tanh", "gelu"] = "relu",
+        prior_scale: float = 1.0,
+        init_scale: float = 0.1,
+        temperature: float = 1.0,
+        n_epochs: int | None = None,
+        batch_size: int = 128,
+        learning_rate: float = 1e-2,
+        n_samples: int = 1,
+        n_components: int = 1,
+        n_predict_samples: int = 200,
+        seed: int | None = 0,
+        progress: bool = False,
+        device: str | torch.device = "cpu",
         likelihood: RegressionLikelihood = "gaussian",
         df: float | None = None,
         init_noise_scale: float = 0.1,
-        **options: Any,
     ) -> None:
-        super().__init__(hidden, **options)
+        super().__init__(
+            hidden, activation=activation, prior_scale=prior_scale, init_scale=init_scale,
+            temperature=temperature, n_epochs=n_epochs, batch_size=batch_size,
+            learning_rate=learning_rate, n_samples=n_samples, n_components=n_components,
+            n_predict_samples=n_predict_samples, seed=seed, progress=progress, device=device,
+        )
         self.likelihood = likelihood
         self.df = df
         self.init_noise_scale = init_noise_scale
 
-    def _repr_likelihood(self) -> str:
-        df = f"df={self.df}, " if "student_t" in self.likelihood else ""
-        return f"likelihood={self.likelihood!r}, {df}"
-
     def fit(self, X: Any, y: Any) -> BNNRegressor:
         """Fit the posterior to ``X`` ``(N, d)`` and ``y`` ``(N,)``; returns ``self``."""
         check_choice("likelihood", self.likelihood, _REGRESSION_LIKELIHOODS)
-        y_t = as_float_tensor("y", y, ndim=(1, 2), dtype=torch.float32)
-        if y_t.ndim == 2 and y_t.shape[1] != 1:
-            raise ValueError(f"y must be 1-D or one column, got shape {tuple(y_t.shape)}")
-        y_t = y_t.reshape(-1)
+        X_a, y_a = validate_data(
+            self, array_input("X", X), array_input("y", y), dtype=np.float32, y_numeric=True
+        )
+        y_t = torch.as_tensor(np.asarray(y_a, dtype=np.float32))
         y_mean, y_scale = location_and_scale(y_t[:, None], centre=True)
         self.y_mean_, self.y_scale_ = float(y_mean[0]), float(y_scale[0])
         lik, n_out = self._likelihood()
         self._fit_network(
-            X,
+            tensor_of(X_a),
             ((y_t - self.y_mean_) / self.y_scale_)[:, None]
             if n_out == 1
             else (y_t - self.y_mean_) / self.y_scale_,
@@ -244,6 +249,12 @@ class BNNRegressor(_BNN):
             lik,
         )
         return self
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        assert tags.regressor_tags is not None  # set by RegressorMixin
+        tags.regressor_tags.poor_score = True  # score is a log density: no R^2 threshold
+        return tags
 
     def _likelihood(self) -> tuple[Likelihood, int]:
         """The likelihood and the network's number of outputs (2 with a scale column)."""
@@ -271,11 +282,12 @@ class BNNRegressor(_BNN):
         return flat.affine(self.y_mean_, self.y_scale_)
 
     def predict(self, X: Any, return_std: bool = False):
-        """Predictive mean ``(B,)``; with ``return_std`` also the total predictive sd."""
+        """Predictive mean ``(B,)``, a numpy array; with ``return_std`` also the total
+        predictive sd."""
         pred = self.predict_distribution(X)
-        return (pred.mean, pred.sd) if return_std else pred.mean
+        return (pred.mean.numpy(), pred.sd.numpy()) if return_std else pred.mean.numpy()
 
-    def log_predictive_density(self, X: Any, y: Any) -> torch.Tensor:
+    def log_predictive_density(self, X: Any, y: Any) -> np.ndarray:
         """``log mean_s p(y_i | x_i, w_s)`` per row, ``(B,)``, in y's original units."""
         outputs = self._outputs(X)
         y_t = as_float_tensor("y", y, ndim=(1, 2), dtype=torch.float32).reshape(-1)
@@ -291,14 +303,16 @@ class BNNRegressor(_BNN):
                     for o in outputs
                 ]
             )
-        return (lp.logsumexp(0) - math.log(lp.shape[0]) - math.log(self.y_scale_)).cpu()
+        return (lp.logsumexp(0) - math.log(lp.shape[0]) - math.log(self.y_scale_)).cpu().numpy()
 
     def score(self, X: Any, y: Any) -> float:
-        """Mean test log-likelihood (log predictive density) per row, in y's units."""
+        """Mean test log-likelihood (log predictive density) per row, in y's units; not
+        ``RegressorMixin``'s R^2: a proper score of the whole predictive distribution, the
+        criterion ``GridSearchCV`` and ``cross_val_score`` then maximise."""
         return float(self.log_predictive_density(X, y).mean())
 
 
-class BNNClassifier(_BNN):
+class BNNClassifier(ClassifierMixin, _BNN):
     """A Bayesian MLP classifier (softmax output); arguments as :class:`BNNRegressor`.
 
     Fitted attributes: ``classes_`` (the sorted labels seen in fit), ``model_``, ``info_``.
@@ -306,16 +320,17 @@ class BNNClassifier(_BNN):
 
     def fit(self, X: Any, y: Any) -> BNNClassifier:
         """Fit the posterior to ``X`` ``(N, d)`` and labels ``y`` ``(N,)``; returns ``self``."""
-        labels = np.asarray(y)
-        if labels.ndim != 1:
-            raise ValueError(f"y must be 1-D, got shape {labels.shape}")
-        if labels.dtype.kind == "f" and not np.isfinite(labels).all():
-            raise ValueError("y must be finite, got NaN/inf labels")
+        X_a, labels = validate_data(
+            self, array_input("X", X), array_input("y", y), dtype=np.float32
+        )
+        check_classification_targets(labels)
         self.classes_ = np.unique(labels)
         if len(self.classes_) < 2:
-            raise ValueError(f"y must hold at least 2 classes, got {self.classes_.tolist()}")
+            raise ValueError(
+                f"y must hold at least 2 classes, got 1 class: {self.classes_.tolist()}"
+            )
         target = torch.from_numpy(np.searchsorted(self.classes_, labels)).long()
-        self._fit_network(X, target, len(self.classes_), Categorical())
+        self._fit_network(tensor_of(X_a), target, len(self.classes_), Categorical())
         return self
 
     def _encode(self, y: Any) -> torch.Tensor:
@@ -336,23 +351,26 @@ class BNNClassifier(_BNN):
             pred = predict_classes(self._outputs(X), self.likelihood_, level)
         return pred.apply(lambda field: field.cpu())
 
-    def predict_proba(self, X: Any) -> torch.Tensor:
+    def predict_proba(self, X: Any) -> np.ndarray:
         """Posterior predictive class probabilities ``(B, K)``, columns as ``classes_``."""
         probs = self.predict_distribution(X).probs
         assert probs is not None  # a classification prediction has class probabilities
-        return probs
+        return probs.numpy()
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable label of each row."""
-        return self.classes_[self.predict_proba(X).argmax(1).numpy()]
+        probs = self.predict_proba(X)
+        return self.classes_[probs.argmax(1)]
 
     def score(self, X: Any, y: Any) -> float:
-        """Mean test log-likelihood ``mean_i log p(y_i | x_i, D)``."""
-        target = self._encode(y)
+        """Mean test log-likelihood ``mean_i log p(y_i | x_i, D)``; not ``ClassifierMixin``'s
+        accuracy: a proper score of the predicted probabilities, the criterion
+        ``GridSearchCV`` and ``cross_val_score`` then maximise."""
+        target = self._encode(y).numpy()
         probs = self.predict_proba(X)
         if target.shape[0] != probs.shape[0]:
             raise ValueError(
                 f"y must have as many rows as X ({probs.shape[0]}), got {target.shape[0]}"
             )
-        picked = probs.gather(1, target[:, None]).squeeze(1)
-        return float(picked.clamp_min(1e-45).log().mean())
+        picked = probs[np.arange(len(target)), target]
+        return float(np.log(np.maximum(picked, 1e-45)).mean())

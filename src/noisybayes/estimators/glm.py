@@ -6,7 +6,8 @@ The model, its families, links and default priors are described in ``_glm_model`
 
 ``BayesianLinearRegression`` and ``StudentTLinearRegression`` are presets of it (the
 gaussian and student_t families with the identity link); the gaussian one also has the
-closed-form posterior of ``_exact``.
+closed-form posterior of ``_exact``. The bernoulli family is a classifier,
+``BayesianGLMClassifier`` (``glm_classifier``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from sklearn.base import RegressorMixin
 from torch.distributions import Distribution
 
 from noisybayes._checks import check_choice
@@ -21,7 +23,6 @@ from noisybayes.estimators._base import RegressionEstimator
 from noisybayes.estimators._exact import exact_posterior
 from noisybayes.estimators._glm_model import (
     LINKS,
-    FamilyName,
     GLMSpec,
     LinkName,
     check_response,
@@ -29,9 +30,33 @@ from noisybayes.estimators._glm_model import (
 )
 from noisybayes.infer.fit import fit
 
-__all__ = ["Approximation", "BayesianGLM", "GeneralizedLinearEstimator"]
+__all__ = [
+    "Approximation",
+    "BayesianGLM",
+    "GeneralizedLinearEstimator",
+    "check_link",
+    "fit_options_of",
+]
 
 Approximation = Literal["auto", "meanfield", "lowrank", "fullrank"]  # nb.fit's ``family``
+
+
+REGRESSION_FAMILIES = ("poisson", "negative_binomial", "student_t", "gaussian")
+
+
+def fit_options_of(estimator: str, options: Any) -> dict[str, Any]:
+    """A copy of ``fit_options`` (``None`` or a dict of further ``nb.fit`` arguments)."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise TypeError(f"fit_options must be a dict of nb.fit arguments or None, got {options!r}")
+    taken = sorted({"family", "seed", "progress"} & options.keys())
+    if taken:
+        raise ValueError(
+            f"fit_options must not hold {', '.join(map(repr, taken))}: they are arguments "
+            f"of {estimator}, got {options!r}"
+        )
+    return dict(options)
 
 
 class GeneralizedLinearEstimator(RegressionEstimator):
@@ -39,46 +64,43 @@ class GeneralizedLinearEstimator(RegressionEstimator):
     (``"exact"``); sets ``posterior_``, ``coef_`` and ``intercept_``."""
 
     progress: bool
-    fit_options: dict[str, Any]
+    fit_options: dict[str, Any] | None
 
     def _fit_glm(
         self,
         spec: GLMSpec,
-        X: Any,
-        y: Any,
+        X: torch.Tensor,
+        y: torch.Tensor,
         *,
         approximation: Approximation,
         method: Literal["vi", "exact"] = "vi",
     ) -> dict[str, torch.Tensor]:
-        """Fit ``spec``'s model to ``X`` ``(N, d)`` and ``y`` ``(N,)``; returns the posterior
-        means by parameter name."""
-        X_t, y_t = self._check_xy(X, y)
-        check_response(spec.family, y_t)
-        model = glm_model(spec, X_t, y_t)
+        """Fit ``spec``'s model to checked ``X`` ``(N, d)`` and ``y`` ``(N,)``; returns the
+        posterior means by parameter name."""
+        options = fit_options_of(type(self).__name__, self.fit_options)
+        check_response(spec.family, y)
+        model = glm_model(spec, X, y)
         if method == "exact":
-            self.posterior_ = exact_posterior(spec, model, X_t, y_t)
+            self.posterior_ = exact_posterior(spec, model, X, y)
         else:
             self.posterior_ = fit(
-                model, model.standardise_x(X_t), model.standardise_y(y_t),
-                family=approximation, seed=self.seed, progress=self.progress,
-                **self.fit_options,
+                model, model.standardise_x(X), model.standardise_y(y),
+                family=approximation, seed=self.seed, progress=self.progress, **options,
             )
         mean = self.posterior_.mean
-        self.coef_ = mean["coef"]
-        self.intercept_ = (
-            mean["intercept"] if self.fit_intercept else torch.zeros((), dtype=X_t.dtype)
-        )
+        self.coef_ = mean["coef"].detach().numpy()
+        self.intercept_ = float(mean["intercept"]) if self.fit_intercept else 0.0
         return mean
 
 
-class BayesianGLM(GeneralizedLinearEstimator):
-    """A Bayesian generalised linear model with scikit-learn conventions.
+class BayesianGLM(RegressorMixin, GeneralizedLinearEstimator):
+    """A Bayesian generalised linear regression, a scikit-learn regressor.
 
     Args:
-        family: the likelihood: ``"bernoulli"``, ``"poisson"``, ``"negative_binomial"``,
-            ``"student_t"`` or ``"gaussian"``.
-        link: ``None`` for the family's default (``logit``, ``log``, ``log``, ``identity``,
-            ``identity``); also ``"probit"`` for bernoulli and ``"log"`` for gaussian.
+        family: the likelihood: ``"poisson"``, ``"negative_binomial"``, ``"student_t"`` or
+            ``"gaussian"`` (binary labels: ``nb.BayesianGLMClassifier``).
+        link: ``None`` for the family's default (``log``, ``log``, ``identity``,
+            ``identity``); also ``"log"`` for gaussian.
         fit_intercept: include an intercept (flat prior).
         prior_scale: sd of the Normal(0, ·) prior on each coefficient on the user's scale;
             ``"auto"`` as in ``_glm_model``'s docstring, ``None`` flat.
@@ -88,16 +110,18 @@ class BayesianGLM(GeneralizedLinearEstimator):
         df_prior: the prior on student_t's ``df`` (on ``df > 2``); ``"auto"`` is Gamma(2, 0.1).
         approximation: the variational family, ``nb.fit``'s ``family`` argument (named
             apart from the likelihood's ``family``).
-        seed, progress, **fit_options: passed to ``nb.fit``.
+        seed, progress: passed to ``nb.fit``; ``fit_options``: a dict of its other
+            arguments (``{"max_steps": 300}``).
 
-    Fitted attributes: ``coef_``, ``intercept_`` (posterior means, on the link scale),
-    ``dispersion_`` (posterior mean of ``sigma`` or ``concentration``; ``None`` for bernoulli
-    and poisson), ``link_``, ``posterior_`` (an ``nb.Posterior``).
+    Fitted attributes: ``coef_`` (numpy), ``intercept_`` (float; posterior means, on the link
+    scale), ``dispersion_`` (posterior mean of ``sigma`` or ``concentration``; ``None`` for
+    poisson), ``link_``, ``posterior_`` (an ``nb.Posterior``). ``predict`` gives the
+    predictive mean on the response scale, ``score`` the R^2 of it.
     """
 
     def __init__(
         self,
-        family: FamilyName = "gaussian",
+        family: Literal["poisson", "negative_binomial", "student_t", "gaussian"] = "gaussian",
         link: LinkName | None = None,
         *,
         fit_intercept: bool = True,
@@ -107,7 +131,7 @@ class BayesianGLM(GeneralizedLinearEstimator):
         approximation: Approximation = "auto",
         seed: int | None = 0,
         progress: bool = False,
-        **fit_options: Any,
+        fit_options: dict[str, Any] | None = None,
     ) -> None:
         self.family = family
         self.link = link
@@ -120,34 +144,39 @@ class BayesianGLM(GeneralizedLinearEstimator):
         self.progress = progress
         self.fit_options = fit_options
 
-    def __repr__(self) -> str:
-        return (
-            f"BayesianGLM(family={self.family!r}, link={self.link!r}, "
-            f"approximation={self.approximation!r}, prior_scale={self.prior_scale!r})"
-        )
-
     def _check_family_and_link(self) -> str:
-        check_choice("family", self.family, tuple(LINKS))
-        choices = LINKS[self.family]
-        if self.link is None:
-            return choices[0]
-        if self.link not in choices:
+        if self.family == "bernoulli":
             raise ValueError(
-                f"link must be one of {', '.join(map(repr, choices))} for "
-                f"family={self.family!r}, got {self.link!r}"
+                "family must be one of " + ", ".join(map(repr, REGRESSION_FAMILIES))
+                + ", got 'bernoulli': binary labels are classified by nb.BayesianGLMClassifier"
             )
-        return self.link
+        check_choice("family", self.family, REGRESSION_FAMILIES)
+        return check_link(self.family, self.link)
 
     def fit(self, X: Any, y: Any) -> BayesianGLM:
         """Infer the posterior of ``(intercept, coef, dispersion)`` from ``X`` ``(N, d)``,
         ``y`` ``(N,)``."""
         link = self._check_family_and_link()
+        X_t, y_t = self._as_tensors(*self._validate_xy(X, y))
         spec = GLMSpec(
             self.family, link, self.fit_intercept, self.prior_scale, self.dispersion_prior,
             self.df_prior,
         )
-        mean = self._fit_glm(spec, X, y, approximation=self.approximation)
+        mean = self._fit_glm(spec, X_t, y_t, approximation=self.approximation)
         self.link_ = link
         name = "concentration" if self.family == "negative_binomial" else "sigma"
-        self.dispersion_ = mean.get(name)
+        self.dispersion_ = float(mean[name]) if name in mean else None
         return self
+
+
+def check_link(family: str, link: str | None) -> str:
+    """``link``, or the family's default for ``None``, if the family has it."""
+    choices = LINKS[family]
+    if link is None:
+        return choices[0]
+    if link not in choices:
+        raise ValueError(
+            f"link must be one of {', '.join(map(repr, choices))} for "
+            f"family={family!r}, got {link!r}"
+        )
+    return link

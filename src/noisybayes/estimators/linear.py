@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import torch
+from sklearn.base import RegressorMixin
 from torch.distributions import Distribution
 
 from noisybayes._checks import check_choice
@@ -23,7 +23,7 @@ from noisybayes.estimators.glm import Approximation, GeneralizedLinearEstimator
 __all__ = ["BayesianLinearRegression"]
 
 
-class BayesianLinearRegression(GeneralizedLinearEstimator):
+class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
     """Bayesian linear regression with a learned noise scale.
 
     Args:
@@ -35,10 +35,14 @@ class BayesianLinearRegression(GeneralizedLinearEstimator):
         noise_scale: a known noise sd; ``sigma`` is then fixed, not learned.
         method: ``"vi"`` (``nb.fit``) or ``"exact"`` (closed form: known noise with a Normal
             or flat prior, or unknown noise with flat priors, a Normal-Inverse-Gamma limit).
-        family, seed, progress, **fit_options: passed to ``nb.fit`` (``family`` is the
-            variational family, ``BayesianGLM``'s ``approximation``).
+        family, seed, progress: passed to ``nb.fit`` (``family`` is the variational family,
+            ``BayesianGLM``'s ``approximation``); ``fit_options``: a dict of its other
+            arguments (``{"max_steps": 300}``).
 
-    Fitted attributes: ``coef_``, ``intercept_``, ``noise_scale_`` (posterior means),
+    A scikit-learn regressor: ``score`` is the R^2 of the predictive mean.
+
+    Fitted attributes: ``coef_`` (numpy), ``intercept_``, ``noise_scale_`` (floats; posterior
+    means),
     ``posterior_`` (an ``nb.Posterior`` over ``intercept``, ``coef``, ``sigma``, on the
     user's scale). ``posterior_`` was fitted to the standardised data it keeps:
     ``posterior_.check()`` (k-hat is scale-free) works as it is, while its own
@@ -57,7 +61,7 @@ class BayesianLinearRegression(GeneralizedLinearEstimator):
         family: Approximation = "auto",
         seed: int | None = 0,
         progress: bool = False,
-        **fit_options: Any,
+        fit_options: dict[str, Any] | None = None,
     ) -> None:
         self.fit_intercept = fit_intercept
         self.prior_scale = prior_scale
@@ -69,12 +73,6 @@ class BayesianLinearRegression(GeneralizedLinearEstimator):
         self.progress = progress
         self.fit_options = fit_options
 
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(method={self.method!r}, family={self.family!r}, "
-            f"prior_scale={self.prior_scale!r}, noise_scale={self.noise_scale!r})"
-        )
-
     def _spec(self) -> GLMSpec:
         """The gaussian GLM with the identity link and this estimator's priors."""
         return GLMSpec(
@@ -85,9 +83,8 @@ class BayesianLinearRegression(GeneralizedLinearEstimator):
     def fit(self, X: Any, y: Any) -> BayesianLinearRegression:
         """Infer the posterior of ``(intercept, coef, sigma)`` from ``X`` ``(N, d)``, ``y`` ``(N,)``."""
         check_choice("method", self.method, ("vi", "exact"))
+        X_t, y_t = self._as_tensors(*self._validate_xy(X, y))
         spec = self._spec()
-        mean = self._fit_glm(spec, X, y, approximation=self.family, method=self.method)
-        self.noise_scale_ = (
-            mean["sigma"] if self.noise_scale is None else torch.tensor(self.noise_scale)
-        )
+        mean = self._fit_glm(spec, X_t, y_t, approximation=self.family, method=self.method)
+        self.noise_scale_ = float(mean["sigma"] if self.noise_scale is None else self.noise_scale)
         return self

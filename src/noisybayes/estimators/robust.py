@@ -11,11 +11,12 @@ finite, which the predictive sd needs (the Gamma(2, 0.1) prior puts 1.8% of its 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from torch.distributions import Distribution
 
 from noisybayes.estimators._glm_model import GLMSpec
+from noisybayes.estimators.glm import Approximation
 from noisybayes.estimators.linear import BayesianLinearRegression
 
 __all__ = ["StudentTLinearRegression"]
@@ -26,13 +27,30 @@ class StudentTLinearRegression(BayesianLinearRegression):
 
     Args:
         df_prior: the prior on the degrees of freedom; ``None`` is ``Gamma(2, 0.1)``.
-        **params: as for ``BayesianLinearRegression``.
+        the others: as for ``BayesianLinearRegression``.
 
     Fitted attributes as for ``BayesianLinearRegression``; ``posterior_`` also holds ``df``.
     """
 
-    def __init__(self, *, df_prior: Distribution | None = None, **params: Any) -> None:
-        super().__init__(**params)
+    def __init__(
+        self,
+        *,
+        fit_intercept: bool = True,
+        prior_scale: float | Literal["auto"] | None = "auto",
+        noise_prior: Distribution | Literal["auto"] | None = "auto",
+        noise_scale: float | None = None,
+        df_prior: Distribution | None = None,
+        method: Literal["vi"] = "vi",
+        family: Approximation = "auto",
+        seed: int | None = 0,
+        progress: bool = False,
+        fit_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            fit_intercept=fit_intercept, prior_scale=prior_scale, noise_prior=noise_prior,
+            noise_scale=noise_scale, method=method, family=family, seed=seed,
+            progress=progress, fit_options=fit_options,
+        )
         self.df_prior = df_prior
 
     def _spec(self) -> GLMSpec:

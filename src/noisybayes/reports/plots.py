@@ -64,7 +64,8 @@ def _posterior_of(obj: Any) -> tuple[GaussianPosterior, dict[str, str]]:
         )
     if post is obj:
         return post, {}
-    features = getattr(obj, "feature_names_in_", None) or []
+    features = getattr(obj, "feature_names_in_", None)
+    features = [] if features is None else list(features)
     return post, {f"coef[{i}]": str(n) for i, n in enumerate(features)}
 
 

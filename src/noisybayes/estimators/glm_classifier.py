@@ -1,0 +1,99 @@
+"""``BayesianGLMClassifier``: the bernoulli GLM as a scikit-learn binary classifier.
+
+    eta = intercept + X coef,   P(y = classes_[1] | x) = g^{-1}(eta),   g: logit or probit
+
+``predict_proba`` is the posterior predictive probability ``E_q[g^{-1}(eta)]`` (averaged
+over the posterior, not ``g^{-1}`` of the mean ``eta``); ``predict`` the more probable
+label; ``score`` the accuracy (scikit-learn's ``ClassifierMixin``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from sklearn.base import ClassifierMixin
+from sklearn.utils import Tags
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted
+
+from noisybayes.estimators._glm_model import GLMSpec
+from noisybayes.estimators.glm import Approximation, GeneralizedLinearEstimator, check_link
+
+__all__ = ["BayesianGLMClassifier"]
+
+
+class BayesianGLMClassifier(ClassifierMixin, GeneralizedLinearEstimator):
+    """Bayesian logistic (or probit) regression for two classes.
+
+    Args:
+        link: ``"logit"`` or ``"probit"``.
+        fit_intercept: include an intercept (flat prior).
+        prior_scale: sd of the Normal(0, ·) prior on each coefficient on the link scale;
+            ``"auto"`` is ``2.5 / sd(x_j)``, ``None`` flat.
+        approximation: the variational family, ``nb.fit``'s ``family`` argument.
+        seed, progress: passed to ``nb.fit``; ``fit_options``: a dict of its other
+            arguments (``{"max_steps": 300}``).
+
+    Fitted attributes: ``classes_`` (the two sorted labels; the model's ``y = 1`` is
+    ``classes_[1]``), ``coef_`` (numpy), ``intercept_`` (float; posterior means on the link
+    scale), ``link_``, ``posterior_`` (an ``nb.Posterior``). ``predictive_draws`` and
+    ``to_arviz`` speak the model's coding of held-out ``y``: 1 for ``classes_[1]``, else 0.
+    """
+
+    def __init__(
+        self,
+        link: Literal["logit", "probit"] = "logit",
+        *,
+        fit_intercept: bool = True,
+        prior_scale: float | Literal["auto"] | None = "auto",
+        approximation: Approximation = "auto",
+        seed: int | None = 0,
+        progress: bool = False,
+        fit_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.link = link
+        self.fit_intercept = fit_intercept
+        self.prior_scale = prior_scale
+        self.approximation = approximation
+        self.seed = seed
+        self.progress = progress
+        self.fit_options = fit_options
+
+    def fit(self, X: Any, y: Any) -> BayesianGLMClassifier:
+        """Infer the posterior of ``(intercept, coef)`` from ``X`` ``(N, d)`` and two-class
+        labels ``y`` ``(N,)``."""
+        link = check_link("bernoulli", self.link)
+        X_a, labels = self._validate_xy(X, y, y_numeric=False)
+        check_classification_targets(labels)
+        kind = type_of_target(labels, input_name="y", raise_unknown=True)
+        if kind != "binary":
+            raise ValueError(
+                f"Only binary classification is supported. The type of the target is {kind}."
+            )
+        self.classes_ = np.unique(labels)
+        if len(self.classes_) != 2:
+            raise ValueError(f"y must hold 2 classes, got {self.classes_.tolist()}")
+        X_t, y_t = self._as_tensors(X_a, (labels == self.classes_[1]).astype(X_a.dtype))
+        spec = GLMSpec("bernoulli", link, self.fit_intercept, self.prior_scale, None)
+        self._fit_glm(spec, X_t, y_t, approximation=self.approximation)
+        self.link_ = link
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Posterior predictive class probabilities ``(N, 2)``, columns as ``classes_``."""
+        check_is_fitted(self, "posterior_")
+        p = self.predict_distribution(X).mean.detach().to(torch.float64).numpy()
+        return np.stack([1.0 - p, p], axis=1)
+
+    def predict(self, X: Any) -> np.ndarray:  # type: ignore[override]
+        """The more probable label of each row, ``(N,)``."""
+        probs = self.predict_proba(X)
+        return self.classes_[(probs[:, 1] > 0.5).astype(int)]
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        assert tags.classifier_tags is not None  # set by ClassifierMixin
+        tags.classifier_tags.multi_class = False
+        return tags
