@@ -155,7 +155,7 @@ def run(name: str, root: Path, n_splits: int | None, budget: Budget, tune: bool)
         choices.append(choice)
         reg = regressor(*choice, budget, len(train), seed=k,
                         n_components=N_COMPONENTS).fit(x[train], y[train])
-        mean = reg.predict(x[test]).numpy()
+        mean = reg.predict(x[test])
         rmse.append(float(np.sqrt(np.mean((mean - y[test]) ** 2))))
         loglik.append(reg.score(x[test], y[test]))
     return Result(name, rmse, loglik, choices, reg.info_.n_steps, time.perf_counter() - start)
