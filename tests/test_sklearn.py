@@ -1,0 +1,159 @@
+"""Every estimator is a scikit-learn estimator: the library's own checks, and the tools
+built on the contract (``clone``, ``Pipeline``, ``cross_val_score``, ``GridSearchCV``)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import noisybayes as nb
+
+# Small settings: the checks fit each estimator some hundred times.
+SHORT = {"fit_options": {"max_steps": 20}}
+ESTIMATORS = [
+    nb.BayesianLinearRegression(method="exact", prior_scale=None, noise_prior=None),
+    nb.BayesianLinearRegression(family="fullrank", **SHORT),
+    nb.StudentTLinearRegression(family="fullrank", **SHORT),
+    nb.BayesianGLM("gaussian", approximation="fullrank", **SHORT),
+    nb.BayesianGLMClassifier(approximation="fullrank", **SHORT),
+    nb.BNNRegressor(hidden=(4,), n_epochs=2, n_predict_samples=20),
+    nb.BNNClassifier(hidden=(4,), n_epochs=20, n_predict_samples=20),
+]
+
+_PER_ROW_NOISE = (
+    "predictions average the network over weight noise drawn per row (local "
+    "reparameterization), so a row's Monte Carlo error depends on the rows predicted with it"
+)
+# The one list of checks the estimators are known to fail, and why.
+EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {
+    "BNNRegressor": {
+        "check_methods_subset_invariance": _PER_ROW_NOISE,
+        "check_methods_sample_order_invariance": _PER_ROW_NOISE,
+    },
+    "BNNClassifier": {
+        "check_methods_subset_invariance": _PER_ROW_NOISE,
+        "check_methods_sample_order_invariance": _PER_ROW_NOISE,
+    },
+    "StudentTLinearRegression": {
+        "check_regressors_no_decision_function": (
+            "y is exactly X[:, 0] (no noise): the posterior of the Student-t scale piles up "
+            "at 0 and the fit stops with a DivergenceError"
+        ),
+    },
+}
+
+
+def expected_failed_checks(estimator) -> dict[str, str]:
+    return EXPECTED_FAILED_CHECKS.get(type(estimator).__name__, {})
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks)
+def test_scikit_learn_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # k-hat warnings of the short fits
+        check(estimator)
+
+
+def _regression(n: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 3)) * [1.0, 10.0, 0.1]
+    return X, X @ np.array([1.0, 0.1, 5.0]) + 0.3 * rng.normal(size=n)
+
+
+def _labels(X: np.ndarray) -> np.ndarray:
+    return np.where(X[:, 0] + 10 * X[:, 2] > 0, "yes", "no")
+
+
+ONE_OF_EACH = [
+    nb.BayesianLinearRegression(method="exact", prior_scale=None, noise_prior=None),
+    nb.BayesianGLM("poisson", approximation="fullrank", fit_options={"max_steps": 100}),
+    nb.BayesianGLMClassifier(approximation="fullrank", fit_options={"max_steps": 100}),
+    nb.BNNRegressor(hidden=8, n_epochs=20, n_predict_samples=20),
+    nb.BNNClassifier(hidden=8, n_epochs=20, n_predict_samples=20),
+]
+
+
+def _data_for(estimator) -> tuple[np.ndarray, np.ndarray]:
+    X, y = _regression()
+    if getattr(estimator, "family", None) == "poisson":
+        return X, np.round(np.exp(0.3 * y - 0.5 * (0.3 * y).mean()))
+    return (X, _labels(X)) if hasattr(estimator, "predict_proba") else (X, y)
+
+
+@pytest.mark.parametrize("estimator", ONE_OF_EACH, ids=lambda e: type(e).__name__)
+def test_clone_pipeline_cross_validation_and_grid_search(estimator):
+    X, y = _data_for(estimator)
+    copy = clone(estimator)
+    assert copy.get_params() == estimator.get_params() and copy is not estimator
+    with pytest.raises(NotFittedError):
+        copy.predict(X)
+    pipe = make_pipeline(StandardScaler(), copy).fit(X, y)
+    predicted = pipe.predict(X[:5])
+    assert isinstance(predicted, np.ndarray) and predicted.shape == (5,)
+    scores = cross_val_score(clone(estimator), X, y, cv=2)
+    assert scores.shape == (2,) and np.isfinite(scores).all()
+    grid = {"fit_intercept": [True, False]} if hasattr(estimator, "fit_intercept") else {
+        "prior_scale": [0.5, 1.0]
+    }
+    search = GridSearchCV(clone(estimator), grid, cv=2).fit(X, y)
+    (name, values), = grid.items()
+    assert search.best_params_[name] in values and hasattr(search, "best_estimator_")
+
+
+def test_numpy_outputs():
+    X, y = _regression()
+    reg = nb.BayesianLinearRegression(method="exact", prior_scale=None, noise_prior=None)
+    reg.fit(X, y)
+    mean, sd = reg.predict(X[:4], return_std=True)
+    assert isinstance(mean, np.ndarray) and isinstance(sd, np.ndarray) and sd.shape == (4,)
+    assert isinstance(reg.coef_, np.ndarray) and reg.coef_.shape == (3,)
+    assert isinstance(reg.intercept_, float) and isinstance(reg.noise_scale_, float)
+    assert -1 <= reg.score(X, y) <= 1  # R^2
+    clf = nb.BayesianGLMClassifier(fit_options={"max_steps": 100}).fit(X, _labels(X))
+    probs = clf.predict_proba(X[:4])
+    assert probs.shape == (4, 2) and np.allclose(probs.sum(1), 1.0)
+    assert list(clf.classes_) == ["no", "yes"] and set(clf.predict(X)) <= {"no", "yes"}
+    assert 0 <= clf.score(X, _labels(X)) <= 1  # accuracy
+
+
+def test_data_frame_columns_are_checked_by_name():
+    X, y = _regression()
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    reg = nb.BayesianLinearRegression(method="exact", prior_scale=None, noise_prior=None)
+    reg.fit(frame, y)
+    assert list(reg.feature_names_in_) == ["a", "b", "c"] and reg.n_features_in_ == 3
+    with pytest.raises(ValueError, match="The feature names should match those that were"):
+        reg.predict(frame[["c", "a", "b"]])
+    with pytest.raises(ValueError, match="Feature names unseen at fit time"):
+        reg.predict(frame.rename(columns={"a": "z"}))
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        reg.predict(X)
+
+
+def test_init_keeps_arguments_and_fit_checks_them():
+    assert nb.BNNRegressor(hidden=50).get_params()["hidden"] == 50
+    reg = nb.BNNRegressor(hidden=5, n_epochs=2).fit(*_regression())
+    assert reg.posterior_ is not None and reg.model_[0].in_features == 3
+    with pytest.raises(TypeError, match="unexpected keyword argument 'famly'"):
+        nb.BayesianGLM(famly="poisson")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"^fit_options must be a dict of nb.fit arguments or "
+                       r"None, got 3"):
+        nb.BayesianLinearRegression(fit_options=3).fit(*_regression())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^fit_options must not hold 'seed': they are "
+                       r"arguments of BayesianGLM"):
+        nb.BayesianGLM(fit_options={"seed": 1}).fit(*_regression())
+    with pytest.raises(ValueError, match=r"^Only binary classification is supported"):
+        nb.BayesianGLMClassifier().fit(np.ones((6, 1)), [0, 1, 2, 0, 1, 2])
+    with pytest.raises(ValueError, match=r"^family must be one of 'poisson', 'negative_binomial', "
+                       r"'student_t', 'gaussian', got 'bernoulli': binary labels are classified "
+                       r"by nb.BayesianGLMClassifier"):
+        nb.BayesianGLM("bernoulli").fit(*_regression())  # type: ignore[arg-type]
