@@ -289,11 +289,11 @@ class GaussianPosterior(Posterior):
         if self.data is None:
             return
         fitted = self.data[0]
-        wanted = [("N", *t.shape[1:]) for t in fitted]
-        got = [tuple(t.shape) for t in xs]
         if len(xs) != len(fitted) or any(
             a.shape[1:] != b.shape[1:] for a, b in zip(xs, fitted, strict=True)
         ):
+            wanted = [("N", *t.shape[1:]) for t in fitted]
+            got = [tuple(t.shape) for t in xs]
             raise ValueError(f"x must have the fit's shape past the rows, {wanted}, got {got}")
 
     def log_likelihood(self, theta: torch.Tensor, x: Any, y: torch.Tensor) -> torch.Tensor:

@@ -85,10 +85,9 @@ class Prediction:
         if self.probs is not None:
             raise ValueError("affine() applies to a regression prediction, got class labels")
         sds = {"sd", "epistemic_sd", "aleatoric_sd"}
-        moved = {
-            f.name: getattr(self, f.name) * scale + (0.0 if f.name in sds else shift)
+        moved: dict[str, Any] = {  # the class fields are None here
+            f.name: value * scale + (0.0 if f.name in sds else shift)
             for f in fields(self)
-            if f.name not in ("level", "probs", "entropy", "expected_entropy",
-                              "mutual_information")
+            if isinstance(value := getattr(self, f.name), torch.Tensor)
         }
         return replace(self, **moved)
