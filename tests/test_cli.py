@@ -14,7 +14,9 @@ import pytest
 import torch
 
 import noisybayes as nb
-from noisybayes.cli.main import main
+from noisybayes.cli.fit_report import advice
+from noisybayes.cli.main import build_parser, main
+from noisybayes.infer.diagnostics import CheckReport
 from noisybayes.tables.data_io import example_path
 
 SHARED = Path(__file__).parents[1].parent / "shared" / "data"
@@ -84,13 +86,15 @@ def test_fit_prints_table_and_writes_predictions(line_csv, tmp_path, capsys):
     lines = out.splitlines()
     assert lines[0].startswith("noisybayes fit: y ~ x + C(g)  [gaussian likelihood, exact,")
     assert lines[1] == "rows: 80 used of 80 (0 dropped for missing values)"
-    assert "fit: converged after 0 steps" in out and "wrote 2 predictions to" in out
+    assert "fit: converged after 0 steps" in out and "wrote 2 predictions of y to" in out
     for name in ("intercept", "x", "C(g)[T.b]", "sigma"):
         assert any(line.startswith(name) for line in lines), name
     predictions = pd.read_csv(pred_csv)
     assert list(predictions.columns) == [
-        "x", "g", "predicted_mean", "predicted_sd", "predicted_3%", "predicted_97%"
+        "x", "g", "predicted_mean", "predicted_sd", "predicted_3%", "predicted_97%",
+        "predicted_quantity",
     ]
+    assert set(predictions["predicted_quantity"]) == {"y"}
     table = pd.read_csv(line_csv)
     reg = nb.BayesianLinearRegression.from_formula(
         "y ~ x + C(g)", table, method="exact", prior_scale=None, noise_prior=None
@@ -140,10 +144,19 @@ def test_json_and_plot_are_written(line_csv, tmp_path, capsys):
         (["fit", "{csv}", "--formula", "y ~ x", "--out", "{dir}/p.csv"],
          "--out needs --predict FILE, the table of rows to predict"),
         (["fit", "{csv}", "--formula", "y ~ x", "--likelihood", "student_t", "--method", "exact"],
-         "method must be 'vi' for the Student-t likelihood (no closed form), got 'exact'"),
+         "--method exact needs --likelihood gaussian (the student_t likelihood has no closed "
+         "form), got --likelihood student_t"),
         (["fit", "{csv}", "--formula", "y ~ x", "--method", "exact"],
-         "method='exact' with unknown noise needs flat priors: prior_scale=None and "
-         "noise_prior=None, got prior_scale='auto' and noise_prior='auto'"),
+         "--method exact needs flat priors, --prior-scale none and --noise-prior none (the "
+         "closed form with unknown noise), got --prior-scale auto and --noise-prior auto"),
+        (["fit", "{csv}", "--formula", "y ~ x", "--method", "exact", "--prior-scale", "2",
+          "--noise-prior", "halfcauchy:2.5"],
+         "--method exact needs flat priors, --prior-scale none and --noise-prior none (the "
+         "closed form with unknown noise), got --prior-scale 2 and --noise-prior halfcauchy:2.5"),
+        (["fit", "{csv}", "--formula", "y ~ x", *FLAT, "--reweight"],
+         "--reweight needs --method vi: the exact posterior needs no correction"),
+        (["fit", "{csv}", "--formula", "y ~ x", *FLAT, "--max-steps", "10"],
+         "--max-steps needs --method vi: the exact posterior takes no steps"),
         (["fit", "{dir}/empty.csv", "--formula", "y ~ x"],
          "the table in '{dir}/empty.csv' must have at least one row, got none (columns: y, x)"),
         (["fit", "{dir}/blank.csv", "--formula", "y ~ x"],
@@ -153,13 +166,26 @@ def test_json_and_plot_are_written(line_csv, tmp_path, capsys):
         (["fit", "{dir}", "--formula", "y ~ x"],
          "path must name an existing file, got '{dir}' (a directory)"),
         (["fit", "{csv}", "--formula", "y ~ x", "--predict", "{dir}/missing.csv"],
-         "path must name an existing file, got '{dir}/missing.csv' (no such file)"),
+         "--predict: path must name an existing file, got '{dir}/missing.csv' (no such file)"),
+        (["fit", "{csv}", "--formula", "y ~ x + C(g)", "--predict", "{dir}/new.csv"],
+         "--predict: formula must use columns of the table, got unknown column 'g' in "
+         "'y ~ x + C(g)' (columns: x, z)"),
+        (["fit", "{csv}", "--formula", "y ~ x", "--predict", "{dir}/empty.csv"],
+         "--predict: the table in '{dir}/empty.csv' must have at least one row, got none "
+         "(columns: y, x)"),
+        (["fit", "{csv}", "--formula", "y ~ x", "--json", "{dir}/no/fit.json"],
+         "--json must name a file in an existing folder, got '{dir}/no/fit.json' "
+         "(no folder '{dir}/no')"),
+        (["fit", "{csv}", "--formula", "y ~ x", "--predict", "{dir}/new.csv", "--out", "{dir}"],
+         "--out must name a file, got '{dir}' (a directory)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(line_csv, tmp_path, capsys, args, message):
+    """Nothing on stdout: every problem is found before the fit, which prints its table."""
     (tmp_path / "empty.csv").write_text("y,x\n")
     (tmp_path / "blank.csv").write_text("")
     (tmp_path / "table.xlsx").write_text("")
+    (tmp_path / "new.csv").write_text("x,z\n1,2\n")
     filled = [a.format(dir=tmp_path, csv=line_csv) for a in args]
     code, out, err = run(filled, capsys)
     assert code == 1 and out == ""
@@ -238,7 +264,7 @@ def test_prediction_rows_with_missing_values_are_dropped(line_csv, tmp_path, cap
     code, out, err = run(["fit", line_csv, "--formula", "y ~ x", *FLAT, "--predict", new], capsys)
     assert code == 0
     assert err == f"noisybayes: warning: dropped 1 of 3 rows of {new} with missing values\n"
-    assert f"predictions for {new} (94% predictive interval):" in out
+    assert f"predictions of y for {new} (94% predictive interval):" in out
 
 
 def test_parquet_is_read(line_csv, tmp_path, capsys):
@@ -254,3 +280,144 @@ def test_entry_point_runs():
         capture_output=True, text=True, check=False,
     )
     assert done.returncode == 0 and "{demo,fit}" in done.stdout
+
+
+def test_plot_path_needs_a_figure_suffix(line_csv, tmp_path, capsys):
+    code, out, err = run(
+        ["fit", line_csv, "--formula", "y ~ x", "--plot", tmp_path / "fit.xyz"], capsys
+    )
+    assert code == 1 and out == ""
+    assert err.startswith("noisybayes: error: --plot must end in one of ")
+    assert ".png" in err and ".pdf" in err and err.endswith(f", got '{tmp_path}/fit.xyz'\n")
+
+
+def test_unknown_column_of_a_wide_table_is_named_in_a_short_line(tmp_path, capsys):
+    wide = tmp_path / "wide.csv"
+    pd.DataFrame(np.ones((3, 3000)), columns=[f"c{i}" for i in range(3000)]).to_csv(
+        wide, index=False
+    )
+    code, out, err = run(["fit", wide, "--formula", "c0 ~ nope"], capsys)
+    assert code == 1 and out == ""
+    assert err == (
+        "noisybayes: error: formula must use columns of the table, got unknown column 'nope' "
+        "in 'c0 ~ nope' (columns: c0, c1, c2, c3, c4, c5, c6, c7, c8, c9 and 2,990 more)\n"
+    )
+
+
+def test_max_steps_must_be_a_positive_integer(line_csv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fit", str(line_csv), "--formula", "y ~ x", "--max-steps", "0"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        "noisybayes: error: argument --max-steps: --max-steps must be an integer >= 1, got '0' "
+        "(see 'noisybayes fit --help')\n"
+    )
+
+
+def test_transformed_response_predictions_name_their_scale(line_csv, tmp_path, capsys):
+    """``np.log1p(y) ~ x`` predicts log1p(y): the CSV, the printed line and the JSON say so,
+    and the numbers are those of the exact posterior of the transformed response."""
+    table = pd.read_csv(line_csv)
+    table["y"] = table["y"].abs()
+    table.to_csv(line_csv, index=False)
+    new, pred_csv, out_json = tmp_path / "new.csv", tmp_path / "pred.csv", tmp_path / "fit.json"
+    pd.DataFrame({"x": [2.0, 8.0]}).to_csv(new, index=False)
+    code, out, err = run(
+        ["fit", line_csv, "--formula", "np.log1p(y) ~ x", *FLAT, "--predict", new,
+         "--out", pred_csv, "--json", out_json], capsys,
+    )
+    assert code == 0, err
+    assert (f"wrote 2 predictions on the scale of np.log1p(y), the formula's transformed "
+            f"response to {pred_csv}") in out
+    predictions = pd.read_csv(pred_csv)
+    assert set(predictions["predicted_quantity"]) == {"np.log1p(y)"}
+    transformed = table.assign(z=np.log1p(table["y"]))
+    reg = nb.BayesianLinearRegression.from_formula(
+        "z ~ x", transformed, method="exact", prior_scale=None, noise_prior=None
+    )
+    expected = reg.predict_distribution(pd.DataFrame({"x": [2.0, 8.0]}))
+    np.testing.assert_allclose(predictions["predicted_mean"], expected.mean.numpy(), rtol=1e-6)
+    record = json.loads(out_json.read_text())
+    assert record["predictions"] == {
+        "file": str(new), "predicted_quantity": "np.log1p(y)", "transformed_response": True
+    }
+
+
+def test_json_holds_version_priors_and_the_check(line_csv, tmp_path, capsys):
+    """The priors as resolved ('auto': Normal(0, 2.5 sd(y) / sd(x)) with population sds,
+    Exponential(1 / sd(y)), a flat intercept); the check report's k-hat is the one printed,
+    and the PSIS-corrected table (drawn with the same seed) shows the same k-hat."""
+    out_json = tmp_path / "fit.json"
+    code, out, err = run(
+        ["fit", line_csv, "--formula", "y ~ x", "--reweight", "--json", out_json], capsys
+    )
+    assert code == 0, err
+    record = json.loads(out_json.read_text())
+    assert record["noisybayes_version"] == nb.__version__
+    table = pd.read_csv(line_csv)
+    sd_y, sd_x = table["y"].std(ddof=0), table["x"].std(ddof=0)
+    assert record["priors"]["intercept"] == "flat"
+    assert record["priors"]["x"]["distribution"] == "Normal"
+    assert record["priors"]["x"]["loc"] == 0.0
+    assert record["priors"]["x"]["scale"] == pytest.approx(2.5 * sd_y / sd_x, rel=1e-9)
+    assert record["priors"]["sigma"] == {"distribution": "Exponential",
+                                         "rate": pytest.approx(1 / sd_y, rel=1e-9)}
+    check = record["check"]
+    assert check["reading"] == "good" and check["family"] == "fullrank"
+    khat = f"{check['khat']:.2f}"
+    assert f"check: Pareto k-hat {khat} (good)" in out
+    assert f"PSIS-corrected (--reweight, Pareto k-hat {khat}):" in out
+    assert set(record["reweighted"]) == {"intercept", "x", "sigma"}
+    for name in ("intercept", "x", "sigma"):  # a good fit: the weights change little
+        ours, corrected = record["summary"][name], record["reweighted"][name]
+        assert abs(corrected["mean"] - ours["mean"]) < 0.1 * ours["sd"], name
+
+
+def test_advice_of_a_bad_fit_names_the_shell_flags(line_csv, capsys):
+    """A mean-field fit on an uncentred predictor: the warning and the report show one
+    k-hat, and the advice names flags, not Python calls."""
+    code, out, err = run(["fit", line_csv, "--formula", "y ~ x", "--family", "meanfield"], capsys)
+    assert code == 0
+    khat = out.split("check: Pareto k-hat ")[1][:4]
+    assert float(khat) > 0.7
+    assert err == (
+        f"noisybayes: warning: Pareto k-hat {khat} > 0.7: do not trust the meanfield "
+        "approximation's means and sds (see 'check')\n"
+    )
+    advice = " ".join(out.split("mode search converged")[1].split())
+    assert advice.startswith("marginal sds understated by up to")
+    for flag in ("rerun with --family fullrank", "--family fullrank represents the correlations",
+                 "--method exact --prior-scale none --noise-prior none"):
+        assert flag in advice, flag
+    assert "post." not in out and "family='fullrank'" not in out
+
+
+def _report(khat: float, family: str, converged: bool = True) -> CheckReport:
+    reading = "good" if khat < 0.5 else "usable" if khat <= 0.7 else "do not trust"
+    return CheckReport(khat=khat, reading=reading, n_draws=1000, family=family,
+                       converged=converged, convergence="", sd_ratio=None, recommendation="")
+
+
+@pytest.mark.parametrize(
+    ("khat", "family", "flags", "expected"),
+    [
+        (0.6, "fullrank", [],
+         "Usable: rerun with --reweight for PSIS-corrected means and sds. With flat priors, "
+         "--method exact --prior-scale none --noise-prior none gives the exact posterior in "
+         "closed form."),
+        (0.6, "fullrank", ["--reweight", "--prior-scale", "none", "--noise-prior", "none"],
+         "Usable: the PSIS-corrected means and sds above (--reweight) are the better summary. "
+         "--method exact gives this posterior in closed form, with no approximation."),
+        (0.9, "fullrank", ["--likelihood", "student_t"],
+         "Do not trust this fit: the posterior is far from Gaussian (heavy tails, skew or "
+         "several modes); transform skewed columns in --formula (e.g. np.log(x)) or use MCMC."),
+        (0.3, "lowrank", [], "Good: the approximation is close to the posterior."),
+        (0.3, "lowrank", ["--max-steps", "300"],
+         "Good: the approximation is close to the posterior. The optimisation did not "
+         "converge: rerun with --max-steps larger than 300."),
+    ],
+)
+def test_advice_by_reading(khat, family, flags, expected):
+    args = build_parser().parse_args(["fit", "t.csv", "--formula", "y ~ x", *flags])
+    converged = "--max-steps" not in flags
+    assert advice(_report(khat, family, converged), args) == expected

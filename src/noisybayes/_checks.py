@@ -19,6 +19,7 @@ __all__ = [
     "check_numeric_columns",
     "check_positive",
     "check_positive_int",
+    "name_list",
 ]
 
 
@@ -136,3 +137,12 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
+
+
+def name_list(names: Any, limit: int = 10) -> str:
+    """``names`` joined by commas for a message, the first ``limit`` of them and a count of
+    the rest (``"a, b, c and 2,990 more"``), so a wide table cannot flood a terminal."""
+    names = [str(n) for n in names]
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit])} and {len(names) - limit:,} more"

@@ -11,7 +11,9 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -19,7 +21,12 @@ import pandas as pd
 import torch
 from torch.distributions import Distribution, Exponential, HalfCauchy, HalfNormal
 
+from noisybayes import __version__
+from noisybayes._checks import name_list
+from noisybayes.cli.fit_inputs import FitInputs, check_flags, read_inputs
+from noisybayes.cli.fit_report import advice, feature_labels, predicted_quantity, priors
 from noisybayes.errors import DivergenceError
+from noisybayes.infer.diagnostics import USABLE
 
 __all__ = ["main"]
 
@@ -48,6 +55,16 @@ def _prior_scale(text: str) -> float | str | None:
         raise argparse.ArgumentTypeError(
             f"--prior-scale must be 'auto', 'none' or a number > 0, got {text!r}"
         )
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--max-steps must be an integer >= 1, got {text!r}")
     return value
 
 
@@ -118,7 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--predict", metavar="FILE", type=Path, help="a table of new rows")
     fit.add_argument("--out", metavar="FILE", type=Path,
                      help="where --predict writes its CSV (default: print it)")
-    fit.add_argument("--seed", type=int, default=0, help="fitting seed (default 0)")
+    fit.add_argument("--reweight", action="store_true",
+                     help="also print PSIS-corrected means and sds (Pareto smoothed importance "
+                     "sampling; for a 'usable' check, k-hat 0.5 to 0.7)")
+    fit.add_argument("--max-steps", type=_positive_int, default=None, metavar="N",
+                     help="cap on optimisation steps (default 10,000)")
+    fit.add_argument("--seed", type=int, default=0, help="fitting and checking seed (default 0)")
     fit.add_argument("--threads", **threads)
     return parser
 
@@ -196,24 +218,13 @@ def _write_json(path: Path, record: Any) -> None:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from noisybayes.estimators.linear import BayesianLinearRegression
-    from noisybayes.estimators.robust import StudentTLinearRegression
-    from noisybayes.tables.data_io import read_table
-
-    if args.out is not None and args.predict is None:
-        raise ValueError("--out needs --predict FILE, the table of rows to predict")
-    table = read_table(args.data)
-    new = read_table(args.predict) if args.predict is not None else None
-    estimator = (
-        StudentTLinearRegression if args.likelihood == "student_t" else BayesianLinearRegression
-    )
-    reg = estimator.from_formula(
-        args.formula, table, missing=args.missing, family=args.family, method=args.method,
-        prior_scale=args.prior_scale, noise_prior=args.noise_prior, seed=args.seed,
-    )
+    """Check every input and output, fit, then print (and write) what was found."""
+    check_flags(args)
+    inputs = read_inputs(args)
+    reg = _fit_estimator(args, inputs.table)
     design, post = reg.design_, reg.posterior_
     if design.n_dropped:
-        detail = ", ".join(f"{c}: {n}" for c, n in design.missing_by_column.items())
+        detail = name_list(f"{c}: {n}" for c, n in design.missing_by_column.items())
         print(f"noisybayes: warning: dropped {design.n_dropped} of {design.n_rows} rows with "
               f"missing values ({detail})", file=sys.stderr)
     n_used = design.n_rows - design.n_dropped
@@ -223,37 +234,115 @@ def _fit(args: argparse.Namespace) -> int:
           "values)\n")
     summary = reg.summary()
     _print_table(summary, sys.stdout)
-    info = post.info
-    status = "converged" if info.converged else "NOT converged"
-    print(f"\nfit: {status} after {info.n_steps} steps in {info.seconds:.1f} s ({info.reason})")
-    if args.method == "vi":
-        print(f"family: {info.family} ({info.family_reason})")
-        print(f"check: {post.check(seed=args.seed)}".replace("\n", "\n       "))
+    report = _check(post, args)
+    _print_fit_info(post.info, report)
+    reweighted = _reweighted(reg, report, args)
     if args.likelihood == "student_t":
         print("sigma is the Student-t scale; df its degrees of freedom")
-    if new is not None:
-        _predict(reg, new, args)
+    if inputs.new is not None:
+        _predict(reg, inputs.new, inputs.new_design, inputs.table.columns, args)
     if args.plot is not None:
         _plot_fit(reg, design, args.plot)
         print(f"wrote the figure to {args.plot}")
     if args.json is not None:
-        record = {
-            "data": str(args.data), "formula": args.formula, "likelihood": args.likelihood,
-            "family": info.family, "method": args.method, "n_rows": design.n_rows,
-            "n_used": n_used, "n_dropped": design.n_dropped,
-            "missing_by_column": design.missing_by_column,
-            "summary": summary.to_dict(orient="index"),
-            "fit": {"converged": info.converged, "reason": info.reason,
-                    "n_steps": info.n_steps, "seconds": info.seconds},
-        }
-        _write_json(args.json, record)
+        _write_json(args.json, _fit_record(args, reg, inputs, summary, report, reweighted))
         print(f"wrote the results to {args.json}")
     return 0
 
 
-def _predict(reg: Any, new: pd.DataFrame, args: argparse.Namespace) -> None:
-    """Predictive mean, sd and 94% interval for each row of ``new``; CSV to ``--out``."""
-    design = reg.formula_.transform(new, missing=args.missing)
+def _fit_estimator(args: argparse.Namespace, table: pd.DataFrame) -> Any:
+    """The fitted estimator; ``nb.fit``'s own k-hat warning is left out, as the shell
+    reports the k-hat of its check (one number, printed once)."""
+    from noisybayes.estimators.linear import BayesianLinearRegression
+    from noisybayes.estimators.robust import StudentTLinearRegression
+
+    estimator = (
+        StudentTLinearRegression if args.likelihood == "student_t" else BayesianLinearRegression
+    )
+    options = None if args.max_steps is None else {"max_steps": args.max_steps}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"nb\.fit\(family='auto'\)", category=UserWarning)
+        return estimator.from_formula(
+            args.formula, table, missing=args.missing, family=args.family, method=args.method,
+            prior_scale=args.prior_scale, noise_prior=args.noise_prior, seed=args.seed,
+            progress=sys.stderr.isatty(), fit_options=options,
+        )
+
+
+def _print_fit_info(info: Any, report: Any) -> None:
+    """How the fit ended and, for a variational fit, its check; a warning on stderr when
+    the check says not to trust it, with the k-hat of the same report."""
+    status = "converged" if info.converged else "NOT converged"
+    print(f"\nfit: {status} after {info.n_steps} steps in {info.seconds:.1f} s ({info.reason})")
+    if report is None:
+        return
+    print(f"family: {info.family} ({info.family_reason})")
+    print(f"check: {report}".replace("\n", "\n       "))
+    if report.reading == "do not trust":
+        print(f"noisybayes: warning: Pareto k-hat {report.khat:.2f} > {USABLE}: do not trust "
+              f"the {report.family} approximation's means and sds (see 'check')",
+              file=sys.stderr)
+
+
+def _check(post: Any, args: argparse.Namespace) -> Any:
+    """The check of a variational fit (``None`` for the exact posterior), its advice in the
+    shell's flags."""
+    if args.method != "vi":
+        return None
+    report = post.check(seed=args.seed)
+    return replace(report, recommendation=advice(report, args))
+
+
+def _reweighted(reg: Any, report: Any, args: argparse.Namespace) -> pd.DataFrame | None:
+    """With ``--reweight``, the PSIS-corrected means and sds, printed; from the same draws as
+    ``report`` (the same seed), so both show one k-hat. ``None`` when the k-hat is above 0.7,
+    where importance weights cannot correct the approximation."""
+    if not args.reweight or report is None:
+        return None
+    if report.reading == "do not trust":
+        print(f"\n--reweight: no PSIS-corrected table: Pareto k-hat {report.khat:.2f} > {USABLE}, "
+              "too far from the posterior for importance weights to correct")
+        return None
+    table = reg.posterior_.reweighted(seed=args.seed).rename(index=feature_labels(reg))
+    print(f"\nPSIS-corrected (--reweight, Pareto k-hat {table.attrs['khat']:.2f}):")
+    _print_table(table, sys.stdout)
+    return table
+
+
+def _fit_record(
+    args: argparse.Namespace, reg: Any, inputs: FitInputs, summary: pd.DataFrame, report: Any,
+    reweighted: pd.DataFrame | None,
+) -> dict[str, Any]:
+    """Everything ``--json`` writes: the run, the priors, the posterior tables, the check."""
+    design, info = reg.design_, reg.posterior_.info
+    quantity, transformed = predicted_quantity(design.spec.response, inputs.table.columns)
+    return {
+        "noisybayes_version": __version__,
+        "data": str(args.data), "formula": args.formula, "likelihood": args.likelihood,
+        "family": info.family, "method": args.method, "seed": args.seed,
+        "n_rows": design.n_rows, "n_used": design.n_rows - design.n_dropped,
+        "n_dropped": design.n_dropped, "missing_by_column": design.missing_by_column,
+        "priors": priors(reg),
+        "summary": summary.to_dict(orient="index"),
+        "reweighted": None if reweighted is None else reweighted.to_dict(orient="index"),
+        "fit": {"converged": info.converged, "reason": info.reason,
+                "n_steps": info.n_steps, "seconds": info.seconds},
+        "check": None if report is None else asdict(report),
+        "predictions": {
+            "file": None if args.predict is None else str(args.predict),
+            "predicted_quantity": quantity, "transformed_response": transformed,
+        },
+    }
+
+
+def _predict(
+    reg: Any, new: pd.DataFrame, design: Any, columns: Any, args: argparse.Namespace
+) -> None:
+    """Predictive mean, sd and 94% interval for each row of ``--predict`` (``new``, its
+    ``design`` built and checked before the fit); CSV to ``--out``. The quantity predicted
+    is the formula's left-hand side, named in a column and in what is printed; ``columns``,
+    the data table's, say whether it is a transform."""
+    quantity, transformed = predicted_quantity(reg.design_.spec.response, columns)
     if design.n_dropped:
         print(f"noisybayes: warning: dropped {design.n_dropped} of {design.n_rows} rows of "
               f"{args.predict} with missing values", file=sys.stderr)
@@ -262,12 +351,15 @@ def _predict(reg: Any, new: pd.DataFrame, args: argparse.Namespace) -> None:
     for name, values in (("predicted_mean", pred.mean), ("predicted_sd", pred.sd),
                          ("predicted_3%", pred.lower), ("predicted_97%", pred.upper)):
         out[name] = values.detach().double().numpy()
+    out["predicted_quantity"] = quantity
+    scale = (f"on the scale of {quantity}, the formula's transformed response"
+             if transformed else f"of {quantity}")
     if args.out is None:
-        print(f"\npredictions for {args.predict} (94% predictive interval):")
+        print(f"\npredictions {scale} for {args.predict} (94% predictive interval):")
         _print_table(out, sys.stdout)
     else:
         out.to_csv(args.out, index=False)
-        print(f"wrote {len(out)} predictions to {args.out}")
+        print(f"wrote {len(out)} predictions {scale} to {args.out}")
 
 
 def _plot_fit(reg: Any, design: Any, path: Path) -> None:
@@ -279,7 +371,9 @@ def _plot_fit(reg: Any, design: Any, path: Path) -> None:
         grid = torch.linspace(float(column.min()), float(column.max()), 101, dtype=torch.float64)
         kwargs = {
             "x": column, "y": design.y.to_numpy(), "x_new": grid.numpy(),
-            "prediction": reg.predict_distribution(grid[:, None]),
+            "prediction": reg.predict_distribution(
+                pd.DataFrame({design.spec.columns[0]: grid.numpy()})
+            ),
             "xlabel": design.spec.columns[0], "ylabel": design.spec.response,
         }
     plot_fit(reg, **kwargs).savefig(path, dpi=100)

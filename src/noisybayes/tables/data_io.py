@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from noisybayes._checks import name_list
+
 __all__ = ["example_path", "read_table"]
 
 _CSV = {".csv": ",", ".tsv": "\t", ".txt": None}
@@ -58,7 +60,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
             f"the file {str(path)!r} could not be read as {suffix[1:]}: {first}"
         ) from None
     if len(table) == 0:
-        columns = ", ".join(map(str, table.columns))
+        columns = name_list(table.columns)
         raise ValueError(
             f"the table in {str(path)!r} must have at least one row, got none (columns: {columns})"
         )

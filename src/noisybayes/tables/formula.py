@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from noisybayes._checks import check_choice
+from noisybayes._checks import check_choice, name_list
 
 __all__ = ["Design", "FormulaSpec", "MissingPolicy", "design_matrices"]
 
@@ -87,7 +87,7 @@ def _check_table(data: Any) -> pd.DataFrame:
 def _check_columns(formula: str, table: pd.DataFrame, variables: tuple[str, ...]) -> None:
     unknown = [v for v in variables if v not in table.columns]
     if unknown:
-        have = ", ".join(map(str, table.columns))
+        have = name_list(table.columns)
         raise ValueError(
             f"formula must use columns of the table, got unknown column {unknown[0]!r} in "
             f"{formula!r} (columns: {have})"
@@ -106,7 +106,7 @@ def _drop_missing(
     counts = {str(c): int(n) for c, n in isna.sum().items() if n}
     n_bad = int(rows.sum())
     if n_bad and missing == "error":
-        detail = ", ".join(f"{c}: {n}" for c, n in counts.items())
+        detail = name_list(f"{c}: {n}" for c, n in counts.items())
         raise ValueError(
             f"data must have no missing values in the formula's columns when missing='error', "
             f"got {n_bad} row(s) with missing values ({detail})"

@@ -1,0 +1,122 @@
+"""What ``noisybayes fit`` checks before it fits: every path it will read or write, the
+flags that must go together, and every column the formula needs in each table.
+
+A fit can take minutes; a missing folder for ``--json`` or an unknown column in the
+``--predict`` table must stop the run at once, with the flag named, not after the fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["FitInputs", "check_flags", "check_output", "read_inputs"]
+
+
+@dataclass(frozen=True)
+class FitInputs:
+    """The tables of one ``noisybayes fit`` run, checked before the fit.
+
+    ``design`` is the formula's design of ``table`` (its ``spec`` builds new rows);
+    ``new`` the ``--predict`` rows as read and ``new_design`` their design (``None``
+    without ``--predict``).
+    """
+
+    table: pd.DataFrame
+    design: Any
+    new: pd.DataFrame | None
+    new_design: Any
+
+
+def check_output(flag: str, path: Path, suffixes: tuple[str, ...] = ()) -> None:
+    """Raise unless ``path`` can be written: a file name (not a folder) in an existing,
+    writable folder, ending in one of ``suffixes`` when any are given."""
+    folder = path.parent
+    if path.is_dir():
+        raise ValueError(f"{flag} must name a file, got {str(path)!r} (a directory)")
+    if not folder.is_dir():
+        raise ValueError(
+            f"{flag} must name a file in an existing folder, got {str(path)!r} "
+            f"(no folder {str(folder)!r})"
+        )
+    if not os.access(folder, os.W_OK):
+        raise ValueError(
+            f"{flag} must name a file in a writable folder, got {str(path)!r} "
+            f"(cannot write in {str(folder)!r})"
+        )
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ValueError(
+            f"{flag} must end in one of {', '.join(suffixes)}, "
+            f"got {str(path)!r}"
+        )
+
+
+def _figure_suffixes() -> tuple[str, ...]:
+    """The file types matplotlib can write (``.png``, ``.pdf``, ``.svg``, ...)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return tuple(f".{kind}" for kind in FigureCanvasBase.get_supported_filetypes())
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Raise for flags that cannot work together or outputs that cannot be written."""
+    if args.out is not None and args.predict is None:
+        raise ValueError("--out needs --predict FILE, the table of rows to predict")
+    if args.method == "exact":
+        if args.likelihood != "gaussian":
+            raise ValueError(
+                f"--method exact needs --likelihood gaussian (the {args.likelihood} "
+                f"likelihood has no closed form), got --likelihood {args.likelihood}"
+            )
+        if args.prior_scale is not None or args.noise_prior is not None:
+            raise ValueError(
+                "--method exact needs flat priors, --prior-scale none and --noise-prior none "
+                f"(the closed form with unknown noise), got --prior-scale "
+                f"{_flag_value(args.prior_scale)} and --noise-prior "
+                f"{_flag_value(args.noise_prior)}"
+            )
+        if args.reweight:
+            raise ValueError("--reweight needs --method vi: the exact posterior needs no correction")
+        if args.max_steps is not None:
+            raise ValueError("--max-steps needs --method vi: the exact posterior takes no steps")
+    if args.out is not None:
+        check_output("--out", args.out)
+    if args.json is not None:
+        check_output("--json", args.json)
+    if args.plot is not None:
+        check_output("--plot", args.plot, _figure_suffixes())
+
+
+def _flag_value(value: Any) -> str:
+    """A prior flag's value as the shell spells it: ``auto``, ``none``, a number or
+    ``halfcauchy:2.5``."""
+    if value is None:
+        return "none"
+    if isinstance(value, (str, float)):
+        return f"{value:g}" if isinstance(value, float) else value
+    number = getattr(value, next(iter(value.arg_constraints)))
+    return f"{type(value).__name__.lower()}:{float(number):g}"
+
+
+def read_inputs(args: argparse.Namespace) -> FitInputs:
+    """The data table and its design, and the ``--predict`` rows and their design: every
+    column the formula reads is checked in both tables, and errors about the ``--predict``
+    table name the flag."""
+    from noisybayes.tables.data_io import read_table
+    from noisybayes.tables.formula import design_matrices
+
+    table = read_table(args.data)
+    design = design_matrices(args.formula, table, missing=args.missing)
+    if args.predict is None:
+        return FitInputs(table, design, None, None)
+    try:
+        new = read_table(args.predict)
+        new_design = design.spec.transform(new, missing=args.missing)
+    except (ValueError, FileNotFoundError) as error:
+        raise ValueError(f"--predict: {error}") from None
+    return FitInputs(table, design, new, new_design)
