@@ -9,6 +9,9 @@
     post.predict(x_new); post.summary(); post.to_arviz()  # an nb.Posterior, like nb.fit's
     post = nb.nn.IVONPosterior(net, lik, ivon_optimizer)  # a plain net trained by nb.optim.IVON
 
+    nb.bayesian(net, prior=nb.nn.LogUniform())           # variational dropout: learned alpha
+    torch.nn.Sequential(..., nb.nn.GaussianDropout(0.2), ...)  # fixed noise: a regulariser
+
     mix = nb.nn.Mixture([make_net() for _ in range(5)])  # K mean-field posteriors, K modes
     nb.nn.train(mix, x, y, likelihood=lik, n_epochs=...)  # all K in one vmap pass
 """
@@ -29,11 +32,13 @@ from noisybayes.nn.likelihoods import (
 )
 from noisybayes.nn.linear import BayesLinear
 from noisybayes.nn.mixture import Mixture
+from noisybayes.nn.noise import GaussianDropout, GaussianNoise
 from noisybayes.nn.objective import elbo_loss, kl_divergence
 from noisybayes.nn.posterior import NetworkPosterior, gaussian_weights
 from noisybayes.nn.predict import predict
-from noisybayes.nn.priors import ScaleMixturePrior, scale_mixture_prior
+from noisybayes.nn.priors import LogUniform, ScaleMixturePrior, scale_mixture_prior
 from noisybayes.nn.train import train
+from noisybayes.nn.variational_dropout import VariationalDropoutLinear
 
 __all__ = [
     "BayesConv2d",
@@ -41,10 +46,13 @@ __all__ = [
     "Bernoulli",
     "Categorical",
     "Gaussian",
+    "GaussianDropout",
+    "GaussianNoise",
     "HeteroscedasticGaussian",
     "HeteroscedasticStudentT",
     "IVONPosterior",
     "Likelihood",
+    "LogUniform",
     "MeanFieldNoise",
     "NetworkPosterior",
     "Mixture",
@@ -52,6 +60,7 @@ __all__ = [
     "NoisyModule",
     "ScaleMixturePrior",
     "StudentT",
+    "VariationalDropoutLinear",
     "bayesian",
     "elbo_loss",
     "gaussian_weights",

@@ -4,7 +4,10 @@
     KL(q || p) ~= sum_i log q(w_i) - log p(w_i),  w ~ q   (one reparameterized draw otherwise)
 
 Priors are ``torch.distributions`` objects with an empty event shape whose batch shape
-broadcasts against the weight tensor (a scalar prior is the usual case).
+broadcasts against the weight tensor (a scalar prior is the usual case). The improper
+:class:`LogUniform` prior has no normaliser; its KL is registered with
+``torch.distributions`` as the approximation of Molchanov et al. 2017, which makes any layer
+with this prior variational dropout.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.distributions import Distribution, Normal, constraints, kl_divergence
+from torch.distributions import Distribution, Normal, constraints, kl_divergence, register_kl
 from torch.types import _size
 
+from noisybayes.math.log_uniform import log_alpha, log_uniform_kl
+
 __all__ = [
+    "LogUniform",
     "ScaleMixturePrior",
     "check_prior",
     "default_prior",
@@ -82,6 +88,42 @@ def scale_mixture_prior(
 ) -> ScaleMixturePrior:
     """The scale mixture prior of Blundell et al. 2015 (defaults: ``-log scale_2 = 6``)."""
     return ScaleMixturePrior(weight, scale_1, scale_2)
+
+
+class LogUniform(Distribution):
+    """The improper log-uniform prior ``p(w) ∝ 1/|w|`` per weight: uniform in ``log|w|``.
+
+    It is scale-invariant, so it penalises only a weight's noise-to-signal ratio
+    ``alpha = scale^2 / loc^2``: a Gaussian posterior against it is variational dropout
+    (Kingma, Salimans & Welling 2015), and with a ratio per weight the weights whose
+    ``alpha`` grows large can be pruned (Molchanov, Ashukha & Vetrov 2017). ``log_prob`` is
+    unnormalised and there are no draws; ``kl_divergence(Normal, LogUniform)`` is
+    :func:`noisybayes.math.log_uniform.log_uniform_kl`, zero for ``alpha -> infinity``.
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.real
+    has_rsample = False
+
+    def __init__(self) -> None:
+        super().__init__(torch.Size(), validate_args=False)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``-log|value|``, elementwise (up to the missing normaliser)."""
+        return -torch.log(value.abs())
+
+    def sample(self, sample_shape: _size = _EMPTY) -> torch.Tensor:
+        raise NotImplementedError("LogUniform is improper (it does not integrate to 1): "
+                                  "it has no draws")
+
+    def __repr__(self) -> str:
+        return "LogUniform()"
+
+
+@register_kl(Normal, LogUniform)
+def _kl_normal_log_uniform(q: Normal, p: LogUniform) -> torch.Tensor:
+    """``KL(N(loc, scale^2) || LogUniform)`` elementwise, through ``alpha = scale^2/loc^2``."""
+    return log_uniform_kl(log_alpha(q.loc, q.scale))
 
 
 def check_prior(prior: Distribution | None, name: str = "prior") -> Distribution:
