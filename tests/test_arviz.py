@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import warnings
 
+import arviz as az
 import numpy as np
 import pytest
 import torch
 from torch.distributions import HalfNormal, Normal
 
 import noisybayes as nb
-
-az = pytest.importorskip("arviz")
 
 
 class Line(nb.Model):
@@ -73,6 +72,36 @@ def test_summary_and_loo_accept_it(fitted):
         loo = az.loo(idata)
     assert np.isfinite(loo.elpd_loo)
     assert (loo.pareto_k.values < 0.7).all()
+
+
+def test_independent_draws_are_one_chain_without_r_hat():
+    """A mean-field fit of an uncentred line, which check() says not to trust: az.summary
+    must not show r_hat ~ 1 for it. One chain of independent draws: r_hat is not computed,
+    and the attributes say what the draws are and give the k-hat that judges them."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.stack([torch.ones(80, dtype=torch.float64),
+                     5.0 + torch.rand(80, generator=g, dtype=torch.float64)], 1)
+    y = x @ torch.tensor([1.0, 0.5], dtype=torch.float64) + torch.randn(
+        80, generator=g, dtype=torch.float64)
+    post = nb.fit(Line(), x, y, family="meanfield", seed=0, progress=False)
+    assert post.check(seed=0).reading == "do not trust"
+    idata = post.to_arviz(n_draws=400, seed=0)
+    assert idata.posterior.sizes["chain"] == 1 and idata.posterior.sizes["draw"] == 400
+    assert idata.posterior.attrs["draws"].startswith("independent draws")
+    table = az.summary(idata)
+    assert table["r_hat"].isna().all()
+
+
+def test_dims_and_coords_name_parameters_and_observations(fitted):
+    post, *_ = fitted
+    idata = post.to_arviz(
+        n_draws=10, seed=0, dims={"beta": ["feature"]}, coords={"feature": ["age", "income"]}
+    )
+    assert idata.posterior["beta"].dims == ("chain", "draw", "feature")
+    assert list(idata.posterior["feature"].values) == ["age", "income"]
+    for group in ("observed_data", "posterior_predictive", "log_likelihood"):
+        assert "obs" in idata[group]["y"].dims, group
+    assert list(az.summary(idata, kind="stats").index) == ["beta[age]", "beta[income]", "sigma"]
 
 
 def test_export_needs_data(fitted):

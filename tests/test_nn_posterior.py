@@ -87,6 +87,8 @@ def test_to_arviz_exports_predictive_and_log_likelihood_groups():
     assert {"posterior_predictive", "log_likelihood", "observed_data"} <= set(idata.groups())
     assert idata.log_likelihood["y"].shape == (1, 40, 64)
     assert idata.posterior_predictive["y"].shape == (1, 40, 64)
+    for group in ("observed_data", "posterior_predictive", "log_likelihood"):
+        assert idata[group]["y"].dims[-1] == "obs", group
     assert (idata.observed_data["y"].values == y[:, 0].double().numpy()).all()
     assert torch.isfinite(torch.as_tensor(idata.log_likelihood["y"].values)).all()
     held_out = post.to_arviz(x[:10], y[:10], n_draws=20, seed=0)

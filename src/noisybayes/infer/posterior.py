@@ -355,17 +355,19 @@ class GaussianPosterior(Posterior):
         x: Any = None,
         y: Any = None,
         *,
-        n_chains: int = 4,
+        n_chains: int = 1,
         n_draws: int = 1000,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         response: tuple[float, float] = (0.0, 1.0),
+        dims: dict[str, list[str]] | None = None,
+        coords: dict[str, Any] | None = None,
     ) -> InferenceData:
-        """An ArviZ ``InferenceData`` (needs ``pip install noisybayes[arviz]``); see
-        ``noisybayes.infer.arviz_export.to_arviz``."""
+        """An ArviZ ``InferenceData`` of independent draws in one chain, dimensions named by
+        ``dims`` and ``coords``; see ``noisybayes.infer.arviz_export.to_arviz``."""
         from noisybayes.infer.arviz_export import to_arviz
 
         return to_arviz(
             self, x, y, n_chains=n_chains, n_draws=n_draws, seed=seed, generator=generator,
-            response=response,
+            response=response, dims=dims, coords=coords,
         )

@@ -18,7 +18,7 @@ from torch.nn.utils import parametrize
 
 from noisybayes._checks import check_positive_int
 from noisybayes._rng import make_generator, seeded_from
-from noisybayes.infer.arviz_export import import_arviz
+from noisybayes.infer.arviz_export import OBSERVATION_DIM, import_arviz
 from noisybayes.infer.posterior import FitInfo, Posterior
 from noisybayes.infer.prediction import Prediction
 from noisybayes.nn.convert import MeanFieldNoise
@@ -199,5 +199,6 @@ class NetworkPosterior(Posterior):
             posterior_predictive={"y": simulated.double().cpu().numpy().reshape(1, n_draws, -1)},
             log_likelihood={"y": log_lik.double().cpu().numpy()[None]},
             observed_data={"y": y_t.double().cpu().numpy().reshape(-1)},
+            dims={"y": [OBSERVATION_DIM]},
             attrs=attrs,
         )
