@@ -1,4 +1,8 @@
-"""Regression data for a fit: inputs ``x`` (a tensor or a tuple of tensors) and targets ``y``."""
+"""Regression data for a fit: inputs ``x`` (a tensor or a tuple of tensors) and targets ``y``.
+
+Integer tensors reach ``forward`` as they are (a group index ``g`` can index ``self.z[g]``);
+every other input becomes the fit's float dtype, the widest of ``y``'s and the float inputs'.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +16,29 @@ from noisybayes.infer.objective import Data
 __all__ = ["as_data", "as_inputs"]
 
 
+def _as_input(name: str, value: Any, dtype: torch.dtype | None) -> torch.Tensor:
+    """An integer tensor unchanged (checked for rows), anything else a finite float tensor of
+    ``dtype``."""
+    integer = isinstance(value, torch.Tensor) and not (
+        value.is_floating_point() or value.is_complex() or value.dtype == torch.bool
+    )
+    if integer:
+        if value.ndim > 0 and value.shape[0] == 0:
+            raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}")
+        return value
+    return as_float_tensor(name, value, dtype=dtype)
+
+
 def as_inputs(
     x: Any, dtype: torch.dtype | None = None, name: str = "x"
 ) -> tuple[torch.Tensor, ...]:
-    """``x`` as a tuple of finite float tensors sharing their first dimension."""
+    """``x`` as a tuple of tensors sharing their first dimension: integer tensors as they
+    are, the others finite float tensors (of ``dtype`` when given)."""
     parts = x if isinstance(x, tuple) else (x,)
     if not parts:
         raise ValueError(f"{name} must hold at least one tensor, got an empty tuple")
     names = [name] if len(parts) == 1 else [f"{name}[{i}]" for i in range(len(parts))]
-    tensors = tuple(as_float_tensor(n, p, dtype=dtype) for n, p in zip(names, parts, strict=True))
+    tensors = tuple(_as_input(n, p, dtype) for n, p in zip(names, parts, strict=True))
     rows = {t.shape[0] if t.ndim else None for t in tensors}
     if None in rows or len(rows) != 1:
         shapes = [tuple(t.shape) for t in tensors]
@@ -31,16 +49,17 @@ def as_inputs(
 
 
 def as_data(x: Any, y: Any) -> Data:
-    """Check and convert ``(x, y)`` to one float dtype: the widest of the inputs' (ints count as
-    the default dtype)."""
+    """Check and convert ``(x, y)``: ``y`` and the float inputs to one float dtype, the widest
+    of theirs; integer input tensors unchanged."""
     y_tensor = as_float_tensor("y", y)
     if y_tensor.ndim == 0:
         raise ValueError("y must have one row per observation, got a scalar")
     xs = as_inputs(x)
     dtype = y_tensor.dtype
     for t in xs:
-        dtype = torch.promote_types(dtype, t.dtype)
-    xs = tuple(t.to(dtype) for t in xs)
+        if t.is_floating_point():
+            dtype = torch.promote_types(dtype, t.dtype)
+    xs = tuple(t.to(dtype) if t.is_floating_point() else t for t in xs)
     y_tensor = y_tensor.to(dtype)
     if xs[0].shape[0] != y_tensor.shape[0]:
         raise ValueError(

@@ -270,7 +270,8 @@ class GaussianPosterior(Posterior):
 
     # --- diagnostics and export (see ``diagnostics.py`` and ``arviz_export.py``)
     def fit_data(self, x: Any = None, y: Any = None, *, caller: str = "this method") -> Data:
-        """``(x, y)`` converted to the posterior's dtype, or the fit's data if both are None."""
+        """``(x, y)`` converted to the posterior's dtype (integer inputs as they are), or the
+        fit's data if both are None."""
         if x is None and y is None:
             if self.data is None:
                 raise ValueError(
@@ -282,7 +283,8 @@ class GaussianPosterior(Posterior):
             missing = "x" if x is None else "y"
             raise ValueError(f"{caller} needs both x and y, got {missing}=None")
         xs, y_tensor = as_data(x, y)
-        return tuple(t.to(self.dtype) for t in xs), y_tensor.to(self.dtype)
+        xs = tuple(t.to(self.dtype) if t.is_floating_point() else t for t in xs)
+        return xs, y_tensor.to(self.dtype)
 
     def _check_input_shapes(self, xs: tuple[torch.Tensor, ...]) -> None:
         """New inputs must have the fit's shape past the rows (when the fit's data is known)."""
