@@ -84,3 +84,31 @@ def test_predict_errors(changes, message):
     args.update(changes)
     with pytest.raises(ValueError, match=message):
         bnn.predict(nb.bayesian(nn.Linear(2, 1)), args.pop("x"), **args)
+
+
+def test_fields_follow_the_targets_shape():
+    """A network ending in one output column, trained on a ``(N,)`` target: the posterior's
+    predictions are ``(B,)``; ``nb.nn.predict`` says so with ``target_shape=()`` and gives
+    the same numbers as the ``(B, 1)`` fields from the same draws."""
+    torch.manual_seed(0)
+    net = nb.bayesian(nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1)))
+    x = torch.randn(64, 2)
+    y = x[:, 0].sin() + 0.1 * torch.randn(64)
+    post = bnn.train(net, x, y, likelihood=bnn.Gaussian(), n_epochs=3, batch_size=16,
+                     generator=torch.Generator().manual_seed(1))
+    pred = post.predict(x[:5], n_samples=20, seed=0)
+    assert pred.mean.shape == pred.sd.shape == pred.lower.shape == (5,)
+
+    def run(**kwargs):
+        return bnn.predict(net, x[:5], likelihood=post.likelihood, n_samples=20,
+                           generator=torch.Generator().manual_seed(3), **kwargs)
+
+    column, flat = run(), run(target_shape=())
+    assert column.mean.shape == (5, 1) and flat.mean.shape == (5,)
+    torch.testing.assert_close(flat.mean, column.mean[:, 0])
+    torch.testing.assert_close(flat.epistemic_sd, column.epistemic_sd[:, 0])
+    assert run(target_shape=(1,)).mean.shape == (5, 1)
+    with pytest.raises(ValueError, match=r"^target_shape must fit the model output as the "
+                       r"likelihood's targets do, got target_shape=\(3,\) for outputs of "
+                       r"shape \(5, 1\)$"):
+        run(target_shape=(3,))

@@ -124,11 +124,13 @@ class NetworkPosterior(Posterior):
         generator: torch.Generator | None = None,
     ) -> Prediction:
         """The posterior predictive at ``x`` from ``n_samples`` weight draws (see
-        :func:`noisybayes.nn.predict`): regression moments and intervals, and for a
-        classification likelihood the class probabilities, entropy and mutual information."""
+        :func:`noisybayes.nn.predict`): regression moments and intervals, shaped like the
+        training targets when the posterior knows them, and for a classification likelihood
+        the class probabilities, entropy and mutual information."""
+        target_shape = None if self.data is None else tuple(self.data[1].shape[1:])
         return predict_with(self._sample_outputs, self.network, x, likelihood=self.likelihood,
                             n_samples=n_samples, level=level,
-                            generator=make_generator(seed, generator))
+                            generator=make_generator(seed, generator), target_shape=target_shape)
 
     def _sample_outputs(self, x: torch.Tensor, n: int,
                         generator: torch.Generator | None) -> torch.Tensor:

@@ -63,12 +63,36 @@ def predict_classes(outputs: torch.Tensor, lik: Likelihood, level: float) -> Pre
     )
 
 
-def predict_regression(outputs: torch.Tensor, lik: Likelihood, level: float) -> Prediction:
+def _aligned(outputs: torch.Tensor, lik: Likelihood, target_shape: tuple[int, ...]) -> torch.Tensor:
+    """``outputs`` ``(S, B, ...)`` as the likelihood aligns them with targets ``(B,
+    *target_shape)`` in training (e.g. ``(S, B, 1)`` for a ``(B,)`` target becomes ``(S, B)``)."""
+    flat = outputs.reshape(-1, *outputs.shape[2:])
+    target = flat.new_zeros(flat.shape[0], *target_shape)
+    try:
+        aligned, _ = lik.align(flat, target)
+    except ValueError:
+        raise ValueError(
+            f"target_shape must fit the model output as the likelihood's targets do, got "
+            f"target_shape={tuple(target_shape)} for outputs of shape "
+            f"{tuple(outputs.shape[1:])}"
+        ) from None
+    return aligned.reshape(*outputs.shape[:2], *aligned.shape[1:])
+
+
+def predict_regression(
+    outputs: torch.Tensor,
+    lik: Likelihood,
+    level: float,
+    target_shape: tuple[int, ...] | None = None,
+) -> Prediction:
     """Regression predictive from outputs ``(S, B, ...)``.
 
-    Fields are shaped like one draw of the likelihood's mean, ``(B, ...)`` (the model
-    output without the sample dim, less the scale column of a heteroscedastic head).
+    Fields are shaped like the targets, ``(B, *target_shape)``, when ``target_shape`` is
+    given; otherwise like one draw of the likelihood's mean (the model output without the
+    sample dim, less the scale column of a heteroscedastic head).
     """
+    if target_shape is not None:
+        outputs = _aligned(outputs, lik, tuple(target_shape))
     dist = lik.distribution(outputs)
     means, variances = dist.mean, dist.variance
     per_draw = max(1, math.ceil(_INTERVAL_DRAWS / outputs.shape[0]))
@@ -88,17 +112,24 @@ def predict(
     n_samples: int = 100,
     level: float = 0.9,
     generator: torch.Generator | None = None,
+    target_shape: tuple[int, ...] | None = None,
 ) -> Prediction:
     """The posterior predictive at inputs ``x`` ``(B, ...)`` from ``n_samples`` weight draws.
 
     Returns a :class:`noisybayes.Prediction`: predictive mean, total, epistemic and
     aleatoric sds, the central ``level`` interval for a new observation and for
     ``E[y | x, w]``, and for a classification likelihood also the class probabilities,
-    entropy and mutual information (see :func:`predict_classes`). The model is put in eval mode for the call and restored after.
+    entropy and mutual information (see :func:`predict_classes`). The model is put in eval
+    mode for the call and restored after; its weights are still drawn (eval mode does not
+    switch the noise off: :func:`noisybayes.nn.posterior_mean` does).
+
+    ``target_shape`` is the shape of one target, ``y.shape[1:]``: ``()`` for a ``(N,)``
+    target makes the regression fields ``(B,)`` even when the network ends in one output
+    column, as the likelihood pairs them in training; ``None`` keeps the output's shape.
     """
     return predict_with(lambda x_, n, _: sample_outputs(model, x_, n), model, x,
                         likelihood=likelihood, n_samples=n_samples, level=level,
-                        generator=generator)
+                        generator=generator, target_shape=target_shape)
 
 
 @torch.no_grad()
@@ -111,6 +142,7 @@ def predict_with(
     n_samples: int,
     level: float,
     generator: torch.Generator | None,
+    target_shape: tuple[int, ...] | None = None,
 ) -> Prediction:
     """:func:`predict` with the weight draws made by ``sampler(x, n_samples, generator)``,
     which returns the outputs ``(n_samples, B, ...)`` of ``model`` (in eval mode)."""
@@ -127,6 +159,6 @@ def predict_with(
             outputs = sampler(x, n_samples, generator)
             if lik.task == "classification":
                 return predict_classes(outputs, lik, level)
-            return predict_regression(outputs, lik, level)
+            return predict_regression(outputs, lik, level, target_shape)
     finally:
         model.train(was_training)
