@@ -112,3 +112,19 @@ def test_fields_follow_the_targets_shape():
                        r"likelihood's targets do, got target_shape=\(3,\) for outputs of "
                        r"shape \(5, 1\)$"):
         run(target_shape=(3,))
+
+
+def test_eval_mode_still_draws_weights_and_posterior_mean_does_not():
+    """What the README says: ``net.eval()`` leaves the weight noise on; ``posterior_mean``
+    gives one deterministic network, the output at the weights' means, until the block ends."""
+    torch.manual_seed(0)
+    net = nb.bayesian(nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1))).eval()
+    x = torch.randn(3, 2)
+    assert not torch.equal(net(x), net(x))
+    with bnn.posterior_mean(net):
+        at_mean = net(x)
+        assert torch.equal(at_mean, net(x))
+    first, last = net[0], net[2]
+    hidden = torch.tanh(x @ first.weight_loc.T + first.bias_loc)
+    torch.testing.assert_close(at_mean, hidden @ last.weight_loc.T + last.bias_loc)
+    assert not torch.equal(net(x), net(x))
