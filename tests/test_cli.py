@@ -389,7 +389,8 @@ def test_advice_of_a_bad_fit_names_the_shell_flags(line_csv, capsys):
     for flag in ("rerun with --family fullrank", "--family fullrank represents the correlations",
                  "--method exact --prior-scale none --noise-prior none"):
         assert flag in advice, flag
-    assert "post." not in out and "family='fullrank'" not in out
+    assert "family: meanfield (--family meanfield)" in out
+    assert "post." not in out and "family='" not in out
 
 
 def _report(khat: float, family: str, converged: bool = True) -> CheckReport:

@@ -235,7 +235,7 @@ def _fit(args: argparse.Namespace) -> int:
     summary = reg.summary()
     _print_table(summary, sys.stdout)
     report = _check(post, args)
-    _print_fit_info(post.info, report)
+    _print_fit_info(post.info, report, args)
     reweighted = _reweighted(reg, report, args)
     if args.likelihood == "student_t":
         print("sigma is the Student-t scale; df its degrees of freedom")
@@ -269,14 +269,15 @@ def _fit_estimator(args: argparse.Namespace, table: pd.DataFrame) -> Any:
         )
 
 
-def _print_fit_info(info: Any, report: Any) -> None:
-    """How the fit ended and, for a variational fit, its check; a warning on stderr when
-    the check says not to trust it, with the k-hat of the same report."""
+def _print_fit_info(info: Any, report: Any, args: argparse.Namespace) -> None:
+    """How the fit ended and, for a variational fit, its family and check; a warning on
+    stderr when the check says not to trust it, with the k-hat of the same report."""
     status = "converged" if info.converged else "NOT converged"
     print(f"\nfit: {status} after {info.n_steps} steps in {info.seconds:.1f} s ({info.reason})")
     if report is None:
         return
-    print(f"family: {info.family} ({info.family_reason})")
+    why = info.family_reason if args.family == "auto" else f"--family {args.family}"
+    print(f"family: {info.family} ({why})")
     print(f"check: {report}".replace("\n", "\n       "))
     if report.reading == "do not trust":
         print(f"noisybayes: warning: Pareto k-hat {report.khat:.2f} > {USABLE}: do not trust "
