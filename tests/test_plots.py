@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 import noisybayes as nb
+from noisybayes.math.intervals import hdi
+from noisybayes.reports.forest import draw_forest
 from noisybayes.reports.plots import (
     kde,
     plot_fit,
+    plot_forest,
     plot_pairs,
     plot_posterior,
     plot_predictive,
@@ -126,3 +132,47 @@ def test_kde_is_the_normal_convolved_with_its_kernel():
     np.testing.assert_allclose(kde(draws, grid), expected, atol=0.05)
     wide = np.linspace(-8, 8, 801)
     assert np.trapezoid(kde(draws, wide), wide) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_forest_rows_show_the_mean_and_both_intervals():
+    """Row k from the top is the k-th label; its thin line is the 94% HDI, its thick line
+    the 50% HDI and its dot the mean of the draws."""
+    rng = np.random.default_rng(0)
+    draws = {"a": rng.normal(0.0, 1.0, 4000), "b": rng.normal(5.0, 2.0, 4000)}
+    ax = Figure().add_subplot()
+    draw_forest(ax, draws)
+    rows = {t.get_text(): y for t, y in zip(ax.get_yticklabels(), ax.get_yticks(), strict=True)}
+    assert rows["a"] > rows["b"]
+    thin, thick = ax.collections[2].get_segments()[0], ax.collections[3].get_segments()[0]
+    low, high = hdi(torch.from_numpy(draws["b"]), 0.94)
+    inner_low, inner_high = hdi(torch.from_numpy(draws["b"]), 0.5)
+    np.testing.assert_allclose(thin[:, 0], [float(low), float(high)])
+    np.testing.assert_allclose(thick[:, 0], [float(inner_low), float(inner_high)])
+    assert thin[0, 1] == rows["b"]
+    np.testing.assert_allclose(ax.lines[1].get_xdata(), [draws["b"].mean()])
+
+
+def test_fit_overview_draws_many_coefficients_as_a_forest_and_a_trace_only_when_it_helps(
+    tmp_path,
+):
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 8, generator=gen, dtype=torch.float64)
+    y = X @ torch.arange(8, dtype=torch.float64) + torch.randn(200, generator=gen,
+                                                               dtype=torch.float64)
+    names = [f"f{i}" for i in range(8)]
+    reg = nb.BayesianLinearRegression(seed=0).fit(pd.DataFrame(X.numpy(), columns=names), y)
+    fig = plot_fit(reg)
+    forest = [ax for ax in fig.axes if [t.get_text() for t in ax.get_yticklabels()] == names]
+    assert len(forest) == 1  # the coefficients, top to bottom; intercept and sigma as densities
+    assert [ax.get_title() for ax in fig.axes if ax is not forest[0]] == ["intercept", "sigma"]
+    check_written(fig, tmp_path / "forest.png", min_bytes=30_000)
+    chosen = plot_forest(reg, names=["f7", "f0"])
+    assert [t.get_text() for t in chosen.axes[0].get_yticklabels()] == ["f7", "f0"]
+
+    post = reg.posterior_
+    stopped = nb.GaussianPosterior(post.model, post.layout, post.family,
+                                   replace(post.info, converged=False), post.data)
+    assert post.info.converged and post.info.loss_trace.numel() > 0
+    labels = [ax.get_ylabel() for ax in plot_fit(stopped).axes]
+    assert labels.count("loss = -ELBO / datum") == 1
+    assert "loss = -ELBO / datum" not in [ax.get_ylabel() for ax in fig.axes]

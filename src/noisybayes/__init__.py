@@ -66,6 +66,7 @@ __all__ = [
     "param",
     "plot_calibration",
     "plot_fit",
+    "plot_forest",
     "plot_pairs",
     "plot_posterior",
     "plot_predictive",

@@ -18,23 +18,29 @@ from matplotlib.figure import Figure
 from noisybayes.infer.posterior import GaussianPosterior, Posterior
 from noisybayes.infer.prediction import Prediction
 from noisybayes.math.intervals import hdi
+from noisybayes.reports.forest import draw_forest
 
 if TYPE_CHECKING:
     from noisybayes.infer.calibration import CalibrationReport
 
 __all__ = [
+    "FOREST_ABOVE",
     "draw_density",
     "draw_predictive",
     "draw_trace",
     "kde",
     "plot_calibration",
     "plot_fit",
+    "plot_forest",
     "plot_pairs",
     "plot_posterior",
     "plot_predictive",
     "plot_trace",
     "posterior_draws",
 ]
+
+
+FOREST_ABOVE = 6  # vector parameters with more elements are drawn as a forest plot
 
 
 def kde(draws: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -69,19 +75,27 @@ def _posterior_of(obj: Any) -> tuple[GaussianPosterior, dict[str, str]]:
     return post, {f"coef[{i}]": str(n) for i, n in enumerate(features)}
 
 
-def posterior_draws(obj: Any, n_draws: int = 4000, seed: int = 0) -> dict[str, np.ndarray]:
-    """``n_draws`` draws of every scalar parameter, ``{label: (n_draws,)}``, in the order of
-    ``summary()``; ``obj`` is an ``nb.Posterior`` or a fitted estimator."""
+def _draws_by_parameter(
+    obj: Any, n_draws: int, seed: int
+) -> dict[str, dict[str, np.ndarray]]:
+    """``{parameter: {label: (n_draws,)}}``: the draws of every scalar, grouped by the
+    parameter they belong to, in the order of ``summary()``."""
     post, rename = _posterior_of(obj)
     draws = post.sample(n_draws, seed=seed)
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, dict[str, np.ndarray]] = {}
     for name in post.layout.names:
         flat = draws[name].reshape(n_draws, -1).double().numpy()
         scalar = draws[name].dim() == 1
         labels = [name] if scalar else [f"{name}[{i}]" for i in range(flat.shape[1])]
-        for j, label in enumerate(labels):
-            out[rename.get(label, label)] = flat[:, j]
+        out[name] = {rename.get(lab, lab): flat[:, j] for j, lab in enumerate(labels)}
     return out
+
+
+def posterior_draws(obj: Any, n_draws: int = 4000, seed: int = 0) -> dict[str, np.ndarray]:
+    """``n_draws`` draws of every scalar parameter, ``{label: (n_draws,)}``, in the order of
+    ``summary()``; ``obj`` is an ``nb.Posterior`` or a fitted estimator."""
+    grouped = _draws_by_parameter(obj, n_draws, seed)
+    return {label: v for block in grouped.values() for label, v in block.items()}
 
 
 def draw_density(
@@ -132,6 +146,23 @@ def plot_posterior(
         ax.set_title(label)
         ax.set_yticks([])
     fig.suptitle(f"posterior marginals (shaded: {hdi_prob:.0%} HDI, dashed: mean)")
+    return fig
+
+
+def plot_forest(
+    obj: Any,
+    *,
+    names: Sequence[str] | None = None,
+    hdi_prob: float = 0.94,
+    n_draws: int = 4000,
+    seed: int = 0,
+) -> Figure:
+    """A forest plot of the scalar parameters (``names``, default all): one row each, on
+    one axis, with the mean, the 50% and the ``hdi_prob`` highest-density intervals."""
+    draws = posterior_draws(obj, n_draws, seed)
+    labels = list(draws) if names is None else _check_names(names, draws)
+    fig = Figure(figsize=(6.5, 1.0 + 0.32 * len(labels)), layout="constrained")
+    draw_forest(fig.add_subplot(), {lab: draws[lab] for lab in labels}, hdi_prob=hdi_prob)
     return fig
 
 
@@ -245,6 +276,18 @@ def plot_trace(obj: Any) -> Figure:
     return fig
 
 
+def _density_grid(fig: Any, draws: Mapping[str, np.ndarray], hdi_prob: float) -> None:
+    """One density panel per label in ``fig`` (a figure or subfigure), four to a row."""
+    cols = min(4, len(draws))
+    rows = -(-len(draws) // cols)
+    for k, (label, values) in enumerate(draws.items()):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        draw_density(ax, values, hdi_prob=hdi_prob, color="C0")
+        ax.set_title(label, fontsize=10)
+        ax.set_yticks([])
+    fig.suptitle(f"posterior marginals (shaded: {hdi_prob:.0%} HDI, dashed: mean)", fontsize=11)
+
+
 def plot_fit(
     obj: Any,
     *,
@@ -256,32 +299,50 @@ def plot_fit(
     xlabel: str = "x",
     ylabel: str = "y",
 ) -> Figure:
-    """A fit at a glance: marginal densities (top row) and the ELBO trace (bottom); with a
-    1-D predictor ``x``, ``y`` and the ``prediction`` at ``x_new``, the predictive band too."""
-    draws = posterior_draws(obj)
+    """A fit at a glance, titled with how it ended: marginal densities of the scalar
+    parameters and short vectors; a forest plot of each vector parameter with more than
+    ``FOREST_ABOVE`` elements (many coefficients on one axis); with a 1-D predictor ``x``,
+    ``y`` and the ``prediction`` at ``x_new``, the predictive band; and the loss trace only
+    when the optimisation did not converge (a converged trace is flat and says nothing)."""
     post, _ = _posterior_of(obj)
-    cols = min(4, len(draws))
-    rows = -(-len(draws) // cols)
-    fig = Figure(figsize=(max(9.0, 3.6 * cols), 2.6 * rows + 3.8), layout="constrained")
-    halves: Any = fig.subfigures(2, 1, height_ratios=[2.6 * rows, 3.8])
-    top, bottom = halves[0], halves[1]
-    for k, (label, values) in enumerate(draws.items()):
-        ax = top.add_subplot(rows, cols, k + 1)
-        draw_density(ax, values, hdi_prob=hdi_prob, color="C0")
-        ax.set_title(label, fontsize=10)
-        ax.set_yticks([])
-    top.suptitle(f"posterior marginals (shaded: {hdi_prob:.0%} HDI, dashed: mean)")
+    grouped = _draws_by_parameter(obj, 4000, 0)
+    forests = {name: block for name, block in grouped.items() if len(block) > FOREST_ABOVE}
+    densities = {
+        label: values for name, block in grouped.items() if name not in forests
+        for label, values in block.items()
+    }
     with_band = prediction is not None and x is not None
-    axes = bottom.subplots(1, 2 if with_band else 1, squeeze=False)[0]
-    draw_trace(axes[0], post)
-    if with_band and prediction is not None:
-        x_arr = np.asarray(x, dtype=np.float64).reshape(-1)
-        y_arr = None if y is None else np.asarray(y, dtype=np.float64).reshape(-1)
-        new = x_arr if x_new is None else np.asarray(x_new, dtype=np.float64).reshape(-1)
-        draw_predictive(axes[1], x_arr, y_arr, new, prediction)
-        axes[1].set_xlabel(xlabel)
-        axes[1].set_ylabel(ylabel)
-        axes[1].legend(loc="best", fontsize=7)
+    with_trace = not post.info.converged and post.info.loss_trace.numel() > 0
+    heights = []
+    if densities:
+        heights.append(2.6 * -(-len(densities) // 4) + 0.4)
+    heights.extend(1.0 + 0.3 * len(block) for block in forests.values())
+    if with_band or with_trace:
+        heights.append(3.8)
+    cols = min(4, max(1, len(densities)))
+    fig = Figure(figsize=(max(9.0, 3.6 * cols), sum(heights) + 0.4), layout="constrained")
+    grid: Any = fig.subfigures(len(heights), 1, squeeze=False, height_ratios=heights)
+    sections = iter(grid[:, 0])
+    if densities:
+        _density_grid(next(sections), densities, hdi_prob)
+    for name, block in forests.items():
+        section = next(sections)
+        draw_forest(section.add_subplot(), block, hdi_prob=hdi_prob)
+        section.suptitle(f"{name}: {len(block)} coefficients", fontsize=11)
+    if with_band or with_trace:
+        axes = next(sections).subplots(1, int(with_band) + int(with_trace), squeeze=False)[0]
+        if with_band and prediction is not None:
+            x_arr = np.asarray(x, dtype=np.float64).reshape(-1)
+            y_arr = None if y is None else np.asarray(y, dtype=np.float64).reshape(-1)
+            new = x_arr if x_new is None else np.asarray(x_new, dtype=np.float64).reshape(-1)
+            draw_predictive(axes[0], x_arr, y_arr, new, prediction)
+            axes[0].set_xlabel(xlabel)
+            axes[0].set_ylabel(ylabel)
+            axes[0].legend(loc="best", fontsize=7)
+        if with_trace:
+            draw_trace(axes[-1], post)
+    status = "converged" if post.info.converged else "did NOT converge"
+    fig.suptitle(f"{post.info.family} fit, {status}: {post.info.reason}", fontsize=9)
     return fig
 
 
