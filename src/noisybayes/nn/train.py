@@ -18,6 +18,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from noisybayes._checks import check_positive_int
+from noisybayes._progress import show_progress
 from noisybayes._rng import make_generator
 from noisybayes.engine import LinearDecay, TensorSource, Trainer
 from noisybayes.infer.objective import batched_evaluation
@@ -42,7 +43,7 @@ def train(
     n_samples: int = 1,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> NetworkPosterior:
     """Minimise the per-datum ``-ELBO`` of ``model`` (and ``likelihood``'s noise scale).
 
@@ -54,7 +55,8 @@ def train(
         learning_rate: Adam's initial step, decayed linearly to a tenth.
         n_samples, temperature: as in :func:`elbo_loss`.
         generator: the randomness of the batches and of the weight noise.
-        progress: show a progress bar over steps.
+        progress: a progress bar over steps with the loss of the last window (shown after a
+            second); ``None``: only when stderr is a terminal.
 
     Returns:
         The trained network's :class:`~noisybayes.nn.NetworkPosterior` (``info.loss_trace``:
@@ -76,7 +78,8 @@ def train(
     schedule = LinearDecay(float(learning_rate), total, per_epoch)
     trainer = Trainer(objective, TensorSource((x,), y), schedule, batch_size=batch_size,
                       generator=make_generator(None, generator), max_steps=total,
-                      drop_last=False, progress=progress, fingerprint=_names(model))
+                      drop_last=False, progress=show_progress(progress),
+                      fingerprint=_names(model))
     start = time.perf_counter()
     try:
         result = trainer.run()
