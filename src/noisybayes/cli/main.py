@@ -23,6 +23,7 @@ from torch.distributions import Distribution, Exponential, HalfCauchy, HalfNorma
 
 from noisybayes import __version__
 from noisybayes._checks import name_list
+from noisybayes._progress import show_progress
 from noisybayes.cli.fit_inputs import FitInputs, check_flags, read_inputs
 from noisybayes.cli.fit_report import advice, feature_labels, predicted_quantity, priors
 from noisybayes.errors import DivergenceError
@@ -265,7 +266,7 @@ def _fit_estimator(args: argparse.Namespace, table: pd.DataFrame) -> Any:
         return estimator.from_formula(
             args.formula, table, missing=args.missing, family=args.family, method=args.method,
             prior_scale=args.prior_scale, noise_prior=args.noise_prior, seed=args.seed,
-            progress=sys.stderr.isatty(), fit_options=options,
+            progress=show_progress(None), fit_options=options,
         )
 
 
