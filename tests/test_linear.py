@@ -144,7 +144,9 @@ def test_exact_with_too_few_rows_for_the_noise():
     X = np.arange(8.0).reshape(4, 2) ** 1.5
     y = np.array([1.0, 3.0, 2.0, 5.0])
     flat = {"method": "exact", "prior_scale": None, "noise_prior": None}
-    with pytest.raises(ValueError, match=r"X must have more than 4\.0 rows"):
+    with pytest.raises(ValueError, match=r"noise_prior=None \(a flat prior on the noise scale\) "
+                                         r"needs at least 2 more rows than the design's rank, "
+                                         r"got 4 rows and rank 3"):
         nb.BayesianLinearRegression(**flat).fit(X, y)
     X5 = np.vstack([X, [[9.0, 2.0]]])
     reg = nb.BayesianLinearRegression(**flat).fit(X5, np.append(y, 4.0))

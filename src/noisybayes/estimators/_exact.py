@@ -4,11 +4,19 @@
 
 Known ``sigma`` with a Normal or flat prior on ``coef``: a Gaussian posterior of
 ``(intercept, coef)``. Unknown ``sigma`` with flat priors on ``coef`` and ``sigma``: the
-Normal-Inverse-Gamma limit (``p(s2) ∝ s2^(-1/2)``, i.e. ``a0 = -(p + 1) / 2``).
+Normal-Inverse-Gamma limit (``p(s2) ∝ s2^(-1/2)``, i.e. ``a0 = -(p + 1) / 2``). Unknown
+``sigma`` with a Normal prior on ``coef`` and any prior on ``sigma``: Gaussian given
+``sigma``, with ``sigma`` integrated on a grid (``noise_grid_posterior``); the estimators
+use it where the data fit ``y`` exactly and the joint density has no mode to start VI from.
+
+Everything is computed on the standardised data, ``theta_std`` in the coordinates of
+``x_std`` and ``y_std``, and mapped to the user's scale by the affine ``theta = A theta_std
++ b`` (``user_map``), so the answer does not depend on the units of ``X`` and ``y``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -19,36 +27,85 @@ from noisybayes._rng import make_generator
 from noisybayes.estimators._glm_model import GLMModel, GLMSpec
 from noisybayes.infer.posterior import FitInfo, GaussianPosterior
 from noisybayes.math.conjugate import (
-    NormalInverseGammaPosterior,
     gaussian_linear_posterior,
+    noise_grid_posterior,
     normal_inverse_gamma_posterior,
 )
 from noisybayes.math.families import FullRank
 from noisybayes.model.layout import ParamLayout
 
-__all__ = ["exact_posterior"]
+__all__ = ["exact_posterior", "grid_posterior", "user_map"]
 
 
-class _NormalInverseGammaDraws(nn.Module):
-    """The exact posterior with unknown noise, in the unconstrained ``(intercept, coef,
-    log sigma)`` coordinates that ``Posterior`` reads: ``mean``, ``variance``, ``rsample``."""
+def user_map(model: GLMModel, with_noise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, b)`` with ``theta = A theta_std + b``: ``coef = y_scale beta_std / x_scale``,
+    ``intercept = y_mean + y_scale b_std - x_mean . coef`` and ``log sigma = log sigma_std +
+    log y_scale`` (when ``with_noise``), in ``ParamLayout``'s order."""
+    x_mean, x_scale = model.x_mean, model.x_scale
+    p, k = x_scale.shape[0], int(model.fit_intercept)
+    size = k + p + int(with_noise)
+    A = torch.zeros(size, size, dtype=x_scale.dtype)
+    b = torch.zeros(size, dtype=x_scale.dtype)
+    coef_rows = model.y_scale / x_scale
+    A[k : k + p, k : k + p] = torch.diag(coef_rows)
+    if k:
+        A[0, 0], A[0, 1 : 1 + p], b[0] = model.y_scale, -x_mean * coef_rows, model.y_mean
+    if with_noise:
+        A[-1, -1], b[-1] = 1.0, torch.log(torch.tensor(model.y_scale, dtype=b.dtype))
+    return A, b
 
-    def __init__(self, posterior: NormalInverseGammaPosterior) -> None:
+
+class _MappedDraws(nn.Module):
+    """An exact posterior on the standardised scale, read through ``theta = A theta_std + b``
+    in the unconstrained ``(intercept, coef, log sigma)`` coordinates that ``Posterior``
+    reads: ``mean``, ``variance``, ``rsample``. ``exact`` has ``moments()`` and
+    ``sample(n, generator)`` of ``(beta, sigma)``."""
+
+    def __init__(self, exact: Any, A: torch.Tensor, b: torch.Tensor) -> None:
         super().__init__()
-        self.exact = posterior
+        self.exact, self.A, self.b = exact, A, b
+        loc, covariance = exact.moments()
+        self._mean = A @ loc + b
+        finite = torch.isfinite(covariance)  # a t posterior with <= 2 df has no variance
+        variance = (A @ torch.where(finite, covariance, 0.0) @ A.T).diagonal()
+        used = (A != 0).to(A.dtype)
+        infinite = (used @ (~finite).to(A.dtype) @ used.T).diagonal() > 0
+        self._variance = torch.where(infinite, torch.inf, variance)
 
     def mean(self) -> torch.Tensor:
-        a, b = self.exact.a, self.exact.b
-        log_sigma = 0.5 * (torch.log(b) - torch.digamma(a))
-        return torch.cat([self.exact.loc, log_sigma.reshape(1)])
+        return self._mean
 
     def variance(self) -> torch.Tensor:
-        log_sigma_var = 0.25 * torch.polygamma(1, self.exact.a)
-        return torch.cat([self.exact.covariance.diagonal(), log_sigma_var.reshape(1)])
+        return self._variance
 
     def rsample(self, n: int, *, generator: torch.Generator | None = None, **_: Any):
         beta, sigma = self.exact.sample(n, make_generator(None, generator))
-        return torch.cat([beta, sigma.log()[:, None]], dim=1)
+        return torch.cat([beta, sigma.log()[:, None]], dim=1) @ self.A.T + self.b
+
+
+def _design(model: GLMModel, X: torch.Tensor) -> torch.Tensor:
+    """``[1, x_std]`` (or ``x_std`` without an intercept), ``(N, k + p)``."""
+    x_std = model.standardise_x(X)
+    return torch.cat([torch.ones_like(X[:, :1]), x_std], 1) if model.fit_intercept else x_std
+
+
+def _standardised_precision(model: GLMModel, size: int) -> torch.Tensor:
+    """The prior precisions of ``(b_std, beta_std)``, ``(k + p,)``: 0 where flat;
+    ``beta_std_j = coef_j x_scale_j / y_scale`` has sd ``s_j x_scale_j / y_scale``."""
+    coef_prior = model.param_specs["coef"].prior
+    precision = torch.zeros(size, dtype=model.x_scale.dtype)
+    if coef_prior is not None:
+        if not isinstance(coef_prior, Normal):
+            raise ValueError("method='exact' needs a Normal or flat coefficient prior")
+        sd = coef_prior.scale * model.x_scale / model.y_scale
+        precision[-model.x_scale.shape[0] :] = sd.pow(-2)
+    return precision
+
+
+def _posterior(model: GLMModel, family: nn.Module, X: torch.Tensor, y: torch.Tensor,
+               info: FitInfo) -> GaussianPosterior:
+    data = ((model.standardise_x(X),), model.standardise_y(y))
+    return GaussianPosterior(model, ParamLayout(model), family, info, data)  # type: ignore[arg-type]
 
 
 def exact_posterior(
@@ -56,27 +113,44 @@ def exact_posterior(
 ) -> GaussianPosterior:
     """The exact ``GaussianPosterior`` of ``model`` (built from ``spec``: gaussian, identity link)
     given ``X`` ``(N, d)`` and ``y`` ``(N,)`` on the user's scale."""
-    design = torch.cat([torch.ones_like(X[:, :1]), X], 1) if spec.fit_intercept else X
-    coef_prior = model.param_specs["coef"].prior
-    precision = torch.zeros(design.shape[1], dtype=X.dtype)
-    if coef_prior is not None:
-        if not isinstance(coef_prior, Normal):
-            raise ValueError("method='exact' needs a Normal or flat coefficient prior")
-        precision[-X.shape[1] :] = coef_prior.scale.pow(-2)
+    design, y_std = _design(model, X), model.standardise_y(y)
+    precision = _standardised_precision(model, design.shape[1])
     if spec.noise_scale is not None:
-        exact = gaussian_linear_posterior(design, y, spec.noise_scale, 0.0, precision)
-        family = FullRank(exact.loc, torch.linalg.cholesky(exact.covariance))
+        exact = gaussian_linear_posterior(design, y_std, spec.noise_scale / model.y_scale, 0.0,
+                                          precision)
+        A, b = user_map(model, with_noise=False)
+        scale = A @ torch.linalg.cholesky(exact.covariance)
+        family = FullRank(A @ exact.loc + b, scale)  # theta = loc + scale z, z ~ N(0, I)
         family.requires_grad_(False)
-    else:
-        if coef_prior is not None or model.param_specs["sigma"].prior is not None:
-            name = spec.dispersion_argument
-            raise ValueError(
-                f"method='exact' with unknown noise needs flat priors: prior_scale=None and "
-                f"{name}=None, got prior_scale={spec.prior_scale!r} and "
-                f"{name}={spec.dispersion_prior!r}"
-            )
-        exact_nig = normal_inverse_gamma_posterior(design, y, a0=-(design.shape[1] + 1) / 2)
-        family = _NormalInverseGammaDraws(exact_nig)  # type: ignore[assignment]
-    data = ((model.standardise_x(X),), model.standardise_y(y))
-    info = FitInfo.closed_form(y.shape[0])
-    return GaussianPosterior(model, ParamLayout(model), family, info, data)
+        return _posterior(model, family, X, y, FitInfo.closed_form(y.shape[0]))
+    if model.param_specs["coef"].prior is not None or model.param_specs["sigma"].prior is not None:
+        name = spec.dispersion_argument
+        raise ValueError(
+            f"method='exact' with unknown noise needs flat priors: prior_scale=None and "
+            f"{name}=None, got prior_scale={spec.prior_scale!r} and "
+            f"{name}={spec.dispersion_prior!r}"
+        )
+    nig = normal_inverse_gamma_posterior(design, y_std, a0=-(design.shape[1] + 1) / 2)
+    draws = _MappedDraws(nig, *user_map(model, with_noise=True))
+    return _posterior(model, draws, X, y, FitInfo.closed_form(y.shape[0]))
+
+
+def grid_posterior(
+    model: GLMModel, X: torch.Tensor, y: torch.Tensor, reason: str
+) -> GaussianPosterior:
+    """The exact posterior of the gaussian identity-link ``model`` with unknown noise, a
+    Normal coefficient prior and a proper noise prior: Gaussian given ``sigma``, ``sigma``
+    integrated on a grid (``noise_grid_posterior``). ``reason`` goes to
+    ``info.family_reason``."""
+    coef_prior, noise_prior = (model.param_specs[name].prior for name in ("coef", "sigma"))
+    assert isinstance(coef_prior, Normal) and noise_prior is not None  # checked by the caller
+
+    def log_noise_prior(sigma_std: torch.Tensor) -> torch.Tensor:
+        return noise_prior.log_prob(sigma_std * model.y_scale)
+
+    prior_sd = coef_prior.scale * model.x_scale / model.y_scale  # of beta_std
+    grid = noise_grid_posterior(model.standardise_x(X), model.standardise_y(y), prior_sd,
+                                log_noise_prior, model.fit_intercept)
+    draws = _MappedDraws(grid, *user_map(model, with_noise=True))
+    info = replace(FitInfo.closed_form(y.shape[0]), family_reason=reason)
+    return _posterior(model, draws, X, y, info)

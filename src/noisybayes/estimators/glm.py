@@ -20,13 +20,21 @@ from torch.distributions import Distribution
 
 from noisybayes._checks import check_choice
 from noisybayes.estimators._base import RegressionEstimator
-from noisybayes.estimators._exact import exact_posterior
+from noisybayes.estimators._exact import exact_posterior, grid_posterior
 from noisybayes.estimators._glm_model import (
+    CONTINUOUS,
     LINKS,
+    GLMModel,
     GLMSpec,
     LinkName,
     check_response,
     glm_model,
+)
+from noisybayes.estimators._identifiability import (
+    check_coefficients,
+    check_noise,
+    check_separation,
+    design_rank,
 )
 from noisybayes.infer.fit import fit
 
@@ -80,8 +88,11 @@ class GeneralizedLinearEstimator(RegressionEstimator):
         options = fit_options_of(type(self).__name__, self.fit_options)
         check_response(spec.family, y)
         model = glm_model(spec, X, y)
+        residual = _check_identified(spec, model, X, y)
         if method == "exact":
             self.posterior_ = exact_posterior(spec, model, X, y)
+        elif not residual:
+            self.posterior_ = _without_mode(spec, model, X, y)
         else:
             self.posterior_ = fit(
                 model, model.standardise_x(X), model.standardise_y(y),
@@ -91,6 +102,38 @@ class GeneralizedLinearEstimator(RegressionEstimator):
         self.coef_ = mean["coef"].detach().numpy()
         self.intercept_ = float(mean["intercept"]) if self.fit_intercept else 0.0
         return mean
+
+
+def _check_identified(spec: GLMSpec, model: GLMModel, X: torch.Tensor, y: torch.Tensor) -> bool:
+    """Raise where the priors leave the posterior improper (``_identifiability``); returns
+    whether a learned noise scale has a residual to learn from (``True`` without one)."""
+    x_std = model.standardise_x(X)
+    rank = design_rank(x_std, spec.fit_intercept)
+    check_coefficients(spec.prior_scale, rank, X.shape[1] + int(spec.fit_intercept), len(y))
+    if spec.family == "bernoulli":
+        check_separation(spec.prior_scale, x_std, y, spec.fit_intercept)
+    if spec.family not in CONTINUOUS or spec.noise_scale is not None:
+        return True
+    noise_prior = model.param_specs["sigma"].prior
+    return check_noise(spec.dispersion_argument, noise_prior, rank, len(y))
+
+
+def _without_mode(spec: GLMSpec, model: GLMModel, X: torch.Tensor, y: torch.Tensor):
+    """The posterior where ``y`` is fitted exactly: its density has no mode for ``nb.fit`` to
+    start from, so the gaussian identity-link model is solved exactly; others are refused."""
+    why = (
+        f"X fits y exactly (a design of rank >= its {len(y)} rows), so the joint density "
+        "of the coefficients and the noise scale grows without bound as sigma -> 0 and "
+        "has no mode"
+    )
+    if spec.family == "gaussian" and spec.link == "identity" and spec.prior_scale is not None:
+        return grid_posterior(model, X, y, f"{why}: exact (sigma integrated on a grid)")
+    raise ValueError(
+        f"X must have fewer columns than rows for family={spec.family!r} with "
+        f"link={spec.link!r} and a learned noise scale: {why}, so VI cannot start from it. "
+        "Give a known noise_scale, fewer columns, or use the gaussian family with the "
+        "identity link and a proper prior_scale (solved exactly then)"
+    )
 
 
 class BayesianGLM(RegressorMixin, GeneralizedLinearEstimator):

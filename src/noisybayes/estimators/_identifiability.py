@@ -1,0 +1,88 @@
+"""Whether the data and the priors give a proper posterior with a mode: say so, not numbers.
+
+* A flat coefficient prior needs a design ``[1, X]`` of full column rank (otherwise the
+  likelihood is flat along its null space and the posterior is improper).
+* A learned noise scale needs residual information: if the design's rank reaches the
+  number of rows, ``y`` is fitted exactly, the joint density grows without bound as
+  ``sigma -> 0`` and has no mode; a flat noise prior then makes ``p(sigma | y)`` improper
+  or too heavy-tailed for a mean.
+* A bernoulli likelihood with a flat coefficient prior needs classes that no hyperplane
+  separates (Albert & Anderson 1984): under separation the likelihood grows without bound
+  along the separating direction.
+
+Ranks and separation are judged on the standardised columns, so on no particular units.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.optimize import linprog
+
+__all__ = [
+    "check_coefficients",
+    "check_noise",
+    "check_separation",
+    "design_rank",
+    "separating_direction",
+]
+
+
+def design_rank(x_std: torch.Tensor, fit_intercept: bool) -> int:
+    """The numerical rank of ``[1, x_std]`` (or ``x_std``) for standardised ``x_std`` ``(N, d)``,
+    with numpy's tolerance ``max(N, d) * eps * largest singular value``."""
+    design = torch.cat([torch.ones_like(x_std[:, :1]), x_std], 1) if fit_intercept else x_std
+    return int(torch.linalg.matrix_rank(design.double()))
+
+
+def separating_direction(x_std: torch.Tensor, y: torch.Tensor, fit_intercept: bool) -> bool:
+    """Whether some ``w != 0`` has ``(2 y_i - 1) [1, x_i] . w >= 0`` for every row (complete
+    or quasi-complete separation), by Konis's (2007) linear programme:
+
+        max sum_i s_i [1, x_i] . w   subject to   s_i [1, x_i] . w >= 0,  -1 <= w <= 1,
+
+    separated exactly when the optimum is positive."""
+    design = torch.cat([torch.ones_like(x_std[:, :1]), x_std], 1) if fit_intercept else x_std
+    signed = ((2 * y - 1)[:, None] * design).double().numpy()
+    result = linprog(-signed.sum(0), A_ub=-signed, b_ub=np.zeros(len(signed)),
+                     bounds=(-1, 1), method="highs")
+    scale = np.abs(signed).sum()
+    return bool(result.status == 0 and -result.fun > 1e-9 * scale)
+
+
+def check_coefficients(prior_scale: object, rank: int, n_columns: int, n_rows: int) -> None:
+    """Refuse a flat coefficient prior (``prior_scale=None``) on a design ``(n_rows,
+    n_columns)`` (intercept included) of lower rank: an improper posterior."""
+    if prior_scale is None and rank < n_columns:
+        raise ValueError(
+            f"prior_scale=None (a flat prior on the coefficients) needs linearly independent "
+            f"columns, got a design of rank {rank} for {n_columns} columns (intercept "
+            f"included) and {n_rows} rows: collinear columns or more columns than rows leave "
+            f"the posterior improper. Give prior_scale='auto' or a number, or drop columns"
+        )
+
+
+def check_noise(argument: str, prior: object, rank: int, n_rows: int) -> bool:
+    """Whether the data leave a residual for a learned noise scale: ``False`` when the design
+    of rank ``rank`` fits all ``n_rows`` exactly; raises if the noise prior (named
+    ``argument``) is flat and fewer than 2 rows are left over."""
+    if prior is None and n_rows < rank + 2:
+        raise ValueError(
+            f"{argument}=None (a flat prior on the noise scale) needs at least 2 more rows "
+            f"than the design's rank, got {n_rows} rows and rank {rank}: the data carry too "
+            f"little information for the noise scale (its posterior is improper). Give "
+            f"{argument}='auto' or a Distribution, a known noise_scale, or more rows"
+        )
+    return n_rows > rank
+
+
+def check_separation(prior_scale: object, x_std: torch.Tensor, y: torch.Tensor,
+                     fit_intercept: bool) -> None:
+    """Refuse a flat coefficient prior for 0/1 labels ``y`` that a hyperplane separates."""
+    if prior_scale is None and separating_direction(x_std, y, fit_intercept):
+        raise ValueError(
+            "prior_scale=None (a flat prior on the coefficients) with classes that a "
+            "hyperplane in X separates: the likelihood grows without bound along it "
+            "(separation), so the posterior is improper and the coefficients would be "
+            "arbitrarily large. Give prior_scale='auto' or a number"
+        )
