@@ -364,6 +364,7 @@ def test_json_holds_version_priors_and_the_check(line_csv, tmp_path, capsys):
                                          "rate": pytest.approx(1 / sd_y, rel=1e-9)}
     check = record["check"]
     assert check["reading"] == "good" and check["family"] == "fullrank"
+    assert set(check["sd_ratio"]) == {"intercept", "x", "sigma"}
     khat = f"{check['khat']:.2f}"
     assert f"check: Pareto k-hat {khat} (good)" in out
     assert f"PSIS-corrected (--reweight, Pareto k-hat {khat}):" in out

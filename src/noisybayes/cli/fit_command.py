@@ -139,12 +139,20 @@ def _fit_record(
         "reweighted": None if reweighted is None else reweighted.to_dict(orient="index"),
         "fit": {"converged": info.converged, "reason": info.reason,
                 "n_steps": info.n_steps, "seconds": info.seconds},
-        "check": None if report is None else asdict(report),
+        "check": None if report is None else _check_record(report, feature_labels(reg)),
         "predictions": {
             "file": None if args.predict is None else str(args.predict),
             "predicted_quantity": quantity, "transformed_response": transformed,
         },
     }
+
+
+def _check_record(report: Any, renamed: dict[str, str]) -> dict[str, Any]:
+    """The check report as plain data, its per-coordinate sd ratios keyed like the summary."""
+    record = asdict(report)
+    if record["sd_ratio"] is not None:
+        record["sd_ratio"] = {renamed.get(k, k): v for k, v in record["sd_ratio"].items()}
+    return record
 
 
 def _predict(
