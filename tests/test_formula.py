@@ -107,9 +107,16 @@ def test_transform_rebuilds_the_design_of_new_rows(table):
     design = design_matrices("y ~ x1 * C(g)", table)
     again = design.spec.transform(table.drop(columns=["y"]))
     pd.testing.assert_frame_equal(again.X, design.X)
-    unseen = r"^data must only hold categories seen at fit time, got \{'z'\}$"
+    unseen = r"^data must only hold categories seen at fit time, got 'z'$"
     with pytest.raises(ValueError, match=unseen):
         design.spec.transform(pd.DataFrame({"x1": [1.0], "g": ["z"]}))
+    many = pd.DataFrame({"x1": np.ones(30), "g": [f"n{i:02d}" for i in range(30)]})
+    with pytest.raises(ValueError) as info:
+        design.spec.transform(many)
+    assert str(info.value) == (
+        "data must only hold categories seen at fit time, got 'n00', 'n01', 'n02', 'n03', "
+        "'n04', 'n05', 'n06', 'n07', 'n08', 'n09' and 20 more"
+    )
     unknown = r"^formula must use columns of the table, got unknown column 'g'"
     with pytest.raises(ValueError, match=unknown):
         design.spec.transform(pd.DataFrame({"x1": [1.0]}))

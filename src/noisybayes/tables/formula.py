@@ -13,6 +13,7 @@ with ``missing="error"``.
 
 from __future__ import annotations
 
+import ast
 import re
 import warnings
 from dataclasses import dataclass
@@ -119,6 +120,19 @@ def _drop_missing(
     return table.loc[~rows], counts, n_bad
 
 
+def _unseen_categories(message: str) -> str:
+    """The categories named in formulaic's warning, sorted and shortened (the first ten and a
+    count of the rest); the warning's first line if it names none."""
+    found = re.search(r"\{.*\}", message)
+    try:
+        categories = ast.literal_eval(found.group(0)) if found else None
+    except (ValueError, SyntaxError):
+        categories = None
+    if not isinstance(categories, (set, frozenset)):
+        return message.strip().splitlines()[0]
+    return name_list(sorted(map(repr, categories)))
+
+
 def _evaluate(build: Any) -> pd.DataFrame:
     """Run formulaic's ``build``; its errors, and categories unseen at fit time, as ValueError.
 
@@ -131,8 +145,7 @@ def _evaluate(build: Any) -> pd.DataFrame:
             warnings.simplefilter("error", DataMismatchWarning)
             return build()
     except DataMismatchWarning as warning:
-        found = re.search(r"\{.*\}", str(warning))
-        unseen = found.group(0) if found else str(warning).strip().splitlines()[0]
+        unseen = _unseen_categories(str(warning))
         raise ValueError(f"data must only hold categories seen at fit time, got {unseen}") from None
     except FormulaicError as error:
         first = str(error).strip().splitlines()[0]
