@@ -114,8 +114,7 @@ def test_plot_errors(exact):
     with pytest.raises(ValueError) as info:
         plot_posterior(exact, names=["slope"])
     assert str(info.value) == (
-        "names must be parameters of the posterior ['intercept', 'coef[0]', 'sigma'], "
-        "got ['slope']"
+        "names must be parameters of the posterior (intercept, coef[0], sigma), got slope"
     )
 
 

@@ -15,6 +15,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from noisybayes._checks import name_list
 from noisybayes.infer.posterior import GaussianPosterior, Posterior
 from noisybayes.infer.prediction import Prediction
 from noisybayes.math.intervals import hdi
@@ -169,7 +170,10 @@ def plot_forest(
 def _check_names(names: Sequence[str], draws: Mapping[str, np.ndarray]) -> list[str]:
     unknown = [n for n in names if n not in draws]
     if unknown:
-        raise ValueError(f"names must be parameters of the posterior {list(draws)}, got {unknown}")
+        raise ValueError(
+            f"names must be parameters of the posterior ({name_list(draws)}), got "
+            f"{name_list(unknown)}"
+        )
     return list(names)
 
 
