@@ -374,10 +374,19 @@ def test_json_holds_version_priors_and_the_check(line_csv, tmp_path, capsys):
         assert abs(corrected["mean"] - ours["mean"]) < 0.1 * ours["sd"], name
 
 
-def test_advice_of_a_bad_fit_names_the_shell_flags(line_csv, capsys):
-    """A mean-field fit on an uncentred predictor: the warning and the report show one
+def test_advice_of_a_bad_fit_names_the_shell_flags(tmp_path, capsys):
+    """A mean-field fit of two nearly collinear predictors (posterior correlation near -1,
+    so its marginal sds are many times too small): the warning and the report show one
     k-hat, and the advice names flags, not Python calls."""
-    code, out, err = run(["fit", line_csv, "--formula", "y ~ x", "--family", "meanfield"], capsys)
+    rng = np.random.default_rng(0)
+    x1 = rng.normal(size=80)
+    x2 = x1 + 0.05 * rng.normal(size=80)
+    table = tmp_path / "collinear.csv"
+    pd.DataFrame({"y": 1 + x1 + x2 + rng.normal(size=80), "x1": x1, "x2": x2}).to_csv(
+        table, index=False
+    )
+    code, out, err = run(["fit", table, "--formula", "y ~ x1 + x2", "--family", "meanfield"],
+                         capsys)
     assert code == 0
     khat = out.split("check: Pareto k-hat ")[1][:4]
     assert float(khat) > 0.7
