@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--plot", metavar="FILE", type=Path, help="write the figure (PNG)")
     demo.add_argument("--json", metavar="FILE", type=Path, help="write all numbers (JSON)")
     demo.add_argument("--quick", action="store_true", help="100 epochs instead of 200")
+    demo.add_argument("--layers", action="store_true",
+                      help="instead: one network trained with nothing, dropout, noise on its "
+                      "layers' outputs and as a Bayesian network, on a nonlinear regression")
     demo.add_argument("--no-mcmc", action="store_true", help="skip MCMC even if installed")
     demo.add_argument("--seed", type=int, default=0, help="data and fitting seed (default 0)")
     demo.add_argument("--threads", **threads)
@@ -140,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.layers:
+        from noisybayes.cli.demo_layers_command import run_layers_command
+
+        return run_layers_command(args)
     from noisybayes.cli.demo import TRUTH, run_demo
 
     result = run_demo(quick=args.quick, seed=args.seed, mcmc=not args.no_mcmc)
