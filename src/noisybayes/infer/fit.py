@@ -4,11 +4,15 @@
 2. Whitening: the family lives in ``z`` with ``theta = mode + T z``, ``T T^T ≈ H^{-1}``
    (diagonal ``T`` for mean-field and low-rank), so the ELBO is well conditioned and
    one learning rate fits every problem.
-3. Stochastic optimisation of the ELBO with Adam, antithetic draws in one batched pass,
-   minibatches scaled by ``N/B`` with an SVRG control variate anchored at the mode.
-   The run is cut into windows; when a window's mean ELBO is no longer significantly
-   above the previous one the learning rate is cut, and the fit stops once it is small.
-   The answer is the average of the iterates over the last window (Polyak averaging).
+3. The ELBO on fixed antithetic draws with a Taylor control variate, maximised by L-BFGS
+   (``fixed_draws.py``): a handful of full-data evaluations, the draw count raised until
+   the optimum's estimated Monte Carlo error is below 0.02 posterior sd.
+4. Where that does not apply (minibatches asked for, the draw count over its budget, a
+   non-finite value): stochastic optimisation of the ELBO with Adam, antithetic draws in
+   one batched pass, minibatches scaled by ``N/B`` with an SVRG control variate anchored at
+   the mode. The run is cut into windows; when a window's mean ELBO is no longer
+   significantly above the previous one the learning rate is cut, and the fit stops once
+   it is small. The answer is the average of the iterates over the last window.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from noisybayes._rng import make_generator
 from noisybayes.engine import StallSchedule, TensorSource, Trainer, WindowReport
 from noisybayes.errors import DivergenceError
 from noisybayes.infer.data import as_data
-from noisybayes.infer.diagnostics import USABLE, pareto_khat, ratios_at_fit_data
+from noisybayes.infer.diagnostics import USABLE, sequential_khat
+from noisybayes.infer.fixed_draws import fit_fixed_draws
 from noisybayes.infer.laplace import laplace, whitening
 from noisybayes.infer.objective import Data, LogJoint, elbo_estimate
 from noisybayes.infer.posterior import FitInfo, GaussianPosterior
@@ -39,6 +44,7 @@ from noisybayes.model.model import Model
 __all__ = ["AutoFamily", "FitState", "fit"]
 
 FamilyName = Literal["auto", "meanfield", "lowrank", "fullrank"]
+SolverName = Literal["auto", "lbfgs", "adam"]
 
 @dataclass(frozen=True)
 class AutoFamily:
@@ -142,6 +148,7 @@ def fit(
     *,
     family: FamilyName | AutoFamily = "auto",
     rank: int = 2,
+    solver: SolverName = "auto",
     batch_size: int | Literal["auto"] | None = "auto",
     n_samples: int = 16,
     max_steps: int = 10_000,
@@ -163,17 +170,24 @@ def fit(
         family: ``"meanfield"`` (diagonal), ``"lowrank"`` (``rank`` factors + diagonal) or
             ``"fullrank"`` (Cholesky) Gaussian over the unconstrained parameters, or
             ``"auto"``: full-rank up to 200 parameters, low-rank (rank 10) up to 5,000,
-            mean-field beyond; then the Pareto k-hat of the fit (as ``post.check()``, with
-            ``diagnostics.default_draws``: up to 100,000 draws, fewer on large data), and a
-            full-rank refit when a cheaper family gets k-hat > 0.7 and there
-            are at most 1,000 parameters. ``info.family_reason`` says what
-            happened, ``info.khat`` holds k-hat; a final k-hat > 0.7 raises a ``UserWarning``.
+            mean-field beyond; then the Pareto k-hat of the fit (as ``post.check()``, from
+            as many draws as deciding "above or below 0.7" needs: 4,000 doubled up to
+            100,000, fewer on large data, ``diagnostics.sequential_khat``), and a full-rank
+            refit when a cheaper family gets k-hat > 0.7 and there are at most 1,000
+            parameters. ``info.family_reason`` says what happened, ``info.khat`` and
+            ``info.khat_draws`` hold k-hat and its draws; a final k-hat > 0.7 raises a
+            ``UserWarning``.
             An :class:`AutoFamily` is ``"auto"`` with other thresholds.
         rank: the number of factors of a ``"lowrank"`` family.
-        batch_size: rows per step; ``None`` uses all rows, ``"auto"`` all rows up to
+        solver: ``"lbfgs"``: the ELBO on fixed draws by L-BFGS, on all rows, falling back
+            to ``"adam"`` when it cannot reach its Monte Carlo tolerance within its budget
+            of ``2e8`` row-draws (``info.solver`` and ``info.reason`` say what ran);
+            ``"adam"``: stochastic steps on minibatches; ``"auto"``: ``"lbfgs"`` unless an
+            integer ``batch_size`` smaller than the data is given.
+        batch_size: rows per Adam step; ``None`` uses all rows, ``"auto"`` all rows up to
             10,000 and 4,096 beyond. The batch log-likelihood is scaled by
             ``N / batch_size`` so each step is unbiased for the full-data ELBO.
-        n_samples: Monte Carlo draws per step (antithetic pairs), evaluated in one pass.
+        n_samples: Monte Carlo draws per Adam step (antithetic pairs), in one pass.
         max_steps: a hard cap on optimisation steps (``info.converged`` says if it bit).
         learning_rate, window, average_windows: the initial Adam step in whitened units, the
             steps between convergence checks, and how many stationary windows the final
@@ -186,6 +200,7 @@ def fit(
     auto = family if isinstance(family, AutoFamily) else AutoFamily()
     if not isinstance(family, AutoFamily):
         check_choice("family", family, ("auto", *FAMILIES))
+    check_choice("solver", solver, ("auto", "lbfgs", "adam"))
     rank = check_positive_int("rank", rank)
     n_samples = check_positive_int("n_samples", n_samples)
     window = check_positive_int("window", window)
@@ -204,6 +219,8 @@ def fit(
             raise ValueError(
                 f"batch_size must be <= the number of rows ({n_data}), got {batch_size}"
             )
+    if solver == "auto":
+        solver = "lbfgs" if batch_size in ("auto", None, n_data) else "adam"
     batch_size = batch_size or n_data
     started = time.perf_counter()
 
@@ -218,15 +235,27 @@ def fit(
             "the search for the posterior mode diverged (non-finite parameters or curvature); "
             "the posterior may be improper: give proper priors or check the data's scale"
         )
-    anchor = None
-    if batch_size < n_data:
-        anchor = (mode.loc, log_joint.log_lik_grad(mode.loc, *data))
     source = TensorSource(*data)
 
     def run(name: str, family_rank: int, why: str) -> GaussianPosterior:
         q = _build_family(name, mode.loc, mode.precision, family_rank)
-        objective = FamilyObjective(log_joint, q, n_data, n_samples, gen, anchor,
-                                    _whitened_curvature(q, mode.precision))
+        curvature = _whitened_curvature(q, mode.precision)
+        if solver == "lbfgs":
+            solved = fit_fixed_draws(log_joint, q, data, curvature, gen,
+                                     max_iter=min(100, max_steps))
+            if solved.converged:
+                q.requires_grad_(False)
+                if callback is not None:
+                    callback(FitState(solved.n_evaluations, solved.loss_trace[-1], 1.0, q))
+                trace = torch.tensor(solved.loss_trace, dtype=data[1].dtype)
+                return finish(q, solved.n_evaluations, True, solved.reason, trace, n_data,
+                              solved.n_draws, solved.n_evaluations, 0, why, "lbfgs")
+            why += f"; {solved.reason}, so stochastic optimisation instead"
+            q = _build_family(name, mode.loc, mode.precision, family_rank)
+        anchor = None
+        if batch_size < n_data:
+            anchor = (mode.loc, log_joint.log_lik_grad(mode.loc, *data))
+        objective = FamilyObjective(log_joint, q, n_data, n_samples, gen, anchor, curvature)
         schedule = StallSchedule(learning_rate, n_data, window, average_windows)
         report = None if callback is None else _family_states(q, callback)
         trainer = Trainer(objective, source, schedule, batch_size=batch_size, generator=gen,
@@ -235,22 +264,19 @@ def fit(
         result = trainer.run()
         assert result is not None  # run() without `until` always finishes
         q.requires_grad_(False)
+        return finish(q, result.n_steps, result.converged, result.reason, result.loss_trace,
+                      batch_size, n_samples, result.n_epochs, result.recoveries, why, "adam")
+
+    def finish(q: GaussianFamily, n_steps: int, converged: bool, reason: str,
+               trace: torch.Tensor, batch: int, draws: int, epochs: float, recoveries: int,
+               why: str, used: str) -> GaussianPosterior:
         info = FitInfo(
-            family=q.name,
-            n_steps=result.n_steps,
-            converged=result.converged,
-            reason=result.reason,
-            loss_trace=result.loss_trace,
-            n_data=n_data,
-            batch_size=batch_size,
-            n_samples=n_samples,
-            seconds=time.perf_counter() - started,
-            n_epochs=result.n_epochs,
-            laplace_converged=mode.converged,
-            laplace_positive_definite=mode.positive_definite,
-            recoveries=result.recoveries,
-            family_reason=why,
-            laplace_precision=mode.precision,
+            family=q.name, n_steps=n_steps, converged=converged, reason=reason,
+            loss_trace=trace, n_data=n_data, batch_size=batch, n_samples=draws,
+            seconds=time.perf_counter() - started, n_epochs=epochs,
+            laplace_converged=mode.converged, laplace_positive_definite=mode.positive_definite,
+            recoveries=recoveries, family_reason=why, laplace_precision=mode.precision,
+            solver=used,
         )
         return GaussianPosterior(model, layout, q, info, data)
 
@@ -258,22 +284,23 @@ def fit(
         return run(family, rank, f"requested family={family!r}")
     name, auto_rank, why = auto.choose(layout.size)
     post = run(name, auto_rank, why)
-    khat = _auto_khat(post, gen)
-    if auto.refits(name, layout.size, khat):
+    estimate = sequential_khat(post, gen)
+    if auto.refits(name, layout.size, estimate.khat):
         why += (
-            f"; its Pareto k-hat {khat:.2f} > {USABLE}, so refitted full-rank "
+            f"; its Pareto k-hat {estimate.khat:.2f} > {USABLE}, so refitted full-rank "
             f"({layout.size} parameters <= {auto.refit_max})"
         )
         post = run("fullrank", 0, why)
-        khat = _auto_khat(post, gen)
-    post.info = replace(
-        post.info, khat=khat, family_reason=why, seconds=time.perf_counter() - started
-    )
+        estimate = sequential_khat(post, gen)
+    khat = estimate.khat
+    post.info = replace(post.info, khat=khat, khat_draws=estimate.n_draws, family_reason=why,
+                        seconds=time.perf_counter() - started)
     if khat > USABLE:
         warnings.warn(
             f"nb.fit(family='auto'): the {post.info.family} approximation has Pareto k-hat "
-            f"{khat:.2f} > {USABLE}, so its means and sds cannot be trusted ({why}). Check "
-            "the model's parameterisation and priors, or use MCMC; post.check() gives details.",
+            f"{khat:.2f} (from {estimate.n_draws} draws) > {USABLE}, so its means and sds cannot "
+            f"be trusted ({why}). Check the model's parameterisation and priors, or use MCMC; "
+            "post.check() gives details.",
             UserWarning,
             stacklevel=2,
         )
@@ -291,12 +318,6 @@ def _family_states(
         callback(state)
 
     return report
-
-
-def _auto_khat(post: GaussianPosterior, generator: torch.Generator) -> float:
-    """The Pareto k-hat of a fit at a bounded cost (full data, in row chunks)."""
-    _, log_ratios = ratios_at_fit_data(post, generator=generator, caller="family='auto'")
-    return pareto_khat(log_ratios)[1]
 
 
 class FamilyObjective:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch.func import jacrev
 
 from noisybayes.errors import DivergenceError
+from noisybayes.infer.minimize import NonFinite, minimize
 from noisybayes.infer.objective import Data, LogJoint, batched_evaluation
 
 __all__ = ["LaplaceResult", "laplace", "whitening"]
@@ -41,33 +42,22 @@ def _lbfgs(
     """Minimise ``objective(u)`` over ``u = shift + precond @ v`` from ``v = 0``.
 
     Returns the minimising ``u``, whether L-BFGS converged, and the evaluations it used.
-    Raises ``_NonFinite`` (holding the offending ``u``) if the objective or its gradient
-    becomes NaN or infinite.
+    Raises ``_NonFinite`` (holding the offending ``u``) if the objective is NaN, or it or its
+    gradient is non-finite at the start.
     """
-    v = torch.zeros_like(shift, requires_grad=True)
-    optimizer = torch.optim.LBFGS(
-        [v],
-        lr=1.0,
-        max_iter=max_iter,
-        history_size=20,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=1e-9,
-        tolerance_change=1e-12,
-    )
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        u = shift + precond @ v
-        loss = objective(u)
-        loss.backward()
-        if not (torch.isfinite(loss) and torch.isfinite(v.grad).all()):  # type: ignore[arg-type]
-            raise _NonFinite(u.detach())
-        return loss
+    def loss_and_grad(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v.requires_grad_(True)
+        loss = objective(shift + precond @ v)
+        (grad,) = torch.autograd.grad(loss, v)
+        return loss.detach(), grad
 
-    optimizer.step(closure)
-    state = optimizer.state[v]
-    n_eval, n_iter = int(state.get("func_evals", 0)), int(state.get("n_iter", 0))
-    return (shift + precond @ v).detach(), n_iter < max_iter and n_eval < max_iter * 1.25, n_eval
+    try:
+        found = minimize(loss_and_grad, torch.zeros_like(shift), max_evaluations=max_iter,
+                         gradient_tolerance=1e-9)
+    except NonFinite as error:
+        raise _NonFinite((shift + precond @ error.point).detach()) from None
+    return (shift + precond @ found.point).detach(), found.converged, found.n_evaluations
 
 
 class _NonFinite(Exception):
@@ -80,22 +70,33 @@ def _curvature(
     log_joint: LogJoint, u: torch.Tensor, rows: Data, n_data: int, chunk: int = 8192
 ) -> torch.Tensor:
     """``-grad^2 [log p(u) + (N/n) log p(y_rows | u)]``, summed over chunks of rows so the
-    forward-over-reverse Hessian's temporaries stay small."""
+    Hessian's temporaries stay small."""
     xs, y = rows
     scale = n_data / y.shape[0]
     u = u.detach()
     with batched_evaluation():
-        h = -_hessian(log_joint.log_prior)(u)
+        h = -_hessian(log_joint.log_prior, u)
         for start in range(0, y.shape[0], chunk):
             part = (tuple(x[start : start + chunk] for x in xs), y[start : start + chunk])
-            h = h - scale * _hessian(log_joint.log_lik)(u, *part)
+            h = h - scale * _hessian(log_joint.log_lik, u, *part)
     return 0.5 * (h + h.T)
 
 
-def _hessian(function: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """Reverse-over-reverse: forward-over-reverse (``torch.func.hessian``) promotes to
-    float64 through python-scalar transforms such as ``biject_to(positive)``."""
-    return jacrev(jacrev(function))
+def _hessian(function: Callable[..., torch.Tensor], u: torch.Tensor, *args: Any) -> torch.Tensor:
+    """``grad^2 function(u, *args)``, reverse over reverse: the gradient with its graph, then
+    its Jacobian in one batched backward pass. Plain autograd rather than ``torch.func``,
+    whose first use in a process imports ``torch._dynamo`` (longer than a small fit)."""
+    u = u.detach().requires_grad_(True)
+    eye = torch.eye(u.shape[0], dtype=u.dtype, device=u.device)
+    value = function(u, *args)
+    if not value.requires_grad:  # constant in u (flat priors)
+        return torch.zeros_like(eye)
+    (gradient,) = torch.autograd.grad(value, u, create_graph=True, allow_unused=True)
+    if gradient is None or not gradient.requires_grad:  # linear in u
+        return torch.zeros_like(eye)
+    (hessian,) = torch.autograd.grad(gradient, u, grad_outputs=eye, is_grads_batched=True,
+                                     allow_unused=True)
+    return torch.zeros_like(eye) if hessian is None else hessian.detach()
 
 
 def _newton(

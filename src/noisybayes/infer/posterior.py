@@ -39,10 +39,11 @@ class FitInfo:
     every step (the one sign convention of the library: lower is better); ``reason`` says
     why the fit stopped and ``converged`` whether that was by the convergence test (a fixed
     number of steps is not). ``n_epochs`` counts passes over the data, ``temperature`` is
-    the KL weight (1: the posterior).
+    the KL weight (1: the posterior), ``solver`` the optimiser (``"adam"``: stochastic steps;
+    ``"lbfgs"``: the ELBO on fixed draws, ``loss_trace`` then holds each improvement).
     ``family_reason`` says why ``family`` was used (requested, or chosen by
     ``family="auto"``), ``khat`` the Pareto k-hat the fit computed (``None`` if it did
-    not), and ``laplace_precision`` is the curvature ``H = -grad^2 log p(u*, y)`` at the
+    not) from ``khat_draws`` draws, and ``laplace_precision`` is the curvature ``H = -grad^2 log p(u*, y)`` at the
     mode in the unconstrained coordinates (``(P, P)``; ``None`` without a Laplace start).
     """
 
@@ -60,15 +61,18 @@ class FitInfo:
     recoveries: int = 0
     family_reason: str = ""
     khat: float | None = None
+    khat_draws: int = 0
     laplace_precision: torch.Tensor | None = field(default=None, repr=False)
     n_epochs: float = 0.0
     temperature: float = 1.0
+    solver: str = "adam"
 
     @property
     def final_elbo(self) -> float:
-        """The whole-data ELBO: minus the mean per-datum loss of the last 100 steps, times
-        ``n_data`` (NaN when no step was taken)."""
-        tail = self.loss_trace[-100:]
+        """The whole-data ELBO: minus the mean per-datum loss of the last 100 steps (the
+        last value for the deterministic ``solver="lbfgs"``), times ``n_data`` (NaN when no
+        step was taken)."""
+        tail = self.loss_trace[-1:] if self.solver == "lbfgs" else self.loss_trace[-100:]
         return -float(tail.double().mean()) * self.n_data if tail.numel() else float("nan")
 
     @classmethod

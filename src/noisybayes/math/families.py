@@ -149,6 +149,10 @@ class GaussianFamily(nn.Module):
         )
         if antithetic:
             eps = torch.cat([eps, -eps])[:n]
+        return self.from_noise(eps)
+
+    def from_noise(self, eps: torch.Tensor) -> Draws:
+        """The draws ``theta`` and ``z`` that standard-normal noise ``(n, noise_dim)`` maps to."""
         z = self.z_from_noise(eps)
         return Draws(self.to_theta(z), z)
 
