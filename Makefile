@@ -26,6 +26,8 @@ test: $(STAMP) lint
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/speed.py
 	$(PY) benchmarks/linreg.py
 	$(PY) benchmarks/uci.py
 
