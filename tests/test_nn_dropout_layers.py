@@ -192,8 +192,8 @@ def test_fixed_noise_is_the_identity_in_eval_mode_or_at_zero(layer):
         (lambda: bnn.GaussianDropout(-0.1), r"p must be a number in \[0, 1\), got -0.1"),
         (lambda: bnn.GaussianNoise(-1.0), r"scale must be a finite number >= 0, got -1.0"),
         (lambda: bnn.GaussianNoise(math.inf), r"scale must be a finite number >= 0, got inf"),
-        (lambda: bnn.VariationalDropoutLinear(2, 2).sparsity(-1.0),
-         r"threshold must be > 0, got -1.0"),
+        (lambda: bnn.VariationalDropoutLinear(2, 2).sparsity(math.nan),
+         r"threshold must be a finite number, got nan"),
     ],
 )
 def test_errors_name_the_argument_and_value(call, message):

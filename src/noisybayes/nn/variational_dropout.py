@@ -12,9 +12,10 @@ Sampling is by local reparameterization, as in :class:`~noisybayes.nn.BayesLinea
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from noisybayes._checks import check_positive
 from noisybayes.math.log_uniform import log_alpha
 from noisybayes.nn.linear import BayesLinear
 from noisybayes.nn.priors import LogUniform
@@ -62,6 +63,9 @@ class VariationalDropoutLinear(BayesLinear):
     def sparsity(self, threshold: float = 3.0) -> float:
         """The fraction of weights with ``log alpha > threshold``, those that can be set to
         zero (``threshold = 3``: noise sd over 4.5 times the mean, Molchanov et al. 2017)."""
-        check_positive("threshold", threshold)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (
+            math.isfinite(threshold)
+        ):
+            raise ValueError(f"threshold must be a finite number, got {threshold!r}")
         with torch.no_grad():
             return float((self.log_alpha > threshold).double().mean())
