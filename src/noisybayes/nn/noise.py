@@ -10,7 +10,9 @@ seen by the next linear layer as column ``i`` of its weights scaled by ``xi_i``,
 weight ``w_ji xi_i`` has mean ``w_ji`` and variance ``alpha w_ji^2``. Each pre-activation
 ``sum_i w_ji h_i xi_i`` then has mean ``sum_i w_ji h_i`` and variance
 ``alpha sum_i w_ji^2 h_i^2``, exactly the local reparameterization of independent weights
-``N(w, alpha w^2)`` (Kingma, Salimans & Welling 2015). With ``alpha`` fixed by hand
+``N(w, alpha w^2)`` (Kingma, Salimans & Welling 2015); only the correlation between two
+outputs differs (they share ``xi``, where independent weights would not). With ``alpha``
+fixed by hand
 that is a noise level, not a posterior: nothing in the loss sets it from the data. Learning
 ``alpha`` against the log-uniform prior makes it variational dropout
 (:class:`~noisybayes.nn.VariationalDropoutLinear`). Additive noise of a fixed size has no
