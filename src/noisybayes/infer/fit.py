@@ -211,6 +211,8 @@ def fit(
     gen = make_generator(seed, generator)
     data = as_data(x, y)
     n_data = data[1].shape[0]
+    if solver == "auto":
+        solver = "lbfgs" if batch_size in ("auto", None, n_data) else "adam"
     if batch_size == "auto":
         batch_size = n_data if n_data <= 10_000 else 4096
     elif batch_size is not None:
@@ -219,8 +221,6 @@ def fit(
             raise ValueError(
                 f"batch_size must be <= the number of rows ({n_data}), got {batch_size}"
             )
-    if solver == "auto":
-        solver = "lbfgs" if batch_size in ("auto", None, n_data) else "adam"
     batch_size = batch_size or n_data
     started = time.perf_counter()
 

@@ -21,6 +21,8 @@ from noisybayes.infer.objective import Data, LogJoint, batched_evaluation
 
 __all__ = ["LaplaceResult", "laplace", "whitening"]
 
+_ROW_BY_ROW_MAX = 32  # parameters up to which Hessian rows are taken one backward pass each
+
 
 @dataclass(frozen=True)
 class LaplaceResult:
@@ -84,19 +86,30 @@ def _curvature(
 
 def _hessian(function: Callable[..., torch.Tensor], u: torch.Tensor, *args: Any) -> torch.Tensor:
     """``grad^2 function(u, *args)``, reverse over reverse: the gradient with its graph, then
-    its Jacobian in one batched backward pass. Plain autograd rather than ``torch.func``,
-    whose first use in a process imports ``torch._dynamo`` (longer than a small fit)."""
+    its Jacobian, row by row for a few parameters and in one batched backward pass for
+    more. Plain autograd rather than ``torch.func`` (whose first use imports
+    ``torch._dynamo``), and rows one by one where they are cheap, because a batched
+    ``grad_outputs`` first imports sympy (each import costs longer than a small fit)."""
+    size = u.shape[0]
     u = u.detach().requires_grad_(True)
-    eye = torch.eye(u.shape[0], dtype=u.dtype, device=u.device)
+    zeros = torch.zeros(size, size, dtype=u.dtype, device=u.device)
     value = function(u, *args)
     if not value.requires_grad:  # constant in u (flat priors)
-        return torch.zeros_like(eye)
+        return zeros
     (gradient,) = torch.autograd.grad(value, u, create_graph=True, allow_unused=True)
     if gradient is None or not gradient.requires_grad:  # linear in u
-        return torch.zeros_like(eye)
-    (hessian,) = torch.autograd.grad(gradient, u, grad_outputs=eye, is_grads_batched=True,
+        return zeros
+    if size > _ROW_BY_ROW_MAX:
+        eye = torch.eye(size, dtype=u.dtype, device=u.device)
+        (rows,) = torch.autograd.grad(gradient, u, grad_outputs=eye, is_grads_batched=True,
+                                      allow_unused=True)
+        return zeros if rows is None else rows.detach()
+    for i in range(size):
+        (row,) = torch.autograd.grad(gradient[i], u, retain_graph=i < size - 1,
                                      allow_unused=True)
-    return torch.zeros_like(eye) if hessian is None else hessian.detach()
+        if row is not None:
+            zeros[i] = row.detach()
+    return zeros
 
 
 def _newton(

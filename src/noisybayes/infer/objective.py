@@ -28,6 +28,9 @@ from noisybayes.model.model import Model
 __all__ = ["Data", "LogJoint", "batched_evaluation", "elbo_estimate"]
 
 Data = tuple[tuple[torch.Tensor, ...], torch.Tensor]
+# Log-likelihoods are summed over rows in float64 whatever the data's dtype: a float32 sum
+# over 10^5 rows cannot resolve the ELBO changes a line search near the optimum compares.
+_SUM_DTYPE = torch.float64
 
 
 class _ValidationPause:
@@ -150,7 +153,7 @@ class LogJoint:
     ) -> torch.Tensor:
         """The log joint at one vector ``u`` (``(P,)``); priors in ``skip_prior`` left out."""
         values, log_det = self.layout.constrain(u)
-        log_lik = self.likelihood(values, xs).log_prob(y).sum()
+        log_lik = self.likelihood(values, xs).log_prob(y).sum(dtype=_SUM_DTYPE)
         return scale * log_lik + self.layout.log_prior(values, skip_prior) + log_det
 
     def log_prior(self, u: torch.Tensor) -> torch.Tensor:
@@ -161,7 +164,7 @@ class LogJoint:
     def log_lik(self, u: torch.Tensor, xs: tuple[torch.Tensor, ...], y: torch.Tensor):
         """``sum_i log p(y_i | x_i, u)`` at one vector ``u``."""
         values, _ = self.layout.constrain(u)
-        return self.likelihood(values, xs).log_prob(y).sum()
+        return self.likelihood(values, xs).log_prob(y).sum(dtype=_SUM_DTYPE)
 
     def batched(
         self,

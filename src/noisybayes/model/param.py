@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
+import numpy as np
 import torch
 from torch.distributions import Distribution, Transform, biject_to, constraints
 
@@ -26,8 +27,11 @@ class ParamSpec:
 
     @property
     def unconstrained_shape(self) -> torch.Size:
-        """Shape of the free (unconstrained) variable, e.g. ``n - 1`` for a simplex."""
-        return torch.Size(self.transform.inverse_shape(self.shape))
+        """Shape of the free (unconstrained) variable, e.g. ``n - 1`` for a simplex: the shape
+        of the inverse image of a placeholder (``Transform.inverse_shape`` goes through
+        ``torch.broadcast_shapes``, whose first call imports sympy, most of a second)."""
+        with torch.no_grad():
+            return self.transform.inv(torch.full(self.shape, 0.5)).shape
 
     def log_prior(self, value: torch.Tensor) -> torch.Tensor:
         """``log p(value)`` summed over the parameter's elements (0 for a flat prior)."""
@@ -47,9 +51,9 @@ def _prior_shape(prior: Distribution, shape: tuple[int, ...] | None) -> torch.Si
             f"got {tuple(shape)}"
         )
     batch = shape[: len(shape) - n_event]
-    try:
-        compatible = torch.broadcast_shapes(batch, prior.batch_shape) == batch
-    except RuntimeError:
+    try:  # numpy's rule: torch.broadcast_shapes imports sympy on first use (a second)
+        compatible = np.broadcast_shapes(tuple(batch), tuple(prior.batch_shape)) == tuple(batch)
+    except ValueError:
         compatible = False
     if not compatible:
         raise ValueError(
