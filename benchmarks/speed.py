@@ -2,8 +2,8 @@
 
 Each row is a fresh process; its time is the fit's, first call in the process included
 (the imports are not). ``noisybayes`` runs with its defaults (``family="auto"``, the k-hat
-check included); "solver adam" is the same call with ``solver="adam"`` (the stochastic
-path, the default before the fixed-draw solver). Problems:
+check included); "1 thread" is the same with ``torch.set_num_threads(1)``, "solver adam"
+with ``solver="adam"`` (the stochastic path, the default before the fixed-draw solver). Problems:
 
 - ``seed``: the seed question's line, y = 1 + 2x + 0.5 eps, 1,000 rows; alpha, beta ~
   N(0, 10^2), sigma ~ HalfCauchy(2.5). Reference: quadrature over sigma (Gaussian in
@@ -44,7 +44,7 @@ from torch.distributions import Bernoulli, HalfCauchy, Normal
 import noisybayes as nb
 
 PROBLEMS = ("seed", "diabetes", "linear100k", "logistic50k", "linear1m")
-METHODS = ("reference", "noisybayes", "solver adam", "numpyro")
+METHODS = ("reference", "noisybayes", "noisybayes 1 thread", "solver adam", "numpyro")
 PEER_SECONDS = 60.0
 PRIOR_SD = 10.0
 
@@ -166,6 +166,8 @@ def run_one(name: str, method: str) -> dict:
     if method == "numpyro":
         return run_numpyro(name, x, y, ref_mean, ref_sd)
     options = {"solver": "adam"} if method == "solver adam" else {}
+    if method == "noisybayes 1 thread":
+        torch.set_num_threads(1)
     started = time.perf_counter()
     post = nb.fit(model, x, y, seed=0, progress=False, **options)
     seconds = time.perf_counter() - started
@@ -182,15 +184,18 @@ def run_diabetes(method: str) -> dict:
     x, y = load_diabetes(return_X_y=True)
     make = {
         "noisybayes": nb.BayesianLinearRegression,
+        "noisybayes 1 thread": nb.BayesianLinearRegression,
         "solver adam": lambda: nb.BayesianLinearRegression(fit_options={"solver": "adam"}),
         "exact": lambda: nb.BayesianLinearRegression(method="exact", prior_scale=None,
                                                      noise_prior=None),
         "sklearn BayesianRidge": BayesianRidge,
     }[method]
+    if method == "noisybayes 1 thread":
+        torch.set_num_threads(1)
     started = time.perf_counter()
     reg = make().fit(x, y)
     seconds = time.perf_counter() - started
-    if method != "noisybayes":
+    if not method.startswith("noisybayes"):
         return {"seconds": seconds}
     ref = nb.BayesianLinearRegression(fit_options={"solver": "adam"}).fit(x, y)
     z, r = errors(*posterior_moments(reg.posterior_), *posterior_moments(ref.posterior_))
@@ -272,7 +277,8 @@ def main() -> None:
     for name in args.problems:
         methods = list(METHODS)
         if name == "diabetes":
-            methods = ["exact", "noisybayes", "solver adam", "sklearn BayesianRidge"]
+            methods = ["exact", "noisybayes", "noisybayes 1 thread", "solver adam",
+                       "sklearn BayesianRidge"]
         elif not has_numpyro:
             methods.remove("numpyro")
         reference_seconds = None
