@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import Normal
@@ -75,3 +76,91 @@ def test_an_error_inside_forward_names_the_shapes_and_chains_the_original(fitted
                                             r"shape \(8, 2\) \(parameters: beta \(2,\)\)") as info:
         nb.fit(Broken(), x, y, progress=False)
     assert isinstance(info.value.__cause__, RuntimeError)
+
+
+class _WrongPriorSize(nb.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.beta = nb.param(Normal(torch.zeros(3, dtype=torch.float64), 1.0), shape=(2,))
+
+    def forward(self, x):
+        return Normal(x @ self.beta, 1.0)
+
+
+class _NaNForward(nb.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.beta = nb.param(Normal(torch.zeros(2, dtype=torch.float64), 1.0))
+
+    def forward(self, x):
+        return Normal(x @ self.beta * float("nan"), 1.0)
+
+
+def _line():
+    return KnownNoiseLine(2)
+
+
+def _with(tensor, row, value):
+    tensor = tensor.clone()
+    tensor[row] = value
+    return tensor
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "words"),
+    [
+        (lambda x, y: (_line, x.half(), y.half()), TypeError,
+         ["must be float32 or float64, got torch.float16", ".float()"]),
+        (lambda x, y: (_line, x, y.to(torch.bfloat16)), TypeError,
+         ["y must be float32 or float64, got torch.bfloat16"]),
+        (lambda x, y: (_line, x.to(torch.complex128), y), TypeError,
+         ["x must be real-valued"]),
+        (lambda x, y: (_line, x, np.array(["a"] * len(y))), TypeError,
+         ["y must be numeric", "<U1"]),
+        (lambda x, y: (_line, x, _with(y, 3, float("nan"))), ValueError,
+         ["y must be finite", "nan", "(3,)"]),
+        (lambda x, y: (_line, _with(x, 4, float("inf")), y), ValueError,
+         ["x must be finite", "inf", "(4, 0)"]),
+        (lambda x, y: (_line, x[:-1], y), ValueError,
+         ["x and y must have the same number of rows", "49 and 50"]),
+        (lambda x, y: (_line, x, y[:, None]), ValueError,
+         ["y must have the shape of the model's distribution", "(8, 1)"]),
+        (lambda x, y: (lambda: torch.nn.Linear(2, 1), x, y), TypeError,
+         ["model must be an nb.Model", "Linear"]),
+        (lambda x, y: (_WrongPriorSize, x, y), ValueError,
+         ["shape must be compatible with the prior's batch shape (3,)", "(2,)"]),
+        (lambda x, y: (_line, x[:, :0], y), nb.ModelError,
+         ["KnownNoiseLine.forward raised RuntimeError", "(8, 0)", "beta (2,)"]),
+        (lambda x, y: (_NaNForward, x, y), nb.ModelError,
+         ["_NaNForward.forward raised ValueError", "(8, 2)", "invalid values"]),
+    ],
+    ids=["float16", "bfloat16 y", "complex x", "text y", "NaN y", "inf x", "rows differ",
+         "y of another shape", "a torch module", "prior of the wrong size", "zero columns",
+         "forward returns NaN"],
+)
+def test_bad_data_and_models_for_fit_are_named(fitted, call, error, words):
+    x, y, _ = fitted
+    make_model, xs, ys = call(x, y)
+    with pytest.raises(error) as info:
+        nb.fit(make_model(), xs, ys, progress=False, max_steps=20)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"family": "diag"}, ValueError,
+         "family must be one of 'auto', 'meanfield', 'lowrank', 'fullrank', got 'diag'"),
+        ({"batch_size": 100}, ValueError, "batch_size must be <= the number of rows (50), got 100"),
+        ({"learning_rate": -1.0}, ValueError, "learning_rate must be > 0, got -1.0"),
+        ({"max_steps": 0}, ValueError, "max_steps must be an integer >= 1, got 0"),
+        ({"n_samples": 0}, ValueError, "n_samples must be an integer >= 1, got 0"),
+        ({"rank": 0}, ValueError, "rank must be an integer >= 1, got 0"),
+    ],
+)
+def test_fit_arguments_are_checked(fitted, options, error, message):
+    x, y, _ = fitted
+    with pytest.raises(error) as info:
+        nb.fit(KnownNoiseLine(2), x, y, progress=False, **{"max_steps": 20, **options})
+    assert str(info.value) == message

@@ -14,8 +14,10 @@ import torch
 
 __all__ = [
     "as_float_tensor",
+    "check_bool",
     "check_choice",
     "check_finite",
+    "check_label_types",
     "check_numeric_columns",
     "check_positive",
     "check_positive_int",
@@ -61,11 +63,17 @@ def as_float_tensor(
     """Convert ``value`` (tensor, numpy array, pandas object, list) to a finite float tensor.
 
     Integer and boolean input becomes ``torch.get_default_dtype()`` unless ``dtype`` is given;
-    float input keeps its precision unless ``dtype`` is given.
+    float input keeps its precision unless ``dtype`` is given; half precision (float16,
+    bfloat16) is refused unless ``dtype`` converts it.
     """
     tensor = _to_numpy_like(name, value)
     if tensor.is_complex():
         raise TypeError(f"{name} must be real-valued, got dtype {tensor.dtype}")
+    if dtype is None and tensor.dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(
+            f"{name} must be float32 or float64, got {tensor.dtype}: half precision cannot "
+            f"resolve a log-density and its gradients. Convert it with .float() or .double()"
+        )
     if dtype is not None:
         tensor = tensor.to(dtype)
     elif not tensor.is_floating_point():
@@ -146,3 +154,33 @@ def name_list(names: Any, limit: int = 10) -> str:
     if len(names) <= limit:
         return ", ".join(names)
     return f"{', '.join(names[:limit])} and {len(names) - limit:,} more"
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` if it is ``True`` or ``False`` (numpy's included)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_label_types(name: str, labels: np.ndarray) -> np.ndarray:
+    """Return ``labels`` if its values share one kind (numbers, strings, booleans), else raise
+    naming two values of different kinds: they cannot be sorted into classes."""
+    if labels.dtype != object or labels.size == 0:
+        return labels
+
+    def kind(value: Any) -> str:
+        if isinstance(value, (bool, np.bool_)):
+            return "bool"
+        if isinstance(value, (int, float, np.number)):
+            return "number"
+        return type(value).__name__
+
+    kinds = {kind(v): v for v in labels.reshape(-1)}
+    if len(kinds) > 1:
+        (k1, v1), (k2, v2) = list(kinds.items())[:2]
+        raise TypeError(
+            f"{name} must hold labels of one type, got a mix of {', '.join(sorted(kinds))}, "
+            f"e.g. {v1!r} ({k1}) and {v2!r} ({k2}): convert them to one type, e.g. all str"
+        )
+    return labels

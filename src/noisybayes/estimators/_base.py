@@ -14,6 +14,8 @@ estimator maps its predictions back with ``Prediction.affine(y_mean, y_scale)``.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, cast
 
 import numpy as np
@@ -49,6 +51,7 @@ __all__ = [
     "location_and_scale",
     "resolve_prior",
     "tensor_of",
+    "unfitted_on_error",
 ]
 
 _Estimator = TypeVar("_Estimator", bound="RegressionEstimator")
@@ -163,6 +166,27 @@ def array_input(name: str, value: Any) -> Any:
 def tensor_of(array: np.ndarray) -> torch.Tensor:
     """A tensor of a checked array, sharing its memory unless it is read-only."""
     return torch.from_numpy(np.require(array, requirements=["C", "W"]))
+
+
+_Fit = TypeVar("_Fit", bound=Callable[..., Any])
+
+
+def unfitted_on_error(fit: _Fit) -> _Fit:
+    """Wrap an estimator's ``fit`` so that any exception in it, ``KeyboardInterrupt``
+    included, removes the fitted attributes (names ending in ``_``) before it propagates:
+    an interrupted or failed fit leaves the estimator unfitted (``predict`` raises
+    ``NotFittedError``), never holding a partial model or the previous fit's."""
+
+    @functools.wraps(fit)
+    def wrapped(self: BaseEstimator, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fit(self, *args, **kwargs)
+        except BaseException:
+            for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
+                delattr(self, name)
+            raise
+
+    return cast(_Fit, wrapped)
 
 
 FLOAT_DTYPES = (np.float64, np.float32)  # float32 input stays float32, others become float64

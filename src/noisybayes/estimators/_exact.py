@@ -11,7 +11,7 @@ use it where the data fit ``y`` exactly and the joint density has no mode to sta
 
 Everything is computed on the standardised data, ``theta_std`` in the coordinates of
 ``x_std`` and ``y_std``, and mapped to the user's scale by the affine ``theta = A theta_std
-+ b`` (``user_map``), so the answer does not depend on the units of ``X`` and ``y``.
++ b`` (``_glm_model.user_map``), so the answer does not depend on the units of ``X`` and ``y``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from noisybayes._rng import make_generator
-from noisybayes.estimators._glm_model import GLMModel, GLMSpec
+from noisybayes.estimators._glm_model import GLMModel, GLMSpec, user_map
 from noisybayes.infer.posterior import FitInfo, GaussianPosterior
 from noisybayes.math.conjugate import (
     gaussian_linear_posterior,
@@ -34,25 +34,7 @@ from noisybayes.math.conjugate import (
 from noisybayes.math.families import FullRank
 from noisybayes.model.layout import ParamLayout
 
-__all__ = ["exact_posterior", "grid_posterior", "user_map"]
-
-
-def user_map(model: GLMModel, with_noise: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(A, b)`` with ``theta = A theta_std + b``: ``coef = y_scale beta_std / x_scale``,
-    ``intercept = y_mean + y_scale b_std - x_mean . coef`` and ``log sigma = log sigma_std +
-    log y_scale`` (when ``with_noise``), in ``ParamLayout``'s order."""
-    x_mean, x_scale = model.x_mean, model.x_scale
-    p, k = x_scale.shape[0], int(model.fit_intercept)
-    size = k + p + int(with_noise)
-    A = torch.zeros(size, size, dtype=x_scale.dtype)
-    b = torch.zeros(size, dtype=x_scale.dtype)
-    coef_rows = model.y_scale / x_scale
-    A[k : k + p, k : k + p] = torch.diag(coef_rows)
-    if k:
-        A[0, 0], A[0, 1 : 1 + p], b[0] = model.y_scale, -x_mean * coef_rows, model.y_mean
-    if with_noise:
-        A[-1, -1], b[-1] = 1.0, torch.log(torch.tensor(model.y_scale, dtype=b.dtype))
-    return A, b
+__all__ = ["exact_posterior", "grid_posterior"]
 
 
 class _MappedDraws(nn.Module):
@@ -112,13 +94,27 @@ def exact_posterior(
     spec: GLMSpec, model: GLMModel, X: torch.Tensor, y: torch.Tensor
 ) -> GaussianPosterior:
     """The exact ``GaussianPosterior`` of ``model`` (built from ``spec``: gaussian, identity link)
-    given ``X`` ``(N, d)`` and ``y`` ``(N,)`` on the user's scale."""
+    given ``X`` ``(N, d)`` and ``y`` ``(N,)`` on the user's scale; a numerically singular
+    posterior precision (columns collinear to rounding) is a ``ValueError`` naming ``X``."""
+    try:
+        return _exact_posterior(spec, model, X, y)
+    except torch.linalg.LinAlgError as error:
+        raise ValueError(
+            "X must have columns far enough from collinear for method='exact': the posterior "
+            "precision is singular to rounding. Give prior_scale='auto' or a number, or drop "
+            "near-duplicate columns"
+        ) from error
+
+
+def _exact_posterior(
+    spec: GLMSpec, model: GLMModel, X: torch.Tensor, y: torch.Tensor
+) -> GaussianPosterior:
     design, y_std = _design(model, X), model.standardise_y(y)
     precision = _standardised_precision(model, design.shape[1])
     if spec.noise_scale is not None:
         exact = gaussian_linear_posterior(design, y_std, spec.noise_scale / model.y_scale, 0.0,
                                           precision)
-        A, b = user_map(model, with_noise=False)
+        A, b = user_map(model)
         scale = A @ torch.linalg.cholesky(exact.covariance)
         family = FullRank(A @ exact.loc + b, scale)  # theta = loc + scale z, z ~ N(0, I)
         family.requires_grad_(False)
@@ -131,7 +127,7 @@ def exact_posterior(
             f"{name}={spec.dispersion_prior!r}"
         )
     nig = normal_inverse_gamma_posterior(design, y_std, a0=-(design.shape[1] + 1) / 2)
-    draws = _MappedDraws(nig, *user_map(model, with_noise=True))
+    draws = _MappedDraws(nig, *user_map(model))
     return _posterior(model, draws, X, y, FitInfo.closed_form(y.shape[0]))
 
 
@@ -151,6 +147,6 @@ def grid_posterior(
     prior_sd = coef_prior.scale * model.x_scale / model.y_scale  # of beta_std
     grid = noise_grid_posterior(model.standardise_x(X), model.standardise_y(y), prior_sd,
                                 log_noise_prior, model.fit_intercept)
-    draws = _MappedDraws(grid, *user_map(model, with_noise=True))
+    draws = _MappedDraws(grid, *user_map(model))
     info = replace(FitInfo.closed_form(y.shape[0]), family_reason=reason)
     return _posterior(model, draws, X, y, info)

@@ -24,6 +24,7 @@ flat intercept; ``sigma ~ Exponential(1 / sd(y))``; ``concentration ~ Exponentia
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,8 +37,10 @@ from torch.distributions import (
     NegativeBinomial,
     Normal,
     Poisson,
+    TransformedDistribution,
     constraints,
 )
+from torch.distributions.transforms import AffineTransform
 
 from noisybayes._checks import check_positive
 from noisybayes.estimators._base import (
@@ -47,9 +50,19 @@ from noisybayes.estimators._base import (
     resolve_prior,
 )
 from noisybayes.math.distributions import FiniteVarianceStudentT
+from noisybayes.model.layout import ParamLayout
 from noisybayes.model.param import param
 
-__all__ = ["CONTINUOUS", "LINKS", "GLMModel", "GLMSpec", "check_response", "glm_model"]
+__all__ = [
+    "CONTINUOUS",
+    "LINKS",
+    "GLMModel",
+    "GLMSpec",
+    "check_response",
+    "glm_model",
+    "standardised_twin",
+    "user_map",
+]
 
 FamilyName = Literal["bernoulli", "poisson", "negative_binomial", "student_t", "gaussian"]
 LinkName = Literal["logit", "probit", "log", "identity"]
@@ -177,3 +190,61 @@ def glm_model(spec: GLMSpec, X: torch.Tensor, y: torch.Tensor) -> GLMModel:
         coef_prior(spec.prior_scale, scaling.x_scale, response_sd),
         dispersion, df, spec.fit_intercept, noise_scale,
     )
+
+
+def _eta_units(model: GLMModel) -> tuple[float, float]:
+    """``(shift, scale)`` of the linear predictor in units of the standardised one: the
+    response's ``(y_mean, y_scale)`` for the identity link, ``(0, 1)`` otherwise."""
+    if model.link == "identity":
+        return model.y_mean, model.y_scale
+    return 0.0, 1.0
+
+
+def standardised_twin(model: GLMModel) -> GLMModel:
+    """``model`` with parameters in the coordinates of its standardised data: the same
+    distribution of the data, and the same priors carried over, when
+
+        coef_std = x_scale coef / s,   intercept_std = (intercept + x_mean . coef - m) / s,
+        sigma_std = sigma / s   (identity link; ``(m, s) = (y_mean, y_scale)``, else (0, 1)).
+
+    Its posterior is well scaled whatever the units of ``X`` and ``y``; ``user_map`` takes
+    it back."""
+    shift, scale = _eta_units(model)
+    specs = model.param_specs
+    coef = specs["coef"].prior
+    if coef is not None:
+        assert isinstance(coef, Normal)  # coef_prior builds a Normal
+        coef = Normal(coef.loc * model.x_scale / scale, coef.scale * model.x_scale / scale)
+    dispersion_name = "concentration" if model.family == "negative_binomial" else "sigma"
+    dispersion = specs[dispersion_name].prior if dispersion_name in specs else None
+    if dispersion is not None and dispersion_name == "sigma" and scale != 1.0:
+        dispersion = TransformedDistribution(dispersion, AffineTransform(0.0, 1.0 / scale))
+    n_features = model.x_scale.shape[0]
+    ones = torch.ones_like(model.x_scale)
+    kept_y = (0.0, 1.0) if model.link == "identity" else (model.y_mean, model.y_scale)
+    scaling = Standardisation(torch.zeros_like(ones), ones, *kept_y)
+    noise = None if model.noise_scale is None else model.noise_scale / scale
+    df = specs["df"].prior if "df" in specs else None
+    return GLMModel(model.family, model.link, n_features, scaling, coef, dispersion, df,
+                    model.fit_intercept, noise)
+
+
+def user_map(model: GLMModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, b)`` with ``u = A u_std + b`` from the unconstrained parameters of
+    ``standardised_twin(model)`` to those of ``model`` (``ParamLayout`` order): ``coef = s
+    coef_std / x_scale``, ``intercept = m + s intercept_std - x_mean . coef``, ``log sigma =
+    log sigma_std + log s`` (identity link), other parameters unchanged."""
+    shift, scale = _eta_units(model)
+    blocks = {b.name: b for b in ParamLayout(model).blocks}
+    size = max(b.stop for b in blocks.values())
+    A = torch.eye(size, dtype=model.x_scale.dtype)
+    b = torch.zeros(size, dtype=model.x_scale.dtype)
+    coef = slice(blocks["coef"].start, blocks["coef"].stop)
+    coef_rows = scale / model.x_scale
+    A[coef, coef] = torch.diag(coef_rows)
+    if "intercept" in blocks:
+        i = blocks["intercept"].start
+        A[i, i], A[i, coef], b[i] = scale, -model.x_mean * coef_rows, shift
+    if "sigma" in blocks and model.link == "identity":
+        b[blocks["sigma"].start] = math.log(scale)
+    return A, b

@@ -25,11 +25,17 @@ from torch.distributions import Normal
 from noisybayes._checks import (
     as_float_tensor,
     check_choice,
+    check_label_types,
     check_positive,
     check_positive_int,
 )
 from noisybayes._rng import make_generator, seeded_from
-from noisybayes.estimators._base import array_input, location_and_scale, tensor_of
+from noisybayes.estimators._base import (
+    array_input,
+    location_and_scale,
+    tensor_of,
+    unfitted_on_error,
+)
 from noisybayes.infer.posterior import FitInfo
 from noisybayes.infer.prediction import Prediction
 from noisybayes.nn.likelihoods import (
@@ -230,6 +236,7 @@ class BNNRegressor(RegressorMixin, _BNN):
         self.df = df
         self.init_noise_scale = init_noise_scale
 
+    @unfitted_on_error
     def fit(self, X: Any, y: Any) -> BNNRegressor:
         """Fit the posterior to ``X`` ``(N, d)`` and ``y`` ``(N,)``; returns ``self``."""
         check_choice("likelihood", self.likelihood, _REGRESSION_LIKELIHOODS)
@@ -318,11 +325,13 @@ class BNNClassifier(ClassifierMixin, _BNN):
     Fitted attributes: ``classes_`` (the sorted labels seen in fit), ``model_``, ``info_``.
     """
 
+    @unfitted_on_error
     def fit(self, X: Any, y: Any) -> BNNClassifier:
         """Fit the posterior to ``X`` ``(N, d)`` and labels ``y`` ``(N,)``; returns ``self``."""
         X_a, labels = validate_data(
             self, array_input("X", X), array_input("y", y), dtype=np.float32
         )
+        check_label_types("y", labels)
         check_classification_targets(labels)
         self.classes_ = np.unique(labels)
         if len(self.classes_) < 2:

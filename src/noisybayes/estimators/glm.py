@@ -12,14 +12,16 @@ closed-form posterior of ``_exact``. The bernoulli family is a classifier,
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
 from sklearn.base import RegressorMixin
 from torch.distributions import Distribution
 
-from noisybayes._checks import check_choice
-from noisybayes.estimators._base import RegressionEstimator
+from noisybayes._checks import check_bool, check_choice
+from noisybayes.estimators._base import RegressionEstimator, unfitted_on_error
 from noisybayes.estimators._exact import exact_posterior, grid_posterior
 from noisybayes.estimators._glm_model import (
     CONTINUOUS,
@@ -29,6 +31,8 @@ from noisybayes.estimators._glm_model import (
     LinkName,
     check_response,
     glm_model,
+    standardised_twin,
+    user_map,
 )
 from noisybayes.estimators._identifiability import (
     check_coefficients,
@@ -37,6 +41,9 @@ from noisybayes.estimators._identifiability import (
     design_rank,
 )
 from noisybayes.infer.fit import fit
+from noisybayes.infer.posterior import GaussianPosterior
+from noisybayes.math.affine import AffineFamily
+from noisybayes.model.layout import ParamLayout
 
 __all__ = [
     "Approximation",
@@ -50,6 +57,7 @@ Approximation = Literal["auto", "meanfield", "lowrank", "fullrank"]  # nb.fit's 
 
 
 REGRESSION_FAMILIES = ("poisson", "negative_binomial", "student_t", "gaussian")
+_FIT_OPTIONS = tuple(inspect.signature(fit).parameters)[3:]  # after model, x, y
 
 
 def fit_options_of(estimator: str, options: Any) -> dict[str, Any]:
@@ -58,6 +66,12 @@ def fit_options_of(estimator: str, options: Any) -> dict[str, Any]:
         return {}
     if not isinstance(options, dict):
         raise TypeError(f"fit_options must be a dict of nb.fit arguments or None, got {options!r}")
+    unknown = sorted(set(options) - set(_FIT_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"fit_options must hold arguments of nb.fit, got unknown {', '.join(map(repr, unknown))}"
+            f" (nb.fit takes {', '.join(_FIT_OPTIONS)})"
+        )
     taken = sorted({"family", "seed", "progress"} & options.keys())
     if taken:
         raise ValueError(
@@ -86,6 +100,7 @@ class GeneralizedLinearEstimator(RegressionEstimator):
         """Fit ``spec``'s model to checked ``X`` ``(N, d)`` and ``y`` ``(N,)``; returns the
         posterior means by parameter name."""
         options = fit_options_of(type(self).__name__, self.fit_options)
+        check_bool("fit_intercept", spec.fit_intercept)
         check_response(spec.family, y)
         model = glm_model(spec, X, y)
         residual = _check_identified(spec, model, X, y)
@@ -94,14 +109,28 @@ class GeneralizedLinearEstimator(RegressionEstimator):
         elif not residual:
             self.posterior_ = _without_mode(spec, model, X, y)
         else:
-            self.posterior_ = fit(
-                model, model.standardise_x(X), model.standardise_y(y),
+            twin = fit(
+                standardised_twin(model), model.standardise_x(X), model.standardise_y(y),
                 family=approximation, seed=self.seed, progress=self.progress, **options,
             )
+            self.posterior_ = _on_user_scale(twin, model)
         mean = self.posterior_.mean
         self.coef_ = mean["coef"].detach().numpy()
         self.intercept_ = float(mean["intercept"]) if self.fit_intercept else 0.0
         return mean
+
+
+def _on_user_scale(twin: GaussianPosterior, model: GLMModel) -> GaussianPosterior:
+    """The posterior of ``model`` from that of its ``standardised_twin``: the family read
+    through ``u = A u_std + b`` (``user_map``), the Laplace curvature ``A^-T H A^-1``."""
+    A, b = user_map(model)
+    family = AffineFamily(twin.family, A, b)
+    info = twin.info
+    if info.laplace_precision is not None:
+        inverse = torch.linalg.inv(A.double())
+        precision = inverse.T @ info.laplace_precision.double() @ inverse
+        info = replace(info, laplace_precision=precision.to(info.laplace_precision.dtype))
+    return GaussianPosterior(model, ParamLayout(model), family, info, twin.data)
 
 
 def _check_identified(spec: GLMSpec, model: GLMModel, X: torch.Tensor, y: torch.Tensor) -> bool:
@@ -196,6 +225,7 @@ class BayesianGLM(RegressorMixin, GeneralizedLinearEstimator):
         check_choice("family", self.family, REGRESSION_FAMILIES)
         return check_link(self.family, self.link)
 
+    @unfitted_on_error
     def fit(self, X: Any, y: Any) -> BayesianGLM:
         """Infer the posterior of ``(intercept, coef, dispersion)`` from ``X`` ``(N, d)``,
         ``y`` ``(N,)``."""

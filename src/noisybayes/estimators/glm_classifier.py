@@ -18,6 +18,8 @@ from sklearn.utils import Tags
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted
 
+from noisybayes._checks import check_label_types
+from noisybayes.estimators._base import unfitted_on_error
 from noisybayes.estimators._glm_model import GLMSpec
 from noisybayes.estimators.glm import Approximation, GeneralizedLinearEstimator, check_link
 
@@ -61,11 +63,13 @@ class BayesianGLMClassifier(ClassifierMixin, GeneralizedLinearEstimator):
         self.progress = progress
         self.fit_options = fit_options
 
+    @unfitted_on_error
     def fit(self, X: Any, y: Any) -> BayesianGLMClassifier:
         """Infer the posterior of ``(intercept, coef)`` from ``X`` ``(N, d)`` and two-class
         labels ``y`` ``(N,)``."""
         link = check_link("bernoulli", self.link)
         X_a, labels = self._validate_xy(X, y, y_numeric=False)
+        check_label_types("y", labels)
         check_classification_targets(labels)
         kind = type_of_target(labels, input_name="y", raise_unknown=True)
         if kind != "binary":

@@ -17,6 +17,7 @@ from sklearn.base import RegressorMixin
 from torch.distributions import Distribution
 
 from noisybayes._checks import check_choice
+from noisybayes.estimators._base import unfitted_on_error
 from noisybayes.estimators._glm_model import GLMSpec
 from noisybayes.estimators.glm import Approximation, GeneralizedLinearEstimator
 
@@ -80,6 +81,7 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
             noise_scale=self.noise_scale, dispersion_argument="noise_prior",
         )
 
+    @unfitted_on_error
     def fit(self, X: Any, y: Any) -> BayesianLinearRegression:
         """Infer the posterior of ``(intercept, coef, sigma)`` from ``X`` ``(N, d)``, ``y`` ``(N,)``."""
         check_choice("method", self.method, ("vi", "exact"))

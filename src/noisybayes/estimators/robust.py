@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from torch.distributions import Distribution
 
+from noisybayes.estimators._base import unfitted_on_error
 from noisybayes.estimators._glm_model import GLMSpec
 from noisybayes.estimators.glm import Approximation
 from noisybayes.estimators.linear import BayesianLinearRegression
@@ -61,6 +62,7 @@ class StudentTLinearRegression(BayesianLinearRegression):
         df_prior = "auto" if prior is None else prior
         return replace(super()._spec(), family="student_t", df_prior=df_prior)
 
+    @unfitted_on_error
     def fit(self, X: Any, y: Any) -> StudentTLinearRegression:
         if self.method != "vi":
             raise ValueError(

@@ -1,0 +1,117 @@
+"""The estimators' answers do not depend on the units of ``X`` and ``y`` (float64 data scaled
+by 1e-12 .. 1e12): coefficients scale as ``y``'s unit over ``X``'s, predictions are the same
+numbers in ``y``'s units. Exact posteriors to rounding; VI to its Monte Carlo accuracy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import noisybayes as nb
+
+exponents = st.floats(min_value=-12.0, max_value=12.0)
+scales = exponents.map(lambda e: 10.0**e)
+
+
+def _data(seed: int, n: int = 40, d: int = 3):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) * rng.uniform(0.1, 10.0, size=d) + rng.normal(size=d) * 5
+    y = 2.0 + X @ rng.normal(size=d) + rng.normal(size=n)
+    return X, y
+
+
+def _assert_scaled(base, scaled, sx: float, sy: float, X, tol: float, sd_rtol: float) -> None:
+    """``scaled`` was fitted to ``(X sx, y sy)``: coef ``* sy / sx``, predictive means and
+    sds ``* sy``; means to ``tol`` posterior (predictive) sds, predictive sds to ``sd_rtol``."""
+    sd = base.posterior_.sd["coef"].numpy()
+    np.testing.assert_allclose(scaled.coef_ * sx / sy, base.coef_, rtol=0, atol=tol * sd.min())
+    mean, sd_pred = base.predict(X, return_std=True)
+    mean_s, sd_pred_s = scaled.predict(X * sx, return_std=True)
+    np.testing.assert_allclose(mean_s / sy, mean, rtol=0, atol=tol * sd_pred.min())
+    np.testing.assert_allclose(sd_pred_s / sy, sd_pred, rtol=sd_rtol)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 1000), sx=scales, sy=scales)
+def test_exact_known_noise_is_unit_free(seed, sx, sy):
+    X, y = _data(seed)
+    base = nb.BayesianLinearRegression(method="exact", noise_scale=1.0).fit(X, y)
+    scaled = nb.BayesianLinearRegression(method="exact", noise_scale=sy).fit(X * sx, y * sy)
+    _assert_scaled(base, scaled, sx, sy, X, tol=1e-7, sd_rtol=1e-7)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 1000), sx=scales, sy=scales)
+def test_exact_flat_priors_are_unit_free(seed, sx, sy):
+    X, y = _data(seed)
+    flat = {"method": "exact", "prior_scale": None, "noise_prior": None}
+    base = nb.BayesianLinearRegression(**flat).fit(X, y)
+    scaled = nb.BayesianLinearRegression(**flat).fit(X * sx, y * sy)
+    _assert_scaled(base, scaled, sx, sy, X, tol=1e-7, sd_rtol=1e-7)
+    np.testing.assert_allclose(scaled.noise_scale_ / sy, base.noise_scale_, rtol=1e-3)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 1000), sx=scales, sy=scales)
+def test_more_columns_than_rows_is_unit_free(seed, sx, sy):
+    X, y = _data(seed, n=6, d=9)
+    base = nb.BayesianLinearRegression().fit(X, y)
+    scaled = nb.BayesianLinearRegression().fit(X * sx, y * sy)
+    _assert_scaled(base, scaled, sx, sy, X, tol=1e-7, sd_rtol=1e-7)
+
+
+QUICK = {"max_steps": 300}
+
+
+@settings(max_examples=3, deadline=None)
+@given(sx=scales, sy=scales)
+def test_vi_is_unit_free(sx, sy):
+    """The standardised data differ from the unscaled run's by rounding only; the fit's
+    randomness can amplify that to its Monte Carlo error, far below 0.1 posterior sd."""
+    X, y = _data(0)
+    base = nb.BayesianLinearRegression(fit_options=QUICK).fit(X, y)
+    scaled = nb.BayesianLinearRegression(fit_options=QUICK).fit(X * sx, y * sy)
+    # predictive sds: mostly the noise, whose posterior sd is ~1/sqrt(2 * 40) relative;
+    # 0.1 sd of it is 1%
+    _assert_scaled(base, scaled, sx, sy, X, tol=0.1, sd_rtol=0.01)
+
+
+@pytest.mark.parametrize(("sx", "sy"), [(1e10, 1.0), (1e12, 1e-12), (1e-12, 1e12)])
+def test_vi_at_extreme_units_agrees_with_the_exact_posterior(sx, sy):
+    """The issue's cases (X x 1e10 gave a coefficient of the wrong sign) against the exact
+    posterior of the same data: within 0.1 posterior sd."""
+    X, y = _data(1)
+    flat = {"prior_scale": None, "noise_prior": None}
+    exact = nb.BayesianLinearRegression(method="exact", **flat).fit(X * sx, y * sy)
+    vi = nb.BayesianLinearRegression(**flat).fit(X * sx, y * sy)
+    sd = exact.posterior_.sd["coef"].numpy()
+    assert np.all(np.abs(vi.coef_ - exact.coef_) / sd < 0.1)
+
+
+@settings(max_examples=3, deadline=None)
+@given(sx=scales)
+def test_a_classifier_is_unit_free(sx):
+    X, y = _data(2)
+    labels = (y > np.median(y)).astype(int)
+    base = nb.BayesianGLMClassifier(fit_options=QUICK).fit(X, labels)
+    scaled = nb.BayesianGLMClassifier(fit_options=QUICK).fit(X * sx, labels)
+    sd = base.posterior_.sd["coef"].numpy()
+    assert np.all(np.abs(scaled.coef_ * sx - base.coef_) / sd < 0.1)
+    np.testing.assert_allclose(scaled.predict_proba(X * sx), base.predict_proba(X), atol=0.02)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 1000), row=st.integers(0, 39), col=st.integers(0, 3),
+       bad=st.sampled_from([np.nan, np.inf, -np.inf]))
+def test_a_non_finite_value_is_refused_naming_x_or_y(seed, row, col, bad):
+    X, y = _data(seed)
+    if col == 3:
+        y = y.copy()
+        y[row] = bad
+    else:
+        X = X.copy()
+        X[row, col] = bad
+    with pytest.raises(ValueError, match="Input y contains" if col == 3 else "Input X contains"):
+        nb.BayesianLinearRegression(method="exact", noise_scale=1.0).fit(X, y)
