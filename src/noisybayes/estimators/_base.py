@@ -7,7 +7,8 @@ linear predictor is
 
     eta = intercept + x_mean . coef + x_std . (x_scale * coef)  (= intercept + X coef)
 
-and priors stay on the user's scale while ``nb.fit`` works on well-conditioned inputs.
+and priors stay on the user's scale. ``nb.fit`` itself works on the model's standardised
+twin (``_glm_model.standardised_twin``), whose parameters are well scaled too.
 A continuous response is modelled standardised, ``y_std = (y - y_mean) / y_scale``; the
 estimator maps its predictions back with ``Prediction.affine(y_mean, y_scale)``.
 """

@@ -4,9 +4,11 @@
 
 The noise scale ``sigma`` is learned through the Gaussian likelihood (not MSE). Priors are
 stated on the user's scale; the fit runs on standardised data (the likelihood of the
-standardised ``y`` differs by a constant, so the posterior is the same) with parameters
-kept on the user's scale, and the Laplace whitening in ``nb.fit`` does the conditioning.
-With ``method="exact"`` the posterior is the closed form of ``_exact``.
+standardised ``y`` differs by a constant, so the posterior is the same) with parameters in
+the standardised coordinates (``_glm_model.standardised_twin``), read back on the user's
+scale by an exact affine map, so the answer does not depend on the units of ``X`` or ``y``.
+With ``method="exact"``, and where ``X`` fits ``y`` exactly (no posterior mode to start VI
+from), the posterior is the closed form of ``_exact``.
 """
 
 from __future__ import annotations
