@@ -34,6 +34,8 @@ from torch.distributions import (
     Distribution,
     Exponential,
     Gamma,
+    HalfCauchy,
+    HalfNormal,
     NegativeBinomial,
     Normal,
     Poisson,
@@ -200,6 +202,17 @@ def _eta_units(model: GLMModel) -> tuple[float, float]:
     return 0.0, 1.0
 
 
+def _scaled(prior: Distribution, factor: float) -> Distribution:
+    """The distribution of ``factor * sigma`` for ``sigma ~ prior``: the same family with its
+    scale changed where the family has one (a ``TransformedDistribution`` otherwise, whose
+    shape check imports sympy on first use, most of a second)."""
+    if isinstance(prior, Exponential):
+        return Exponential(prior.rate / factor)
+    if isinstance(prior, HalfCauchy | HalfNormal):
+        return type(prior)(prior.scale * factor)
+    return TransformedDistribution(prior, AffineTransform(0.0, factor))
+
+
 def standardised_twin(model: GLMModel) -> GLMModel:
     """``model`` with parameters in the coordinates of its standardised data: the same
     distribution of the data, and the same priors carried over, when
@@ -218,7 +231,7 @@ def standardised_twin(model: GLMModel) -> GLMModel:
     dispersion_name = "concentration" if model.family == "negative_binomial" else "sigma"
     dispersion = specs[dispersion_name].prior if dispersion_name in specs else None
     if dispersion is not None and dispersion_name == "sigma" and scale != 1.0:
-        dispersion = TransformedDistribution(dispersion, AffineTransform(0.0, 1.0 / scale))
+        dispersion = _scaled(dispersion, 1.0 / scale)
     n_features = model.x_scale.shape[0]
     ones = torch.ones_like(model.x_scale)
     kept_y = (0.0, 1.0) if model.link == "identity" else (model.y_mean, model.y_scale)

@@ -259,6 +259,15 @@ class FullRank(GaussianFamily):
     def z_distribution(self) -> Distribution:
         return MultivariateNormal(self.loc, scale_tril=self.scale_tril)
 
+    def log_prob(self, draws: Draws) -> torch.Tensor:
+        """``log q(theta)`` from the triangular solve ``L^{-1} (z - loc)``, as
+        ``MultivariateNormal.log_prob`` computes it (building one checks shapes with
+        ``torch.broadcast_shapes``, whose first call imports sympy, most of a second)."""
+        tril = self.scale_tril
+        white = torch.linalg.solve_triangular(tril, (draws.z - self.loc).T, upper=False).T
+        log_norm = tril.diagonal().log().sum() + 0.5 * self.size * math.log(2 * math.pi)
+        return -0.5 * white.pow(2).sum(-1) - log_norm - self.log_det_precond
+
     def set_z_covariance(self, cov: torch.Tensor) -> None:
         tril = torch.linalg.cholesky(cov.double()).to(cov.dtype)
         with torch.no_grad():
