@@ -120,7 +120,8 @@ def _lbfgs(
     trace: list[float],
 ) -> tuple[int, bool]:
     """Minimise ``-ELBO_M`` (in nats: gradients in whitened units) over ``family``'s
-    parameters, in place; returns the evaluations used and whether the end point is finite.
+    parameters, in place; returns the evaluations used, and False (parameters unchanged)
+    when the value is NaN somewhere or non-finite at the start.
 
     """
     params = list(family.parameters())
@@ -140,15 +141,16 @@ def _lbfgs(
             trace.append(value)
         return loss.detach(), grad
 
-    try:
+    try:  # the point found has a finite value: the start's, or a lower one
         found = minimize(loss_and_grad, start, max_evaluations=max_iter,
                          gradient_tolerance=_GRADIENT_TOLERANCE)
     except NonFinite:
-        found = None
+        with torch.no_grad():
+            vector_to_parameters(start, params)
+        return 0, False
     with torch.no_grad():
-        finite = found is not None and bool(torch.isfinite(negative_elbo(found.point)))
-        vector_to_parameters(found.point if found is not None and finite else start, params)
-    return (0 if found is None else found.n_evaluations), finite
+        vector_to_parameters(found.point, params)
+    return found.n_evaluations, True
 
 
 def _monte_carlo_error(
