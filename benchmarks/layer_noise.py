@@ -141,15 +141,22 @@ def compare(a: list[float], b: list[float]) -> int:
     return 1 if diff > 2 * se else -1 if diff < -2 * se else 0
 
 
+def _named(outcomes: dict[str, int], outcome: int) -> str:
+    """How many data sets have ``outcome``, naming them unless it is a tie."""
+    names = [name for name, o in outcomes.items() if o == outcome]
+    return f"{len(names)}" + (f" ({', '.join(names)})" if names and outcome else "")
+
+
 def verdict(results: dict[str, dict[str, Scores]], method: str) -> str:
     """One sentence: ``method`` against dropout, data set by data set."""
     tallies = []
     for label, key, sign in (("test log-likelihood", "loglik", 1), ("RMSE", "rmse", -1)):
-        outcomes = [compare([sign * v for v in getattr(scores[method], key)],
-                            [sign * v for v in getattr(scores["dropout"], key)])
-                    for scores in results.values()]
-        tallies.append(f"{label}: better on {outcomes.count(1)}, worse on {outcomes.count(-1)}, "
-                       f"within two paired standard errors on {outcomes.count(0)}")
+        outcomes = {name: compare([sign * v for v in getattr(scores[method], key)],
+                                  [sign * v for v in getattr(scores["dropout"], key)])
+                    for name, scores in results.items()}
+        tallies.append(f"{label}: better on {_named(outcomes, 1)}, worse on "
+                       f"{_named(outcomes, -1)}, within two paired standard errors on "
+                       f"{_named(outcomes, 0)}")
     return f"{method} against dropout, of {len(results)} data sets: " + "; ".join(tallies) + "."
 
 
