@@ -134,13 +134,14 @@ def test_many_threads_entering_and_leaving_restore_the_default(initial: bool) ->
 @pytest.mark.parametrize(
     ("call", "allowed"),
     [
-        ("set_num_threads", {"cli/main.py"}),
+        ("set_num_threads", {"cli/main.py", "infer/fit.py"}),
         ("set_num_interop_threads", set()),
         ("set_default_validate_args", {"infer/objective.py"}),
     ],
 )
 def test_process_wide_switches_are_set_only_where_allowed(call: str, allowed: set[str]) -> None:
-    """Thread counts belong to the command line (``--threads``); the validation default only
+    """Thread counts belong to the command line (``--threads``) and to ``nb.fit``'s one
+    thread for small problems (put back after, tested below); the validation default only
     to ``batched_evaluation``."""
     pattern = re.compile(rf"\b{call}\s*\(")
     found = {
@@ -149,3 +150,17 @@ def test_process_wide_switches_are_set_only_where_allowed(call: str, allowed: se
         if pattern.search(path.read_text(encoding="utf-8"))
     }
     assert found <= allowed
+
+
+def test_a_small_fit_runs_on_one_thread_and_puts_the_setting_back() -> None:
+    seen: list[int] = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.linspace(-1, 1, 50)
+        nb.fit(Line(), x, 2 * x, seed=0, progress=False,
+               callback=lambda state: seen.append(torch.get_num_threads()))
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -21,7 +21,8 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -45,6 +46,7 @@ __all__ = ["AutoFamily", "FitState", "fit"]
 
 FamilyName = Literal["auto", "meanfield", "lowrank", "fullrank"]
 SolverName = Literal["auto", "lbfgs", "adam"]
+_ONE_THREAD_MAX = 1_000_000  # input elements (rows x columns) fitted on one thread
 
 @dataclass(frozen=True)
 class AutoFamily:
@@ -222,89 +224,111 @@ def fit(
                 f"batch_size must be <= the number of rows ({n_data}), got {batch_size}"
             )
     batch_size = batch_size or n_data
-    started = time.perf_counter()
+    with threads_for(sum(x.numel() for x in data[0])):
+        started = time.perf_counter()
 
-    layout = ParamLayout(model)
-    log_joint = LogJoint(model, layout)
-    start = torch.zeros(layout.size, dtype=data[1].dtype)
-    _check_model_output(log_joint, start, data)
+        layout = ParamLayout(model)
+        log_joint = LogJoint(model, layout)
+        start = torch.zeros(layout.size, dtype=data[1].dtype)
+        _check_model_output(log_joint, start, data)
 
-    mode = laplace(log_joint, data, start, gen, max_curvature_rows)
-    if not bool(torch.isfinite(mode.loc).all() and torch.isfinite(mode.precision).all()):
-        raise DivergenceError(
-            "the search for the posterior mode diverged (non-finite parameters or curvature); "
-            "the posterior may be improper: give proper priors or check the data's scale"
-        )
-    source = TensorSource(*data)
+        mode = laplace(log_joint, data, start, gen, max_curvature_rows)
+        if not bool(torch.isfinite(mode.loc).all() and torch.isfinite(mode.precision).all()):
+            raise DivergenceError(
+                "the search for the posterior mode diverged (non-finite parameters or curvature); "
+                "the posterior may be improper: give proper priors or check the data's scale"
+            )
+        source = TensorSource(*data)
 
-    def run(name: str, family_rank: int, why: str) -> GaussianPosterior:
-        q = _build_family(name, mode.loc, mode.precision, family_rank)
-        curvature = _whitened_curvature(q, mode.precision)
-        if solver == "lbfgs":
-            solved = fit_fixed_draws(log_joint, q, data, curvature, gen,
-                                     max_iter=min(100, max_steps))
-            if solved.converged:
-                q.requires_grad_(False)
-                if callback is not None:
-                    callback(FitState(solved.n_evaluations, solved.loss_trace[-1], 1.0, q))
-                trace = torch.tensor(solved.loss_trace, dtype=data[1].dtype)
-                return finish(q, solved.n_evaluations, True, solved.reason, trace, n_data,
-                              solved.n_draws, solved.n_evaluations, 0, why, "lbfgs")
-            why += f"; {solved.reason}, so stochastic optimisation instead"
+        def run(name: str, family_rank: int, why: str) -> GaussianPosterior:
             q = _build_family(name, mode.loc, mode.precision, family_rank)
-        anchor = None
-        if batch_size < n_data:
-            anchor = (mode.loc, log_joint.log_lik_grad(mode.loc, *data))
-        objective = FamilyObjective(log_joint, q, n_data, n_samples, gen, anchor, curvature)
-        schedule = StallSchedule(learning_rate, n_data, window, average_windows)
-        report = None if callback is None else _family_states(q, callback)
-        trainer = Trainer(objective, source, schedule, batch_size=batch_size, generator=gen,
-                          max_steps=max_steps, max_recoveries=3, progress=progress,
-                          callback=report, fingerprint=",".join(layout.names))
-        result = trainer.run()
-        assert result is not None  # run() without `until` always finishes
-        q.requires_grad_(False)
-        return finish(q, result.n_steps, result.converged, result.reason, result.loss_trace,
-                      batch_size, n_samples, result.n_epochs, result.recoveries, why, "adam")
+            curvature = _whitened_curvature(q, mode.precision)
+            if solver == "lbfgs":
+                solved = fit_fixed_draws(log_joint, q, data, curvature, gen,
+                                         max_iter=min(100, max_steps))
+                if solved.converged:
+                    q.requires_grad_(False)
+                    if callback is not None:
+                        callback(FitState(solved.n_evaluations, solved.loss_trace[-1], 1.0, q))
+                    trace = torch.tensor(solved.loss_trace, dtype=data[1].dtype)
+                    return finish(q, solved.n_evaluations, True, solved.reason, trace, n_data,
+                                  solved.n_draws, solved.n_evaluations, 0, why, "lbfgs")
+                why += f"; {solved.reason}, so stochastic optimisation instead"
+                q = _build_family(name, mode.loc, mode.precision, family_rank)
+            anchor = None
+            if batch_size < n_data:
+                anchor = (mode.loc, log_joint.log_lik_grad(mode.loc, *data))
+            objective = FamilyObjective(log_joint, q, n_data, n_samples, gen, anchor, curvature)
+            schedule = StallSchedule(learning_rate, n_data, window, average_windows)
+            report = None if callback is None else _family_states(q, callback)
+            trainer = Trainer(objective, source, schedule, batch_size=batch_size, generator=gen,
+                              max_steps=max_steps, max_recoveries=3, progress=progress,
+                              callback=report, fingerprint=",".join(layout.names))
+            result = trainer.run()
+            assert result is not None  # run() without `until` always finishes
+            q.requires_grad_(False)
+            return finish(q, result.n_steps, result.converged, result.reason, result.loss_trace,
+                          batch_size, n_samples, result.n_epochs, result.recoveries, why, "adam")
 
-    def finish(q: GaussianFamily, n_steps: int, converged: bool, reason: str,
-               trace: torch.Tensor, batch: int, draws: int, epochs: float, recoveries: int,
-               why: str, used: str) -> GaussianPosterior:
-        info = FitInfo(
-            family=q.name, n_steps=n_steps, converged=converged, reason=reason,
-            loss_trace=trace, n_data=n_data, batch_size=batch, n_samples=draws,
-            seconds=time.perf_counter() - started, n_epochs=epochs,
-            laplace_converged=mode.converged, laplace_positive_definite=mode.positive_definite,
-            recoveries=recoveries, family_reason=why, laplace_precision=mode.precision,
-            solver=used,
-        )
-        return GaussianPosterior(model, layout, q, info, data)
+        def finish(q: GaussianFamily, n_steps: int, converged: bool, reason: str,
+                   trace: torch.Tensor, batch: int, draws: int, epochs: float, recoveries: int,
+                   why: str, used: str) -> GaussianPosterior:
+            info = FitInfo(
+                family=q.name, n_steps=n_steps, converged=converged, reason=reason,
+                loss_trace=trace, n_data=n_data, batch_size=batch, n_samples=draws,
+                seconds=time.perf_counter() - started, n_epochs=epochs,
+                laplace_converged=mode.converged, laplace_positive_definite=mode.positive_definite,
+                recoveries=recoveries, family_reason=why, laplace_precision=mode.precision,
+                solver=used,
+            )
+            return GaussianPosterior(model, layout, q, info, data)
 
-    if isinstance(family, str) and family != "auto":
-        return run(family, rank, f"requested family={family!r}")
-    name, auto_rank, why = auto.choose(layout.size)
-    post = run(name, auto_rank, why)
-    estimate = sequential_khat(post, gen)
-    if auto.refits(name, layout.size, estimate.khat):
-        why += (
-            f"; its Pareto k-hat {estimate.khat:.2f} > {USABLE}, so refitted full-rank "
-            f"({layout.size} parameters <= {auto.refit_max})"
-        )
-        post = run("fullrank", 0, why)
+        if isinstance(family, str) and family != "auto":
+            return run(family, rank, f"requested family={family!r}")
+        name, auto_rank, why = auto.choose(layout.size)
+        post = run(name, auto_rank, why)
         estimate = sequential_khat(post, gen)
-    khat = estimate.khat
-    post.info = replace(post.info, khat=khat, khat_draws=estimate.n_draws, family_reason=why,
-                        seconds=time.perf_counter() - started)
-    if khat > USABLE:
-        warnings.warn(
-            f"nb.fit(family='auto'): the {post.info.family} approximation has Pareto k-hat "
-            f"{khat:.2f} (from {estimate.n_draws} draws) > {USABLE}, so its means and sds cannot "
-            f"be trusted ({why}). Check the model's parameterisation and priors, or use MCMC; "
-            "post.check() gives details.",
-            UserWarning,
-            stacklevel=2,
-        )
-    return post
+        if auto.refits(name, layout.size, estimate.khat):
+            why += (
+                f"; its Pareto k-hat {estimate.khat:.2f} > {USABLE}, so refitted full-rank "
+                f"({layout.size} parameters <= {auto.refit_max})"
+            )
+            post = run("fullrank", 0, why)
+            estimate = sequential_khat(post, gen)
+        khat = estimate.khat
+        post.info = replace(post.info, khat=khat, khat_draws=estimate.n_draws, family_reason=why,
+                            seconds=time.perf_counter() - started)
+        if khat > USABLE:
+            warnings.warn(
+                f"nb.fit(family='auto'): the {post.info.family} approximation has Pareto k-hat "
+                f"{khat:.2f} (from {estimate.n_draws} draws) > {USABLE}, so its means and sds cannot "
+                f"be trusted ({why}). Check the model's parameterisation and priors, or use MCMC; "
+                "post.check() gives details.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return post
+
+
+@contextmanager
+def threads_for(row_elements: int) -> Iterator[None]:
+    """Run small problems on one intra-op thread, and put torch's setting back after.
+
+    ``row_elements`` is the inputs' size (rows x columns). Up to ``_ONE_THREAD_MAX`` the
+    tensor operations of a fit are too small for threads to pay, and while another process
+    holds a core each parallel operation waits for it: on a shared 2-core machine the
+    default two threads made a small fit up to 20 times slower (``benchmarks/RESULTS.md``).
+    Larger problems keep torch's setting.
+    """
+    saved = torch.get_num_threads()
+    if row_elements > _ONE_THREAD_MAX or saved == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def _family_states(
