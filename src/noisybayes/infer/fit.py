@@ -182,8 +182,9 @@ def fit(
             An :class:`AutoFamily` is ``"auto"`` with other thresholds.
         rank: the number of factors of a ``"lowrank"`` family.
         solver: ``"lbfgs"``: the ELBO on fixed draws by L-BFGS, on all rows, falling back
-            to ``"adam"`` when it cannot reach its Monte Carlo tolerance within its budget
-            of ``2e8`` row-draws (``info.solver`` and ``info.reason`` say what ran);
+            to ``"adam"`` when it cannot reach its Monte Carlo tolerance within a budget of
+            ``5e7`` row-draws per evaluation (a few hundred MB; ``info.solver`` and
+            ``info.reason`` say what ran);
             ``"adam"``: stochastic steps on minibatches; ``"auto"``: ``"lbfgs"`` unless an
             integer ``batch_size`` smaller than the data is given.
         batch_size: rows per Adam step; ``None`` uses all rows, ``"auto"`` all rows up to

@@ -61,7 +61,7 @@ def fit_fixed_draws(
     *,
     tolerance: float = 0.02,
     start_draws: int = 32,
-    max_row_draws: float = 2e8,
+    max_row_draws: float = 5e7,
     max_iter: int = 100,
 ) -> FixedDrawResult:
     """Fit ``family`` in place on ``M >= 2 noise_dim`` fixed draws, raising ``M`` until the
