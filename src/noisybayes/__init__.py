@@ -6,7 +6,7 @@ the KL term from the prior is variational inference. ``nb.fit`` does it for any
 conventions.
 """
 
-from noisybayes import nn, optim
+from noisybayes import data, nn, optim
 from noisybayes.errors import DivergenceError, ModelError
 from noisybayes.estimators.bnn import BNNClassifier, BNNRegressor
 from noisybayes.estimators.glm import BayesianGLM
@@ -57,6 +57,7 @@ __all__ = [
     "bayesian",
     "calibration",
     "compare",
+    "data",
     "elbo_loss",
     "fit",
     "gaussian_linear_posterior",

@@ -1,0 +1,143 @@
+"""``Parquet`` and ``CSV``: open files with ``pyarrow.dataset``, check the columns, count rows.
+
+A path is a file, a directory (read recursively; ``key=value`` folders become columns) or a
+glob (``data/*.parquet``). The columns are checked against the schema before any row is
+read. Parquet's row count comes from the files' metadata, a row group being the unit a
+pass shuffles; a CSV file is counted in one reading pass and is its own unit.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from noisybayes._checks import check_positive_int, name_list
+from noisybayes.data.files import FileSource, Piece
+
+__all__ = ["CSV", "Parquet"]
+
+Columns = list[str] | tuple[list[str], ...]
+
+
+def Parquet(path_or_glob: str | Path, x: Columns, y: str, *, buffer_rows: int = 65_536,
+            dtype: torch.dtype | None = None) -> FileSource:
+    """A :class:`~noisybayes.data.FileSource` over Parquet files.
+
+    Args:
+        path_or_glob: a file, a directory or a glob pattern.
+        x: the input columns stacked into one ``(B, len(x))`` tensor, or a tuple of such
+            lists for a ``forward`` with several inputs.
+        y: the target column.
+        buffer_rows: rows shuffled together in a pass (and read at a time); memory grows
+            with it, not with the data.
+        dtype: the tensors' float type; by default float64 when a chosen column is float64,
+            else torch's default dtype.
+    """
+    return _open(path_or_glob, "parquet", x, y, buffer_rows, dtype)
+
+
+def CSV(path_or_glob: str | Path, x: Columns, y: str, *, buffer_rows: int = 65_536,
+        dtype: torch.dtype | None = None) -> FileSource:
+    """A :class:`~noisybayes.data.FileSource` over CSV files (a header row, comma-separated);
+    the arguments are :func:`Parquet`'s. The rows are counted in one pass when it is built."""
+    return _open(path_or_glob, "csv", x, y, buffer_rows, dtype)
+
+
+def _open(path_or_glob: str | Path, file_format: Literal["parquet", "csv"], x: Columns, y: str,
+          buffer_rows: int, dtype: torch.dtype | None) -> FileSource:
+    dataset_module = _pyarrow_dataset()
+    buffer_rows = check_positive_int("buffer_rows", buffer_rows)
+    if dtype not in (None, torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32, torch.float64 or None, got {dtype!r}")
+    inputs = _input_columns(x)
+    if not isinstance(y, str):
+        raise TypeError(f"y must be a column name (a str), got {y!r}")
+    paths = _paths(path_or_glob)
+    try:
+        dataset = dataset_module.dataset(paths, format=file_format, partitioning="hive")
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(f"path_or_glob {str(path_or_glob)!r} could not be read as "
+                         f"{file_format}: {_first_line(error)}") from None
+    schema = dataset.schema
+    columns = [name for names in inputs for name in names]
+    _check_columns("x", columns, schema)
+    _check_columns("y", [y], schema)
+    pieces = _pieces(dataset, file_format)
+    n_data = sum(piece.n_rows for piece in pieces)
+    if n_data == 0:
+        raise ValueError(f"path_or_glob must name files with rows, got {str(path_or_glob)!r} "
+                         "(no rows)")
+    if dtype is None:
+        doubles = [name for name in (*columns, y) if str(schema.field(name).type) == "double"]
+        dtype = torch.float64 if doubles else torch.get_default_dtype()
+    return FileSource(pieces, schema, inputs, y, n_data, dtype, buffer_rows)
+
+
+def _pyarrow_dataset() -> Any:
+    try:
+        import pyarrow.dataset
+    except ImportError as error:
+        raise ImportError("noisybayes.data reads files with pyarrow: pip install "
+                          "'noisybayes[cli]'") from error
+    return pyarrow.dataset
+
+
+def _input_columns(x: Any) -> tuple[tuple[str, ...], ...]:
+    """``x`` as a tuple of column-name tuples, one per input of ``forward``."""
+    one_input = isinstance(x, (list, tuple)) and all(isinstance(name, str) for name in x)
+    groups = [x] if one_input else x
+    if not isinstance(groups, (list, tuple)) or not groups or not all(
+        isinstance(g, (list, tuple)) and g and all(isinstance(n, str) for n in g) for g in groups
+    ):
+        raise TypeError(f"x must be a non-empty list of column names, or a tuple of such lists "
+                        f"(one per input), got {x!r}")
+    return tuple(tuple(g) for g in groups)
+
+
+def _paths(path_or_glob: str | Path) -> str | list[str]:
+    """The files a glob matches, or the path itself (a file, a directory or a URI)."""
+    text = str(path_or_glob)
+    if any(c in text for c in "*?[") and "://" not in text:
+        matches = sorted(glob.glob(text, recursive=True))
+        if not matches:
+            raise FileNotFoundError(f"path_or_glob must match files, got {text!r} (no match)")
+        return matches
+    if "://" not in text and not Path(text).exists():
+        raise FileNotFoundError(f"path_or_glob must name an existing file or directory, "
+                                f"got {text!r}")
+    return text
+
+
+def _check_columns(argument: str, names: list[str], schema: Any) -> None:
+    unknown = [name for name in names if name not in schema.names]
+    if unknown:
+        raise ValueError(f"{argument} must name columns of the data, got unknown "
+                         f"{name_list(unknown)}; the columns are {name_list(schema.names)}")
+    from pyarrow import types
+
+    for name in names:
+        kind = schema.field(name).type
+        if not (types.is_integer(kind) or types.is_floating(kind) or types.is_boolean(kind)):
+            raise TypeError(f"{argument} must name numeric columns, got {name!r} of type {kind}")
+
+
+def _pieces(dataset: Any, file_format: str) -> list[Piece]:
+    """Row groups (Parquet, counted from the metadata) or whole files (CSV, counted by
+    reading), in storage order, without empty ones."""
+    pieces = []
+    for fragment in dataset.get_fragments():
+        if file_format == "parquet":
+            for group in fragment.split_by_row_group():
+                n_rows = group.row_groups[0].num_rows
+                pieces.append(Piece(group, fragment.path, 0, n_rows))
+        else:
+            pieces.append(Piece(fragment, fragment.path, 0, fragment.count_rows()))
+    return [piece for piece in pieces if piece.n_rows]
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
