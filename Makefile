@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	# the demo's MCMC column needs NumPyro (the 'mcmc' extra)
+	$(PY) -m pip install --quiet -e '.[mcmc]'
 	$(VENV)/bin/noisybayes demo
 
 lint: $(STAMP)
