@@ -165,6 +165,28 @@ def test_a_file_of_another_format_is_an_error_naming_it(tmp_path):
         nb.data.Parquet(tmp_path / "fake.parquet", x=["id"], y="y")
 
 
+def test_a_file_that_differs_from_the_first_is_refused_before_any_pass(tmp_path):
+    pq.write_table(pa.table({"a": [1.0, 2.0], "y": [1.0, 2.0]}), tmp_path / "p0.parquet")
+    pq.write_table(pa.table({"b": [1.0, 2.0], "y": [1.0, 2.0]}), tmp_path / "p1.parquet")
+    with pytest.raises(ValueError, match=r"^every file must have the columns of x and y, got "
+                                         r"'.*p1.parquet' without a$"):
+        nb.data.Parquet(tmp_path / "*.parquet", x=["a"], y="y")
+    pq.write_table(pa.table({"a": ["u", "v"], "y": [1.0, 2.0]}), tmp_path / "p1.parquet")
+    with pytest.raises(TypeError, match=r"^x and y must name numeric columns in every file, got "
+                                        r"'a' of type string in '.*p1.parquet'$"):
+        nb.data.Parquet(tmp_path / "*.parquet", x=["a"], y="y")
+
+
+def test_folder_keys_are_columns(tmp_path):
+    for year in (2020, 2021):
+        (tmp_path / f"year={year}").mkdir()
+        frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [0.0, 1.0, 2.0]})
+        frame.to_parquet(tmp_path / f"year={year}" / "rows.parquet")
+    source = nb.data.Parquet(tmp_path, x=["year", "a"], y="y")
+    inputs, _ = next(source.epoch(6, torch.Generator(), drop_last=False))
+    assert source.n_data == 6 and sorted(inputs[0][:, 0].tolist()) == [2020.0] * 3 + [2021.0] * 3
+
+
 def test_without_pyarrow_the_error_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow.dataset", None)  # as if not installed
     with pytest.raises(ImportError, match=r"pip install 'noisybayes\[cli\]'"):

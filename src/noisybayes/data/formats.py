@@ -65,7 +65,7 @@ def _open(path_or_glob: str | Path, file_format: Literal["parquet", "csv"], x: C
     columns = [name for names in inputs for name in names]
     _check_columns("x", columns, schema)
     _check_columns("y", [y], schema)
-    pieces = _pieces(dataset, file_format)
+    pieces = _pieces(dataset, file_format, [*columns, y])
     n_data = sum(piece.n_rows for piece in pieces)
     if n_data == 0:
         raise ValueError(f"path_or_glob must name files with rows, got {str(path_or_glob)!r} "
@@ -116,19 +116,18 @@ def _check_columns(argument: str, names: list[str], schema: Any) -> None:
     if unknown:
         raise ValueError(f"{argument} must name columns of the data, got unknown "
                          f"{name_list(unknown)}; the columns are {name_list(schema.names)}")
-    from pyarrow import types
-
     for name in names:
         kind = schema.field(name).type
-        if not (types.is_integer(kind) or types.is_floating(kind) or types.is_boolean(kind)):
+        if not _numeric(kind):
             raise TypeError(f"{argument} must name numeric columns, got {name!r} of type {kind}")
 
 
-def _pieces(dataset: Any, file_format: str) -> list[Piece]:
+def _pieces(dataset: Any, file_format: str, columns: list[str]) -> list[Piece]:
     """Row groups (Parquet, counted from the metadata) or whole files (CSV, counted by
-    reading), in storage order, without empty ones."""
+    reading), in storage order, without empty ones; each file's columns checked first."""
     pieces = []
     for fragment in dataset.get_fragments():
+        _check_file(fragment, columns)
         if file_format == "parquet":
             for group in fragment.split_by_row_group():
                 n_rows = group.row_groups[0].num_rows
@@ -136,6 +135,31 @@ def _pieces(dataset: Any, file_format: str) -> list[Piece]:
         else:
             pieces.append(Piece(fragment, fragment.path, 0, fragment.count_rows()))
     return [piece for piece in pieces if piece.n_rows]
+
+
+def _check_file(fragment: Any, columns: list[str]) -> None:
+    """Refuse a file without one of ``columns`` or with a non-numeric one (the dataset's
+    schema is the first file's; another file may differ). Folder keys (``key=value``) are
+    columns of every file in the folder."""
+    from pyarrow import dataset
+
+    schema = fragment.physical_schema
+    keys = dataset.get_partition_keys(fragment.partition_expression)
+    missing = [name for name in columns if name not in schema.names and name not in keys]
+    if missing:
+        raise ValueError(f"every file must have the columns of x and y, got {fragment.path!r} "
+                         f"without {name_list(missing)}")
+    for name in columns:
+        kind = schema.field(name).type if name in schema.names else None
+        if kind is not None and not _numeric(kind):
+            raise TypeError(f"x and y must name numeric columns in every file, got {name!r} of "
+                            f"type {kind} in {fragment.path!r}")
+
+
+def _numeric(kind: Any) -> bool:
+    from pyarrow import types
+
+    return types.is_integer(kind) or types.is_floating(kind) or types.is_boolean(kind)
 
 
 def _first_line(error: Exception) -> str:
