@@ -256,3 +256,65 @@ def test_a_network_fit_stopped_by_ctrl_c_is_unfitted():
         timer.cancel()
     with pytest.raises(NotFittedError):
         net.predict(X)
+
+
+_XN, _YN = torch.randn(20, 3), torch.randn(20, 1)
+
+
+def _net():
+    return nb.nn.bayesian(torch.nn.Linear(3, 1))
+
+
+NN_CASES = [
+    ("layer of no inputs", lambda: nb.nn.BayesLinear(0, 2),
+     ValueError, ["in_features must be an integer >= 1", "0"]),
+    ("layer init_scale negative", lambda: nb.nn.BayesLinear(3, 2, init_scale=-1.0),
+     ValueError, ["init_scale must be a finite number > 0", "-1.0"]),
+    ("layer prior not a distribution", lambda: nb.nn.BayesLinear(3, 2, prior=3),
+     TypeError, ["prior must be a torch.distributions.Distribution", "3"]),
+    ("bayesian of a number", lambda: nb.nn.bayesian(3),
+     TypeError, ["module must be a torch.nn.Module", "int"]),
+    ("likelihood scale negative", lambda: nb.nn.Gaussian(-1.0),
+     ValueError, ["scale must be a finite number > 0", "-1.0"]),
+    ("mixture of nothing", lambda: nb.nn.Mixture([]),
+     ValueError, ["components must hold at least one network"]),
+    ("elbo n_data zero",
+     lambda: nb.nn.elbo_loss(_net(), _XN, _YN, n_data=0, likelihood=nb.nn.Gaussian()),
+     ValueError, ["n_data must be an integer >= 1", "0"]),
+    ("elbo n_data below the batch",
+     lambda: nb.nn.elbo_loss(_net(), _XN, _YN, n_data=5, likelihood=nb.nn.Gaussian()),
+     ValueError, ["n_data must be >= the batch size 20", "5"]),
+    ("train for no epochs",
+     lambda: nb.nn.train(_net(), _XN, _YN, likelihood=nb.nn.Gaussian(), n_epochs=0),
+     ValueError, ["n_epochs must be an integer >= 1", "0"]),
+    ("train with empty batches", lambda: nb.nn.train(
+        _net(), _XN, _YN, likelihood=nb.nn.Gaussian(), n_epochs=1, batch_size=0),
+     ValueError, ["batch_size must be an integer >= 1"]),
+    ("train with a negative step", lambda: nb.nn.train(
+        _net(), _XN, _YN, likelihood=nb.nn.Gaussian(), n_epochs=1, learning_rate=-1.0),
+     ValueError, ["learning_rate must be a finite number > 0"]),
+    ("train with a negative temperature", lambda: nb.nn.train(
+        _net(), _XN, _YN, likelihood=nb.nn.Gaussian(), n_epochs=1, temperature=-1.0),
+     ValueError, ["temperature must be a finite number >= 0"]),
+    ("train rows differ",
+     lambda: nb.nn.train(_net(), _XN, _YN[:-1], likelihood=nb.nn.Gaussian(), n_epochs=1),
+     ValueError, ["y must have as many rows as x (20)", "19"]),
+    ("train on NaN", lambda: nb.nn.train(
+        _net(), _XN, _YN * float("nan"), likelihood=nb.nn.Gaussian(), n_epochs=1),
+     ValueError, ["y must be finite", "nan"]),
+    ("predict with no draws",
+     lambda: nb.nn.predict(_net(), _XN, n_samples=0, likelihood=nb.nn.Gaussian()),
+     ValueError, ["n_samples must be an integer >= 2", "0"]),
+    ("predict at level 1.5",
+     lambda: nb.nn.predict(_net(), _XN, level=1.5, likelihood=nb.nn.Gaussian()),
+     ValueError, ["level must be in (0, 1)", "1.5"]),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "words"), [c[1:] for c in NN_CASES],
+                         ids=[c[0] for c in NN_CASES])
+def test_bad_network_input_is_refused_with_a_clear_message(call, error, words):
+    with pytest.raises(error) as info:
+        call()
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
