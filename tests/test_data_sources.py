@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import noisybayes as nb
-from noisybayes.engine import DataSource, LinearDecay, Trainer
+from noisybayes.data.shuffle import buffered_shuffle
+from noisybayes.engine import DataSource, LinearDecay, Trainer, load_state, save_state
 
 
 def _frame(n: int, seed: int = 0) -> pd.DataFrame:
@@ -94,6 +95,25 @@ def test_rows_far_apart_in_the_files_can_share_a_batch(tmp_path):
     firsts = {max(_ids([next(source.epoch(9, torch.Generator().manual_seed(s),
                                           drop_last=False))])) for s in range(10)}
     assert max(firsts) > 20
+
+
+def test_the_shuffle_buffer_holds_at_most_its_capacity_plus_one_chunk():
+    """Chunks are pulled lazily: rows read but not yet yielded stay below the bound."""
+    pulled = 0
+
+    def chunks():
+        nonlocal pulled
+        for start in range(0, 1000, 7):
+            rows = torch.arange(start, min(start + 7, 1000))
+            pulled += len(rows)
+            yield rows
+
+    yielded = []
+    for batch in buffered_shuffle(chunks(), 5, 50, torch.Generator().manual_seed(0),
+                                  drop_last=False):
+        assert pulled - len(yielded) < 50 + 7
+        yielded += batch.tolist()
+    assert sorted(yielded) == list(range(1000)) and yielded != list(range(1000))
 
 
 def test_shards_partition_the_rows_and_keep_the_whole_data_size(source):
@@ -251,19 +271,42 @@ class _LeastSquares:
         return 0.5 * (y - X @ self.beta).pow(2).mean()
 
 
-def test_the_trainer_runs_on_a_parquet_source(tmp_path):
-    n = 400
+def _line_file(tmp_path, n: int = 400) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"one": 1.0, "a": rng.normal(size=n), "b": rng.normal(size=n)})
     frame["y"] = 0.5 + 1.5 * frame["a"] - 2.0 * frame["b"] + rng.normal(0, 0.1, size=n)
     pq.write_table(pa.Table.from_pandas(frame), tmp_path / "d.parquet", row_group_size=50)
+    return frame
+
+
+def _trainer(tmp_path, objective: _LeastSquares) -> Trainer:
     source = nb.data.Parquet(tmp_path / "d.parquet", x=["one", "a", "b"], y="y", buffer_rows=64)
+    return Trainer(objective, source, LinearDecay(0.05, 600, 25), batch_size=32,
+                   generator=torch.Generator().manual_seed(0), max_steps=600)
+
+
+def test_the_trainer_runs_on_a_parquet_source(tmp_path):
+    n = 400
+    frame = _line_file(tmp_path, n)
     objective = _LeastSquares()
-    trainer = Trainer(objective, source, LinearDecay(0.05, 600, 25), batch_size=32,
-                      generator=torch.Generator().manual_seed(0), max_steps=600)
-    result = trainer.run()
+    result = _trainer(tmp_path, objective).run()
     assert result.n_steps == 600 and result.n_epochs == pytest.approx(600 / (n // 32))
     X = torch.tensor(frame[["one", "a", "b"]].to_numpy())
     ols = torch.linalg.lstsq(X, torch.tensor(frame["y"].to_numpy())[:, None]).solution[:, 0]
     # Adam's last iterate at step 0.005 jitters by about the step size around the optimum
     torch.testing.assert_close(objective.beta.detach(), ols, rtol=0, atol=0.05)
+
+
+def test_a_trainer_on_a_file_source_resumes_mid_pass_bit_identical(tmp_path):
+    _line_file(tmp_path)
+    whole = _trainer(tmp_path, _LeastSquares())
+    whole.run()
+    first = _trainer(tmp_path, _LeastSquares())
+    assert first.run(until=105) is None  # inside the 9th pass of 12 batches
+    save_state(first.state_dict(), tmp_path / "fit.pt")
+    objective = _LeastSquares()
+    resumed = _trainer(tmp_path, objective)
+    resumed.load_state_dict(load_state(tmp_path / "fit.pt"))
+    resumed.run()
+    assert resumed.trace == whole.trace
+    assert torch.equal(objective.beta.detach(), whole.objective.parameters()[0].detach())

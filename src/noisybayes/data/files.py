@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from noisybayes._checks import check_positive_int
+from noisybayes.data.shuffle import buffered_shuffle
 from noisybayes.engine.source import Batch
 
 __all__ = ["FileSource"]
@@ -75,22 +76,13 @@ class FileSource:
         """One pass in an order drawn from ``generator``; a ``batch_size`` of at least
         ``n_rows`` gives one batch of every row, as :class:`TensorSource` does."""
         batch_size = min(check_positive_int("batch_size", batch_size), max(self.n_rows, 1))
+        order = torch.randperm(len(self.pieces), generator=generator).tolist()
+        chunks = (chunk for index in order for chunk in self._read(self.pieces[index]))
         capacity = max(self.buffer_rows, batch_size)
-        held: list[torch.Tensor] = []
-        n_held = 0
-        for index in torch.randperm(len(self.pieces), generator=generator).tolist():
-            for chunk in self._read(self.pieces[index]):
-                held.append(chunk)
-                n_held += chunk.shape[0]
-                if n_held >= capacity:
-                    rows = _shuffled(torch.cat(held), generator)
-                    full = n_held - n_held % batch_size
-                    yield from self._cut(rows[:full], batch_size)
-                    held, n_held = [rows[full:]], n_held - full
-        if n_held:
-            rows = _shuffled(torch.cat(held), generator)
-            yield from self._cut(rows[: n_held - n_held % batch_size] if drop_last else rows,
-                                 batch_size)
+        for rows in buffered_shuffle(chunks, batch_size, capacity, generator,
+                                     drop_last=drop_last):
+            parts = rows[:, :-1].split([len(names) for names in self.inputs], dim=1)
+            yield tuple(part.contiguous() for part in parts), rows[:, -1].contiguous()
 
     def shard(self, rank: int, world_size: int) -> FileSource:
         """Rows ``n_rows * rank // world_size`` up to ``n_rows * (rank + 1) // world_size`` in
@@ -139,14 +131,3 @@ class FileSource:
                     "non-finite value"
                 )
         return torch.from_numpy(array)
-
-    def _cut(self, rows: torch.Tensor, batch_size: int) -> Iterator[Batch]:
-        widths = [len(names) for names in self.inputs]
-        for start in range(0, rows.shape[0], batch_size):
-            block = rows[start : start + batch_size]
-            parts = block[:, :-1].split(widths, dim=1)
-            yield tuple(part.contiguous() for part in parts), block[:, -1].contiguous()
-
-
-def _shuffled(rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    return rows[torch.randperm(rows.shape[0], generator=generator)]
