@@ -3,8 +3,8 @@
 The rows are a list of pieces, each a row range of one pyarrow fragment (a Parquet row
 group or a CSV file) whose length is known before the first pass. One pass visits the
 pieces in an order drawn from the generator, reads each in record batches, and cuts
-minibatches from a buffer of at least ``buffer_rows`` rows shuffled by the same generator:
-rows far apart in the files meet in one minibatch through the piece order, rows close
+minibatches from a buffer of at least ``buffer_rows`` rows shuffled by the same generator
+(:func:`~noisybayes.data.shuffle.buffered_shuffle`): rows far apart in the files meet in one minibatch through the piece order, rows close
 together are mixed by the buffer. A pass holds the buffer, one record batch and, for
 Parquet, the row group being decoded; never the whole data.
 """
