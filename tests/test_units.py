@@ -115,3 +115,22 @@ def test_a_non_finite_value_is_refused_naming_x_or_y(seed, row, col, bad):
         X[row, col] = bad
     with pytest.raises(ValueError, match="Input y contains" if col == 3 else "Input X contains"):
         nb.BayesianLinearRegression(method="exact", noise_scale=1.0).fit(X, y)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 1000), n=st.integers(1, 12), d=st.integers(0, 8),
+       dtype=st.sampled_from([np.float64, np.float32, np.int64, np.bool_]))
+def test_any_shape_and_dtype_gives_a_finite_answer_or_names_the_problem(seed, n, d, dtype):
+    """Default priors: a finite posterior (exactly where y is fitted exactly), or an error
+    naming what is wrong: too few rows or no columns."""
+    rng = np.random.default_rng(seed)
+    X = (rng.normal(size=(n, d)) * 3).astype(dtype)
+    y = rng.normal(size=n)
+    reg = nb.BayesianLinearRegression(fit_options={"max_steps": 50})
+    if n < 2 or d == 0:
+        with pytest.raises(ValueError, match="minimum of"):
+            reg.fit(X, y)
+        return
+    mean, sd = reg.fit(X, y).predict(X, return_std=True)
+    assert np.isfinite(reg.coef_).all() and np.isfinite(reg.noise_scale_)
+    assert np.isfinite(mean).all() and (sd > 0).all() and np.isfinite(sd).all()
