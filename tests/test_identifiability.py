@@ -9,7 +9,11 @@ import torch
 from torch.distributions import Exponential, MultivariateNormal
 
 import noisybayes as nb
-from noisybayes.estimators._identifiability import design_rank, separating_direction
+from noisybayes.estimators._identifiability import (
+    design_rank,
+    separating_direction,
+    zeros_direction,
+)
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +122,24 @@ def test_separation_is_found_by_the_linear_programme():
                                 fit_intercept=True)  # quasi-complete
     mixed = labels[[0, 1, 3, 2, 4, 5]]  # x = -1 labelled 1 and x = 1 labelled 0
     assert not separating_direction(x, mixed, fit_intercept=True)
+
+
+def test_zeros_isolated_by_a_direction_are_found():
+    group = torch.tensor([[1.0], [1.0], [0.0], [0.0], [0.0]], dtype=torch.float64)
+    counts = torch.tensor([0.0, 0.0, 3.0, 1.0, 2.0], dtype=torch.float64)
+    assert zeros_direction(group, counts, fit_intercept=True)  # a group of zeros only
+    assert zeros_direction(group, torch.zeros(5, dtype=torch.float64), fit_intercept=True)
+    line = torch.tensor([[-2.0], [-1.0], [0.5], [1.0], [2.0]], dtype=torch.float64)
+    # zeros below 0, counts above: no direction keeps the positive rows' means fixed
+    assert not zeros_direction(line, counts, fit_intercept=True)
+    assert not zeros_direction(group, counts + 1, fit_intercept=True)  # no zeros
+
+
+def test_a_count_model_with_a_flat_prior_refuses_a_group_of_zeros():
+    rng = np.random.default_rng(0)
+    group = np.repeat([0.0, 1.0], 20)[:, None]
+    counts = np.where(group[:, 0] == 1, 0, rng.poisson(3.0, 40))
+    with pytest.raises(ValueError, match=r"prior_scale=None .* zero counts that a direction in X"):
+        nb.BayesianGLM("poisson", prior_scale=None).fit(group, counts)
+    reg = nb.BayesianGLM("poisson", fit_options={"max_steps": 200}).fit(group, counts)
+    assert np.isfinite(reg.coef_).all()  # the default prior keeps it proper

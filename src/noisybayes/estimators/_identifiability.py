@@ -8,7 +8,8 @@
   or too heavy-tailed for a mean.
 * A bernoulli likelihood with a flat coefficient prior needs classes that no hyperplane
   separates (Albert & Anderson 1984): under separation the likelihood grows without bound
-  along the separating direction.
+  along the separating direction. Counts (log link) have the same failure where a direction
+  isolates the zeros (all counts zero, or zero wherever some column is positive).
 
 Ranks and separation are judged on the standardised columns, so on no particular units.
 """
@@ -23,8 +24,10 @@ __all__ = [
     "check_coefficients",
     "check_noise",
     "check_separation",
+    "check_zeros",
     "design_rank",
     "separating_direction",
+    "zeros_direction",
 ]
 
 
@@ -48,6 +51,25 @@ def separating_direction(x_std: torch.Tensor, y: torch.Tensor, fit_intercept: bo
                      bounds=(-1, 1), method="highs")
     scale = np.abs(signed).sum()
     return bool(result.status == 0 and -result.fun > 1e-9 * scale)
+
+
+def zeros_direction(x_std: torch.Tensor, y: torch.Tensor, fit_intercept: bool) -> bool:
+    """Whether counts ``y`` have a direction ``w`` with ``[1, x_i] . w = 0`` where ``y_i > 0``
+    and ``<= 0`` where ``y_i = 0``, ``< 0`` somewhere: along it the log-link likelihood
+    ``sum_i y_i eta_i - exp(eta_i)`` rises to a limit it never reaches (the zeros' means
+    go to 0). The linear programme, as ``separating_direction``'s:
+
+        max -sum_{y_i = 0} [1, x_i] . w   s.t. the above,  -1 <= w <= 1."""
+    design = torch.cat([torch.ones_like(x_std[:, :1]), x_std], 1) if fit_intercept else x_std
+    rows = design.double().numpy()
+    zeros, positive = rows[(y == 0).numpy()], rows[(y > 0).numpy()]
+    if len(zeros) == 0:
+        return False
+    result = linprog(zeros.sum(0), A_ub=zeros, b_ub=np.zeros(len(zeros)),
+                     A_eq=positive if len(positive) else None,
+                     b_eq=np.zeros(len(positive)) if len(positive) else None,
+                     bounds=(-1, 1), method="highs")
+    return bool(result.status == 0 and -result.fun > 1e-9 * np.abs(zeros).sum())
 
 
 def check_coefficients(prior_scale: object, rank: int, n_columns: int, n_rows: int) -> None:
@@ -85,4 +107,17 @@ def check_separation(prior_scale: object, x_std: torch.Tensor, y: torch.Tensor,
             "hyperplane in X separates: the likelihood grows without bound along it "
             "(separation), so the posterior is improper and the coefficients would be "
             "arbitrarily large. Give prior_scale='auto' or a number"
+        )
+
+
+def check_zeros(prior_scale: object, x_std: torch.Tensor, y: torch.Tensor,
+                fit_intercept: bool) -> None:
+    """Refuse a flat coefficient prior for counts whose zeros a direction of ``X`` isolates
+    (``zeros_direction``): no mode, an improper posterior."""
+    if prior_scale is None and zeros_direction(x_std, y, fit_intercept):
+        raise ValueError(
+            "prior_scale=None (a flat prior on the coefficients) with zero counts that a "
+            "direction in X isolates from the others (all counts zero, or zero wherever a "
+            "column is positive): the likelihood rises without bound towards means of 0 there, "
+            "so the posterior is improper. Give prior_scale='auto' or a number"
         )

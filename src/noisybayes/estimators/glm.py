@@ -38,6 +38,7 @@ from noisybayes.estimators._identifiability import (
     check_coefficients,
     check_noise,
     check_separation,
+    check_zeros,
     design_rank,
 )
 from noisybayes.infer.fit import fit
@@ -141,6 +142,8 @@ def _check_identified(spec: GLMSpec, model: GLMModel, X: torch.Tensor, y: torch.
     check_coefficients(spec.prior_scale, rank, X.shape[1] + int(spec.fit_intercept), len(y))
     if spec.family == "bernoulli":
         check_separation(spec.prior_scale, x_std, y, spec.fit_intercept)
+    if spec.family in ("poisson", "negative_binomial"):
+        check_zeros(spec.prior_scale, x_std, y, spec.fit_intercept)
     if spec.family not in CONTINUOUS or spec.noise_scale is not None:
         return True
     noise_prior = model.param_specs["sigma"].prior
