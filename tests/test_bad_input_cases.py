@@ -143,6 +143,8 @@ CASES = [
     ("mixed label types, network",
      lambda: nb.BNNClassifier(n_epochs=1).fit(X, np.array([1, "a"] * 15, dtype=object)),
      TypeError, ["y must hold labels of one type"]),
+    ("network on one row", lambda: nb.BNNRegressor(n_epochs=1).fit(X[:1], Y[:1]),
+     ValueError, ["1 sample", "minimum of 2"]),
     ("network hidden width zero", lambda: nb.BNNRegressor(hidden=0, n_epochs=1).fit(X, Y),
      ValueError, ["hidden must hold integers >= 1", "0"]),
     ("network likelihood unknown",

@@ -240,8 +240,9 @@ class BNNRegressor(RegressorMixin, _BNN):
     def fit(self, X: Any, y: Any) -> BNNRegressor:
         """Fit the posterior to ``X`` ``(N, d)`` and ``y`` ``(N,)``; returns ``self``."""
         check_choice("likelihood", self.likelihood, _REGRESSION_LIKELIHOODS)
-        X_a, y_a = validate_data(
-            self, array_input("X", X), array_input("y", y), dtype=np.float32, y_numeric=True
+        X_a, y_a = validate_data(  # 2 rows at least: y's sd sets the units of the prior
+            self, array_input("X", X), array_input("y", y), dtype=np.float32, y_numeric=True,
+            ensure_min_samples=2,
         )
         y_t = torch.as_tensor(np.asarray(y_a, dtype=np.float32))
         y_mean, y_scale = location_and_scale(y_t[:, None], centre=True)
