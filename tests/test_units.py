@@ -134,3 +134,19 @@ def test_any_shape_and_dtype_gives_a_finite_answer_or_names_the_problem(seed, n,
     mean, sd = reg.fit(X, y).predict(X, return_std=True)
     assert np.isfinite(reg.coef_).all() and np.isfinite(reg.noise_scale_)
     assert np.isfinite(mean).all() and (sd > 0).all() and np.isfinite(sd).all()
+
+
+@settings(max_examples=3, deadline=None)
+@given(sx=scales)
+def test_a_count_model_is_unit_free(sx):
+    """Counts have no units; a column's units move only its coefficient, by ``1 / sx``."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(60, 2))
+    counts = rng.poisson(np.exp(0.5 + X @ np.array([0.4, -0.3])))
+    base = nb.BayesianGLM("poisson", fit_options=QUICK).fit(X, counts)
+    scaled = nb.BayesianGLM("poisson", fit_options=QUICK).fit(X * sx, counts)
+    sd = base.posterior_.sd["coef"].numpy()
+    assert np.all(np.abs(scaled.coef_ * sx - base.coef_) / sd < 0.1)
+    rate, rate_s = base.predict(X), scaled.predict(X * sx)
+    eta_sd = base.predict_distribution(X).epistemic_sd / rate  # sd(exp eta) / mean ~ sd(eta)
+    assert np.all(np.abs(rate_s / rate - 1) < 0.1 * eta_sd.numpy() + 1e-3)
