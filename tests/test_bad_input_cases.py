@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.exceptions import NotFittedError
+from torch.distributions import Exponential
 
 import noisybayes as nb
 
@@ -95,6 +96,15 @@ CASES = [
      TypeError, ["prior_scale must be a number > 0", "'big'"]),
     ("noise_prior of the wrong kind", lambda: _linear(noise_prior=3).fit(X, Y),
      TypeError, ["noise_prior must be a torch Distribution", "3"]),
+    ("noise_prior of several values",
+     lambda: _linear(noise_prior=Exponential(torch.ones(3))).fit(X, Y),
+     ValueError, ["noise_prior must be a distribution of one scalar", "(3,)"]),
+    ("df_prior of several values", lambda: nb.StudentTLinearRegression(
+        df_prior=Exponential(torch.ones(2)), fit_options=QUICK).fit(X, Y),
+     ValueError, ["df_prior must be a distribution of one scalar", "(2,)"]),
+    ("dispersion_prior of several values", lambda: nb.BayesianGLM(
+        "negative_binomial", dispersion_prior=Exponential(torch.ones(2))).fit(X, np.abs(Y) // 1),
+     ValueError, ["dispersion_prior must be a distribution of one scalar"]),
     ("noise_scale zero", lambda: _linear(noise_scale=0.0).fit(X, Y),
      ValueError, ["noise_scale must be > 0"]),
     ("method unknown", lambda: _linear(method="mcmc").fit(X, Y),

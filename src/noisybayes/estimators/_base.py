@@ -105,9 +105,17 @@ def coef_prior(
 
 
 def resolve_prior(name: str, value: Any, auto: Distribution) -> Distribution | None:
-    """The prior that argument ``name`` asks for: a torch Distribution as given, ``None``
-    (flat), or ``auto`` for ``"auto"``."""
-    if value is None or isinstance(value, Distribution):
+    """The prior that argument ``name`` asks for: a torch Distribution of one scalar as given,
+    ``None`` (flat), or ``auto`` for ``"auto"``."""
+    if value is None:
+        return value
+    if isinstance(value, Distribution):
+        shape = tuple(value.batch_shape + value.event_shape)
+        if shape:
+            raise ValueError(
+                f"{name} must be a distribution of one scalar (batch and event shape ()), got "
+                f"shape {shape}: {value!r}. Give one number's prior, e.g. Exponential(1.0)"
+            )
         return value
     if isinstance(value, str):
         check_choice(name, value, ("auto",))
