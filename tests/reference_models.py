@@ -119,3 +119,36 @@ def _label(column: str) -> str:
         return column
     base, index = column.rstrip("]").split("[")
     return f"{base}[{int(index) - 1}]"
+
+
+EIGHT_SCHOOLS = "eight_schools-eight_schools_noncentered"
+
+
+class EightSchools(nb.Model):
+    """``y_j ~ Normal(theta_j, sigma_j)``, ``theta_j ~ Normal(mu, tau)``, ``mu ~ Normal(0, 5)``,
+    ``tau ~ HalfCauchy(5)``; ``centred`` as in ``nb.param``."""
+
+    def __init__(self, n_schools: int, centred: bool | None = None) -> None:
+        super().__init__()
+        f64 = torch.float64
+        self.mu = nb.param(Normal(torch.tensor(0.0, dtype=f64), 5.0))
+        self.tau = nb.param(HalfCauchy(torch.tensor(5.0, dtype=f64)))
+        self.theta = nb.param(lambda m: Normal(m.mu, m.tau), shape=(n_schools,), centred=centred)
+
+    def forward(self, sigma: torch.Tensor) -> Normal:
+        return Normal(self.theta, sigma)
+
+
+def load_eight_schools(centred: bool | None = None) -> Reference:
+    """Eight schools (Rubin 1981) with a dependent prior; ``x`` holds the known ``sigma_j``.
+    The reference draws are of the centred ``theta`` (skips if the data is absent)."""
+    folder = POSTERIORDB / EIGHT_SCHOOLS
+    if not folder.exists():
+        pytest.skip(f"reference posteriors not found at {folder} (../shared/data is absent)")
+    data = json.loads((folder / "data.json").read_text())
+    draws = pd.read_csv(folder / "reference_draws.csv").drop(columns="chain")
+    x = torch.tensor(data["sigma"], dtype=torch.float64)
+    y = torch.tensor(data["y"], dtype=torch.float64)
+    model = EightSchools(int(data["J"]), centred)
+    renamed = {c: _label(c) for c in draws.columns}
+    return Reference(EIGHT_SCHOOLS, model, x, y, draws.rename(columns=renamed))

@@ -13,10 +13,19 @@ from noisybayes.model.param import ParamSpec
 __all__ = ["Model"]
 
 
+def _initial(spec: ParamSpec) -> torch.Tensor:
+    """The attribute's value before a fit: the image of 0, or zeros while a conditional
+    prior's support is not yet known."""
+    if spec.transform is None:
+        return torch.zeros(spec.shape)
+    return spec.transform(torch.zeros(spec.unconstrained_shape))
+
+
 class Model(nn.Module):
     """A probabilistic regression model written like an ordinary PyTorch module.
 
-    Declare parameters in ``__init__`` with ``self.name = nb.param(prior, ...)``; write
+    Declare parameters in ``__init__`` with ``self.name = nb.param(prior, ...)`` (a prior
+    may read other parameters: ``nb.param(lambda m: Normal(m.mu, m.tau), shape=(J,))``); write
     ``forward(*x)`` for ONE draw of the parameters (read them as ``self.name``) and return
     a ``torch.distributions.Distribution`` over ``y`` whose batch + event shape is
     ``y.shape``. Inference evaluates many draws at once by swapping the values in with
@@ -37,8 +46,7 @@ class Model(nn.Module):
                 specs = OrderedDict()
                 object.__setattr__(self, "_param_specs", specs)
             specs[name] = value
-            initial = value.transform(torch.zeros(value.unconstrained_shape))
-            self.register_buffer(name, initial, persistent=False)
+            self.register_buffer(name, _initial(value), persistent=False)
             return
         super().__setattr__(name, value)
 
