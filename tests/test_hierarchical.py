@@ -244,9 +244,10 @@ def test_eight_schools_centred_is_flagged():
 
 def test_eight_schools_noncentred_matches_stan():
     """Non-centred by default. The full-rank Gaussian over ``(z, mu, log tau)`` is usable
-    (k-hat <= 0.7) but not exact: its ``tau`` (right-skewed) and the outlying schools'
-    ``theta`` miss the tolerances, so ``mu`` is checked on ``q`` itself and every parameter
-    on the PSIS-reweighted moments that ``check()`` recommends."""
+    but not exact: k-hat from 100,000 draws lies between about 0.64 and 0.71 over seeds, just
+    under the 0.7 line at this seed, and ``q``'s ``tau`` (right-skewed) and the outlying
+    schools' ``theta`` miss the tolerances. So ``mu`` is checked on ``q`` itself and every
+    parameter on the PSIS-reweighted moments that ``check()`` recommends."""
     ref = load_eight_schools()
     post = nb.fit(ref.model, ref.x, ref.y, family="fullrank", seed=0, progress=False)
     report = post.check(seed=0)
