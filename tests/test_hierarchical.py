@@ -95,6 +95,80 @@ def test_centred_and_noncentred_agree_up_to_the_jacobian():
         )
 
 
+class ThreeLevels(nb.Model):
+    """``theta_i ~ N(group[index_i], tau)``, ``group_k ~ N(mu, tau)``: a prior that reads a
+    conditional parameter, declared before it, and indexes it with a buffer."""
+
+    def __init__(self, centred: bool | None = None) -> None:
+        super().__init__()
+        self.theta = nb.param(lambda m: Normal(m.group[m.index], m.tau), shape=(6,),
+                              centred=centred)
+        self.group = nb.param(lambda m: Normal(m.mu, m.tau), shape=(3,), centred=centred)
+        self.mu = nb.param(Normal(torch.tensor(0.0, dtype=F64), 1.0))
+        self.tau = nb.param(HalfNormal(torch.tensor(1.0, dtype=F64)))
+        self.register_buffer("index", torch.tensor([0, 0, 1, 1, 2, 2]))
+
+    def forward(self, x: torch.Tensor) -> Normal:
+        return Normal(self.theta, 1.0)
+
+
+def test_three_levels_noncentred_agree_with_centred_up_to_the_jacobian():
+    """Both ``group`` (3) and ``theta`` (6) are ``loc + tau * z``: ``log|det J| = 9 log tau``."""
+    centred, c_joint = joint_of(ThreeLevels(centred=True))
+    noncentred, n_joint = joint_of(ThreeLevels())
+    x, y = torch.zeros(6, dtype=F64), torch.linspace(-1.0, 1.0, 6, dtype=F64)
+    u = torch.randn(4, 11, generator=torch.Generator().manual_seed(4), dtype=F64)
+    for row in u:
+        values = noncentred.values(row)
+        z_group, mu, tau = row[6:9], row[9], row[10].exp()
+        torch.testing.assert_close(values["group"], mu + tau * z_group)
+        torch.testing.assert_close(values["theta"], values["group"][ThreeLevels().index]
+                                   + tau * row[:6])
+        torch.testing.assert_close(
+            n_joint.single(row, (x,), y, 1.0),
+            c_joint.single(centred.unconstrain(values), (x,), y, 1.0) + 9 * row[10],
+        )
+
+
+def test_a_prior_reads_parameters_of_submodules():
+    class Inner(nb.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mu = nb.param(Normal(0.0, 1.0))
+            self.theta = nb.param(lambda m: Normal(m.mu, 1.0), shape=(2,))
+
+        def forward(self, x):
+            return Normal(x, 1.0)
+
+    class Outer(nb.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.b = nb.param(lambda m: Normal(m.inner.mu, 2.0))
+            self.inner = Inner()
+
+        def forward(self, x):
+            return self.inner(x)
+
+    layout = ParamLayout(Outer())
+    assert layout.names == ["b", "inner.mu", "inner.theta"]
+    values = layout.values(torch.tensor([0.5, -1.0, 0.2, 0.3]))
+    theta = torch.tensor([-1.0 + 0.2, -1.0 + 0.3])  # inner.theta = inner.mu + z
+    torch.testing.assert_close(values["inner.theta"], theta)
+    assert float(values["b"]) == -1.0 + 2.0 * 0.5  # b = inner.mu + 2 z
+    expected = (
+        Normal(-1.0, 2.0).log_prob(values["b"])
+        + Normal(0.0, 1.0).log_prob(torch.tensor(-1.0))
+        + Normal(-1.0, 1.0).log_prob(theta).sum()
+    )
+    torch.testing.assert_close(layout.log_prior(values), expected)
+
+
+def test_a_conditional_prior_alone_has_no_log_density():
+    spec = nb.param(lambda m: Normal(m.mu, 1.0))
+    with pytest.raises(ValueError, match=re.escape("evaluate it with ParamLayout.log_prior")):
+        spec.log_prior(torch.tensor(0.0))  # type: ignore[attr-defined]
+
+
 def test_batched_values_and_round_trip():
     layout = ParamLayout(Groups())
     u = points(7, seed=3)
