@@ -141,8 +141,9 @@ def param(
 
     A prior may depend on other parameters, ``p(theta | mu, tau)``: pass a callable taking
     the model and returning the distribution, ``nb.param(lambda m: Normal(m.mu, m.tau),
-    shape=(J,))``. It is evaluated at the current values of the parameters it reads (one
-    draw at a time, so write it for single values), in an order the model's layout works
+    shape=(J,))``; there ``m.name`` is the current value of parameter ``name`` (of ``m`` or
+    of a submodule, ``m.sub.name``) and any other attribute is the model's own. It is
+    evaluated one draw at a time (so write it for single values), in an order the layout works
     out from what each prior reads; a cycle is an error. Its support is ``support`` if
     given, else the support of the distribution it returns with every parameter it reads
     at its starting value (the image of 0 in the unconstrained space).
