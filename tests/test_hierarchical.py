@@ -324,6 +324,9 @@ def test_eight_schools_noncentred_matches_stan():
     parameter on the PSIS-reweighted moments that ``check()`` recommends."""
     ref = load_eight_schools()
     post = nb.fit(ref.model, ref.x, ref.y, family="fullrank", seed=0, progress=False)
+    draws, free = post.sample(500, seed=1), post.sample_unconstrained(500, seed=1)
+    theta = draws["mu"][:, None] + draws["tau"][:, None] * free[:, 2:]  # mu, log tau, z
+    torch.testing.assert_close(draws["theta"], theta)  # draws report the centred theta
     report = post.check(seed=0)
     assert report.khat <= 0.7
     assert report.reading != "good"
