@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--plot", metavar="FILE", type=Path, help="write the figure (PNG)")
     demo.add_argument("--json", metavar="FILE", type=Path, help="write all numbers (JSON)")
-    demo.add_argument("--quick", action="store_true", help="100 epochs instead of 200")
+    demo.add_argument("--quick", action="store_true",
+                      help="100 epochs instead of 200 (with --layers: 300 instead of 2000)")
     demo.add_argument("--layers", action="store_true",
                       help="instead: one network trained with nothing, dropout, noise on its "
                       "layers' outputs and as a Bayesian network, on a nonlinear regression")
