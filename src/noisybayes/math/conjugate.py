@@ -210,7 +210,9 @@ class NoiseGridPosterior:
         loc, var = self._conditionals()
         p = self.s.shape[0]
         eps = torch.randn(n, p + 1, dtype=loc.dtype, generator=generator)
-        rotated = loc[k] + var[k].sqrt() * eps[:, :p]
+        # gamma = V (loc + var^(1/2) V^T eps): the same draws whatever signs and null-space
+        # basis the singular vectors came with
+        rotated = loc[k] + var[k].sqrt() * (eps[:, :p] @ self.V)
         beta = (rotated @ self.V.T) * self.prior_sd
         sigma = self.sigma[k]
         if not self.intercept:
