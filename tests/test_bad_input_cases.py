@@ -67,6 +67,11 @@ CASES = [
      lambda: nb.BayesianGLM("gaussian", "log", fit_options=QUICK).fit(
          RNG.normal(size=(6, 8)), np.abs(Y[:6])),
      ValueError, ["link='log'", "no mode"]),
+    ("y an exact linear function of X", lambda: _linear().fit(X, 2 * X[:, 0] - 1),
+     ValueError, ["y must not be an exact linear function of X", "27 rows", "noise_scale"]),
+    ("y an exact linear function of X, student-t",
+     lambda: nb.StudentTLinearRegression(fit_options=QUICK).fit(X, X[:, 1]),
+     ValueError, ["y must not be an exact linear function of X"]),
     ("flat prior, exact fit with a learned noise",
      lambda: _linear(prior_scale=None).fit(RNG.normal(size=(6, 5)), Y[:6]),
      ValueError, ["fits y exactly", "prior_scale"]),

@@ -26,6 +26,7 @@ __all__ = [
     "check_separation",
     "check_zeros",
     "design_rank",
+    "fits_exactly",
     "separating_direction",
     "zeros_direction",
 ]
@@ -84,10 +85,29 @@ def check_coefficients(prior_scale: object, rank: int, n_columns: int, n_rows: i
         )
 
 
-def check_noise(argument: str, prior: object, rank: int, n_rows: int) -> bool:
+def fits_exactly(x_std: torch.Tensor, y_std: torch.Tensor, fit_intercept: bool) -> bool:
+    """Whether least squares on ``[1, x_std]`` leaves no residual beyond rounding:
+    ``|y - D b|^2 <= 1e-20 |y|^2`` for the standardised ``y_std``."""
+    design = torch.cat([torch.ones_like(x_std[:, :1]), x_std], 1) if fit_intercept else x_std
+    target = y_std.double()
+    solution = torch.linalg.lstsq(design.double(), target[:, None], driver="gelsd").solution
+    residual = target - (design.double() @ solution)[:, 0]
+    return bool(residual.pow(2).sum() <= 1e-20 * target.pow(2).sum())
+
+
+def check_noise(argument: str, prior: object, rank: int, n_rows: int, exact: bool) -> bool:
     """Whether the data leave a residual for a learned noise scale: ``False`` when the design
-    of rank ``rank`` fits all ``n_rows`` exactly; raises if the noise prior (named
-    ``argument``) is flat and fewer than 2 rows are left over."""
+    of rank ``rank`` fits all ``n_rows`` (``exact``: ``fits_exactly``); raises if the noise
+    prior (named ``argument``) is flat and fewer than 2 rows are left over, or if ``y`` is
+    fitted exactly with rows to spare: ``p(sigma | y)`` then grows like
+    ``sigma^-(n_rows - rank)`` at 0, an improper posterior whatever the prior."""
+    if exact and n_rows > rank:
+        raise ValueError(
+            f"y must not be an exact linear function of X for a learned noise scale, got a "
+            f"residual of 0 with {n_rows - rank} rows beyond the design's rank {rank}: the "
+            f"noise scale's posterior piles up at 0 (improper). Give a known noise_scale, or "
+            f"check that y is not computed from X"
+        )
     if prior is None and n_rows < rank + 2:
         raise ValueError(
             f"{argument}=None (a flat prior on the noise scale) needs at least 2 more rows "
@@ -95,7 +115,7 @@ def check_noise(argument: str, prior: object, rank: int, n_rows: int) -> bool:
             f"little information for the noise scale (its posterior is improper). Give "
             f"{argument}='auto' or a Distribution, a known noise_scale, or more rows"
         )
-    return n_rows > rank
+    return not exact
 
 
 def check_separation(prior_scale: object, x_std: torch.Tensor, y: torch.Tensor,

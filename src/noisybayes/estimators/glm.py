@@ -40,6 +40,7 @@ from noisybayes.estimators._identifiability import (
     check_separation,
     check_zeros,
     design_rank,
+    fits_exactly,
 )
 from noisybayes.infer.fit import fit
 from noisybayes.infer.posterior import GaussianPosterior
@@ -147,7 +148,10 @@ def _check_identified(spec: GLMSpec, model: GLMModel, X: torch.Tensor, y: torch.
     if spec.family not in CONTINUOUS or spec.noise_scale is not None:
         return True
     noise_prior = model.param_specs["sigma"].prior
-    return check_noise(spec.dispersion_argument, noise_prior, rank, len(y))
+    exact = rank >= len(y) or (
+        spec.link == "identity" and fits_exactly(x_std, model.standardise_y(y), spec.fit_intercept)
+    )
+    return check_noise(spec.dispersion_argument, noise_prior, rank, len(y), exact)
 
 
 def _without_mode(spec: GLMSpec, model: GLMModel, X: torch.Tensor, y: torch.Tensor):
