@@ -148,5 +148,5 @@ def test_a_count_model_is_unit_free(sx):
     sd = base.posterior_.sd["coef"].numpy()
     assert np.all(np.abs(scaled.coef_ * sx - base.coef_) / sd < 0.1)
     rate, rate_s = base.predict(X), scaled.predict(X * sx)
-    eta_sd = base.predict_distribution(X).epistemic_sd / rate  # sd(exp eta) / mean ~ sd(eta)
-    assert np.all(np.abs(rate_s / rate - 1) < 0.1 * eta_sd.numpy() + 1e-3)
+    eta_sd = base.predict_distribution(X).epistemic_sd.numpy() / rate  # sd(e^eta) / mean
+    assert np.all(np.abs(rate_s / rate - 1) < 0.1 * eta_sd + 1e-3)
