@@ -137,3 +137,26 @@ def test_an_estimator_exports_on_the_users_scale():
     np.testing.assert_allclose(held_out.observed_data["y"].values, y[:7])
     with pytest.raises(ValueError, match=r"to_arviz\(\) needs both X and y, got y=None"):
         reg.to_arviz(X[:7])
+
+
+def test_an_estimator_exports_one_chain_with_coefficients_named_after_the_features():
+    """A DataFrame's column names become the ``feature`` coordinates of ``coef``; the draws
+    sit in one chain, so ``az.summary`` cannot print a reassuring r_hat of 1.0."""
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    X = pd.DataFrame(rng.normal(size=(60, 3)), columns=["age", "bmi", "bp"])
+    y = X.to_numpy() @ np.array([1.0, -2.0, 0.5]) + rng.normal(size=60)
+    reg = nb.BayesianLinearRegression(seed=0).fit(X, y)
+    idata = reg.to_arviz(n_draws=200)
+    coef = idata.posterior["coef"]
+    assert coef.dims == ("chain", "draw", "feature")
+    assert list(coef["feature"].values) == ["age", "bmi", "bp"]
+    assert idata.posterior.sizes["chain"] == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = az.summary(idata, var_names=["coef"])
+    assert list(table.index) == ["coef[age]", "coef[bmi]", "coef[bp]"]
+    assert table["r_hat"].isna().all()
+    unnamed = nb.BayesianLinearRegression(seed=0).fit(X.to_numpy(), y).to_arviz(n_draws=20)
+    assert list(unnamed.posterior["coef"]["feature"].values) == ["x0", "x1", "x2"]

@@ -313,6 +313,10 @@ NN_CASES = [
     ("train with a negative temperature", lambda: nb.nn.train(
         _net(), _XN, _YN, likelihood=nb.nn.Gaussian(), n_epochs=1, temperature=-1.0),
      ValueError, ["temperature must be a finite number >= 0"]),
+    ("train with a likelihood named, not built",
+     lambda: nb.nn.train(_net(), _XN, _YN, likelihood="gaussian", n_epochs=1),
+     TypeError, ["likelihood must be a nb.nn.Likelihood object", "nb.nn.Gaussian()",
+                 "'gaussian'"]),
     ("train rows differ",
      lambda: nb.nn.train(_net(), _XN, _YN[:-1], likelihood=nb.nn.Gaussian(), n_epochs=1),
      ValueError, ["y must have as many rows as x (20)", "19"]),

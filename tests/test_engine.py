@@ -284,3 +284,24 @@ def test_the_optimiser_step_is_a_swappable_part():
     Trainer(objective, _rows(), schedule, batch_size=10, optimizer=sgd,
             generator=torch.Generator().manual_seed(0), max_steps=100).run()
     assert objective.seen == pytest.approx([1 - 0.9**t for t in range(10)], abs=1e-15)
+
+
+class _Exploding(_Quadratic):
+    """A loss that is NaN from the first step, in the parameters' dtype."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.p = torch.zeros(1, dtype=dtype, requires_grad=True)
+
+    def loss(self, batch):
+        return self.p.sum() * float("nan")
+
+
+@pytest.mark.parametrize(("dtype", "advised"), [(torch.float32, True), (torch.float64, False)])
+def test_a_divergence_advises_float64_only_when_not_already_in_it(dtype, advised):
+    trainer = Trainer(_Exploding(dtype), _rows(), StallSchedule(0.1, 10, 2, 1), batch_size=10,
+                      generator=torch.Generator().manual_seed(0), max_steps=20,
+                      max_recoveries=0, progress=False)
+    with pytest.raises(nb.DivergenceError, match="loss diverged") as error:
+        trainer.run()
+    assert ("fit in float64" in str(error.value)) is advised

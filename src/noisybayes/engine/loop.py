@@ -226,10 +226,16 @@ class Trainer:
                 f"(step {self.step} in all; mean loss of the last steps before it: {previous})"
                 f"{tried}; lower the learning rate (the first was "
                 f"{self.schedule.learning_rate(0):.3g}), check the data's scale and the "
-                "priors, or fit in float64"
+                f"priors{self._float64_advice()}"
             )
         _assign(self.params, self.answer)
         self.optimizer = self.make_optimizer(self.params, self.schedule.diverged())
+
+    def _float64_advice(self) -> str:
+        """``", or fit in float64"`` unless the parameters already are."""
+        if all(p.dtype == torch.float64 for p in self.params):
+            return ""
+        return ", or fit in float64"
 
     def _finish(self, converged: bool, reason: str) -> None:
         if self.schedule.answer == "average":

@@ -295,14 +295,18 @@ class RegressionEstimator(BaseEstimator):
         X: Any = None,
         y: Any = None,
         *,
-        n_chains: int = 4,
+        n_chains: int = 1,
         n_draws: int = 1000,
         seed: int | None = None,
     ) -> InferenceData:
         """An ArviZ ``InferenceData`` on the user's scale: the posterior of ``intercept``,
         ``coef`` (and the noise), and the observed ``y``, its posterior predictive draws and
         pointwise log-likelihood in ``y``'s units, at the fit's data or at ``X`` and ``y``
-        (so ``az.loo`` compares with models fitted to the unstandardised response)."""
+        (so ``az.loo`` compares with models fitted to the unstandardised response).
+
+        ``coef``'s dimension is ``feature``, with the column names as coordinates
+        (``x0, x1, ...`` without names). The draws are independent, in one chain by default,
+        so ArviZ's chain diagnostics (r_hat) are not shown as if they meant something."""
         check_is_fitted(self, "posterior_")
         if X is None and y is None:
             x_std = y_std = None
@@ -313,9 +317,13 @@ class RegressionEstimator(BaseEstimator):
             x_std = self._standardised(X)
             y_std = self._standardised_y(y, x_std.dtype)
         seed = self.seed if seed is None else seed
+        names = getattr(self, "feature_names_in_", None)
+        if names is None:
+            names = [f"x{i}" for i in range(self.n_features_in_)]
         return self.posterior_.to_arviz(
             x_std, y_std, n_chains=n_chains, n_draws=n_draws, seed=seed,
-            response=self._response_shift_scale(),
+            response=self._response_shift_scale(), dims={"coef": ["feature"]},
+            coords={"feature": [str(n) for n in names]},
         )
 
     def summary(self, hdi_prob: float = 0.94):

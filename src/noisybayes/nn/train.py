@@ -65,6 +65,11 @@ def train(
     Raises:
         DivergenceError: the loss became NaN or infinite (names the epoch and step).
     """
+    if not isinstance(likelihood, Likelihood):
+        raise TypeError(
+            "likelihood must be a nb.nn.Likelihood object, trained with the network (e.g. "
+            f"nb.nn.Gaussian()), got {likelihood!r}"
+        )
     n_epochs = check_positive_int("n_epochs", n_epochs)
     batch_size = check_positive_int("batch_size", batch_size)
     if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < math.inf):
