@@ -82,7 +82,7 @@ class _BNN(BaseEstimator):
         n_components: int = 1,
         n_predict_samples: int = 200,
         seed: int | None = 0,
-        progress: bool = False,
+        progress: bool | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
         self.hidden = hidden
@@ -197,6 +197,8 @@ class BNNRegressor(RegressorMixin, _BNN):
             which mostly improves the predictive log-likelihood. They share one likelihood.
         n_predict_samples: weight draws per prediction. seed: randomness of fit and predict
             (on a GPU the weight noise comes from the device's own generator).
+        progress: a progress bar with the loss while training; ``None`` (default) shows it
+            only when stderr is a terminal, so a person at a shell sees it and logs do not.
         device: where the network trains and predicts; results return on the CPU.
 
     Fitted attributes: ``model_`` (the network, or a ``Mixture`` of ``n_components``),
@@ -220,7 +222,7 @@ class BNNRegressor(RegressorMixin, _BNN):
         n_components: int = 1,
         n_predict_samples: int = 200,
         seed: int | None = 0,
-        progress: bool = False,
+        progress: bool | None = None,
         device: str | torch.device = "cpu",
         likelihood: RegressionLikelihood = "gaussian",
         df: float | None = None,
