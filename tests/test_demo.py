@@ -128,3 +128,28 @@ def test_fixed_differs_from_the_seed_in_few_lines():
     diff = difflib.unified_diff(body(seed_original), body(seed_fixed), lineterm="", n=0)
     changed = [d for d in diff if d[:1] in "+-" and not d.startswith(("+++", "---"))]
     assert 10 < len(changed) < 60
+
+
+def test_the_figure_draws_the_exact_slope_density_from_its_closed_form():
+    """The Student-t marginal (n - 3 degrees of freedom) integrates to 1 and has the sd of
+    the library's exact flat-prior posterior; a band's coverage counts the points inside."""
+    import numpy as np
+
+    import noisybayes as nb
+    from noisybayes.cli.demo_plot import _coverage, _exact_slope_density
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-5, 5, 300)
+    y = 1 + 3 * x + 2 * rng.normal(size=300)
+    exact = nb.BayesianLinearRegression(method="exact", prior_scale=None,
+                                        noise_prior=None).fit(x[:, None], y)
+    mean, sd = exact.summary().loc["coef[0]", ["mean", "sd"]]
+    grid = np.linspace(mean - 12 * sd, mean + 12 * sd, 20_001)
+    density = _exact_slope_density(x, y, grid)
+    step = grid[1] - grid[0]
+    assert abs(density.sum() * step - 1) < 1e-6
+    moment = ((grid - mean) ** 2 * density).sum() * step
+    assert abs(np.sqrt(moment) / sd - 1) < 1e-4
+    grid_x = np.array([-5.0, 5.0])
+    assert _coverage(x, y, grid_x, np.array([-1e9, -1e9]), np.array([1e9, 1e9])) == 1.0
+    assert _coverage(x, y, grid_x, 1 + 3 * grid_x, 1 + 3 * grid_x + 1e9) == (y >= 1 + 3 * x).mean()

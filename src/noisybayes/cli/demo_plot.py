@@ -1,9 +1,10 @@
 """The demo's figure: what the seed's recipe learns against the exact posterior.
 
 Three panels: (a) the learned sds by epoch, the recipe's against the fixed version's, with
-the exact posterior sds as horizontal lines; (b) the slope's posterior density by method;
-(c) the exact posterior predictive band over the data, with the band the seed's recipe
-implies at its last epoch.
+the exact posterior sds as horizontal lines; (b) the slope's posterior density by method
+(the exact one from its closed form); (c) the exact posterior predictive band over the
+data, with the band the seed's recipe implies at its last epoch, each legend saying what
+share of the data its band holds.
 """
 
 from __future__ import annotations
@@ -24,6 +25,31 @@ _Z94 = 1.880794  # the 97th percentile of N(0, 1): a central 94% interval is mea
 
 def _normal_pdf(grid: np.ndarray, loc: float, scale: float) -> np.ndarray:
     return np.exp(-0.5 * ((grid - loc) / scale) ** 2) / (scale * math.sqrt(2 * math.pi))
+
+
+def _exact_slope_density(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The exact marginal density of the slope under flat priors on (intercept, slope,
+    sigma): Student-t with ``n - 3`` degrees of freedom, centred at least squares, scale
+    ``sqrt(RSS / (n - 3) (X^T X)^{-1}_11)`` (sigma integrated out)."""
+    design = np.column_stack([np.ones_like(x), x])
+    gram = design.T @ design
+    coef = np.linalg.solve(gram, design.T @ y)
+    dof = x.shape[0] - 3
+    rss = float(((y - design @ coef) ** 2).sum())
+    scale = math.sqrt(rss / dof * np.linalg.inv(gram)[1, 1])
+    t = (grid - coef[1]) / scale
+    log_norm = (math.lgamma((dof + 1) / 2) - math.lgamma(dof / 2)
+                - 0.5 * math.log(dof * math.pi) - math.log(scale))
+    return np.exp(log_norm - (dof + 1) / 2 * np.log1p(t**2 / dof))
+
+
+def _coverage(x: np.ndarray, y: np.ndarray, grid: np.ndarray, lower: np.ndarray,
+              upper: np.ndarray) -> float:
+    """The fraction of the points ``(x, y)`` inside a band given on ``grid``."""
+    order = np.argsort(grid)
+    low = np.interp(x, grid[order], lower[order])
+    high = np.interp(x, grid[order], upper[order])
+    return float(((y >= low) & (y <= high)).mean())
 
 
 def plot_demo(result: DemoResult) -> Figure:
@@ -54,13 +80,14 @@ def plot_demo(result: DemoResult) -> Figure:
     exact_draws = result.slope_draws["exact"]
     centre, spread = float(exact_draws.mean()), float(exact_draws.std())
     grid = np.linspace(centre - 6 * spread, centre + 6 * spread, 400)
-    peak = 0.0
+    exact_density = _exact_slope_density(result.x, result.y, grid)
+    ax_slope.plot(grid, exact_density, color=_COLORS["exact"], lw=1.8,
+                  label="exact (Student-t, closed form)")
+    peak = float(exact_density.max())
     for name, draws in result.slope_draws.items():
-        color = _COLORS.get(name, "C4")
-        draw_density(ax_slope, draws, label=name, color=color, hdi_prob=None, grid=grid,
-                     mark_mean=False)
-        if name == "exact":
-            peak = float(_normal_pdf(np.array([centre]), centre, spread)[0])
+        if name != "exact":
+            draw_density(ax_slope, draws, label=name, color=_COLORS.get(name, "C4"),
+                         hdi_prob=None, grid=grid, mark_mean=False)
     for snap, name, color, ls in (
         (result.fixed_history[-1], "seed fixed (ELBO)", "C2", "-."),
         (result.seed_history[-1], "seed recipe (MSE)", "C3", ":"),
@@ -74,15 +101,22 @@ def plot_demo(result: DemoResult) -> Figure:
     ax_slope.legend(fontsize=7.5, loc="upper right")
 
     draw_predictive(ax_pred, result.x, result.y, result.grid, result.prediction)
+    exact_covers = _coverage(result.x, result.y, result.grid,
+                             result.prediction.lower.double().numpy(),
+                             result.prediction.upper.double().numpy())
     last = result.seed_history[-1]
     mean = last.intercept_loc + last.slope_loc * result.grid
     # Var[y_hat] = slope_sd^2 x^2 + intercept_sd^2 + noise_sd^2 (independent injections)
     sd = np.sqrt(
         last.slope_scale**2 * result.grid**2 + last.intercept_scale**2 + last.noise_scale**2
     )
+    recipe_covers = _coverage(result.x, result.y, result.grid, mean - _Z94 * sd,
+                              mean + _Z94 * sd)
     for sign in (-1, 1):
         ax_pred.plot(result.grid, mean + sign * _Z94 * sd, color="C3", ls=":", lw=1.6,
-                     label=f"seed recipe, epoch {last.epoch}: 94% band" if sign > 0 else None)
+                     label=(f"seed recipe, epoch {last.epoch}: 94% band, holds "
+                            f"{recipe_covers:.0%} of the data") if sign > 0 else None)
+    ax_pred.plot([], [], " ", label=f"exact 94% predictive interval holds {exact_covers:.0%}")
     ax_pred.set_xlabel("x")
     ax_pred.set_ylabel("y")
     ax_pred.set_title("(c) exact posterior predictive over the data")
