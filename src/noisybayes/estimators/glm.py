@@ -87,7 +87,7 @@ class GeneralizedLinearEstimator(RegressionEstimator):
     """The fit of a ``GLMModel``: by ``nb.fit`` (``method="vi"``) or in closed form
     (``"exact"``); sets ``posterior_``, ``coef_`` and ``intercept_``."""
 
-    progress: bool
+    progress: bool | None
     fit_options: dict[str, Any] | None
 
     def _fit_glm(
@@ -209,7 +209,7 @@ class BayesianGLM(RegressorMixin, GeneralizedLinearEstimator):
         df_prior: Distribution | Literal["auto"] = "auto",
         approximation: Approximation = "auto",
         seed: int | None = 0,
-        progress: bool = False,
+        progress: bool | None = None,
         fit_options: dict[str, Any] | None = None,
     ) -> None:
         self.family = family

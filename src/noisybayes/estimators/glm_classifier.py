@@ -52,7 +52,7 @@ class BayesianGLMClassifier(ClassifierMixin, GeneralizedLinearEstimator):
         prior_scale: float | Literal["auto"] | None = "auto",
         approximation: Approximation = "auto",
         seed: int | None = 0,
-        progress: bool = False,
+        progress: bool | None = None,
         fit_options: dict[str, Any] | None = None,
     ) -> None:
         self.link = link

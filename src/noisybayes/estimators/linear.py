@@ -63,7 +63,7 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
         method: Literal["vi", "exact"] = "vi",
         family: Approximation = "auto",
         seed: int | None = 0,
-        progress: bool = False,
+        progress: bool | None = None,
         fit_options: dict[str, Any] | None = None,
     ) -> None:
         self.fit_intercept = fit_intercept

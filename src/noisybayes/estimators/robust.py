@@ -44,7 +44,7 @@ class StudentTLinearRegression(BayesianLinearRegression):
         method: Literal["vi"] = "vi",
         family: Approximation = "auto",
         seed: int | None = 0,
-        progress: bool = False,
+        progress: bool | None = None,
         fit_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(

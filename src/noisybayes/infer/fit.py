@@ -29,6 +29,7 @@ from typing import Any, Literal
 import torch
 
 from noisybayes._checks import check_choice, check_positive_int
+from noisybayes._progress import show_progress
 from noisybayes._rng import make_generator
 from noisybayes.engine import StallSchedule, TensorSource, Trainer, WindowReport
 from noisybayes.errors import DivergenceError
@@ -159,7 +160,7 @@ def fit(
     average_windows: int = 4,
     seed: int | None = None,
     generator: torch.Generator | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     max_curvature_rows: int = 50_000,
     callback: Callable[[FitState], None] | None = None,
 ) -> GaussianPosterior:
@@ -196,7 +197,8 @@ def fit(
             steps between convergence checks, and how many stationary windows the final
             iterate average spans. The defaults need no tuning.
         seed, generator: the randomness of the fit (one of them); a fixed seed reproduces it.
-        progress: show a progress bar when the fit takes more than a second.
+        progress: a progress bar with the loss for a stochastic fit that takes more than
+            a second; ``None`` (default) shows it only when stderr is a terminal.
         max_curvature_rows: rows used for the Laplace curvature on large data.
         callback: called with a :class:`FitState` after every window.
     """
@@ -263,7 +265,7 @@ def fit(
             schedule = StallSchedule(learning_rate, n_data, window, average_windows)
             report = None if callback is None else _family_states(q, callback)
             trainer = Trainer(objective, source, schedule, batch_size=batch_size, generator=gen,
-                              max_steps=max_steps, max_recoveries=3, progress=progress,
+                              max_steps=max_steps, max_recoveries=3, progress=show_progress(progress),
                               callback=report, fingerprint=",".join(layout.names))
             result = trainer.run()
             assert result is not None  # run() without `until` always finishes
