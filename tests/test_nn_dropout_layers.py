@@ -163,7 +163,10 @@ def test_gaussian_dropout_has_the_variance_of_rescaled_bernoulli_dropout():
     # sample means: se sqrt(alpha / n); Gaussian sample variance: se alpha sqrt(2 / (n - 1))
     assert abs(gaussian.mean().item() - 1) < Z * math.sqrt(alpha / n)
     assert abs(gaussian.var().item() - alpha) < Z * alpha * math.sqrt(2 / (n - 1))
-    assert abs(bernoulli.var().item() - alpha) < 0.02 * alpha  # relative se about 0.5%
+    # the two-point mask's kurtosis is (1 - 6 p q) / (p q) + 3 (q = 1 - p), so its sample
+    # variance has relative se sqrt((kurtosis - 1) / n), about 0.13% here
+    kurtosis = (1 - 6 * p * (1 - p)) / (p * (1 - p)) + 3
+    assert abs(bernoulli.var().item() - alpha) < Z * alpha * math.sqrt((kurtosis - 1) / n)
 
 
 def test_additive_noise_has_its_scale():

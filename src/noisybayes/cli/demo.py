@@ -59,7 +59,8 @@ class DemoResult:
 
     ``seed_history`` and ``fixed_history`` hold the parameters after every epoch;
     ``methods`` the table's rows; ``claims`` the numbers the explanation states;
-    ``slope_draws`` posterior draws of the slope per method (for the density plot);
+    ``slope_draws`` posterior draws of the slope per fitted or sampled method (for the density
+    plot, next to the exact density drawn from its closed form);
     ``grid`` and ``prediction`` the exact posterior predictive over the data's range.
     """
 
@@ -195,7 +196,6 @@ def run_demo(*, quick: bool = False, seed: int = 0, mcmc: bool = True) -> DemoRe
     exact, t_exact = _timed(lambda: BayesianLinearRegression(method="exact", **flat).fit(X, Y))
     methods.append(_estimator_row("exact, noise unknown", exact, t_exact))
     exact_draws = exact.posterior_.sample(4000, seed=seed)
-    slope_draws["exact"] = exact_draws["coef"][:, 0].numpy()
 
     available = mcmc and importlib.util.find_spec("numpyro") is not None
     if available:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
+from torch.distributions import StudentT
 
 from noisybayes.cli.demo import DemoResult
 from noisybayes.reports.plots import draw_density, draw_predictive
@@ -27,20 +29,26 @@ def _normal_pdf(grid: np.ndarray, loc: float, scale: float) -> np.ndarray:
     return np.exp(-0.5 * ((grid - loc) / scale) ** 2) / (scale * math.sqrt(2 * math.pi))
 
 
-def _exact_slope_density(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """The exact marginal density of the slope under flat priors on (intercept, slope,
-    sigma): Student-t with ``n - 3`` degrees of freedom, centred at least squares, scale
-    ``sqrt(RSS / (n - 3) (X^T X)^{-1}_11)`` (sigma integrated out)."""
+def _exact_slope_t(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
+    """``(loc, scale, dof)`` of the exact marginal of the slope under flat priors on
+    (intercept, slope, sigma): Student-t with ``n - 3`` degrees of freedom, centred at least
+    squares, scale ``sqrt(RSS / (n - 3) (X^T X)^{-1}_11)`` (sigma integrated out)."""
     design = np.column_stack([np.ones_like(x), x])
     gram = design.T @ design
     coef = np.linalg.solve(gram, design.T @ y)
     dof = x.shape[0] - 3
     rss = float(((y - design @ coef) ** 2).sum())
-    scale = math.sqrt(rss / dof * np.linalg.inv(gram)[1, 1])
-    t = (grid - coef[1]) / scale
-    log_norm = (math.lgamma((dof + 1) / 2) - math.lgamma(dof / 2)
-                - 0.5 * math.log(dof * math.pi) - math.log(scale))
-    return np.exp(log_norm - (dof + 1) / 2 * np.log1p(t**2 / dof))
+    return float(coef[1]), math.sqrt(rss / dof * np.linalg.inv(gram)[1, 1]), dof
+
+
+def _exact_slope_density(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The density of :func:`_exact_slope_t` at ``grid``."""
+    loc, scale, dof = _exact_slope_t(x, y)
+    f64 = torch.float64
+    t = StudentT(torch.tensor(float(dof), dtype=f64), torch.tensor(loc, dtype=f64),
+                 torch.tensor(scale, dtype=f64))
+    density = t.log_prob(torch.from_numpy(grid)).exp()
+    return density.numpy()
 
 
 def _coverage(x: np.ndarray, y: np.ndarray, grid: np.ndarray, lower: np.ndarray,
@@ -77,17 +85,16 @@ def plot_demo(result: DemoResult) -> Figure:
     ax_sd.set_title("(a) the recipe's sds shrink; the ELBO's converge")
     ax_sd.legend(fontsize=7.5, loc="lower left")
 
-    exact_draws = result.slope_draws["exact"]
-    centre, spread = float(exact_draws.mean()), float(exact_draws.std())
+    centre, scale, dof = _exact_slope_t(result.x, result.y)
+    spread = scale * math.sqrt(dof / (dof - 2))
     grid = np.linspace(centre - 6 * spread, centre + 6 * spread, 400)
     exact_density = _exact_slope_density(result.x, result.y, grid)
     ax_slope.plot(grid, exact_density, color=_COLORS["exact"], lw=1.8,
                   label="exact (Student-t, closed form)")
     peak = float(exact_density.max())
     for name, draws in result.slope_draws.items():
-        if name != "exact":
-            draw_density(ax_slope, draws, label=name, color=_COLORS.get(name, "C4"),
-                         hdi_prob=None, grid=grid, mark_mean=False)
+        draw_density(ax_slope, draws, label=name, color=_COLORS.get(name, "C4"),
+                     hdi_prob=None, grid=grid, mark_mean=False)
     for snap, name, color, ls in (
         (result.fixed_history[-1], "seed fixed (ELBO)", "C2", "-."),
         (result.seed_history[-1], "seed recipe (MSE)", "C3", ":"),

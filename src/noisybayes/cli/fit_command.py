@@ -32,7 +32,7 @@ def run_fit(args: argparse.Namespace) -> int:
     """Check every input and output, fit, then print (and write) what was found."""
     check_flags(args)
     inputs = read_inputs(args)
-    reg = _fit_estimator(args, inputs.table)
+    reg = _fit_estimator(args, inputs.design)
     design, post = reg.design_, reg.posterior_
     if design.n_dropped:
         detail = name_list(f"{c}: {n}" for c, n in design.missing_by_column.items())
@@ -61,9 +61,9 @@ def run_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit_estimator(args: argparse.Namespace, table: pd.DataFrame) -> Any:
-    """The fitted estimator; ``nb.fit``'s own k-hat warning is left out, as the shell
-    reports the k-hat of its check (one number, printed once)."""
+def _fit_estimator(args: argparse.Namespace, design: Any) -> Any:
+    """The estimator fitted to the checked inputs' design; ``nb.fit``'s own k-hat warning
+    is left out, as the shell reports the k-hat of its check (one number, printed once)."""
     from noisybayes.estimators.linear import BayesianLinearRegression
     from noisybayes.estimators.robust import StudentTLinearRegression
 
@@ -73,8 +73,8 @@ def _fit_estimator(args: argparse.Namespace, table: pd.DataFrame) -> Any:
     options = None if args.max_steps is None else {"max_steps": args.max_steps}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"nb\.fit\(family='auto'\)", category=UserWarning)
-        return estimator.from_formula(
-            args.formula, table, missing=args.missing, family=args.family, method=args.method,
+        return estimator.from_design(
+            design, family=args.family, method=args.method,
             prior_scale=args.prior_scale, noise_prior=args.noise_prior, seed=args.seed,
             progress=show_progress(None), fit_options=options,
         )

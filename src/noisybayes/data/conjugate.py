@@ -16,7 +16,7 @@ import torch
 
 from noisybayes._checks import check_positive, check_positive_int
 from noisybayes.engine.source import DataSource
-from noisybayes.math.conjugate import NormalPosterior, _precision_matrix
+from noisybayes.math.conjugate import NormalPosterior, gaussian_posterior_from_sums
 
 __all__ = ["streamed_gaussian_linear_posterior"]
 
@@ -37,7 +37,7 @@ def streamed_gaussian_linear_posterior(
     noise_scale = check_positive("noise_scale", noise_scale)
     chunk_rows = check_positive_int("chunk_rows", chunk_rows)
     gram: torch.Tensor | None = None
-    moment = torch.zeros(0, dtype=torch.float64)
+    moment: torch.Tensor | None = None
     # the sums do not depend on the order: any fixed generator will do
     order = torch.Generator().manual_seed(0)
     for inputs, y in source.epoch(chunk_rows, order, drop_last=False):
@@ -46,17 +46,11 @@ def streamed_gaussian_linear_posterior(
             raise ValueError(f"source must yield one input, a matrix X of shape (B, p), got "
                              f"inputs of shapes {shapes}")
         X, y = inputs[0].double(), y.double()
-        if gram is None:
+        if gram is None or moment is None:
             gram, moment = X.T @ X, X.T @ y
         else:
             gram += X.T @ X
             moment += X.T @ y
-    if gram is None:
+    if gram is None or moment is None:
         raise ValueError("source must yield rows, got an empty pass")
-    p = gram.shape[0]
-    lam0 = _precision_matrix(prior_precision, p, gram)
-    m0 = torch.as_tensor(prior_loc, dtype=torch.float64).expand(p)
-    precision = gram / noise_scale**2 + lam0
-    rhs = moment / noise_scale**2 + lam0 @ m0
-    loc = torch.cholesky_solve(rhs[:, None], torch.linalg.cholesky(precision))[:, 0]
-    return NormalPosterior(loc=loc, precision=precision)
+    return gaussian_posterior_from_sums(gram, moment, noise_scale, prior_loc, prior_precision)

@@ -359,9 +359,14 @@ class RegressionEstimator(BaseEstimator):
         """
         from noisybayes.tables.formula import design_matrices
 
+        return cls.from_design(design_matrices(formula, data, missing=missing), **params)
+
+    @classmethod
+    def from_design(cls: type[_Estimator], design: Any, **params: Any) -> _Estimator:
+        """Fit a design already built by ``noisybayes.tables.formula.design_matrices``
+        (what :meth:`from_formula` does after building it)."""
         if "fit_intercept" in params:
             raise TypeError("fit_intercept must not be given with a formula: write '- 1' in it")
-        design = design_matrices(formula, data, missing=missing)
         estimator = cls(**{"fit_intercept": design.spec.intercept, **params})
         estimator.fit(design.X, design.y)
         estimator.formula_, estimator.design_ = design.spec, design

@@ -25,6 +25,7 @@ from torch.distributions import Normal
 
 from noisybayes._rng import make_generator
 from noisybayes.estimators._glm_model import GLMModel, GLMSpec, user_map
+from noisybayes.estimators._identifiability import design_of
 from noisybayes.infer.posterior import FitInfo, GaussianPosterior
 from noisybayes.math.conjugate import (
     gaussian_linear_posterior,
@@ -67,8 +68,7 @@ class _MappedDraws(nn.Module):
 
 def _design(model: GLMModel, X: torch.Tensor) -> torch.Tensor:
     """``[1, x_std]`` (or ``x_std`` without an intercept), ``(N, k + p)``."""
-    x_std = model.standardise_x(X)
-    return torch.cat([torch.ones_like(X[:, :1]), x_std], 1) if model.fit_intercept else x_std
+    return design_of(model.standardise_x(X), model.fit_intercept)
 
 
 def _standardised_precision(model: GLMModel, size: int) -> torch.Tensor:

@@ -222,7 +222,7 @@ def standardised_twin(model: GLMModel) -> GLMModel:
 
     Its posterior is well scaled whatever the units of ``X`` and ``y``; ``user_map`` takes
     it back."""
-    shift, scale = _eta_units(model)
+    _, scale = _eta_units(model)
     specs = model.param_specs
     coef = specs["coef"].prior
     if coef is not None:

@@ -25,6 +25,7 @@ __all__ = [
     "check_noise",
     "check_separation",
     "check_zeros",
+    "design_of",
     "design_rank",
     "fits_exactly",
     "separating_direction",
@@ -32,10 +33,15 @@ __all__ = [
 ]
 
 
+def design_of(x_std: torch.Tensor, fit_intercept: bool) -> torch.Tensor:
+    """``[1, x_std]`` (or ``x_std`` without an intercept), ``(N, k + d)``."""
+    return torch.cat([torch.ones_like(x_std[:, :1]), x_std], 1) if fit_intercept else x_std
+
+
 def design_rank(x_std: torch.Tensor, fit_intercept: bool) -> int:
     """The numerical rank of ``[1, x_std]`` (or ``x_std``) for standardised ``x_std`` ``(N, d)``,
     with numpy's tolerance ``max(N, d) * eps * largest singular value``."""
-    design = torch.cat([torch.ones_like(x_std[:, :1]), x_std], 1) if fit_intercept else x_std
+    design = design_of(x_std, fit_intercept)
     return int(torch.linalg.matrix_rank(design.double()))
 
 
@@ -46,7 +52,7 @@ def separating_direction(x_std: torch.Tensor, y: torch.Tensor, fit_intercept: bo
         max sum_i s_i [1, x_i] . w   subject to   s_i [1, x_i] . w >= 0,  -1 <= w <= 1,
 
     separated exactly when the optimum is positive."""
-    design = torch.cat([torch.ones_like(x_std[:, :1]), x_std], 1) if fit_intercept else x_std
+    design = design_of(x_std, fit_intercept)
     signed = ((2 * y - 1)[:, None] * design).double().numpy()
     result = linprog(-signed.sum(0), A_ub=-signed, b_ub=np.zeros(len(signed)),
                      bounds=(-1, 1), method="highs")
@@ -61,7 +67,7 @@ def zeros_direction(x_std: torch.Tensor, y: torch.Tensor, fit_intercept: bool) -
     go to 0). The linear programme, as ``separating_direction``'s:
 
         max -sum_{y_i = 0} [1, x_i] . w   s.t. the above,  -1 <= w <= 1."""
-    design = torch.cat([torch.ones_like(x_std[:, :1]), x_std], 1) if fit_intercept else x_std
+    design = design_of(x_std, fit_intercept)
     rows = design.double().numpy()
     zeros, positive = rows[(y == 0).numpy()], rows[(y > 0).numpy()]
     if len(zeros) == 0:
@@ -88,7 +94,7 @@ def check_coefficients(prior_scale: object, rank: int, n_columns: int, n_rows: i
 def fits_exactly(x_std: torch.Tensor, y_std: torch.Tensor, fit_intercept: bool) -> bool:
     """Whether least squares on ``[1, x_std]`` leaves no residual beyond rounding:
     ``|y - D b|^2 <= 1e-20 |y|^2`` for the standardised ``y_std``."""
-    design = torch.cat([torch.ones_like(x_std[:, :1]), x_std], 1) if fit_intercept else x_std
+    design = design_of(x_std, fit_intercept)
     target = y_std.double()
     solution = torch.linalg.lstsq(design.double(), target[:, None], driver="gelsd").solution
     residual = target - (design.double() @ solution)[:, 0]

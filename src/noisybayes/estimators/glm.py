@@ -105,14 +105,15 @@ class GeneralizedLinearEstimator(RegressionEstimator):
         check_bool("fit_intercept", spec.fit_intercept)
         check_response(spec.family, y)
         model = glm_model(spec, X, y)
-        residual = _check_identified(spec, model, X, y)
+        x_std = model.standardise_x(X)
+        residual = _check_identified(spec, model, x_std, y)
         if method == "exact":
             self.posterior_ = exact_posterior(spec, model, X, y)
         elif not residual:
             self.posterior_ = _without_mode(spec, model, X, y)
         else:
             twin = fit(
-                standardised_twin(model), model.standardise_x(X), model.standardise_y(y),
+                standardised_twin(model), x_std, model.standardise_y(y),
                 family=approximation, seed=self.seed, progress=self.progress, **options,
             )
             self.posterior_ = _on_user_scale(twin, model)
@@ -135,12 +136,13 @@ def _on_user_scale(twin: GaussianPosterior, model: GLMModel) -> GaussianPosterio
     return GaussianPosterior(model, ParamLayout(model), family, info, twin.data)
 
 
-def _check_identified(spec: GLMSpec, model: GLMModel, X: torch.Tensor, y: torch.Tensor) -> bool:
-    """Raise where the priors leave the posterior improper (``_identifiability``); returns
-    whether a learned noise scale has a residual to learn from (``True`` without one)."""
-    x_std = model.standardise_x(X)
+def _check_identified(spec: GLMSpec, model: GLMModel, x_std: torch.Tensor,
+                      y: torch.Tensor) -> bool:
+    """Raise where the priors leave the posterior improper (``_identifiability``), judged on
+    the standardised inputs; returns whether a learned noise scale has a residual to learn
+    from (``True`` without one)."""
     rank = design_rank(x_std, spec.fit_intercept)
-    check_coefficients(spec.prior_scale, rank, X.shape[1] + int(spec.fit_intercept), len(y))
+    check_coefficients(spec.prior_scale, rank, x_std.shape[1] + int(spec.fit_intercept), len(y))
     if spec.family == "bernoulli":
         check_separation(spec.prior_scale, x_std, y, spec.fit_intercept)
     if spec.family in ("poisson", "negative_binomial"):

@@ -200,11 +200,12 @@ def _recommend(khat: float, family: str, converged: bool, worst: float | None) -
     return " ".join(parts)
 
 
-def default_draws(n_rows: int) -> int:
+def default_draws(n_rows: int, floor: int = _DRAWS_MIN) -> int:
     """Draws of ``q`` for k-hat at a bounded cost: ``draws x rows <= 4e7``, clipped to
-    ``[2,000, 100,000]``. k-hat from fewer draws is noisy and biased upwards: a good
-    full-rank fit of kilpisjarvi scored 0.40-0.61 from 20,000 draws, 0.32-0.44 from 100,000."""
-    return max(_DRAWS_MIN, min(_DRAWS_MAX, _DRAW_BUDGET // max(1, n_rows)))
+    ``[floor, 100,000]`` (``floor`` 2,000 by default). k-hat from fewer draws is noisy and
+    biased upwards: a good full-rank fit of kilpisjarvi scored 0.40-0.61 from 20,000 draws,
+    0.32-0.44 from 100,000."""
+    return max(floor, min(_DRAWS_MAX, _DRAW_BUDGET // max(1, n_rows)))
 
 
 @dataclass(frozen=True)
@@ -220,20 +221,19 @@ def sequential_khat(
     post: GaussianPosterior,
     generator: torch.Generator,
     start: int = 4_000,
-    budget: int = _DRAW_BUDGET,
     floor: int = 200,
 ) -> KhatEstimate:
     """k-hat at the fit's data from as few draws as the 0.7 line needs.
 
     Draws are added (doubling from ``start``) until ``k + 2 se < 0.7`` (``se = (1 + k) /
-    sqrt(M)``, :func:`~noisybayes.math.psis.khat_standard_error`) or the budget of
-    ``draws x rows <= budget`` (at least ``floor``, at most 100,000 draws) is spent. Only a
+    sqrt(M)``, :func:`~noisybayes.math.psis.khat_standard_error`) or the draws of
+    :func:`default_draws` (with at least ``floor`` instead of 2,000) are spent. Only a
     clearly usable fit stops early: on few draws k-hat reads high by more than its standard
     error (a good fit of kilpisjarvi: 0.97 from 8,000 draws, 0.32-0.44 from 100,000), so a
     high reading is confirmed on the whole budget before it is reported.
     """
     data = post.fit_data(None, None, caller="family='auto'")
-    most = max(floor, min(_DRAWS_MAX, budget // max(1, data[1].numel())))
+    most = default_draws(data[1].numel(), floor)
     ratios = torch.zeros(0, dtype=torch.float64)
     n_draws = min(start, most)
     while True:

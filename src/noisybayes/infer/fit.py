@@ -4,9 +4,10 @@
 2. Whitening: the family lives in ``z`` with ``theta = mode + T z``, ``T T^T ≈ H^{-1}``
    (diagonal ``T`` for mean-field and low-rank), so the ELBO is well conditioned and
    one learning rate fits every problem.
-3. The ELBO on fixed antithetic draws with a Taylor control variate, maximised by L-BFGS
-   (``fixed_draws.py``): a handful of full-data evaluations, the draw count raised until
-   the optimum's estimated Monte Carlo error is below 0.02 posterior sd.
+3. The ELBO on fixed antithetic draws, moment-matched so that they integrate every
+   quadratic exactly, maximised by L-BFGS (``fixed_draws.py``): a handful of full-data
+   evaluations, the draw count raised until the optimum's estimated Monte Carlo error is
+   below 0.02 posterior sd.
 4. Where that does not apply (minibatches asked for, the draw count over its budget, a
    non-finite value): stochastic optimisation of the ELBO with Adam, antithetic draws in
    one batched pass, minibatches scaled by ``N/B`` with an SVRG control variate anchored at

@@ -88,7 +88,8 @@ def fit_fixed_draws(
             return FixedDrawResult(True, reason, n_draws, evaluations, mean_error, sd_error,
                                    trace)
         if not math.isfinite(worst):
-            break
+            return FixedDrawResult(False, "the Monte Carlo error estimate is not finite",
+                                   n_draws, evaluations, mean_error, sd_error, trace)
         why = f"(Monte Carlo error {worst:.3f} sd on {n_draws}) over"
         n_draws = _even(math.ceil(n_draws * min(64.0, (worst / tolerance) ** 2 * 1.2)))
     return FixedDrawResult(

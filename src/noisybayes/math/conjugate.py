@@ -29,6 +29,7 @@ __all__ = [
     "NormalPosterior",
     "NormalInverseGammaPosterior",
     "gaussian_linear_posterior",
+    "gaussian_posterior_from_sums",
     "noise_grid_posterior",
     "normal_inverse_gamma_posterior",
 ]
@@ -73,11 +74,24 @@ def gaussian_linear_posterior(
     prior_precision: torch.Tensor | float = 0.0,
 ) -> NormalPosterior:
     """Exact posterior of ``beta`` with known noise (``prior_precision=0``: flat prior)."""
-    p = X.shape[1]
-    lam0 = _precision_matrix(prior_precision, p, X)
-    m0 = torch.as_tensor(prior_loc, dtype=X.dtype).expand(p)
-    precision = X.T @ X / noise_scale**2 + lam0
-    rhs = X.T @ y / noise_scale**2 + lam0 @ m0
+    return gaussian_posterior_from_sums(X.T @ X, X.T @ y, noise_scale, prior_loc,
+                                        prior_precision)
+
+
+def gaussian_posterior_from_sums(
+    gram: torch.Tensor,
+    moment: torch.Tensor,
+    noise_scale: float,
+    prior_loc: torch.Tensor | float = 0.0,
+    prior_precision: torch.Tensor | float = 0.0,
+) -> NormalPosterior:
+    """:func:`gaussian_linear_posterior` from the sufficient statistics ``X^T X`` and
+    ``X^T y``: precision ``X^T X / s^2 + L0``, mean its inverse times ``X^T y / s^2 + L0 m0``."""
+    p = gram.shape[0]
+    lam0 = _precision_matrix(prior_precision, p, gram)
+    m0 = torch.as_tensor(prior_loc, dtype=gram.dtype).expand(p)
+    precision = gram / noise_scale**2 + lam0
+    rhs = moment / noise_scale**2 + lam0 @ m0
     loc = torch.cholesky_solve(rhs[:, None], torch.linalg.cholesky(precision))[:, 0]
     return NormalPosterior(loc=loc, precision=precision)
 

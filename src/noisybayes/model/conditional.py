@@ -25,12 +25,11 @@ from torch.distributions import (
     Normal,
     StudentT,
     Transform,
-    biject_to,
     constraints,
 )
 
 from noisybayes.model.model import Model
-from noisybayes.model.param import ParamSpec
+from noisybayes.model.param import ParamSpec, _support_inside, _transform
 
 __all__ = ["Declared", "ParamReader", "Resolved", "noncentred_value", "resolve"]
 
@@ -138,9 +137,7 @@ def _support(name: str, spec: ParamSpec, prior: Distribution) -> constraints.Con
     own = prior.support or constraints.real
     if spec.support is None:
         return own
-    probe = biject_to(spec.support)(torch.linspace(-5.0, 5.0, 11))
-    inside = own.check(probe.reshape(-1, *([1] * len(prior.batch_shape))))
-    if not bool(inside.all()):
+    if not _support_inside(prior, spec.support):
         raise _PriorError(
             f"support of {name!r} must lie inside its prior's support {own}, got {spec.support}"
         )
@@ -166,7 +163,7 @@ def _resolve_one(item: Declared, lookup: Callable[[str], torch.Tensor]) -> Resol
     prior = _evaluate(item, lookup)
     _check_shape(item.name, prior, spec.shape)
     support = _support(item.name, spec, prior)
-    transform = biject_to(support)
+    transform = _transform(support)
     centred = _centred(item.name, spec, prior, support)
     resolved = replace(spec, support=support, transform=transform)
     return Resolved(item, resolved, transform, centred)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, cast
 
 import numpy as np
@@ -36,11 +37,13 @@ class ParamSpec:
     conditional: ConditionalPrior | None = None
     centred: bool | None = None
 
-    @property
+    @cached_property
     def unconstrained_shape(self) -> torch.Size:
         """Shape of the free (unconstrained) variable, e.g. ``n - 1`` for a simplex: the shape
         of the inverse image of a placeholder (``Transform.inverse_shape`` goes through
-        ``torch.broadcast_shapes``, whose first call imports sympy, most of a second)."""
+        ``torch.broadcast_shapes``, whose first call imports sympy, most of a second),
+        worked out once per parameter: ``ParamLayout.unflatten`` reads it at every
+        evaluation."""
         if self.transform is None:
             raise ValueError("the support of a conditional prior is known once ParamLayout "
                              "has evaluated it; pass support= to know it at declaration")
@@ -80,12 +83,16 @@ def _prior_shape(prior: Distribution, shape: tuple[int, ...] | None) -> torch.Si
     return shape
 
 
-def _check_support_matches(prior: Distribution, support: constraints.Constraint) -> None:
-    """Raise unless points of ``support`` lie in the prior's support."""
+def _support_inside(prior: Distribution, support: constraints.Constraint) -> bool:
+    """Whether points spread over ``support`` lie in the prior's support."""
     prior_support = prior.support or constraints.real
     probe = biject_to(support)(torch.linspace(-5.0, 5.0, 11))
-    inside = prior_support.check(probe.reshape(-1, *([1] * len(prior.batch_shape))))
-    if not bool(inside.all()):
+    return bool(prior_support.check(probe.reshape(-1, *([1] * len(prior.batch_shape)))).all())
+
+
+def _check_support_matches(prior: Distribution, support: constraints.Constraint) -> None:
+    """Raise unless points of ``support`` lie in the prior's support."""
+    if not _support_inside(prior, support):
         raise ValueError(
             f"support must lie inside the prior's support {prior.support}, got {support}"
         )
