@@ -2,18 +2,49 @@
 
 Integer tensors reach ``forward`` as they are (a group index ``g`` can index ``self.z[g]``);
 every other input becomes the fit's float dtype, the widest of ``y``'s and the float inputs'.
+What needs every row (the Newton polish of the mode, k-hat) reads them as :class:`Rows`:
+passes over chunks, one chunk for tensors in memory, chunks read in turn from a data source.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from noisybayes._checks import as_float_tensor
+from noisybayes.engine.source import DataSource
 from noisybayes.infer.objective import Data
 
-__all__ = ["as_data", "as_inputs"]
+__all__ = ["PASS_ROWS", "Rows", "as_data", "as_inputs"]
+
+PASS_ROWS = 65_536  # rows per chunk of a pass over a data source
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Every row of a fit's data: ``passes()`` starts one pass, yielding ``(inputs, y)`` chunks
+    that together hold each row once; ``n_elements`` is the number of elements of ``y``."""
+
+    passes: Callable[[], Iterable[Data]]
+    n_elements: int
+
+    @classmethod
+    def in_memory(cls, data: Data) -> Rows:
+        """All rows as one chunk."""
+        return cls(lambda: (data,), data[1].numel())
+
+    @classmethod
+    def streamed(cls, source: DataSource, elements_per_row: int) -> Rows:
+        """The rows of ``source`` in chunks of :data:`PASS_ROWS` (memory: one chunk and the
+        source's buffer); the sums a pass feeds do not depend on the order, so any fixed
+        generator will do."""
+        return cls(
+            lambda: source.epoch(PASS_ROWS, torch.Generator().manual_seed(0), drop_last=False),
+            source.n_rows * elements_per_row,
+        )
 
 
 def _as_input(name: str, value: Any, dtype: torch.dtype | None) -> torch.Tensor:

@@ -21,6 +21,7 @@ from torch.func import vmap
 
 from noisybayes._checks import check_positive_int
 from noisybayes._rng import make_generator
+from noisybayes.infer.data import Rows
 from noisybayes.infer.laplace import whitening
 from noisybayes.infer.objective import Data, batched_evaluation
 from noisybayes.math.families import GaussianFamily
@@ -108,29 +109,31 @@ def pareto_khat(log_ratios: torch.Tensor) -> tuple[torch.Tensor, float]:
     return pareto_smoothed_log_weights(log_ratios)
 
 
-def _log_joint_chunked(post: GaussianPosterior, theta: torch.Tensor, data: Data) -> torch.Tensor:
-    """``log p(theta_s, y)`` on all rows for each draw, summing row chunks of ``LogJoint``.
+def _log_joint_chunked(post: GaussianPosterior, theta: torch.Tensor, rows: Rows) -> torch.Tensor:
+    """``log p(theta_s, y)`` on all rows for each draw, summing row chunks of ``LogJoint``
+    over one pass of ``rows`` (each chunk cut smaller to bound the draws x rows held).
 
     Each chunk's ``batched`` call (scale 1) carries the prior once; the extra copies are
     subtracted, so ``sum_k batched_k - (K - 1) log p(theta)`` is the full-data log joint.
     """
-    xs, y = data
     log_joint = post._log_joint
-    per_row = max(1, y[:1].numel())
-    rows = max(1, _CHUNK_ELEMENTS // (per_row * theta.shape[0]))
     with batched_evaluation():
         prior = vmap(log_joint.log_prior)(theta).double()
     total = prior.clone()
-    for start in range(0, y.shape[0], rows):
-        part = tuple(x[start : start + rows] for x in xs)
-        total += log_joint.batched(theta, part, y[start : start + rows], 1.0).double() - prior
+    for xs, y in rows.passes():
+        per_row = max(1, y[:1].numel())
+        step = max(1, _CHUNK_ELEMENTS // (per_row * theta.shape[0]))
+        for start in range(0, y.shape[0], step):
+            part = tuple(x[start : start + step] for x in xs)
+            total += log_joint.batched(theta, part, y[start : start + step], 1.0).double() - prior
     return total
 
 
 def importance_log_ratios(
-    post: GaussianPosterior, data: Data, n_draws: int, generator: torch.Generator
+    post: GaussianPosterior, data: Data | Rows, n_draws: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draws ``theta`` ``(S, P)`` of ``q`` and ``log p(theta_s, y) - log q(theta_s)`` ``(S,)``."""
+    """Draws ``theta`` ``(S, P)`` of ``q`` and ``log p(theta_s, y) - log q(theta_s)`` ``(S,)``
+    (``data`` in memory, or :class:`~noisybayes.infer.data.Rows` read in one pass)."""
     family = post.family
     if not isinstance(family, GaussianFamily):
         raise TypeError(
@@ -140,7 +143,8 @@ def importance_log_ratios(
     with torch.no_grad():
         draws = family.draw(n_draws, generator=generator)
         log_q = family.log_prob(draws).double()
-        log_p = _log_joint_chunked(post, draws.theta, data)
+        rows = data if isinstance(data, Rows) else Rows.in_memory(data)
+        log_p = _log_joint_chunked(post, draws.theta, rows)
     return draws.theta, log_p - log_q
 
 
@@ -222,8 +226,10 @@ def sequential_khat(
     generator: torch.Generator,
     start: int = 4_000,
     floor: int = 200,
+    rows: Rows | None = None,
 ) -> KhatEstimate:
-    """k-hat at the fit's data from as few draws as the 0.7 line needs.
+    """k-hat at the fit's data (or at ``rows``, one pass per batch of draws) from as few
+    draws as the 0.7 line needs.
 
     Draws are added (doubling from ``start``) until ``k + 2 se < 0.7`` (``se = (1 + k) /
     sqrt(M)``, :func:`~noisybayes.math.psis.khat_standard_error`) or the draws of
@@ -232,12 +238,13 @@ def sequential_khat(
     error (a good fit of kilpisjarvi: 0.97 from 8,000 draws, 0.32-0.44 from 100,000), so a
     high reading is confirmed on the whole budget before it is reported.
     """
-    data = post.fit_data(None, None, caller="family='auto'")
-    most = default_draws(data[1].numel(), floor)
+    if rows is None:
+        rows = Rows.in_memory(post.fit_data(None, None, caller="family='auto'"))
+    most = default_draws(rows.n_elements, floor)
     ratios = torch.zeros(0, dtype=torch.float64)
     n_draws = min(start, most)
     while True:
-        _, more = importance_log_ratios(post, data, n_draws - ratios.numel(), generator)
+        _, more = importance_log_ratios(post, rows, n_draws - ratios.numel(), generator)
         ratios = torch.cat([ratios, more])
         _, khat = pareto_khat(ratios)
         error = khat_standard_error(khat, n_draws)

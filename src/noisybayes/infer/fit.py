@@ -14,6 +14,10 @@
    the mode. The run is cut into windows; when a window's mean ELBO is no longer
    significantly above the previous one the learning rate is cut, and the fit stops once
    it is small. The answer is the average of the iterates over the last window.
+
+From a data source (``nb.fit(model, nb.data.Parquet(...))``) the fit streams: step 4 on
+minibatches read from the source, the whole-data statistics in passes or on a subsample
+(``streamed.py``).
 """
 
 from __future__ import annotations
@@ -32,14 +36,15 @@ import torch
 from noisybayes._checks import check_choice, check_positive_int
 from noisybayes._progress import show_progress
 from noisybayes._rng import make_generator
-from noisybayes.engine import StallSchedule, TensorSource, Trainer, WindowReport
+from noisybayes.engine import DataSource, StallSchedule, TensorSource, Trainer, WindowReport
 from noisybayes.errors import DivergenceError
-from noisybayes.infer.data import as_data
+from noisybayes.infer.data import Rows, as_data
 from noisybayes.infer.diagnostics import USABLE, sequential_khat
 from noisybayes.infer.fixed_draws import fit_fixed_draws
-from noisybayes.infer.laplace import laplace, whitening
+from noisybayes.infer.laplace import LaplaceResult, laplace, laplace_from_subset, whitening
 from noisybayes.infer.objective import Data, LogJoint, elbo_estimate
 from noisybayes.infer.posterior import FitInfo, GaussianPosterior
+from noisybayes.infer.streamed import check_source_inputs, subsample
 from noisybayes.math.families import FAMILIES, FullRank, GaussianFamily, LowRank, MeanField
 from noisybayes.model.layout import ParamLayout
 from noisybayes.model.model import Model
@@ -148,7 +153,7 @@ def _whitened_curvature(family: GaussianFamily, precision: torch.Tensor) -> torc
 def fit(
     model: Model,
     x: Any,
-    y: Any,
+    y: Any = None,
     *,
     family: FamilyName | AutoFamily = "auto",
     rank: int = 2,
@@ -169,8 +174,17 @@ def fit(
 
     Args:
         model: an ``nb.Model``; ``model(*x)`` returns the distribution of ``y``.
-        x: a tensor or a tuple of tensors (``forward``'s positional arguments), rows first.
-        y: the targets, ``(N, ...)``. The fit computes in the widest float dtype of x and y.
+        x: a tensor or a tuple of tensors (``forward``'s positional arguments), rows first;
+            or a data source (:class:`~noisybayes.engine.DataSource`, e.g.
+            ``nb.data.Parquet(...)``) yielding them with ``y``, read in bounded memory:
+            Adam steps on its minibatches (the fixed-draw solve needs all rows at each
+            step), the Laplace start's mode search and curvature on a uniform subsample of
+            about ``max_curvature_rows`` rows read in one pass, the mode polished by Newton
+            steps of one pass each over all rows, and k-hat summed over all rows in passes
+            (``noisybayes.infer.streamed``); ``info.reason`` says so, and ``post.check()``
+            then needs rows passed to it.
+        y: the targets, ``(N, ...)``; ``None`` when ``x`` is a data source. The fit
+            computes in the widest float dtype of x and y.
         family: ``"meanfield"`` (diagonal), ``"lowrank"`` (``rank`` factors + diagonal) or
             ``"fullrank"`` (Cholesky) Gaussian over the unconstrained parameters, or
             ``"auto"``: full-rank up to 200 parameters, low-rank (rank 10) up to 5,000,
@@ -200,7 +214,8 @@ def fit(
         seed, generator: the randomness of the fit (one of them); a fixed seed reproduces it.
         progress: a progress bar with the loss for a stochastic fit that takes more than
             a second; ``None`` (default) shows it only when stderr is a terminal.
-        max_curvature_rows: rows used for the Laplace curvature on large data.
+        max_curvature_rows: rows used for the Laplace curvature on large data (and, from
+            a data source, for the mode search and the model's output check).
         callback: called with a :class:`FitState` after every window.
     """
     auto = family if isinstance(family, AutoFamily) else AutoFamily()
@@ -214,9 +229,26 @@ def fit(
     max_steps = check_positive_int("max_steps", max_steps)
     if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < math.inf):
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+    max_curvature_rows = check_positive_int("max_curvature_rows", max_curvature_rows)
     gen = make_generator(seed, generator)
-    data = as_data(x, y)
-    n_data = data[1].shape[0]
+    streamed = isinstance(x, DataSource)
+    if streamed:
+        if y is not None:
+            raise ValueError(f"y must be None when x is a data source (it yields y), got {y!r}")
+        if solver == "lbfgs" or batch_size is None:
+            raise ValueError(
+                "solver='lbfgs' and batch_size=None need every row in memory at each step, so "
+                "with x a data source solver must be 'auto' or 'adam' and batch_size an "
+                f"integer or 'auto', got solver={solver!r}, batch_size={batch_size!r}")
+        data = subsample(x, max_curvature_rows, gen)
+        check_source_inputs(model, data)
+        n_data, solver = x.n_data, "adam"
+        rows: Rows | None = Rows.streamed(x, data[1][:1].numel())
+    else:
+        if y is None:
+            raise ValueError("y must be given when x is a tensor or a tuple of tensors, got None")
+        data = as_data(x, y)
+        n_data, rows = data[1].shape[0], None
     if solver == "auto":
         solver = "lbfgs" if batch_size in ("auto", None, n_data) else "adam"
     if batch_size == "auto":
@@ -228,7 +260,7 @@ def fit(
                 f"batch_size must be <= the number of rows ({n_data}), got {batch_size}"
             )
     batch_size = batch_size or n_data
-    with threads_for(sum(x.numel() for x in data[0])):
+    with threads_for(sum(t[:1].numel() for t in data[0]) * n_data):
         started = time.perf_counter()
 
         layout = ParamLayout(model)
@@ -236,13 +268,16 @@ def fit(
         start = torch.zeros(layout.size, dtype=data[1].dtype)
         _check_model_output(log_joint, start, data)
 
-        mode = laplace(log_joint, data, start, gen, max_curvature_rows)
+        if rows is not None:
+            mode = laplace_from_subset(log_joint, data, rows, n_data, start)
+        else:
+            mode = laplace(log_joint, data, start, gen, max_curvature_rows)
         if not bool(torch.isfinite(mode.loc).all() and torch.isfinite(mode.precision).all()):
             raise DivergenceError(
                 "the search for the posterior mode diverged (non-finite parameters or curvature); "
                 "the posterior may be improper: give proper priors or check the data's scale"
             )
-        source = TensorSource(*data)
+        source = x if streamed else TensorSource(*data)
 
         def run(name: str, family_rank: int, why: str) -> GaussianPosterior:
             q = _build_family(name, mode.loc, mode.precision, family_rank)
@@ -259,9 +294,7 @@ def fit(
                                   solved.n_draws, solved.n_evaluations, 0, why, "lbfgs")
                 why += f"; {solved.reason}, so stochastic optimisation instead"
                 q = _build_family(name, mode.loc, mode.precision, family_rank)
-            anchor = None
-            if batch_size < n_data:
-                anchor = (mode.loc, log_joint.log_lik_grad(mode.loc, *data))
+            anchor = (mode.loc, mode.log_lik_gradient) if batch_size < n_data else None
             objective = FamilyObjective(log_joint, q, n_data, n_samples, gen, anchor, curvature)
             schedule = StallSchedule(learning_rate, n_data, window, average_windows)
             report = None if callback is None else _family_states(q, callback)
@@ -271,7 +304,10 @@ def fit(
             result = trainer.run()
             assert result is not None  # run() without `until` always finishes
             q.requires_grad_(False)
-            return finish(q, result.n_steps, result.converged, result.reason, result.loss_trace,
+            reason = result.reason
+            if streamed:
+                reason += f"; {_streamed_note(data, mode, batch_size)}"
+            return finish(q, result.n_steps, result.converged, reason, result.loss_trace,
                           batch_size, n_samples, result.n_epochs, result.recoveries, why, "adam")
 
         def finish(q: GaussianFamily, n_steps: int, converged: bool, reason: str,
@@ -285,20 +321,20 @@ def fit(
                 recoveries=recoveries, family_reason=why, laplace_precision=mode.precision,
                 solver=used,
             )
-            return GaussianPosterior(model, layout, q, info, data)
+            return GaussianPosterior(model, layout, q, info, None if streamed else data)
 
         if isinstance(family, str) and family != "auto":
             return run(family, rank, f"requested family={family!r}")
         name, auto_rank, why = auto.choose(layout.size)
         post = run(name, auto_rank, why)
-        estimate = sequential_khat(post, gen)
+        estimate = sequential_khat(post, gen, rows=rows)
         if auto.refits(name, layout.size, estimate.khat):
             why += (
                 f"; its Pareto k-hat {estimate.khat:.2f} > {USABLE}, so refitted full-rank "
                 f"({layout.size} parameters <= {auto.refit_max})"
             )
             post = run("fullrank", 0, why)
-            estimate = sequential_khat(post, gen)
+            estimate = sequential_khat(post, gen, rows=rows)
         khat = estimate.khat
         post.info = replace(post.info, khat=khat, khat_draws=estimate.n_draws, family_reason=why,
                             seconds=time.perf_counter() - started)
@@ -312,6 +348,16 @@ def fit(
                 stacklevel=2,
             )
         return post
+
+
+def _streamed_note(sample: Data, mode: LaplaceResult, batch_size: int) -> str:
+    """What a fit from a data source did differently (for ``info.reason``)."""
+    return (
+        f"x is a data source, so Adam on minibatches of {batch_size} rows read from it (the "
+        f"fixed-draw solve needs every row at each step); the Laplace start on a subsample "
+        f"of {sample[1].shape[0]} rows, its mode polished by {mode.n_passes} Newton "
+        f"pass(es) over all rows"
+    )
 
 
 @contextmanager

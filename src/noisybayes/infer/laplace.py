@@ -3,7 +3,9 @@
 ``u* = argmax log p(u, y)`` by L-BFGS, then ``H = -grad^2 log p(u*, y)``; the Laplace
 approximation is ``N(u*, H^{-1})``. For a linear-Gaussian model it is the exact posterior.
 On large data the curvature is estimated on a random subset of rows, scaled by ``N/n``,
-and the mode found there is polished by Newton steps on all rows.
+and the mode found there is polished by Newton steps on all rows, each step's gradient summed
+over one pass of the rows (:class:`~noisybayes.infer.data.Rows`: in memory, or streamed from a
+data source).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from typing import Any
 import torch
 
 from noisybayes.errors import DivergenceError
+from noisybayes.infer.data import Rows
 from noisybayes.infer.minimize import NonFinite, minimize
 from noisybayes.infer.objective import Data, LogJoint, batched_evaluation
 
-__all__ = ["LaplaceResult", "laplace", "whitening"]
+__all__ = ["LaplaceResult", "laplace", "laplace_from_subset", "whitening"]
 
 _ROW_BY_ROW_MAX = 32  # parameters up to which Hessian rows are taken one backward pass each
 # A Newton polish shorter than 0.1 posterior sd (squared: 0.01) keeps the curvature found
@@ -29,13 +32,17 @@ _SAME_CURVATURE = 0.01
 
 @dataclass(frozen=True)
 class LaplaceResult:
-    """Mode ``loc`` (``(P,)``), curvature ``precision`` (``(P, P)``) and how the search went."""
+    """Mode ``loc`` (``(P,)``), curvature ``precision`` (``(P, P)``), how the search went,
+    and ``log_lik_gradient``, ``grad_u sum_i log p(y_i | x_i, u)`` over all rows at ``loc``
+    (``(P,)``; the control variate's anchor), from ``n_passes`` passes over the rows."""
 
     loc: torch.Tensor
     precision: torch.Tensor
     converged: bool
     n_evaluations: int
     positive_definite: bool
+    log_lik_gradient: torch.Tensor
+    n_passes: int
 
 
 def _lbfgs(
@@ -115,9 +122,38 @@ def _hessian(function: Callable[..., torch.Tensor], u: torch.Tensor, *args: Any)
     return zeros
 
 
+def _pass_gradient(
+    log_joint: LogJoint, rows: Rows, u: torch.Tensor
+) -> tuple[bool, torch.Tensor, torch.Tensor]:
+    """Over one pass of ``rows``: whether ``log p(u, y)`` and its gradient are finite, that
+    gradient, and its log-likelihood part ``grad_u sum_i log p(y_i | x_i, u)``."""
+    u = u.detach().requires_grad_(True)
+    log_lik_gradient = torch.zeros_like(u)
+    finite = True
+    with batched_evaluation():
+        for xs, y in rows.passes():
+            value = log_joint.log_lik(u, xs, y)
+            finite = finite and bool(torch.isfinite(value))
+            log_lik_gradient += _gradient(value, u)
+        log_prior = log_joint.log_prior(u)
+        prior_gradient = _gradient(log_prior, u)
+    finite = finite and bool(torch.isfinite(log_prior))
+    gradient = log_lik_gradient + prior_gradient
+    return finite and bool(torch.isfinite(gradient).all()), gradient, log_lik_gradient
+
+
+def _gradient(value: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """``d value / d u``, zero where ``value`` does not depend on ``u`` (a flat prior)."""
+    if not value.requires_grad:
+        return torch.zeros_like(u)
+    (gradient,) = torch.autograd.grad(value, u, allow_unused=True)
+    return torch.zeros_like(u) if gradient is None else gradient
+
+
 def _newton(
-    log_joint: LogJoint, data: Data, loc: torch.Tensor, precision: torch.Tensor, max_iter: int = 20
-) -> tuple[torch.Tensor, bool, int]:
+    log_joint: LogJoint, rows: Rows, loc: torch.Tensor, precision: torch.Tensor,
+    max_iter: int = 20,
+) -> tuple[torch.Tensor, torch.Tensor, bool, int]:
     """Polish the mode with Newton steps ``u += H^{-1} grad log p(u, y)`` on all rows.
 
     Only gradients are used (no function values), so the result keeps the accuracy of the
@@ -125,30 +161,29 @@ def _newton(
     cannot resolve a step of one posterior sd. Stops when the Newton decrement
     ``g^T H^{-1} g`` (in squared posterior sds) is below ``1e-8`` per parameter; a step
     that does not shrink it is retaken at half the length from the best point so far.
+    Returns the point, its log-likelihood gradient, whether it converged and the passes
+    over the rows (one per iteration).
     """
-    xs, y = data
     precond, _ = whitening(precision, diagonal=False)
     threshold = 1e-8 * loc.shape[0]
     best_loc, best_decrement, best_step = loc, math.inf, None
+    best_log_lik = torch.zeros_like(loc)
     step_size = 1.0
     for iteration in range(1, max_iter + 1):
-        u = loc.detach().requires_grad_(True)
-        with batched_evaluation():
-            log_p = log_joint.single(u, xs, y, 1.0)
-        (gradient,) = torch.autograd.grad(log_p, u)
-        finite = bool(torch.isfinite(log_p) and torch.isfinite(gradient).all())
+        finite, gradient, log_lik_gradient = _pass_gradient(log_joint, rows, loc)
         whitened = precond.T @ gradient
         decrement = float(whitened.double().pow(2).sum()) if finite else math.inf
         if decrement < threshold:
-            return loc, True, iteration
+            return loc, log_lik_gradient, True, iteration
         if decrement < best_decrement:
             best_loc, best_decrement, best_step = loc, decrement, precond @ whitened
+            best_log_lik = log_lik_gradient
         elif best_step is None:
             raise _NonFinite(loc)
         else:  # the last step made things worse: go back and take half of it
             step_size *= 0.5
         loc = best_loc + step_size * best_step
-    return best_loc, False, max_iter
+    return best_loc, best_log_lik, False, max_iter
 
 
 def whitening(precision: torch.Tensor, diagonal: bool) -> tuple[torch.Tensor, bool]:
@@ -189,10 +224,23 @@ def laplace(
         subset: Data = (tuple(x[index] for x in xs), y[index])
     else:
         subset = data
+    return laplace_from_subset(log_joint, subset, Rows.in_memory(data), n_data, start, max_iter)
 
-    def per_datum(rows: Data) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``-log p(u, y) / N``, the log-likelihood of ``rows`` scaled up to all ``N`` rows."""
-        sub_xs, sub_y = rows
+
+def laplace_from_subset(
+    log_joint: LogJoint,
+    subset: Data,
+    rows: Rows,
+    n_data: int,
+    start: torch.Tensor,
+    max_iter: int = 500,
+) -> LaplaceResult:
+    """The mode of ``log p(u) + (N/n) log p(y_subset | u)`` by L-BFGS and the curvature
+    there, the mode then polished by Newton steps on every row of ``rows`` (``N`` rows)."""
+
+    def per_datum(part: Data) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``-log p(u, y) / N``, the log-likelihood of ``part`` scaled up to all ``N`` rows."""
+        sub_xs, sub_y = part
         scale = n_data / sub_y.shape[0]
 
         def objective(u: torch.Tensor) -> torch.Tensor:
@@ -205,11 +253,12 @@ def laplace(
     try:
         first, converged, n_eval = _lbfgs(per_datum(subset), start, eye, max_iter)
         precision = _curvature(log_joint, first, subset, n_data)
-        loc, newton_converged, more = _newton(log_joint, data, first, precision)
+        loc, log_lik_gradient, newton_converged, passes = _newton(log_joint, rows, first,
+                                                                  precision)
         step = (loc - first).double()
         if float(step @ precision.double() @ step) > _SAME_CURVATURE:
             precision = _curvature(log_joint, loc, subset, n_data)
-        converged, n_eval = converged or newton_converged, n_eval + more
+        converged, n_eval = converged or newton_converged, n_eval + passes
     except _NonFinite as error:
         values = {k: v.tolist() for k, v in log_joint.layout.values(error.point).items()}
         raise DivergenceError(
@@ -218,4 +267,4 @@ def laplace(
             "prior or support=) matches how forward uses it, and the data's scale"
         ) from None
     _, positive = whitening(precision, diagonal=False)
-    return LaplaceResult(loc, precision, converged, n_eval, positive)
+    return LaplaceResult(loc, precision, converged, n_eval, positive, log_lik_gradient, passes)

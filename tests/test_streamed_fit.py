@@ -1,0 +1,111 @@
+"""``nb.fit`` and ``nb.nn.train`` from a data source: the fit streams minibatches and whole-data
+statistics from a Parquet file, and reaches the exact posterior and the in-memory fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from torch.distributions import Normal
+
+import noisybayes as nb
+
+NOISE = 0.5
+PRIOR_SCALE = 10.0
+
+
+class Line(nb.Model):
+    """``y ~ N(x @ beta, 0.5^2)`` with ``beta ~ N(0, 10^2)``: the conjugate posterior is exact."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.beta = nb.param(Normal(torch.tensor(0.0, dtype=torch.float64), PRIOR_SCALE),
+                             shape=(3,))
+
+    def forward(self, x: torch.Tensor) -> Normal:
+        return Normal(x @ self.beta, NOISE)
+
+
+def _write(tmp_path, n: int = 4000) -> pd.DataFrame:
+    """An intercept and two strongly correlated, uncentred features (mean-field would be far
+    off), in row groups of 500."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(2.0, 1.0, n)
+    frame = pd.DataFrame({"one": 1.0, "a": a, "b": a + rng.normal(0.0, 0.5, n)})
+    frame["y"] = 1.0 + 0.5 * frame["a"] - 0.8 * frame["b"] + rng.normal(0.0, NOISE, n)
+    pq.write_table(pa.Table.from_pandas(frame), tmp_path / "rows.parquet", row_group_size=500)
+    return frame
+
+
+def _source(tmp_path, x=("one", "a", "b")):
+    columns = list(x) if isinstance(x[0], str) else x
+    return nb.data.Parquet(tmp_path / "rows.parquet", x=columns, y="y", buffer_rows=1024)
+
+
+def test_a_streamed_fit_reaches_the_exact_posterior_and_the_in_memory_fit(tmp_path):
+    """Minibatches of 500 rows from the file, the Laplace start on a subsample of about 1,000
+    rows (so its curvature is a few percent off and the fit must learn the scales).
+
+    Tolerances: the posterior is Gaussian, so what is left is stochastic optimisation. In
+    whitened coordinates (units of posterior sd, unit curvature) Adam at its final step
+    ``eta = 0.005`` acts at stationarity as SGD at ``eta / s``, ``s`` the sd of the gradient
+    noise (at most about 1 here: the SVRG anchor sits at the mode and the Taylor control
+    variate removes the quadratic); SGD's iterates then scatter by ``sqrt(eta s / 2) <= 0.05``
+    around the optimum with an autocorrelation time of ``s / eta <= 200`` steps, and the
+    answer averages 400 iterates, at least two such times: a standard error of at most
+    ``0.05 / sqrt(2) = 0.035`` sd. 0.1 sd is then a 3-sigma bound in the worst case. The
+    log-scales have curvature 2 in these units, so relative sd errors are bounded by 5%.
+    The in-memory fit (fixed-draw L-BFGS) is within 0.02 sd of exact by its own tolerance,
+    so the two fits agree within 0.1 + 0.02 sd.
+    """
+    frame = _write(tmp_path)
+    source = _source(tmp_path)
+    exact = nb.data.streamed_gaussian_linear_posterior(source, NOISE, 0.0,
+                                                       PRIOR_SCALE**-2)
+    post = nb.fit(Line(), source, seed=0, batch_size=500, max_curvature_rows=1000,
+                  progress=False)
+    assert post.info.solver == "adam" and post.info.n_data == 4000 and post.data is None
+    assert post.info.batch_size == 500 and post.info.converged
+    assert "x is a data source" in post.info.reason and "subsample of" in post.info.reason
+    assert post.info.khat is not None and post.info.khat < 0.7
+    z = (post.mean["beta"] - exact.loc) / exact.scale
+    assert z.abs().max() < 0.1, z
+    assert (post.sd["beta"] / exact.scale - 1).abs().max() < 0.05
+
+    x = torch.tensor(frame[["one", "a", "b"]].to_numpy())
+    in_memory = nb.fit(Line(), x, torch.tensor(frame["y"].to_numpy()), seed=0, progress=False)
+    gap = (post.mean["beta"] - in_memory.mean["beta"]) / in_memory.sd["beta"]
+    assert gap.abs().max() < 0.12, gap
+    assert (post.sd["beta"] / in_memory.sd["beta"] - 1).abs().max() < 0.05 + 0.02
+
+
+def test_a_streamed_fit_is_reproducible_from_its_seed(tmp_path):
+    _write(tmp_path, n=600)
+    fits = [nb.fit(Line(), _source(tmp_path), seed=3, batch_size=200, max_curvature_rows=300,
+                   family="fullrank", max_steps=100, progress=False) for _ in range(2)]
+    assert torch.equal(fits[0].mean["beta"], fits[1].mean["beta"])
+    assert torch.equal(fits[0].info.loss_trace, fits[1].info.loss_trace)
+
+
+def test_bad_arguments_with_a_source_are_refused_naming_them(tmp_path):
+    _write(tmp_path, n=200)
+    source = _source(tmp_path)
+    two_inputs = _source(tmp_path, x=(["one"], ["a", "b"]))
+    with pytest.raises(ValueError, match=r"^x must yield the inputs of Line.forward\(x\), got "
+                                         r"a data source yielding 2 input\(s\) of shapes "
+                                         r"\(B, 1\), \(B, 2\); one list of columns"):
+        nb.fit(Line(), two_inputs, progress=False)
+    with pytest.raises(ValueError, match=r"^y must be None when x is a data source"):
+        nb.fit(Line(), source, torch.zeros(200), progress=False)
+    with pytest.raises(ValueError, match=r"with x a data source solver must be 'auto' or "
+                                         r"'adam' .* got solver='lbfgs', batch_size='auto'$"):
+        nb.fit(Line(), source, solver="lbfgs", progress=False)
+    with pytest.raises(ValueError, match=r"got solver='auto', batch_size=None$"):
+        nb.fit(Line(), source, batch_size=None, progress=False)
+    with pytest.raises(ValueError, match=r"^y must be given when x is a tensor"):
+        nb.fit(Line(), torch.zeros(5, 3))
+    with pytest.raises(ValueError, match=r"^max_curvature_rows must be an integer >= 1, got 0$"):
+        nb.fit(Line(), source, max_curvature_rows=0)
