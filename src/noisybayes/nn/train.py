@@ -1,9 +1,10 @@
 """Training a Bayesian network: Adam on :func:`elbo_loss` through the library's one loop.
 
-Data stay tensors sliced by index (no per-row collation). The step size decays linearly to
-a tenth of ``learning_rate`` over the run, which settles the noisy scale gradients. A
-:class:`~noisybayes.nn.mixture.Mixture` trains all its components at once: their parameters
-are stacked and ``torch.func.vmap`` evaluates every component's ELBO in one pass.
+Data stay tensors sliced by index (no per-row collation), or come in minibatches from a data
+source (``nb.data.Parquet``, ``nb.data.CSV``: files read in bounded memory). The step size
+decays linearly to a tenth of ``learning_rate`` over the run, which settles the noisy scale
+gradients. A :class:`~noisybayes.nn.mixture.Mixture` trains all its components at once: their
+parameters are stacked and ``torch.func.vmap`` evaluates every component's ELBO in one pass.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from noisybayes._checks import check_positive_int
 from noisybayes._progress import show_progress
 from noisybayes._rng import make_generator
-from noisybayes.engine import LinearDecay, TensorSource, Trainer
+from noisybayes.engine import DataSource, LinearDecay, TensorSource, Trainer
 from noisybayes.infer.objective import batched_evaluation
 from noisybayes.infer.posterior import FitInfo
 from noisybayes.nn.likelihoods import Likelihood
@@ -33,8 +34,8 @@ __all__ = ["train"]
 
 def train(
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: torch.Tensor | DataSource,
+    y: torch.Tensor | None = None,
     *,
     likelihood: Likelihood,
     n_epochs: int,
@@ -50,7 +51,10 @@ def train(
     Args:
         model, likelihood: a Bayesian network (or a :class:`Mixture` of them, whose
             components share the likelihood) and its likelihood; both are trained in place.
-        x, y: all training rows, ``(N, ...)`` each.
+        x, y: all training rows, ``(N, ...)`` each; or ``x`` a data source of one input
+            (e.g. ``nb.data.Parquet(path, x=[...], y=...)``) and ``y`` ``None``: minibatches
+            are read from it (memory: its buffer), cast to the network's dtype and device,
+            and the posterior keeps no data (``to_arviz`` then needs ``x`` and ``y``).
         n_epochs: passes over the data; ``batch_size`` rows per step.
         learning_rate: Adam's initial step, decayed linearly to a tenth.
         n_samples, temperature: as in :func:`elbo_loss`.
@@ -74,14 +78,15 @@ def train(
     batch_size = check_positive_int("batch_size", batch_size)
     if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < math.inf):
         raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
-    n = x.shape[0]
-    batch_size = min(batch_size, n)
-    per_epoch = math.ceil(n / batch_size)
+    source = _source(x, y)
+    n = source.n_data
+    batch_size = min(batch_size, source.n_rows)
+    per_epoch = math.ceil(source.n_rows / batch_size)
     total = n_epochs * per_epoch
     model.train()  # before the objective: a mixture's template copies the mode
     objective = NetworkObjective(model, likelihood, n, n_samples, temperature)
     schedule = LinearDecay(float(learning_rate), total, per_epoch)
-    trainer = Trainer(objective, TensorSource((x,), y), schedule, batch_size=batch_size,
+    trainer = Trainer(objective, source, schedule, batch_size=batch_size,
                       generator=make_generator(None, generator), max_steps=total,
                       drop_last=False, progress=show_progress(progress),
                       fingerprint=_names(model))
@@ -99,7 +104,19 @@ def train(
         seconds=time.perf_counter() - start, n_epochs=result.n_epochs,
         temperature=float(temperature),
     )
-    return NetworkPosterior(model, likelihood, info, (x, y))
+    data = (source.inputs[0], source.y) if isinstance(source, TensorSource) else None
+    return NetworkPosterior(model, likelihood, info, data)
+
+
+def _source(x: torch.Tensor | DataSource, y: torch.Tensor | None) -> DataSource:
+    """The training rows as an engine source: ``x`` itself, or tensors ``x`` and ``y``."""
+    if not isinstance(x, DataSource):
+        if y is None:
+            raise ValueError("y must be given when x is a tensor, got None")
+        return TensorSource((x,), y)
+    if y is not None:
+        raise ValueError(f"y must be None when x is a data source (it yields y), got {y!r}")
+    return x
 
 
 def _names(model: nn.Module) -> str:
@@ -127,6 +144,8 @@ class NetworkObjective:
     def __init__(self, model: nn.Module, likelihood: Likelihood, n: int, n_samples: int,
                  temperature: float) -> None:
         self.model = model
+        first = next(model.parameters(), torch.empty(0))
+        self.device, self.dtype = first.device, first.dtype
         if not isinstance(model, Mixture):
             element = _Element(model, likelihood, n, n_samples, temperature)
             self.tensors: list[torch.Tensor] = [*model.parameters(), *likelihood.parameters()]
@@ -159,8 +178,18 @@ class NetworkObjective:
         return self.tensors
 
     def loss(self, batch: tuple[tuple[torch.Tensor, ...], torch.Tensor]) -> torch.Tensor:
-        (x,), y = batch
-        return self._loss(x, y)
+        inputs, y = batch
+        if len(inputs) != 1:
+            shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
+            raise ValueError(f"x must yield one input for the network, got a data source "
+                             f"yielding {len(inputs)} inputs of shapes {shapes}")
+        return self._loss(*(self._cast(t) for t in (inputs[0], y)))
+
+    def _cast(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` on the network's device, in its float dtype if a float (a no-op for
+        tensors that already are: the rows of a data source come in their own)."""
+        dtype = self.dtype if tensor.is_floating_point() else tensor.dtype
+        return tensor.to(device=self.device, dtype=dtype)
 
     def finish(self) -> None:
         """Write a mixture's stacked parameters and buffers (e.g. running statistics) back
