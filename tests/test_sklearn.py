@@ -27,6 +27,8 @@ ESTIMATORS = [
     nb.BayesianGLMClassifier(approximation="fullrank", **SHORT),
     nb.BNNRegressor(hidden=(4,), n_epochs=2, n_predict_samples=20),
     nb.BNNClassifier(hidden=(4,), n_epochs=20, n_predict_samples=20),
+    nb.BNNRegressor(hidden=(4,), method="ivon", n_epochs=2, n_predict_samples=20),
+    nb.BNNClassifier(hidden=(4,), method="ivon", n_epochs=20, n_predict_samples=20),
 ]
 
 _PER_ROW_NOISE = (
@@ -53,7 +55,20 @@ EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {
 }
 
 
+_ROUNDING = (
+    "IVON draws whole weight tensors, shared by the rows, so only rounding moves a row: "
+    "batched float32 products in another row order differ in the last bit (1e-7)"
+)
+# IVON's draws do not depend on the other rows: of the per-row checks only the order one
+# fails, by rounding, and only for the classifier (the regressor's outputs happen to agree).
+IVON_FAILED_CHECKS: dict[str, dict[str, str]] = {
+    "BNNClassifier": {"check_methods_sample_order_invariance": _ROUNDING},
+}
+
+
 def expected_failed_checks(estimator) -> dict[str, str]:
+    if getattr(estimator, "method", None) == "ivon":
+        return IVON_FAILED_CHECKS.get(type(estimator).__name__, {})
     return EXPECTED_FAILED_CHECKS.get(type(estimator).__name__, {})
 
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from tqdm.auto import tqdm
@@ -36,6 +36,7 @@ __all__ = [
     "OptimizerFactory",
     "RunResult",
     "Trainer",
+    "WeightSampler",
     "WindowReport",
     "adam",
     "load_state",
@@ -61,6 +62,17 @@ class Objective(Protocol):
     def loss(self, batch: Batch) -> torch.Tensor:
         """The per-datum ``-ELBO`` estimated from one minibatch, a differentiable scalar."""
         ...
+
+
+@runtime_checkable
+class WeightSampler(Protocol):
+    """An optimiser that holds a posterior over the weights (``noisybayes.optim.IVON``): the
+    loop takes each step's gradient at ``mc_samples`` draws, each inside the optimiser's
+    ``sampled_params(train=True)`` block, which keeps the gradient for its ``step``."""
+
+    mc_samples: int
+
+    def sampled_params(self, train: bool = False) -> AbstractContextManager[None]: ...
 
 
 @dataclass(frozen=True)
@@ -169,12 +181,10 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.learning_rate(self.step)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.objective.loss(self._next_batch())
-        value = float(loss.detach())
+        value = self._loss_and_gradient(self._next_batch())
         if not math.isfinite(value):
             self._recover(value)
             return
-        loss.backward()
         self.optimizer.step()
         self.step += 1
         self.trace.append(value)
@@ -185,6 +195,24 @@ class Trainer:
         bar.update(1)
         if self.step % self.schedule.window == 0:
             self._end_window(bar)
+
+    def _loss_and_gradient(self, batch: Batch) -> float:
+        """The batch loss, its gradient left in the parameters' ``.grad``; for a
+        :class:`WeightSampler`, the mean loss over its draws of the weights."""
+        if not isinstance(self.optimizer, WeightSampler):
+            return self._backward(batch)
+        values = []
+        for _ in range(self.optimizer.mc_samples):
+            with self.optimizer.sampled_params(train=True):
+                values.append(self._backward(batch))
+        return sum(values) / len(values)
+
+    def _backward(self, batch: Batch) -> float:
+        loss = self.objective.loss(batch)
+        value = float(loss.detach())
+        if math.isfinite(value):
+            loss.backward()
+        return value
 
     def _end_window(self, bar: Any) -> None:
         window = self.schedule.window

@@ -1,9 +1,11 @@
 """``BNNRegressor`` and ``BNNClassifier``: Bayesian MLPs with scikit-learn conventions.
 
-A network of :class:`noisybayes.nn.BayesLinear` layers (mean-field Gaussian posterior,
-local reparameterization) trained by :func:`noisybayes.nn.train` on the per-datum
-negative ELBO, on standardised inputs (and targets, for regression). ``temperature``
-is 1 (the Bayesian posterior) unless set. ``score`` is the mean test log predictive
+Two routes to one mean-field Gaussian posterior of an MLP, on standardised inputs (and
+targets, for regression): ``method="layers"``, a network of :class:`noisybayes.nn.BayesLinear`
+layers (local reparameterization) trained by :func:`noisybayes.nn.train` on the per-datum
+negative ELBO, or ``method="ivon"``, a plain ``nn.Linear`` network whose optimizer,
+:class:`noisybayes.optim.IVON`, holds the posterior (:func:`noisybayes.nn.train_ivon`).
+``temperature`` is 1 (the Bayesian posterior) unless set. ``score`` is the mean test log predictive
 density, ``mean_i log mean_s p(y_i | x_i, w_s)``, in the target's original units (not
 scikit-learn's R^2 or accuracy: a proper score of the whole predictive distribution).
 """
@@ -38,6 +40,7 @@ from noisybayes.estimators._base import (
 )
 from noisybayes.infer.posterior import FitInfo
 from noisybayes.infer.prediction import Prediction
+from noisybayes.nn.ivon_train import train_ivon
 from noisybayes.nn.likelihoods import (
     Categorical,
     Gaussian,
@@ -48,7 +51,6 @@ from noisybayes.nn.likelihoods import (
 from noisybayes.nn.likelihoods import StudentT as StudentTLikelihood
 from noisybayes.nn.linear import BayesLinear
 from noisybayes.nn.mixture import Mixture
-from noisybayes.nn.objective import sample_outputs
 from noisybayes.nn.posterior import NetworkPosterior
 from noisybayes.nn.predict import predict_classes, predict_regression
 from noisybayes.nn.train import train
@@ -57,11 +59,14 @@ __all__ = ["BNNClassifier", "BNNRegressor"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 _STEPS = 5000  # default training length in optimiser steps (at least 40 epochs)
+_LEARNING_RATES = {"layers": 1e-2, "ivon": 0.1}  # the first step size of Adam, of IVON
 RegressionLikelihood = Literal[
     "gaussian", "heteroscedastic", "student_t", "heteroscedastic_student_t"
 ]
 _REGRESSION_LIKELIHOODS: tuple[str, ...] = get_args(RegressionLikelihood)
 _START_DF = 5.0  # where learned degrees of freedom start
+Method = Literal["layers", "ivon"]
+_METHODS: tuple[str, ...] = get_args(Method)
 
 
 class _BNN(BaseEstimator):
@@ -71,13 +76,14 @@ class _BNN(BaseEstimator):
         self,
         hidden: int | tuple[int, ...] = (50,),
         *,
+        method: Method = "layers",
         activation: Literal["relu", "tanh", "gelu"] = "relu",
         prior_scale: float = 1.0,
         init_scale: float = 0.1,
         temperature: float = 1.0,
         n_epochs: int | None = None,
         batch_size: int = 128,
-        learning_rate: float = 1e-2,
+        learning_rate: float | None = None,
         n_samples: int = 1,
         n_components: int = 1,
         n_predict_samples: int = 200,
@@ -86,6 +92,7 @@ class _BNN(BaseEstimator):
         device: str | torch.device = "cpu",
     ) -> None:
         self.hidden = hidden
+        self.method = method
         self.activation = activation
         self.prior_scale = prior_scale
         self.init_scale = init_scale
@@ -110,23 +117,31 @@ class _BNN(BaseEstimator):
         return tuple(int(h) for h in widths)
 
     def _network(self, n_in: int, n_out: int) -> nn.Sequential:
+        """The MLP: ``BayesLinear`` layers, or plain ``nn.Linear`` ones for IVON."""
         check_choice("activation", self.activation, tuple(_ACTIVATIONS))
         prior = Normal(0.0, check_positive("prior_scale", self.prior_scale))
+
+        def linear(a: int, b: int) -> nn.Module:
+            if self.method == "ivon":
+                return nn.Linear(a, b)
+            return BayesLinear(a, b, prior=prior, init_scale=self.init_scale)
+
         widths = [n_in, *self._hidden()]
         layers: list[nn.Module] = []
         for a, b in zip(widths[:-1], widths[1:], strict=True):
-            layers += [
-                BayesLinear(a, b, prior=prior, init_scale=self.init_scale),
-                _ACTIVATIONS[self.activation](),
-            ]
-        layers.append(BayesLinear(widths[-1], n_out, prior=prior, init_scale=self.init_scale))
+            layers += [linear(a, b), _ACTIVATIONS[self.activation]()]
+        layers.append(linear(widths[-1], n_out))
         return nn.Sequential(*layers)
 
     def _fit_network(self, x: torch.Tensor, target: torch.Tensor, n_out: int, lik: Likelihood) -> None:
         """Train on checked inputs ``x`` ``(N, d)`` (float32) and the model's ``target``."""
+        check_choice("method", self.method, _METHODS)
         self.x_mean_, self.x_scale_ = location_and_scale(x, centre=True)
         gen = make_generator(self.seed)
         k = check_positive_int("n_components", self.n_components)
+        if k > 1 and self.method == "ivon":
+            raise ValueError(f"n_components must be 1 with method='ivon' (one optimizer "
+                             f"holds one posterior), got {k}")
         with seeded_from(gen):  # the initial means, one set per component
             networks = [self._network(x.shape[1], n_out) for _ in range(k)]
         model = networks[0] if k == 1 else Mixture(networks)
@@ -136,18 +151,18 @@ class _BNN(BaseEstimator):
         if n_epochs is None:
             per_epoch = math.ceil(x.shape[0] / max(1, min(self.batch_size, x.shape[0])))
             n_epochs = max(40, math.ceil(_STEPS / per_epoch))
-        self.posterior_: NetworkPosterior = train(
-            self.model_,
-            ((x - self.x_mean_) / self.x_scale_).to(self.device),
-            target.to(self.device),
-            likelihood=self.likelihood_,
-            n_epochs=n_epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
+        settings = dict(
+            likelihood=self.likelihood_, n_epochs=n_epochs, batch_size=self.batch_size,
+            learning_rate=(_LEARNING_RATES[self.method] if self.learning_rate is None
+                           else self.learning_rate),
             n_samples=self.n_samples,
-            temperature=self.temperature,
-            generator=gen,
-            progress=self.progress,
+            temperature=self.temperature, generator=gen, progress=self.progress,
+        )
+        x_std, target = ((x - self.x_mean_) / self.x_scale_).to(self.device), target.to(self.device)
+        self.posterior_: NetworkPosterior = (
+            train_ivon(self.model_, x_std, target, prior_scale=self.prior_scale,
+                       init_scale=self.init_scale, **settings)
+            if self.method == "ivon" else train(self.model_, x_std, target, **settings)
         )
         self.info_: FitInfo = self.posterior_.info
         self.model_.eval()
@@ -159,14 +174,20 @@ class _BNN(BaseEstimator):
         gen = make_generator(self.seed)
         with torch.no_grad(), seeded_from(gen):
             x_std = ((x - self.x_mean_) / self.x_scale_).to(self.device)
-            return sample_outputs(self.model_, x_std, self.n_predict_samples)
+            return self.posterior_._sample_outputs(x_std, self.n_predict_samples, gen)
 
 
 class BNNRegressor(RegressorMixin, _BNN):
     """A Bayesian MLP for regression (one target), learning its noise scale.
 
     Args:
-        hidden: hidden layer widths (one integer is one layer). activation: ``"relu"``, ``"tanh"`` or ``"gelu"``.
+        hidden: hidden layer widths (one integer is one layer; ``()`` is a linear model).
+            activation: ``"relu"``, ``"tanh"`` or ``"gelu"``.
+        method: ``"layers"`` (``BayesLinear`` layers, Adam on the ELBO) or ``"ivon"`` (plain
+            ``nn.Linear`` layers, :class:`noisybayes.optim.IVON` with ``ess = N /
+            temperature`` and ``weight_decay = 1 / (ess prior_scale^2)``, so that its implied
+            Gaussian prior has sd ``prior_scale``; ``hess_init`` makes the initial posterior
+            sd ``init_scale``); both end in a mean-field Gaussian posterior.
         likelihood: ``"gaussian"`` (one learned noise sd), ``"heteroscedastic"`` (a noise
             sd per input, from a second output), ``"student_t"`` (one learned noise scale)
             or ``"heteroscedastic_student_t"`` (a noise scale per input and heavy tails;
@@ -184,17 +205,21 @@ class BNNRegressor(RegressorMixin, _BNN):
             either: from 0.02 the fit can stay overconfident.
         prior_scale: sd of the ``Normal(0, prior_scale)`` prior on every weight (the data
             are standardised, so 1 is a neutral default).
-        init_scale: initial posterior sds, see :class:`noisybayes.nn.BayesLinear`.
-        temperature: the KL weight (1 is the posterior).
+        init_scale: initial posterior sds, see :class:`noisybayes.nn.BayesLinear` (``<
+            prior_scale`` for IVON).
+        temperature: the KL weight (1 is the posterior; IVON needs it ``> 0``).
         n_epochs: passes over the data; ``None`` gives about 5000 steps (at least 40).
-        batch_size, learning_rate, n_samples: the training loop's settings. Large batches
-            (the default 128, or all rows of a small data set) reduce the gradient noise
-            of the posterior scales, which sets how many steps the fit needs.
+        batch_size, learning_rate, n_samples: the training loop's settings (``n_samples``:
+            weight draws per row, or for IVON per step). ``learning_rate=None`` is 1e-2
+            (Adam) for the layers and 0.1 (IVON's ``lr``) for IVON. Large batches (the
+            default 128, or all rows of a small data set) reduce the gradient noise of the
+            posterior scales, which sets how many steps the fit needs.
         n_components: ``K > 1`` fits an equal-weight mixture of ``K`` mean-field
             posteriors from different random starts (:class:`noisybayes.nn.Mixture`),
             trained together in one vectorised pass (about 2.5x one network's time for
             ``K = 5`` on small networks); the components find different posterior modes,
             which mostly improves the predictive log-likelihood. They share one likelihood.
+            Only with the layers.
         n_predict_samples: weight draws per prediction. seed: randomness of fit and predict
             (on a GPU the weight noise comes from the device's own generator).
         progress: a progress bar with the loss while training; ``None`` (default) shows it
@@ -202,8 +227,8 @@ class BNNRegressor(RegressorMixin, _BNN):
         device: where the network trains and predicts; results return on the CPU.
 
     Fitted attributes: ``model_`` (the network, or a ``Mixture`` of ``n_components``),
-    ``likelihood_``, ``posterior_`` (an ``nb.nn.NetworkPosterior`` on the standardised
-    data: ``summary()``, ``to_arviz()``), ``info_`` (its ``nb.FitInfo``), the standardisation ``x_mean_``,
+    ``likelihood_``, ``posterior_`` (an ``nb.nn.NetworkPosterior``, for IVON an
+    ``nb.nn.IVONPosterior``, on the standardised data: ``summary()``, ``to_arviz()``), ``info_`` (its ``nb.FitInfo``), the standardisation ``x_mean_``,
     ``x_scale_``, ``y_mean_``, ``y_scale_``.
     """
 
@@ -211,13 +236,14 @@ class BNNRegressor(RegressorMixin, _BNN):
         self,
         hidden: int | tuple[int, ...] = (50,),
         *,
+        method: Method = "layers",
         activation: Literal["relu", "tanh", "gelu"] = "relu",
         prior_scale: float = 1.0,
         init_scale: float = 0.1,
         temperature: float = 1.0,
         n_epochs: int | None = None,
         batch_size: int = 128,
-        learning_rate: float = 1e-2,
+        learning_rate: float | None = None,
         n_samples: int = 1,
         n_components: int = 1,
         n_predict_samples: int = 200,
@@ -229,7 +255,8 @@ class BNNRegressor(RegressorMixin, _BNN):
         init_noise_scale: float = 0.1,
     ) -> None:
         super().__init__(
-            hidden, activation=activation, prior_scale=prior_scale, init_scale=init_scale,
+            hidden, method=method, activation=activation, prior_scale=prior_scale,
+            init_scale=init_scale,
             temperature=temperature, n_epochs=n_epochs, batch_size=batch_size,
             learning_rate=learning_rate, n_samples=n_samples, n_components=n_components,
             n_predict_samples=n_predict_samples, seed=seed, progress=progress, device=device,

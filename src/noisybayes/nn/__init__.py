@@ -8,6 +8,7 @@
     post = nb.nn.train(net, x, y, likelihood=lik, n_epochs=...)  # the library's loop
     post.predict(x_new); post.summary(); post.to_arviz()  # an nb.Posterior, like nb.fit's
     post = nb.nn.IVONPosterior(net, lik, ivon_optimizer)  # a plain net trained by nb.optim.IVON
+    post = nb.nn.train_ivon(net, x, y, likelihood=lik, n_epochs=...)  # ... in the library's loop
 
     nb.bayesian(net, prior=nb.nn.LogUniform())           # variational dropout: learned alpha
     torch.nn.Sequential(..., nb.nn.GaussianDropout(0.2), ...)  # fixed noise: a regulariser
@@ -20,6 +21,7 @@ from noisybayes.nn.base import NoisyModule, posterior_mean
 from noisybayes.nn.conv import BayesConv2d
 from noisybayes.nn.convert import MeanFieldNoise, bayesian
 from noisybayes.nn.ivon_posterior import IVONPosterior
+from noisybayes.nn.ivon_train import train_ivon
 from noisybayes.nn.likelihoods import (
     Bernoulli,
     Categorical,
@@ -69,4 +71,5 @@ __all__ = [
     "predict",
     "scale_mixture_prior",
     "train",
+    "train_ivon",
 ]

@@ -21,7 +21,14 @@ from torch.func import functional_call, stack_module_state, vmap
 from noisybayes._checks import check_positive_int
 from noisybayes._progress import show_progress
 from noisybayes._rng import make_generator
-from noisybayes.engine import DataSource, LinearDecay, TensorSource, Trainer
+from noisybayes.engine import (
+    DataSource,
+    LinearDecay,
+    OptimizerFactory,
+    TensorSource,
+    Trainer,
+    adam,
+)
 from noisybayes.infer.objective import batched_evaluation
 from noisybayes.infer.posterior import FitInfo
 from noisybayes.nn.likelihoods import Likelihood
@@ -45,6 +52,7 @@ def train(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     progress: bool | None = None,
+    optimizer: OptimizerFactory = adam,
 ) -> NetworkPosterior:
     """Minimise the per-datum ``-ELBO`` of ``model`` (and ``likelihood``'s noise scale).
 
@@ -61,6 +69,8 @@ def train(
         generator: the randomness of the batches and of the weight noise.
         progress: a progress bar over steps with the loss of the last window (shown after a
             second); ``None``: only when stderr is a terminal.
+        optimizer: makes the optimiser from the parameters and the first step size (Adam;
+            see :func:`noisybayes.nn.train_ivon` for IVON).
 
     Returns:
         The trained network's :class:`~noisybayes.nn.NetworkPosterior` (``info.loss_trace``:
@@ -89,7 +99,7 @@ def train(
     trainer = Trainer(objective, source, schedule, batch_size=batch_size,
                       generator=make_generator(None, generator), max_steps=total,
                       drop_last=False, progress=show_progress(progress),
-                      fingerprint=_names(model))
+                      fingerprint=_names(model), optimizer=optimizer)
     start = time.perf_counter()
     try:
         result = trainer.run()

@@ -1,0 +1,139 @@
+"""``BNNRegressor(method="ivon")``: the exact variational optimum of a linear-Gaussian model,
+agreement with the layer route, and its argument errors.
+
+With ``hidden=()`` the network is ``t = b + w z + e``, ``e ~ N(0, s^2)`` on the standardised
+data (``z`` centred, so ``Z^T Z`` is diagonal and the mean-field optimum is the exact
+posterior). The optimum of the ELBO over ``(b, w)`` and a point noise scale is the fixed
+point of ``Lambda = Z^T Z / s^2 + I / prior_scale^2``, ``mu = Lambda^-1 Z^T t / s^2``,
+``s^2 = (|t - Z mu|^2 + tr(Z^T Z Lambda^-1)) / N``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import noisybayes as nb
+
+N, NOISE, STEPS, DRAWS = 500, 0.5, 2000, 4000
+X_NEW = np.array([[-4.0], [2.0], [9.0]])
+
+
+def _data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, (N, 1))
+    return x, 1.0 + 0.8 * x[:, 0] + NOISE * rng.standard_normal(N)
+
+
+def _fit(method: str) -> nb.BNNRegressor:
+    x, y = _data()  # full batches: no minibatch noise, only the weight draws'
+    return nb.BNNRegressor(hidden=(), method=method, batch_size=N, n_epochs=STEPS,
+                           n_predict_samples=DRAWS, progress=False).fit(x, y)
+
+
+@pytest.fixture(scope="module")
+def ivon() -> nb.BNNRegressor:
+    return _fit("ivon")
+
+
+def _design(reg: nb.BNNRegressor, x: np.ndarray) -> torch.Tensor:
+    z = (torch.as_tensor(x, dtype=torch.float64) - reg.x_mean_.double()) / reg.x_scale_.double()
+    return torch.cat([torch.ones_like(z), z], 1)
+
+
+def _optimum(reg: nb.BNNRegressor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``(mu, Lambda^-1, s)`` of the ELBO's optimum in ``reg``'s standardised units."""
+    x, y = _data()
+    Z = _design(reg, x)
+    t = (torch.as_tensor(y, dtype=torch.float64) - reg.y_mean_) / reg.y_scale_
+    var = torch.tensor(1.0, dtype=torch.float64)
+    for _ in range(100):  # a contraction: converges to rounding in a few dozen rounds
+        cov = torch.linalg.inv(Z.T @ Z / var + torch.eye(2, dtype=torch.float64) / reg.prior_scale**2)
+        mu = cov @ Z.T @ t / var
+        var = (((t - Z @ mu) ** 2).sum() + torch.trace(Z.T @ Z @ cov)) / N
+    return mu, cov, float(var.sqrt())
+
+
+def test_ivon_reaches_the_exact_posterior_of_a_linear_gaussian_model(ivon):
+    """Tolerances. Scales: ``h`` is a moving average (``beta2 = 1 - 10 / T``) of estimates
+    ``h_hat = A eps^2`` (``A`` diagonal here), relative variance 2, so its stationary
+    relative sd is ``sqrt(2 (1 - beta2) / (1 + beta2))`` and the scale's half that; 4 of
+    them are allowed. Means: at the end a step moves the mean by ``kappa = lr (h_0 + delta)
+    / (h + delta) A <= 0.002`` of the way to a draw's Newton target, so the mean fluctuates
+    by ``sqrt(kappa / 2) <= 0.03`` posterior sd; 0.2 are allowed. The noise scale, itself
+    drawn with sd ``s / sqrt(2N)`` (3 %), fluctuates by ``0.03 * 3 %``; 1 % is allowed."""
+    mu, cov, noise = _optimum(ivon)
+    post = ivon.posterior_
+    assert isinstance(post, nb.nn.IVONPosterior) and post.info.family == "ivon"
+    loc = torch.stack([post.locs["0.bias"][0], post.locs["0.weight"][0, 0]]).double()
+    scale = torch.stack([post.scales["0.bias"][0], post.scales["0.weight"][0, 0]]).double()
+    exact_sd = cov.diagonal().sqrt()
+    assert ((loc - mu).abs() < 0.2 * exact_sd).all(), (loc - mu) / exact_sd
+    beta2 = 1 - 10 / STEPS
+    scale_rel_sd = 0.5 * math.sqrt(2 * (1 - beta2) / (1 + beta2))
+    assert ((scale / exact_sd - 1).abs() < 4 * scale_rel_sd).all(), scale / exact_sd
+    assert float(ivon.likelihood_.scale.detach()) == pytest.approx(noise, rel=0.01)
+
+    # the predictive, in y's units: mean Z mu, sd sqrt(s^2 + z^T Lambda^-1 z)
+    Z = _design(ivon, X_NEW)
+    epistemic = ivon.y_scale_ * ((Z @ cov) * Z).sum(1).sqrt()
+    mean = ivon.y_mean_ + ivon.y_scale_ * (Z @ mu)
+    sd = ivon.y_scale_ * (noise**2 + ((Z @ cov) * Z).sum(1)).sqrt()
+    got_mean, got_sd = ivon.predict(X_NEW, return_std=True)
+    # mean: the fit's 0.2 sd (above) plus 4 Monte Carlo errors of DRAWS draws
+    tol = (0.2 + 4 / math.sqrt(DRAWS)) * epistemic
+    assert (torch.as_tensor(got_mean).double() - mean).abs().lt(tol).all()
+    # sd: the noise scale's 1 % (the epistemic variance's Monte Carlo error is below 0.1 %)
+    torch.testing.assert_close(torch.as_tensor(got_sd).double(), sd, rtol=0.01, atol=0)
+
+
+def test_ivon_and_the_layers_give_the_same_predictive_distribution(ivon):
+    """Both routes fit the same mean-field family (exact here). The layer route's Adam
+    leaves its scales less converged after the same steps, and its noise scale absorbs
+    the difference, so the comparison is of the predictive: means within 0.25 epistemic
+    sd plus 4 Monte Carlo errors of the two means; total sds within 2 %, under the noise
+    scale's own posterior sd ``1 / sqrt(2N)`` (3.2 %)."""
+    layers = _fit("layers")
+    x = X_NEW
+    mean_i, sd_i = ivon.predict(x, return_std=True)
+    mean_l, sd_l = layers.predict(x, return_std=True)
+    epistemic = ivon.predict_distribution(x).epistemic_sd.numpy()
+    tol = (0.25 + 4 * math.sqrt(2 / DRAWS)) * epistemic
+    assert (np.abs(mean_i - mean_l) < tol).all(), (mean_i - mean_l) / epistemic
+    np.testing.assert_allclose(sd_i, sd_l, rtol=0.02)
+    x_train, y_train = _data()
+    assert ivon.score(x_train, y_train) == pytest.approx(layers.score(x_train, y_train), abs=0.02)
+
+
+def test_classifier_ivon_predicts_probabilities_from_its_posterior():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 2))
+    y = np.where(x[:, 0] + x[:, 1] > 0, "a", "b")
+    clf = nb.BNNClassifier(hidden=(4,), method="ivon", n_epochs=100, n_predict_samples=50,
+                           progress=False).fit(x, y)
+    assert isinstance(clf.posterior_, nb.nn.IVONPosterior)
+    probs = clf.predict_proba(x)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    assert (clf.predict(x) == y).mean() > 0.9  # a linearly separable set
+    assert clf.posterior_.to_arviz(n_draws=5).posterior_predictive["y"].shape == (1, 5, 60)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"method": "foo"}, r"method must be one of 'layers', 'ivon', got 'foo'"),
+        ({"method": "ivon", "n_components": 3},
+         r"n_components must be 1 with method='ivon' \(one optimizer holds one posterior\), got 3"),
+        ({"method": "ivon", "init_scale": 2.0},
+         r"init_scale must be < prior_scale \(1.0\): the initial posterior is narrower than "
+         r"the prior, got 2.0"),
+        ({"method": "ivon", "temperature": 0.0}, r"temperature must be > 0, got 0.0"),
+    ],
+)
+def test_method_errors_name_the_argument_and_the_value(kwargs, message):
+    x, y = _data()
+    with pytest.raises(ValueError, match=message):
+        nb.BNNRegressor(n_epochs=1, **kwargs).fit(x[:20], y[:20])
