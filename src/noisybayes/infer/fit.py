@@ -179,8 +179,11 @@ def fit(
             ``nb.data.Parquet(...)``) yielding them with ``y``, read in bounded memory:
             Adam steps on its minibatches (the fixed-draw solve needs all rows at each
             step), the Laplace start's mode search and curvature on a uniform subsample of
-            about ``max_curvature_rows`` rows read in one pass, the mode polished by Newton
-            steps of one pass each over all rows, and k-hat summed over all rows in passes
+            about ``max_curvature_rows`` rows read in one pass (50,000 by default: the
+            curvature, a sum over them scaled by ``N / n``, is then within about
+            ``1 / sqrt(n) = 0.5%``, ample for whitening; the mode is not taken from them),
+            the mode polished by Newton steps of one pass each over all rows, and k-hat
+            (``family="auto"``) summed over all rows in passes, with at least 200 draws
             (``noisybayes.infer.streamed``); ``info.reason`` says so, and ``post.check()``
             then needs rows passed to it.
         y: the targets, ``(N, ...)``; ``None`` when ``x`` is a data source. The fit
