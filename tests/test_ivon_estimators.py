@@ -15,8 +15,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import noisybayes as nb
+from noisybayes.engine import LinearDecay, TensorSource, Trainer
+from noisybayes.nn.ivon_train import ivon_hyperparameters
+from noisybayes.optim.ivon import posterior_scale
 
 N, NOISE, STEPS, DRAWS = 500, 0.5, 2000, 4000
 X_NEW = np.array([[-4.0], [2.0], [9.0]])
@@ -137,3 +141,39 @@ def test_method_errors_name_the_argument_and_the_value(kwargs, message):
     x, y = _data()
     with pytest.raises(ValueError, match=message):
         nb.BNNRegressor(n_epochs=1, **kwargs).fit(x[:20], y[:20])
+
+
+def test_hyperparameters_give_the_stated_prior_and_initial_posterior_sd():
+    """IVON's sd ``1 / sqrt(ess (h + delta))`` is the prior sd at ``h = 0`` (no data) and
+    ``init_scale`` at ``h = hess_init``."""
+    ess = 250.0
+    delta, hess_init = ivon_hyperparameters(ess, prior_scale=2.0, init_scale=0.1)
+    torch.testing.assert_close(posterior_scale(torch.tensor(0.0), delta, ess), torch.tensor(2.0))
+    torch.testing.assert_close(posterior_scale(torch.tensor(hess_init), delta, ess),
+                               torch.tensor(0.1))
+
+
+def test_the_loop_takes_each_gradient_at_mc_samples_draws_and_restores_the_means():
+    w = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    seen: list[torch.Tensor] = []
+
+    class Objective:
+        def parameters(self) -> list[torch.Tensor]:
+            return [w]
+
+        def loss(self, batch) -> torch.Tensor:
+            seen.append(w.detach().clone())
+            return ((w - 1.0) ** 2).sum()
+
+    def make(params, lr):
+        return nb.optim.IVON(params, lr=lr, ess=4, mc_samples=3,
+                             generator=torch.Generator().manual_seed(0))
+
+    trainer = Trainer(Objective(), TensorSource((torch.zeros(4, 1),), torch.zeros(4)),
+                      LinearDecay(0.1, 2, 1), batch_size=4, max_steps=2,
+                      generator=torch.Generator().manual_seed(1), optimizer=make)
+    trainer.run()
+    assert len(seen) == 6  # 2 steps of 3 draws
+    assert len({tuple(s.tolist()) for s in seen}) == 6  # each a new draw
+    assert not any(torch.equal(s, w.detach()) for s in seen)  # the loop ends at the means
+    assert trainer.optimizer.state[w]["step"] == 2
