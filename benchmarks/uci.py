@@ -4,8 +4,11 @@ Protocol (``../shared/data/uci/README.md``): on each of the 20 published splits,
 standardise on the training rows, fit, and report on the test rows in the target's
 original units the RMSE of the predictive mean and the mean test log-likelihood of the
 full predictive; average over splits with standard errors (sd / sqrt(n_splits)).
-The posterior is an equal-weight mixture of ``N_COMPONENTS`` mean-field Gaussians
-(``n_components``), temperature 1. The hyper-parameters are one setting for every data
+Each split is fitted by each of ``METHODS_RUN`` on the same rows: ``"layers"``, an
+equal-weight mixture of ``N_COMPONENTS`` mean-field Gaussians (``n_components``), and
+``"ivon"``, one mean-field Gaussian learned by ``nb.optim.IVON`` (``method="ivon"``; it
+holds one posterior), both at temperature 1 with the same steps, and the table gives each
+method's wall time. The hyper-parameters are one setting for every data
 set and split, fixed before the run: ``Normal(0, 1)`` priors on the standardised scale
 and the heteroscedastic Student-t likelihood with learned degrees of freedom, which nests
 the Gaussian, Student-t and heteroscedastic Gaussian likelihoods (``uci_choice.py`` runs
@@ -21,6 +24,7 @@ so more).
 
     python benchmarks/uci.py                      # the full protocol, all six data sets
     python benchmarks/uci.py --quick yacht        # QUICK MODE: 2 splits, short training
+    python benchmarks/uci.py --methods ivon       # one method only
     python benchmarks/uci.py --record benchmarks/RESULTS.md
 
 The networks are tiny, so each data set runs in its own process on one torch thread;
@@ -67,11 +71,13 @@ INNER_SPLITS = 3  # validation splits averaged per hyper-parameter choice
 N_COMPONENTS = 5
 BATCH = 512
 N_PREDICT = 500  # weight draws per prediction: the log-mean-exp of the test density
+METHODS_RUN = ("layers", "ivon")  # nb.BNNRegressor's methods, side by side
 
 
 @dataclass
 class Result:
     dataset: str
+    method: str
     rmse: list[float]
     loglik: list[float]
     choices: list[tuple[float, str]]  # (prior sd, likelihood) of each split
@@ -109,16 +115,18 @@ class Budget:
 
 
 def regressor(prior_scale: float, likelihood: str, budget: Budget, n_rows: int, seed: int,
-              n_components: int) -> nb.BNNRegressor:
+              n_components: int, method: str = "layers") -> nb.BNNRegressor:
+    """The method's estimator (its default step size); IVON fits one component."""
     batch = min(n_rows, BATCH)  # large batches: less gradient noise in the scales per step
     n_epochs = max(1, math.ceil(budget.steps_for(n_rows) * batch / n_rows))
-    return nb.BNNRegressor(hidden=(50,), likelihood=likelihood, prior_scale=prior_scale,
-                           n_epochs=n_epochs, batch_size=batch, learning_rate=1e-2,
-                           n_components=n_components, n_predict_samples=N_PREDICT, seed=seed)
+    return nb.BNNRegressor(hidden=(50,), method=method, likelihood=likelihood,
+                           prior_scale=prior_scale, n_epochs=n_epochs, batch_size=batch,
+                           n_components=1 if method == "ivon" else n_components,
+                           n_predict_samples=N_PREDICT, seed=seed)
 
 
 def choose_hyperparameters(x: np.ndarray, y: np.ndarray, budget: Budget,
-                           seed: int) -> tuple[float, str]:
+                           seed: int, method: str = "layers") -> tuple[float, str]:
     """Prior sd, then likelihood, by the validation log-likelihood averaged over
     ``INNER_SPLITS`` random 80/20 splits of the training rows."""
     rng = np.random.default_rng(seed)
@@ -129,7 +137,8 @@ def choose_hyperparameters(x: np.ndarray, y: np.ndarray, budget: Budget,
         values = []
         for i, order in enumerate(orders):
             fit_rows, val_rows = order[:cut], order[cut:]
-            reg = regressor(scale, likelihood, budget, cut, seed + i, n_components=1)
+            reg = regressor(scale, likelihood, budget, cut, seed + i, n_components=1,
+                            method=method)
             values.append(reg.fit(x[fit_rows], y[fit_rows]).score(x[val_rows], y[val_rows]))
         return float(np.mean(values))
 
@@ -140,9 +149,10 @@ def choose_hyperparameters(x: np.ndarray, y: np.ndarray, budget: Budget,
     return scale, max(by_likelihood, key=lambda lik: by_likelihood[lik])
 
 
-def run(name: str, root: Path, n_splits: int | None, budget: Budget, tune: bool) -> Result:
-    """All splits of one data set; ``tune`` chooses the hyper-parameters on each split's
-    training rows, else they are ``PRIOR_SCALE`` and ``LIKELIHOOD``."""
+def run(name: str, root: Path, n_splits: int | None, budget: Budget, tune: bool,
+        method: str = "layers") -> Result:
+    """All splits of one data set by one method; ``tune`` chooses the hyper-parameters on
+    each split's training rows, else they are ``PRIOR_SCALE`` and ``LIKELIHOOD``."""
     torch.set_num_threads(1)
     x, y, available = load(name, root)
     n_splits = available if n_splits is None else min(n_splits, available)
@@ -150,15 +160,16 @@ def run(name: str, root: Path, n_splits: int | None, budget: Budget, tune: bool)
     rmse, loglik, choices = [], [], []
     for k in range(n_splits):
         train, test = split(name, root, k)
-        choice = (choose_hyperparameters(x[train], y[train], budget, seed=k) if tune
-                  else (PRIOR_SCALE, LIKELIHOOD))
+        choice = (choose_hyperparameters(x[train], y[train], budget, seed=k, method=method)
+                  if tune else (PRIOR_SCALE, LIKELIHOOD))
         choices.append(choice)
-        reg = regressor(*choice, budget, len(train), seed=k,
-                        n_components=N_COMPONENTS).fit(x[train], y[train])
+        reg = regressor(*choice, budget, len(train), seed=k, n_components=N_COMPONENTS,
+                        method=method).fit(x[train], y[train])
         mean = reg.predict(x[test])
         rmse.append(float(np.sqrt(np.mean((mean - y[test]) ** 2))))
         loglik.append(reg.score(x[test], y[test]))
-    return Result(name, rmse, loglik, choices, reg.info_.n_steps, time.perf_counter() - start)
+    return Result(name, method, rmse, loglik, choices, reg.info_.n_steps,
+                  time.perf_counter() - start)
 
 
 def _counts(values: list) -> str:
@@ -177,17 +188,19 @@ def _mean_se(values: list[float]) -> str:
 
 def table(results: list[Result], header: str) -> str:
     lines = [header, "",
-             "| data set | splits | prior sd | likelihood | steps | RMSE | test LL | "
-             + " | ".join(METHODS) + " |",
-             "|---" * (7 + len(METHODS)) + "|"]
+             "| data set | method | splits | prior sd | likelihood | steps | seconds | RMSE | "
+             "test LL | " + " | ".join(METHODS) + " |",
+             "|---" * (9 + len(METHODS)) + "|"]
     for r in results:
         published = " | ".join(f"{a:g} / {b:g}" for a, b in PUBLISHED[r.dataset])
         scales, likelihoods = zip(*r.choices, strict=True)
-        lines.append(f"| {r.dataset} | {len(r.rmse)} | {_counts(list(scales))} | "
-                     f"{_counts(list(likelihoods))} | {r.n_steps} | {_mean_se(r.rmse)} | "
-                     f"{_mean_se(r.loglik)} | {published} |")
+        lines.append(f"| {r.dataset} | {r.method} | {len(r.rmse)} | {_counts(list(scales))} | "
+                     f"{_counts(list(likelihoods))} | {r.n_steps} | {r.seconds:.0f} | "
+                     f"{_mean_se(r.rmse)} | {_mean_se(r.loglik)} | {published} |")
     lines.append("")
-    lines.append("Published columns: RMSE / test log-likelihood (mean over 20 splits).")
+    lines.append("Published columns: RMSE / test log-likelihood (mean over 20 splits). "
+                 "seconds: the method's wall time over all splits of the data set (with "
+                 "the choice of hyper-parameters when tuned).")
     return "\n".join(lines)
 
 
@@ -205,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA, help="the uci data folder")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="data sets run at once, one process each (default 2)")
+    parser.add_argument("--methods", default=",".join(METHODS_RUN),
+                        help=f"comma-separated, of {', '.join(METHODS_RUN)} (default: all)")
     parser.add_argument("--record", type=Path, default=None, help="append the table here")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
@@ -217,23 +232,26 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown data set(s) {unknown}; choose from {', '.join(DATASETS)}")
     names = args.datasets or list(DATASETS)
+    methods = [m for m in args.methods.split(",") if m]
+    if not methods or set(methods) - set(METHODS_RUN):
+        parser.error(f"--methods must name some of {', '.join(METHODS_RUN)}, got {args.methods!r}")
     largest_first = sorted(names, key=lambda n: -(args.data / n / "data.txt").stat().st_size)
     begin = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {name: pool.submit(run, name, args.data, n_splits, budget,
-                                        args.tune_per_split)
-                   for name in largest_first}
-        results = [futures[name].result() for name in names]
+        futures = {(name, m): pool.submit(run, name, args.data, n_splits, budget,
+                                             args.tune_per_split, m)
+                   for name in largest_first for m in methods}
+        results = [futures[name, m].result() for name in names for m in methods]
     for r in results:
-        print(f"{r.dataset}: {r.seconds:.0f} s", file=sys.stderr)
+        print(f"{r.dataset} ({r.method}): {r.seconds:.0f} s", file=sys.stderr)
     wall = time.perf_counter() - begin
     mode = ("QUICK MODE (not the protocol: few splits or short training)"
             if args.quick or args.splits else "full protocol")
     mode += (", hyper-parameters chosen on each split's training rows" if args.tune_per_split
              else ", fixed hyper-parameters")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = (f"## UCI, nb.BNNRegressor (50 hidden units, mixture of {N_COMPONENTS} mean-field "
-              f"Gaussians, temperature 1): {mode}\n\n"
+    header = (f"## UCI, nb.BNNRegressor (50 hidden units, temperature 1; layers: a mixture of "
+              f"{N_COMPONENTS} mean-field Gaussians, ivon: one): {mode}\n\n"
               f"{stamp}; {platform.node()} ({platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores, {args.jobs} data sets at once, 1 torch thread each); "
               f"wall time {wall:.0f} s; noisybayes {nb.__version__}, torch {torch.__version__}")
