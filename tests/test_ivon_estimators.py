@@ -143,6 +143,13 @@ def test_method_errors_name_the_argument_and_the_value(kwargs, message):
         nb.BNNRegressor(n_epochs=1, **kwargs).fit(x[:20], y[:20])
 
 
+def test_train_ivon_refuses_a_mixture():
+    mixture = nb.nn.Mixture([nn.Linear(1, 1), nn.Linear(1, 1)])
+    with pytest.raises(ValueError, match="model must not be a Mixture: one IVON optimizer"):
+        nb.nn.train_ivon(mixture, torch.zeros(4, 1), torch.zeros(4, 1),
+                         likelihood=nb.nn.Gaussian(), n_epochs=1)
+
+
 def test_hyperparameters_give_the_stated_prior_and_initial_posterior_sd():
     """IVON's sd ``1 / sqrt(ess (h + delta))`` is the prior sd at ``h = 0`` (no data) and
     ``init_scale`` at ``h = hess_init``."""

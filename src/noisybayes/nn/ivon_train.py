@@ -19,6 +19,7 @@ from noisybayes._checks import check_positive, check_positive_int
 from noisybayes._rng import make_generator
 from noisybayes.nn.ivon_posterior import IVONPosterior
 from noisybayes.nn.likelihoods import Likelihood
+from noisybayes.nn.mixture import Mixture
 from noisybayes.nn.train import train
 from noisybayes.optim import IVON
 
@@ -80,8 +81,12 @@ def train_ivon(
 
     Returns:
         An :class:`IVONPosterior` (``info.loss_trace``: the per-datum negative
-        log-likelihood of every step, at the drawn weights).
+        log-likelihood of every step, at the drawn weights; the prior acts through the
+        weight decay and is not in the trace, so ``info.final_elbo`` lacks the KL term).
     """
+    if isinstance(model, Mixture):
+        raise ValueError("model must not be a Mixture: one IVON optimizer holds one "
+                         "Gaussian posterior; train each component by itself")
     n_data = x.shape[0] / check_positive("temperature", temperature)
     weight_decay, hess_init = ivon_hyperparameters(n_data, prior_scale, init_scale)
     n_samples = check_positive_int("n_samples", n_samples)
