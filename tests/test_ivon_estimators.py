@@ -184,3 +184,17 @@ def test_the_loop_takes_each_gradient_at_mc_samples_draws_and_restores_the_means
     assert len({tuple(s.tolist()) for s in seen}) == 6  # each a new draw
     assert not any(torch.equal(s, w.detach()) for s in seen)  # the loop ends at the means
     assert trainer.optimizer.state[w]["step"] == 2
+
+
+def test_the_seed_is_the_only_randomness_and_the_global_generator_is_left_alone():
+    x, y = _data()
+    state = torch.get_rng_state()
+
+    def fit(seed):
+        return nb.BNNRegressor(hidden=(3,), method="ivon", n_epochs=3, seed=seed,
+                               n_predict_samples=20, progress=False).fit(x[:50], y[:50])
+
+    first, again, other = fit(0), fit(0), fit(1)
+    assert torch.equal(torch.get_rng_state(), state)
+    np.testing.assert_array_equal(first.predict(X_NEW), again.predict(X_NEW))
+    assert not np.array_equal(first.predict(X_NEW), other.predict(X_NEW))
