@@ -213,6 +213,7 @@ class RegressionEstimator(BaseEstimator):
     n_features_in_: int
     formula_: Any
     design_: Any
+    _design_groups: tuple[Any, ...] = ()  # rows of a formula's group terms during from_design
 
     # --- input checks -----------------------------------------------------------------
     def _validate_xy(self, X: Any, y: Any, *, y_numeric: bool = True) -> tuple[np.ndarray, Any]:
@@ -232,19 +233,27 @@ class RegressionEstimator(BaseEstimator):
         dtype = torch.promote_types(X_t.dtype, y_t.dtype)
         return X_t.to(dtype), y_t.to(dtype)
 
-    def _standardised(self, X: Any) -> torch.Tensor:
+    def _inputs(self, X: Any) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """What the model's ``forward`` takes for the rows ``X``: the standardised design."""
+        return self._standardised(X)[0]
+
+    def _standardised(self, X: Any, *, from_formula: bool = False) -> tuple[torch.Tensor, Any]:
+        """The standardised design of the rows ``X`` and, where it was built from raw rows by
+        the fitted formula (always when ``from_formula``), that ``Design``."""
         check_is_fitted(self, "posterior_")
         formula = getattr(self, "formula_", None)
         names = getattr(self, "feature_names_in_", None)
+        design = None
         if (
             formula is not None
             and hasattr(X, "columns")
-            and (names is None or list(X.columns) != list(names))
+            and (from_formula or names is None or list(X.columns) != list(names))
         ):
-            X = formula.transform(X).X  # raw rows: build their design as the formula says
+            design = formula.transform(X)  # raw rows: build their design as the formula says
+            X = design.X
         X_a = validate_data(self, array_input("X", X), reset=False, dtype=FLOAT_DTYPES)
         X_t = tensor_of(X_a).to(self.posterior_.dtype)
-        return self._model.standardise_x(X_t)
+        return self._model.standardise_x(X_t), design
 
     def _standardised_y(self, y: Any, dtype: torch.dtype) -> torch.Tensor:
         return self._model.standardise_y(as_float_tensor("y", y, ndim=(1,), dtype=dtype))
@@ -272,8 +281,8 @@ class RegressionEstimator(BaseEstimator):
         """The full ``nb.Prediction`` (mean, sds, intervals) on the user's scale of ``y``:
         the model's, mapped back by ``Prediction.affine(y_mean, y_scale)`` when the response
         was standardised (a count or label response is modelled as it is)."""
-        x_std = self._standardised(X)
-        pred = self.posterior_.predict(x_std, n_samples=n_samples, level=level, seed=self.seed)
+        inputs = self._inputs(X)
+        pred = self.posterior_.predict(inputs, n_samples=n_samples, level=level, seed=self.seed)
         shift, scale = self._response_shift_scale()
         return pred if (shift, scale) == (0.0, 1.0) else pred.affine(shift, scale)
 
@@ -284,10 +293,10 @@ class RegressionEstimator(BaseEstimator):
         when held-out ``y`` is given, its log-density under each draw (for ``nb.calibration``)."""
         from noisybayes.infer.calibration import predictive_draws
 
-        x_std = self._standardised(X)
-        y_std = None if y is None else self._standardised_y(y, x_std.dtype)
+        inputs = self._inputs(X)
+        y_std = None if y is None else self._standardised_y(y, self.posterior_.dtype)
         seed = self.seed if seed is None else seed
-        draws = predictive_draws(self.posterior_, x_std, y_std, n_samples=n_samples, seed=seed)
+        draws = predictive_draws(self.posterior_, inputs, y_std, n_samples=n_samples, seed=seed)
         return draws.rescaled(*self._response_shift_scale())
 
     def to_arviz(
@@ -309,32 +318,44 @@ class RegressionEstimator(BaseEstimator):
         so ArviZ's chain diagnostics (r_hat) are not shown as if they meant something."""
         check_is_fitted(self, "posterior_")
         if X is None and y is None:
-            x_std = y_std = None
+            inputs = y_std = None
         elif X is None or y is None:
             missing = "X" if X is None else "y"
             raise ValueError(f"to_arviz() needs both X and y, got {missing}=None")
         else:
-            x_std = self._standardised(X)
-            y_std = self._standardised_y(y, x_std.dtype)
+            inputs = self._inputs(X)
+            y_std = self._standardised_y(y, self.posterior_.dtype)
         seed = self.seed if seed is None else seed
         names = getattr(self, "feature_names_in_", None)
         if names is None:
             names = [f"x{i}" for i in range(self.n_features_in_)]
+        dims: dict[str, list[str]] = {"coef": ["feature"]}
+        coords = {"feature": [str(n) for n in names]}
+        for g in getattr(self._model, "groups", ()):
+            columns = f"{g.name}_column"
+            dims |= {g.effect: [g.group, columns], g.sd: [columns]}
+            coords |= {g.group: list(g.labels), columns: list(g.columns)}
         return self.posterior_.to_arviz(
-            x_std, y_std, n_chains=n_chains, n_draws=n_draws, seed=seed,
-            response=self._response_shift_scale(), dims={"coef": ["feature"]},
-            coords={"feature": [str(n) for n in names]},
+            inputs, y_std, n_chains=n_chains, n_draws=n_draws, seed=seed,
+            response=self._response_shift_scale(), dims=dims, coords=coords,
         )
 
     def summary(self, hdi_prob: float = 0.94):
-        """The posterior table, with coefficient rows named after the features when known."""
+        """The posterior table, with coefficient rows named after the features when known,
+        and group terms' rows as bambi names them: ``1|g[a]`` the effect of group ``a``
+        (``1|g[<new>]`` a new group's), ``1|g_sigma`` the sd of the effects."""
         check_is_fitted(self, "posterior_")
         table = self.posterior_.summary(hdi_prob)
         features = getattr(self, "feature_names_in_", None)
+        names = {}
         if features is not None:
             names = {f"coef[{i}]": str(n) for i, n in enumerate(features)}
-            table = table.rename(index=names)
-        return table
+        for g in getattr(self._model, "groups", ()):
+            for j, column in enumerate(g.columns):
+                names[f"{g.sd}[{j}]"] = f"{column}|{g.name}_sigma"
+                names |= {f"{g.effect}[{i},{j}]": f"{column}|{g.name}[{label}]"
+                          for i, label in enumerate(g.labels)}
+        return table.rename(index=names)
 
     # --- formulas (front end: formulaic) ------------------------------------------------
     def fit(self: _Estimator, X: Any, y: Any) -> _Estimator:
@@ -349,7 +370,7 @@ class RegressionEstimator(BaseEstimator):
         missing: Literal["drop", "error"] = "drop",
         **params: Any,
     ) -> _Estimator:
-        """Fit ``formula`` (``"y ~ x1 + C(g) + np.log(x2)"``) on the DataFrame ``data``.
+        """Fit ``formula`` (``"y ~ x1 + C(g) + np.log(x2) + (1 | h)"``) on the DataFrame ``data``.
 
         The design is built by formulaic (``noisybayes.tables.formula``): rows missing a
         used value are dropped (``missing="drop"``, counted in ``design_.n_dropped``) or
@@ -368,6 +389,10 @@ class RegressionEstimator(BaseEstimator):
         if "fit_intercept" in params:
             raise TypeError("fit_intercept must not be given with a formula: write '- 1' in it")
         estimator = cls(**{"fit_intercept": design.spec.intercept, **params})
-        estimator.fit(design.X, design.y)
+        estimator._design_groups = design.groups  # the group terms' rows, read by the fit
+        try:
+            estimator.fit(design.X, design.y)
+        finally:
+            del estimator._design_groups
         estimator.formula_, estimator.design_ = design.spec, design
         return estimator

@@ -25,7 +25,8 @@ flat intercept; ``sigma ~ Exponential(1 / sd(y))``; ``concentration ~ Exponentia
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -51,9 +52,16 @@ from noisybayes.estimators._base import (
     coef_prior,
     resolve_prior,
 )
+from noisybayes.estimators._group_effects import (
+    GroupEffects,
+    add_group_params,
+    group_effects,
+    group_sum,
+)
 from noisybayes.math.distributions import FiniteVarianceStudentT
 from noisybayes.model.layout import ParamLayout
 from noisybayes.model.param import param
+from noisybayes.tables.group_terms import GroupData
 
 __all__ = [
     "CONTINUOUS",
@@ -85,9 +93,10 @@ def probit_logits(eta: torch.Tensor) -> torch.Tensor:
 
 
 class GLMModel(LinearPredictor):
-    """``y ~ family(g^{-1}(intercept + X coef))`` on user-scale parameters.
+    """``y ~ family(g^{-1}(intercept + X coef + group effects))`` on user-scale parameters.
 
-    ``forward`` receives standardised inputs; for the continuous families it returns the
+    ``forward`` receives standardised inputs (and, with group terms, each term's group
+    index and scaled columns, ``_group_effects``); for the continuous families it returns the
     distribution of the standardised response ``(y - y_mean) / y_scale``, whose noise scale
     ``sigma`` is learned or, given ``noise_scale``, fixed.
     """
@@ -103,10 +112,13 @@ class GLMModel(LinearPredictor):
         df_prior: Distribution | None,
         fit_intercept: bool,
         noise_scale: float | None = None,
+        groups: tuple[GroupEffects, ...] = (),
     ) -> None:
         super().__init__(n_features, scaling, coef_prior, fit_intercept)
         self.family, self.link = family, link
         self.noise_scale = noise_scale
+        self.groups = groups
+        add_group_params(self, groups)
         if family in CONTINUOUS and noise_scale is None:
             self.sigma = param(dispersion_prior, support=constraints.positive)
         if family == "student_t":
@@ -114,8 +126,8 @@ class GLMModel(LinearPredictor):
         if family == "negative_binomial":
             self.concentration = param(dispersion_prior, support=constraints.positive)
 
-    def forward(self, x_std: torch.Tensor) -> Distribution:
-        eta = self.linear_predictor(x_std)
+    def forward(self, x_std: torch.Tensor, *group_inputs: torch.Tensor) -> Distribution:
+        eta = self.linear_predictor(x_std) + group_sum(self, self.groups, group_inputs)
         if self.family == "bernoulli":
             return Bernoulli(logits=eta if self.link == "logit" else probit_logits(eta))
         if self.family == "poisson":
@@ -156,7 +168,8 @@ class GLMSpec:
     ``family`` and ``link`` as in the module docstring (already checked); the priors as the
     user gave them (a torch Distribution, ``"auto"`` or ``None``: flat), the prior on
     ``sigma`` or ``concentration`` under the argument name ``dispersion_argument`` that
-    messages quote; ``noise_scale`` a known ``sigma`` (``None``: learned).
+    messages quote; ``noise_scale`` a known ``sigma`` (``None``: learned); ``group_prior``
+    the prior of every group-level sd (``_group_effects``).
     """
 
     family: str
@@ -167,12 +180,14 @@ class GLMSpec:
     df_prior: Any = "auto"
     noise_scale: float | None = None
     dispersion_argument: str = "dispersion_prior"
+    group_prior: Any = "auto"
 
 
-def glm_model(spec: GLMSpec, X: torch.Tensor, y: torch.Tensor) -> GLMModel:
-    """The ``GLMModel`` of ``spec`` for ``X`` ``(N, d)`` and ``y`` ``(N,)``: standardised by
-    ``Standardisation.of`` (the response only for continuous families), with the priors
-    resolved as the module docstring says."""
+def glm_model(spec: GLMSpec, X: torch.Tensor, y: torch.Tensor,
+              groups: Sequence[GroupData] = ()) -> GLMModel:
+    """The ``GLMModel`` of ``spec`` for ``X`` ``(N, d)``, ``y`` ``(N,)`` and the rows of its
+    formula's group terms: standardised by ``Standardisation.of`` (the response only for
+    continuous families), with the priors resolved as the module docstring says."""
     noise_scale = (
         None if spec.noise_scale is None else check_positive("noise_scale", spec.noise_scale)
     )
@@ -191,6 +206,7 @@ def glm_model(spec: GLMSpec, X: torch.Tensor, y: torch.Tensor) -> GLMModel:
         spec.family, spec.link, X.shape[1], scaling,
         coef_prior(spec.prior_scale, scaling.x_scale, response_sd),
         dispersion, df, spec.fit_intercept, noise_scale,
+        group_effects(groups, spec.group_prior, response_sd, X.dtype),
     )
 
 
@@ -202,7 +218,7 @@ def _eta_units(model: GLMModel) -> tuple[float, float]:
     return 0.0, 1.0
 
 
-def _scaled(prior: Distribution, factor: float) -> Distribution:
+def _scaled(prior: Distribution, factor: float | torch.Tensor) -> Distribution:
     """The distribution of ``factor * sigma`` for ``sigma ~ prior``: the same family with its
     scale changed where the family has one (a ``TransformedDistribution`` otherwise, whose
     shape check imports sympy on first use, most of a second)."""
@@ -218,7 +234,9 @@ def standardised_twin(model: GLMModel) -> GLMModel:
     distribution of the data, and the same priors carried over, when
 
         coef_std = x_scale coef / s,   intercept_std = (intercept + x_mean . coef - m) / s,
-        sigma_std = sigma / s   (identity link; ``(m, s) = (y_mean, y_scale)``, else (0, 1)).
+        sigma_std = sigma / s,   sd_std = z_scale sd / s   (a group term's sds; ``z`` of its
+        non-centred effects unchanged)   (identity link; ``(m, s) = (y_mean, y_scale)``,
+        else ``(0, 1)``).
 
     Its posterior is well scaled whatever the units of ``X`` and ``y``; ``user_map`` takes
     it back."""
@@ -238,15 +256,20 @@ def standardised_twin(model: GLMModel) -> GLMModel:
     scaling = Standardisation(torch.zeros_like(ones), ones, *kept_y)
     noise = None if model.noise_scale is None else model.noise_scale / scale
     df = specs["df"].prior if "df" in specs else None
+    groups = tuple(
+        replace(g, z_scale=torch.ones_like(g.z_scale), sd_prior=_scaled(g.sd_prior, g.z_scale / scale))
+        for g in model.groups
+    )
     return GLMModel(model.family, model.link, n_features, scaling, coef, dispersion, df,
-                    model.fit_intercept, noise)
+                    model.fit_intercept, noise, groups)
 
 
 def user_map(model: GLMModel) -> tuple[torch.Tensor, torch.Tensor]:
     """``(A, b)`` with ``u = A u_std + b`` from the unconstrained parameters of
     ``standardised_twin(model)`` to those of ``model`` (``ParamLayout`` order): ``coef = s
     coef_std / x_scale``, ``intercept = m + s intercept_std - x_mean . coef``, ``log sigma =
-    log sigma_std + log s`` (identity link), other parameters unchanged."""
+    log sigma_std + log s`` (identity link), ``log sd = log sd_std + log(s / z_scale)`` (a
+    group term's sds), other parameters unchanged."""
     shift, scale = _eta_units(model)
     blocks = {b.name: b for b in ParamLayout(model).blocks}
     size = max(b.stop for b in blocks.values())
@@ -260,4 +283,6 @@ def user_map(model: GLMModel) -> tuple[torch.Tensor, torch.Tensor]:
         A[i, i], A[i, coef], b[i] = scale, -model.x_mean * coef_rows, shift
     if "sigma" in blocks and model.link == "identity":
         b[blocks["sigma"].start] = math.log(scale)
+    for g in model.groups:
+        b[blocks[g.sd].start : blocks[g.sd].stop] = (scale / g.z_scale).log()
     return A, b

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from sklearn.base import RegressorMixin
@@ -34,6 +34,7 @@ from noisybayes.estimators._glm_model import (
     standardised_twin,
     user_map,
 )
+from noisybayes.estimators._group_effects import group_inputs
 from noisybayes.estimators._identifiability import (
     check_coefficients,
     check_noise,
@@ -90,6 +91,20 @@ class GeneralizedLinearEstimator(RegressionEstimator):
     progress: bool | None
     fit_options: dict[str, Any] | None
 
+    def _inputs(self, X: Any) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The standardised design of the rows ``X`` and, with group terms, each term's
+        group index and scaled columns (``_group_effects``), built by the fitted formula."""
+        groups = cast(GLMModel, self._model).groups if hasattr(self, "posterior_") else ()
+        if not groups:
+            return super()._inputs(X)
+        if not hasattr(X, "columns"):
+            raise ValueError(
+                f"X must be a DataFrame holding the columns of the formula "
+                f"{self.formula_.formula!r} (its group terms read them), got {type(X).__name__}"
+            )
+        x_std, design = self._standardised(X, from_formula=True)
+        return (x_std, *group_inputs(groups, design.groups, x_std.dtype))
+
     def _fit_glm(
         self,
         spec: GLMSpec,
@@ -99,21 +114,27 @@ class GeneralizedLinearEstimator(RegressionEstimator):
         approximation: Approximation,
         method: Literal["vi", "exact"] = "vi",
     ) -> dict[str, torch.Tensor]:
-        """Fit ``spec``'s model to checked ``X`` ``(N, d)`` and ``y`` ``(N,)``; returns the
-        posterior means by parameter name."""
+        """Fit ``spec``'s model to checked ``X`` ``(N, d)`` and ``y`` ``(N,)`` (and the rows of
+        the formula's group terms, when :meth:`from_design` fits one); returns the posterior
+        means by parameter name."""
         options = fit_options_of(type(self).__name__, self.fit_options)
         check_bool("fit_intercept", spec.fit_intercept)
         check_response(spec.family, y)
-        model = glm_model(spec, X, y)
+        groups = self._design_groups
+        model = glm_model(spec, X, y, groups)
         x_std = model.standardise_x(X)
         residual = _check_identified(spec, model, x_std, y)
+        if groups and method == "exact":
+            raise ValueError("method must be 'vi' for a formula with group terms, got 'exact' "
+                             "(their posterior has no closed form)")
         if method == "exact":
             self.posterior_ = exact_posterior(spec, model, X, y)
-        elif not residual:
+        elif not residual and not groups:
             self.posterior_ = _without_mode(spec, model, X, y)
         else:
+            inputs = (x_std, *group_inputs(model.groups, groups, X.dtype)) if groups else x_std
             twin = fit(
-                standardised_twin(model), x_std, model.standardise_y(y),
+                standardised_twin(model), inputs, model.standardise_y(y),
                 family=approximation, seed=self.seed, progress=self.progress, **options,
             )
             self.posterior_ = _on_user_scale(twin, model)
@@ -189,6 +210,10 @@ class BayesianGLM(RegressorMixin, GeneralizedLinearEstimator):
             (negative_binomial), a torch Distribution on ``(0, inf)``; ``"auto"``
             (``Exponential(1 / sd(y))``, ``Exponential(1)``), ``None`` flat.
         df_prior: the prior on student_t's ``df`` (on ``df > 2``); ``"auto"`` is Gamma(2, 0.1).
+        group_prior: the prior of the sd of each group term's effects (formulas with
+            ``(x | g)`` terms), a torch Distribution on ``(0, inf)`` on the linear predictor's
+            scale; ``"auto"`` is ``HalfNormal(2.5 s / sd(z_j))`` with ``s`` as for
+            ``prior_scale``'s ``"auto"``.
         approximation: the variational family, ``nb.fit``'s ``family`` argument (named
             apart from the likelihood's ``family``).
         seed, progress: passed to ``nb.fit``; ``fit_options``: a dict of its other
@@ -209,6 +234,7 @@ class BayesianGLM(RegressorMixin, GeneralizedLinearEstimator):
         prior_scale: float | Literal["auto"] | None = "auto",
         dispersion_prior: Distribution | Literal["auto"] | None = "auto",
         df_prior: Distribution | Literal["auto"] = "auto",
+        group_prior: Distribution | Literal["auto"] = "auto",
         approximation: Approximation = "auto",
         seed: int | None = 0,
         progress: bool | None = None,
@@ -220,6 +246,7 @@ class BayesianGLM(RegressorMixin, GeneralizedLinearEstimator):
         self.prior_scale = prior_scale
         self.dispersion_prior = dispersion_prior
         self.df_prior = df_prior
+        self.group_prior = group_prior
         self.approximation = approximation
         self.seed = seed
         self.progress = progress
@@ -242,7 +269,7 @@ class BayesianGLM(RegressorMixin, GeneralizedLinearEstimator):
         X_t, y_t = self._as_tensors(*self._validate_xy(X, y))
         spec = GLMSpec(
             self.family, link, self.fit_intercept, self.prior_scale, self.dispersion_prior,
-            self.df_prior,
+            self.df_prior, group_prior=self.group_prior,
         )
         mean = self._fit_glm(spec, X_t, y_t, approximation=self.approximation)
         self.link_ = link

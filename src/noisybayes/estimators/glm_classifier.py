@@ -17,6 +17,7 @@ from sklearn.base import ClassifierMixin
 from sklearn.utils import Tags
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted
+from torch.distributions import Distribution
 
 from noisybayes._checks import check_label_types
 from noisybayes.estimators._base import unfitted_on_error
@@ -34,6 +35,9 @@ class BayesianGLMClassifier(ClassifierMixin, GeneralizedLinearEstimator):
         fit_intercept: include an intercept (flat prior).
         prior_scale: sd of the Normal(0, ·) prior on each coefficient on the link scale;
             ``"auto"`` is ``2.5 / sd(x_j)``, ``None`` flat.
+        group_prior: the prior of the sd of each group term's effects (formulas with
+            ``(x | g)`` terms), a torch Distribution on ``(0, inf)`` on the linear predictor's
+            scale; ``"auto"`` is ``HalfNormal(2.5 s / sd(z_j))`` with ``s = 1``.
         approximation: the variational family, ``nb.fit``'s ``family`` argument.
         seed, progress: passed to ``nb.fit``; ``fit_options``: a dict of its other
             arguments (``{"max_steps": 300}``).
@@ -50,6 +54,7 @@ class BayesianGLMClassifier(ClassifierMixin, GeneralizedLinearEstimator):
         *,
         fit_intercept: bool = True,
         prior_scale: float | Literal["auto"] | None = "auto",
+        group_prior: Distribution | Literal["auto"] = "auto",
         approximation: Approximation = "auto",
         seed: int | None = 0,
         progress: bool | None = None,
@@ -58,6 +63,7 @@ class BayesianGLMClassifier(ClassifierMixin, GeneralizedLinearEstimator):
         self.link = link
         self.fit_intercept = fit_intercept
         self.prior_scale = prior_scale
+        self.group_prior = group_prior
         self.approximation = approximation
         self.seed = seed
         self.progress = progress
@@ -80,7 +86,8 @@ class BayesianGLMClassifier(ClassifierMixin, GeneralizedLinearEstimator):
         if len(self.classes_) != 2:
             raise ValueError(f"y must hold 2 classes, got {self.classes_.tolist()}")
         X_t, y_t = self._as_tensors(X_a, (labels == self.classes_[1]).astype(X_a.dtype))
-        spec = GLMSpec("bernoulli", link, self.fit_intercept, self.prior_scale, None)
+        spec = GLMSpec("bernoulli", link, self.fit_intercept, self.prior_scale, None,
+                       group_prior=self.group_prior)
         self._fit_glm(spec, X_t, y_t, approximation=self.approximation)
         self.link_ = link
         return self

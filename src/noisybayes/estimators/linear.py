@@ -36,6 +36,9 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
         noise_prior: prior on ``sigma`` on the user's scale; ``"auto"`` is
             ``Exponential(1 / sd(y))``, ``None`` is flat on ``(0, inf)``.
         noise_scale: a known noise sd; ``sigma`` is then fixed, not learned.
+        group_prior: the prior of the sd of each group term's effects (formulas with
+            ``(x | g)`` terms), a torch Distribution on ``(0, inf)`` on the linear predictor's
+            scale; ``"auto"`` is ``HalfNormal(2.5 s / sd(z_j))`` with ``s = sd(y)``.
         method: ``"vi"`` (``nb.fit``) or ``"exact"`` (closed form: known noise with a Normal
             or flat prior, or unknown noise with flat priors, a Normal-Inverse-Gamma limit).
         family, seed, progress: passed to ``nb.fit`` (``family`` is the variational family,
@@ -60,6 +63,7 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
         prior_scale: float | Literal["auto"] | None = "auto",
         noise_prior: Distribution | Literal["auto"] | None = "auto",
         noise_scale: float | None = None,
+        group_prior: Distribution | Literal["auto"] = "auto",
         method: Literal["vi", "exact"] = "vi",
         family: Approximation = "auto",
         seed: int | None = 0,
@@ -70,6 +74,7 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
         self.prior_scale = prior_scale
         self.noise_prior = noise_prior
         self.noise_scale = noise_scale
+        self.group_prior = group_prior
         self.method = method
         self.family = family
         self.seed = seed
@@ -81,6 +86,7 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
         return GLMSpec(
             "gaussian", "identity", self.fit_intercept, self.prior_scale, self.noise_prior,
             noise_scale=self.noise_scale, dispersion_argument="noise_prior",
+            group_prior=self.group_prior,
         )
 
     @unfitted_on_error

@@ -41,6 +41,7 @@ class StudentTLinearRegression(BayesianLinearRegression):
         noise_prior: Distribution | Literal["auto"] | None = "auto",
         noise_scale: float | None = None,
         df_prior: Distribution | None = None,
+        group_prior: Distribution | Literal["auto"] = "auto",
         method: Literal["vi"] = "vi",
         family: Approximation = "auto",
         seed: int | None = 0,
@@ -49,7 +50,7 @@ class StudentTLinearRegression(BayesianLinearRegression):
     ) -> None:
         super().__init__(
             fit_intercept=fit_intercept, prior_scale=prior_scale, noise_prior=noise_prior,
-            noise_scale=noise_scale, method=method, family=family, seed=seed,
+            noise_scale=noise_scale, group_prior=group_prior, method=method, family=family, seed=seed,
             progress=progress, fit_options=fit_options,
         )
         self.df_prior = df_prior

@@ -13,16 +13,14 @@ with ``missing="error"``.
 
 from __future__ import annotations
 
-import ast
-import re
-import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 
 from noisybayes._checks import check_choice, name_list
+from noisybayes.tables.evaluate import evaluate, finite_frame
+from noisybayes.tables.group_terms import GroupData, GroupTerm, group_term, split_group_terms
 
 __all__ = ["Design", "FormulaSpec", "MissingPolicy", "design_matrices"]
 
@@ -45,25 +43,28 @@ class FormulaSpec:
     intercept: bool
     variables: tuple[str, ...]
     rhs_spec: Any
+    groups: tuple[GroupTerm, ...] = ()
 
     def transform(self, data: Any, *, missing: MissingPolicy = "drop") -> Design:
         """The design of the rows of ``data`` (a DataFrame holding ``variables``); ``y`` is None."""
         table = _check_table(data)
-        _check_columns(self.formula, table, self.variables)
-        kept, counts, n_dropped = _drop_missing(table, self.variables, missing)
-        X = _evaluate(lambda: self.rhs_spec.get_model_matrix(kept, na_action="ignore"))
-        X = _finite_frame(pd.DataFrame(X), "design column")
+        variables = _all_variables(self.variables, self.groups)
+        _check_columns(self.formula, table, variables)
+        kept, counts, n_dropped = _drop_missing(table, variables, missing)
+        X = evaluate(lambda: self.rhs_spec.get_model_matrix(kept, na_action="ignore"))
+        X = finite_frame(pd.DataFrame(X), "design column")
         X = X.drop(columns=[_INTERCEPT], errors="ignore")
         X.index = kept.index
         return Design(
             X=X, y=None, spec=self, n_rows=len(table), n_dropped=n_dropped,
-            missing_by_column=counts,
+            missing_by_column=counts, groups=tuple(term.data(kept) for term in self.groups),
         )
 
 
 @dataclass(frozen=True)
 class Design:
-    """A response and design built from a table: ``X`` ``(n, p)`` and ``y`` ``(n,)``.
+    """A response and design built from a table: ``X`` ``(n, p)`` and ``y`` ``(n,)``, and the
+    rows of each group term (``noisybayes.tables.group_terms``).
 
     ``n_rows`` is the table's row count, ``n_dropped`` how many of them had a missing value
     in a used column, ``missing_by_column`` the number of missing values in each such column.
@@ -75,6 +76,12 @@ class Design:
     n_rows: int
     n_dropped: int
     missing_by_column: dict[str, int]
+    groups: tuple[GroupData, ...] = ()
+
+
+def _all_variables(fixed: tuple[str, ...], groups: tuple[GroupTerm, ...]) -> tuple[str, ...]:
+    """The table columns of the fixed terms, then those only the group terms read."""
+    return tuple(dict.fromkeys(fixed + tuple(v for g in groups for v in g.variables)))
 
 
 def _check_table(data: Any) -> pd.DataFrame:
@@ -120,51 +127,6 @@ def _drop_missing(
     return table.loc[~rows], counts, n_bad
 
 
-def _unseen_categories(message: str) -> str:
-    """The categories named in formulaic's warning, sorted and shortened (the first ten and a
-    count of the rest); the warning's first line if it names none."""
-    found = re.search(r"\{.*\}", message)
-    try:
-        categories = ast.literal_eval(found.group(0)) if found else None
-    except (ValueError, SyntaxError):
-        categories = None
-    if not isinstance(categories, (set, frozenset)):
-        return message.strip().splitlines()[0]
-    return name_list(sorted(map(repr, categories)))
-
-
-def _evaluate(build: Any) -> pd.DataFrame:
-    """Run formulaic's ``build``; its errors, and categories unseen at fit time, as ValueError.
-
-    Floating-point warnings are silenced: non-finite results are reported by ``_finite_frame``.
-    """
-    from formulaic.errors import DataMismatchWarning, FormulaicError
-
-    try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("error", DataMismatchWarning)
-            return build()
-    except DataMismatchWarning as warning:
-        unseen = _unseen_categories(str(warning))
-        raise ValueError(f"data must only hold categories seen at fit time, got {unseen}") from None
-    except FormulaicError as error:
-        first = str(error).strip().splitlines()[0]
-        raise ValueError(f"formula could not be evaluated on the data: {first}") from None
-
-
-def _finite_frame(frame: pd.DataFrame, what: str) -> pd.DataFrame:
-    frame = frame.astype(np.float64)
-    values = frame.to_numpy()
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row, col = (int(i[0]) for i in np.nonzero(bad))
-        raise ValueError(
-            f"{what} {frame.columns[col]!r} must be finite, got {int(bad[:, col].sum())} "
-            f"NaN/inf value(s), the first in the row labelled {frame.index[row]}"
-        )
-    return frame
-
-
 def design_matrices(formula: str, data: Any, *, missing: MissingPolicy = "drop") -> Design:
     """Build ``y`` and ``X`` of ``formula`` (``"response ~ terms"``) from the DataFrame ``data``.
 
@@ -178,42 +140,44 @@ def design_matrices(formula: str, data: Any, *, missing: MissingPolicy = "drop")
     if not isinstance(formula, str) or "~" not in formula:
         raise ValueError(f"formula must have the form 'response ~ terms', got {formula!r}")
     table = _check_table(data)
+    fixed, group_exprs = split_group_terms(formula)
     try:
-        parsed = Formula(formula)
+        parsed = Formula(fixed)
+        group_vars = tuple(v for e, g in group_exprs for v in (*Formula(e).required_variables, g))
         lhs_vars = tuple(sorted(parsed.lhs.required_variables))
         rhs_vars = tuple(sorted(parsed.rhs.required_variables))
     except FormulaicError as error:
         first = str(error).strip().splitlines()[0]
         raise ValueError(f"formula could not be parsed: {first} (got {formula!r})") from None
-    variables = tuple(dict.fromkeys(lhs_vars + rhs_vars))
+    variables = tuple(dict.fromkeys(lhs_vars + rhs_vars + group_vars))
     _check_columns(formula, table, variables)
     for name in lhs_vars:
         dtype = table[name].dtype
         if not (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)):
             raise ValueError(f"the response column {name!r} must be numeric, got dtype {dtype}")
     kept, missing_counts, n_dropped = _drop_missing(table, variables, missing)
-    matrices = _evaluate(lambda: parsed.get_model_matrix(kept, na_action="ignore"))
+    matrices = evaluate(lambda: parsed.get_model_matrix(kept, na_action="ignore"))
     lhs, rhs = matrices.lhs, matrices.rhs
     if lhs.shape[1] != 1:
         raise ValueError(
             f"formula must have one numeric response, got {lhs.shape[1]} columns "
             f"{list(map(str, lhs.columns))} from {formula!r}"
         )
-    y = _finite_frame(pd.DataFrame(lhs), "response").iloc[:, 0]
+    y = finite_frame(pd.DataFrame(lhs), "response").iloc[:, 0]
     y.index = kept.index
     intercept = _INTERCEPT in rhs.columns
-    X = _finite_frame(pd.DataFrame(rhs), "design column")
+    X = finite_frame(pd.DataFrame(rhs), "design column")
     X = X.drop(columns=[_INTERCEPT], errors="ignore")
     X.index = kept.index
     if X.shape[1] == 0:
-        raise ValueError(
-            f"formula must have at least one term besides the intercept, got {formula!r}"
-        )
+        besides = "the intercept and the group terms" if group_exprs else "the intercept"
+        raise ValueError(f"formula must have at least one term besides {besides}, got {formula!r}")
+    groups = tuple(group_term(expr, group, kept) for expr, group in group_exprs)
     spec = FormulaSpec(
         formula=formula, response=str(lhs.columns[0]), columns=tuple(map(str, X.columns)),
-        intercept=intercept, variables=rhs_vars, rhs_spec=rhs.model_spec,
+        intercept=intercept, variables=rhs_vars, rhs_spec=rhs.model_spec, groups=groups,
     )
     return Design(
         X=X, y=y, spec=spec, n_rows=len(table), n_dropped=n_dropped,
-        missing_by_column=missing_counts,
+        missing_by_column=missing_counts, groups=tuple(term.data(kept) for term in groups),
     )
