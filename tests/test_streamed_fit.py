@@ -109,6 +109,12 @@ def test_bad_arguments_with_a_source_are_refused_naming_them(tmp_path):
         nb.fit(Line(), torch.zeros(5, 3))
     with pytest.raises(ValueError, match=r"^max_curvature_rows must be an integer >= 1, got 0$"):
         nb.fit(Line(), source, max_curvature_rows=0)
+    with pytest.raises(ValueError, match=r"^x must be a whole data source, got a shard of "
+                                         r"100 of its 200 rows"):
+        nb.fit(Line(), source.shard(0, 2), progress=False)
+    with pytest.raises(ValueError, match=r"^x must be a whole data source"):
+        nb.nn.train(_network(), source.shard(1, 2), likelihood=nb.nn.Gaussian(), n_epochs=1,
+                    progress=False)
 
 
 # --- nb.nn.train from a data source -------------------------------------------------------

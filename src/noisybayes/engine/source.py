@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Batch", "DataSource", "TensorSource"]
+__all__ = ["Batch", "DataSource", "TensorSource", "check_whole"]
 
 Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor]
 """``(inputs, y)``: ``forward``'s positional arguments and the targets, rows first."""
@@ -81,3 +81,14 @@ class TensorSource:
             raise ValueError(f"rank must be in [0, {world_size}), got {rank!r}")
         rows = slice(rank, None, world_size)
         return TensorSource(tuple(x[rows] for x in self.inputs), self.y[rows], self.n_data)
+
+
+def check_whole(name: str, source: DataSource) -> DataSource:
+    """``source`` if it yields every row of its data; a shard (``n_rows < n_data``) fitted
+    alone would be weighed as the whole data, so it is refused naming ``name``."""
+    if source.n_rows != source.n_data:
+        raise ValueError(
+            f"{name} must be a whole data source, got a shard of {source.n_rows} of its "
+            f"{source.n_data} rows (fitted alone, a shard would be weighed as the whole data; "
+            "data-parallel fits are not supported yet)")
+    return source

@@ -37,6 +37,7 @@ from noisybayes._checks import check_choice, check_positive_int
 from noisybayes._progress import show_progress
 from noisybayes._rng import make_generator
 from noisybayes.engine import DataSource, StallSchedule, TensorSource, Trainer, WindowReport
+from noisybayes.engine.source import check_whole
 from noisybayes.errors import DivergenceError
 from noisybayes.infer.data import Rows, as_data
 from noisybayes.infer.diagnostics import USABLE, sequential_khat
@@ -238,6 +239,7 @@ def fit(
     if streamed:
         if y is not None:
             raise ValueError(f"y must be None when x is a data source (it yields y), got {y!r}")
+        check_whole("x", x)
         if solver == "lbfgs" or batch_size is None:
             raise ValueError(
                 "solver='lbfgs' and batch_size=None need every row in memory at each step, so "

@@ -87,6 +87,9 @@ def train_ivon(
     if isinstance(model, Mixture):
         raise ValueError("model must not be a Mixture: one IVON optimizer holds one "
                          "Gaussian posterior; train each component by itself")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a tensor (train_ivon reads its rows in memory), got "
+                        f"{type(x).__name__}")
     n_data = x.shape[0] / check_positive("temperature", temperature)
     weight_decay, hess_init = ivon_hyperparameters(n_data, prior_scale, init_scale)
     n_samples = check_positive_int("n_samples", n_samples)

@@ -29,6 +29,7 @@ from noisybayes.engine import (
     Trainer,
     adam,
 )
+from noisybayes.engine.source import check_whole
 from noisybayes.infer.objective import batched_evaluation
 from noisybayes.infer.posterior import FitInfo
 from noisybayes.nn.likelihoods import Likelihood
@@ -126,7 +127,7 @@ def _source(x: torch.Tensor | DataSource, y: torch.Tensor | None) -> DataSource:
         return TensorSource((x,), y)
     if y is not None:
         raise ValueError(f"y must be None when x is a data source (it yields y), got {y!r}")
-    return x
+    return check_whole("x", x)
 
 
 def _names(model: nn.Module) -> str:
