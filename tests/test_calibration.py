@@ -112,7 +112,7 @@ def test_predictive_draws_give_the_exact_log_predictive_density(exact_linear):
 
 def test_predictive_draws_from_a_posterior_and_the_plot(exact_linear):
     reg, X_test, y_test = exact_linear
-    x_std = reg._standardised(X_test)
+    x_std = reg._inputs(X_test)
     pred = nb.predictive_draws(reg.posterior_, x_std, n_samples=50, seed=0)
     assert pred.draws.shape == (50, 40) and pred.log_likelihood is None
     fig = nb.plot_calibration(nb.calibration(reg.predictive_draws(X_test, y_test), y_test))
@@ -138,7 +138,7 @@ def test_errors(exact_linear, gaussian_forecast):
         nb.calibration(draws, y[:-1])
     with pytest.raises(ValueError, match=r"^draws must number at least 2 for the CRPS, got 1"):
         crps_from_draws(draws[:1], y)
-    x_std = reg._standardised(X_test)
+    x_std = reg._inputs(X_test)
     with pytest.raises(ValueError, match=r"^y must have the shape of the predictions \(40,\), "
                        r"got \(39,\)"):
         nb.predictive_draws(reg.posterior_, x_std, y_test[:-1])

@@ -229,7 +229,7 @@ def test_fit_on_the_bundled_table_is_least_squares(capsys, tmp_path):
     summary = json.loads(out_json.read_text())["summary"]
     names = ["intercept", "water", "light", "C(soil)[T.loam]", "C(soil)[T.sand]"]
     np.testing.assert_allclose([summary[n]["mean"] for n in names], beta, rtol=1e-8)
-    with pytest.raises(ValueError, match=r"^name must be one of the bundled tables \['plants'\]"):
+    with pytest.raises(ValueError, match=r"^name must be one of the bundled tables \['plants', 'radon'\]"):
         example_path("nope")
 
 

@@ -32,6 +32,7 @@ from noisybayes.infer.diagnostics import CheckReport, compare
 from noisybayes.math.conjugate import gaussian_linear_posterior, normal_inverse_gamma_posterior
 from noisybayes.model import Model, param
 from noisybayes.nn import bayesian, elbo_loss
+from noisybayes.tables.data_io import example_path
 
 __version__ = "0.1.0"
 
@@ -59,6 +60,7 @@ __all__ = [
     "compare",
     "data",
     "elbo_loss",
+    "example_path",
     "fit",
     "gaussian_linear_posterior",
     "nn",

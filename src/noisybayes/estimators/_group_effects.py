@@ -9,8 +9,9 @@ data, which is what a new group's effect is; rows of an unseen group use it. The
 fitted non-centred, ``b = sd * z`` (``nb.param``'s default), which removes the funnel
 between ``b`` and ``sd``.
 
-``Z`` reaches the model divided by ``z_scale`` (its column sds, not centred: centring
-would mix a slope's effect into the intercept's), so the fit sees unit-scale columns.
+``Z`` reaches the model divided by ``z_scale``, its columns' root mean squares (not
+centred: centring would mix a slope's effect into the intercept's), so the fit sees
+columns of unit scale whatever their units or offset (a ``year`` column too).
 """
 
 from __future__ import annotations
@@ -63,8 +64,11 @@ def group_effects(data: Sequence[GroupData], prior: Any, response_sd: float,
     out: list[GroupEffects] = []
     for rows in data:
         term = rows.term
-        _, z_scale = location_and_scale(torch.tensor(rows.Z, dtype=dtype), centre=False)
-        auto = HalfNormal(2.5 * response_sd / z_scale)
+        Z = torch.tensor(rows.Z, dtype=dtype)
+        _, z_sd = location_and_scale(Z, centre=False)
+        rms = Z.square().mean(0).sqrt()
+        z_scale = torch.where(rms > 0, rms, torch.ones_like(rms))
+        auto = HalfNormal(2.5 * response_sd / z_sd)
         sd_prior = resolve_prior("group_prior", prior, auto)
         if sd_prior is None:
             raise TypeError("group_prior must be a torch Distribution or 'auto', got None "

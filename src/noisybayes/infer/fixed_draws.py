@@ -180,10 +180,13 @@ def _replicate(
 ) -> tuple[int, bool, float, float]:
     """Solve again from ``start`` (where the solve that left ``family`` at its optimum
     began) on ``n_draws`` fresh draws, and measure the error of one solve from the two
-    optima: ``|a - b| / sqrt 2`` (two independent solves differ by ``sqrt 2`` times the error
-    of one; Monte Carlo and stopping error alike), the largest over coordinates, in
-    posterior sds for the means and relative for the sds. Returns the evaluations, whether
-    the value stayed finite, and the two errors; ``family`` ends at the second optimum."""
+    optima as ``|a - b| / sqrt 2`` (two independent solves differ by ``sqrt 2`` times the
+    error of one, Monte Carlo and stopping error alike), the largest over coordinates, in
+    posterior sds for the means and relative for the sds. One pair gives a noisy estimate
+    (with a single coordinate, an error twice the tolerance passes about a third of the
+    time); the tolerance sits well below the accuracy asked of a fit (0.02 against 0.1 sd)
+    to leave room for it. Returns the evaluations, whether the value stayed finite, and the
+    two errors; ``family`` ends at the second optimum."""
     loc, sd = family.mean().detach().clone(), family.variance().detach().sqrt()
     with torch.no_grad():
         vector_to_parameters(start, list(family.parameters()))

@@ -20,6 +20,9 @@ def example_path(name: str = "plants") -> Path:
 
     ``plants``: 120 rows of ``growth ~ water + light + C(soil)``, simulated with growth =
     2 + 1.2 water + 0.5 light + (loam: +2, sand: -1.5) + N(0, 1.5^2) noise.
+    ``radon``: 919 homes in 85 Minnesota counties (Gelman & Hill 2007): ``log_radon``,
+    ``floor`` (0 basement, 1 first floor), ``county`` (1..85) and the county's ``log_uppm``
+    (log uranium), for ``log_radon ~ floor + (1 | county)``.
     """
     folder = Path(str(resources.files("noisybayes") / "data"))
     path = folder / f"{name}.csv"

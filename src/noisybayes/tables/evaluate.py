@@ -49,6 +49,7 @@ def evaluate(build: Any) -> pd.DataFrame:
 
 
 def finite_frame(frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    """``frame`` as float64; a NaN or inf is an error naming ``what``, the column and row."""
     frame = frame.astype(np.float64)
     values = frame.to_numpy()
     bad = ~np.isfinite(values)

@@ -120,9 +120,16 @@ class GroupTerm:
         Z = evaluate(lambda: self.z_spec.get_model_matrix(table, na_action="ignore"))
         Z = finite_frame(pd.DataFrame(Z), f"group term {self.name!r} column")
         Z = Z.rename(columns={_INTERCEPT: "1"})
+        values = table[self.group]
+        numeric = pd.api.types.is_numeric_dtype
+        if numeric(values.dtype) != numeric(pd.Series(self.levels).dtype):
+            raise ValueError(
+                f"the grouping column {self.group!r} must hold labels of the kind seen when "
+                f"fitting ({pd.Series(self.levels).dtype}, e.g. {self.levels[0]!r}), got "
+                f"dtype {values.dtype}: no row would match a fitted group"
+            )
         position = {level: i for i, level in enumerate(self.levels)}
-        index = np.array([position.get(v, len(self.levels)) for v in table[self.group]],
-                         dtype=np.int64)
+        index = np.array([position.get(v, len(self.levels)) for v in values], dtype=np.int64)
         return GroupData(term=self, index=index, Z=Z.to_numpy())
 
 
