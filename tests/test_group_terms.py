@@ -214,21 +214,19 @@ def test_radon_varying_intercept_matches_nuts(radon_fits):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["county_uranium", "varying_slope"])
-def test_radon_hierarchical_models_match_nuts(radon_fits, name):
-    check_against_nuts(radon_fits(name), name)
+def test_radon_county_uranium_matches_nuts(radon_fits):
+    """About a minute here; the varying slope (two to ten minutes, as the fixed-draw solve
+    raises its draws) is compared in ``benchmarks/hierarchical.py`` instead."""
+    check_against_nuts(radon_fits("county_uranium"), "county_uranium")
 
 
 @pytest.mark.xfail(strict=True, reason=(
     "a Gaussian in log sd understates the spread of a group-level sd, and through it of "
     "varying slopes, while k-hat still reads usable; reweighted() corrects it where k-hat "
     "allows"))
-@pytest.mark.parametrize(("name", "key"), [
-    ("varying_intercept", "sigma_alpha"),
-    pytest.param("varying_slope", "b", marks=pytest.mark.slow),
-])
-def test_the_spread_a_gaussian_understates_matches_nuts(radon_fits, name, key):
-    _, sd, _, ref_sd = compared(radon_fits(name), name)[key]
+def test_the_spread_a_gaussian_understates_matches_nuts(radon_fits):
+    _, sd, _, ref_sd = compared(radon_fits("varying_intercept"), "varying_intercept")[
+        "sigma_alpha"]
     assert ((sd / ref_sd - 1).abs() < SD_TOL).all()
 
 
