@@ -432,3 +432,21 @@ def test_advice_by_reading(khat, family, flags, expected):
     args = build_parser().parse_args(["fit", "t.csv", "--formula", "y ~ x", *flags])
     converged = "--max-steps" not in flags
     assert advice(_report(khat, family, converged), args) == expected
+
+
+def test_fit_with_a_group_term_names_the_groups_and_predicts_a_new_one(capsys, tmp_path):
+    """``(1 | soil)`` from the shell: the summary has a row per soil and the group sd, and
+    a soil the fit never saw is predicted (from the population) rather than refused."""
+    out_json, new, predictions = tmp_path / "fit.json", tmp_path / "new.csv", tmp_path / "p.csv"
+    pd.DataFrame({"water": [1.0, 1.0], "light": [2.0, 2.0], "soil": ["loam", "peat"]}).to_csv(
+        new, index=False)
+    code, out, err = run(
+        ["fit", example_path("plants"), "--formula", "growth ~ water + light + (1 | soil)",
+         "--json", out_json, "--predict", new, "--out", predictions], capsys,
+    )
+    assert code == 0, err
+    summary = json.loads(out_json.read_text())["summary"]
+    assert {"water", "1|soil_sigma", "1|soil[clay]", "1|soil[loam]", "1|soil[<new>]"} <= set(
+        summary)
+    assert "1|soil[loam]" in out
+    assert len(pd.read_csv(predictions)) == 2

@@ -166,8 +166,9 @@ def _predict(
     if design.n_dropped:
         print(f"noisybayes: warning: dropped {design.n_dropped} of {design.n_rows} rows of "
               f"{args.predict} with missing values", file=sys.stderr)
-    pred = reg.predict_distribution(design.X, level=0.94)
-    out = new.loc[design.X.index].copy()
+    rows = new.loc[design.X.index]  # group terms read their columns from the raw rows
+    pred = reg.predict_distribution(rows if design.spec.groups else design.X, level=0.94)
+    out = rows.copy()
     for name, values in (("predicted_mean", pred.mean), ("predicted_sd", pred.sd),
                          ("predicted_3%", pred.lower), ("predicted_97%", pred.upper)):
         out[name] = values.detach().double().numpy()
@@ -186,7 +187,8 @@ def _plot_fit(reg: Any, design: Any, path: Path) -> None:
     from noisybayes.reports.plots import plot_fit
 
     kwargs: dict[str, Any] = {}
-    if design.X.shape[1] == 1 and design.spec.columns[0] in design.spec.variables:
+    one_line = not design.spec.groups and design.X.shape[1] == 1
+    if one_line and design.spec.columns[0] in design.spec.variables:
         column = design.X.iloc[:, 0].to_numpy()
         grid = torch.linspace(float(column.min()), float(column.max()), 101, dtype=torch.float64)
         kwargs = {

@@ -71,18 +71,18 @@ def advice(report: CheckReport, args: argparse.Namespace) -> str:
 
 
 def feature_labels(reg: Any) -> dict[str, str]:
-    """Parameter labels of the posterior (``coef[0]``) to the design's column names."""
-    names = getattr(reg, "feature_names_in_", None)
-    if names is None:
-        return {}
-    return {f"coef[{i}]": str(n) for i, n in enumerate(names)}
+    """Parameter labels of the posterior (``coef[0]``) to the summary's row names."""
+    return reg.parameter_labels()
 
 
-def _describe(prior: Distribution | None, index: int | None) -> Any:
-    """One parameter's prior as plain data: ``"flat"`` or the distribution's name and its
-    arguments (element ``index`` of a vector prior)."""
+def _describe(prior: Any, index: int | None) -> Any:
+    """One parameter's prior as plain data: ``"flat"``, ``"conditional"`` (built from other
+    parameters, a group's effects) or the distribution's name and its arguments (element
+    ``index`` of a vector prior)."""
     if prior is None:
         return "flat"
+    if not isinstance(prior, Distribution):
+        return "conditional"
     record: dict[str, Any] = {"distribution": type(prior).__name__}
     for name in prior.arg_constraints:
         value = getattr(prior, name, None)
@@ -100,7 +100,7 @@ def priors(reg: Any) -> dict[str, Any]:
     record: dict[str, Any] = {}
     for label in reg.posterior_.layout.labels():
         name, _, rest = label.partition("[")
-        index = int(rest.rstrip("]")) if rest else None
+        index = int(rest.rstrip("]")) if rest and "," not in rest else None
         record[renamed.get(label, label)] = _describe(model.param_specs[name].prior, index)
     return record
 

@@ -345,7 +345,12 @@ class RegressionEstimator(BaseEstimator):
         and group terms' rows as bambi names them: ``1|g[a]`` the effect of group ``a``
         (``1|g[<new>]`` a new group's), ``1|g_sigma`` the sd of the effects."""
         check_is_fitted(self, "posterior_")
-        table = self.posterior_.summary(hdi_prob)
+        return self.posterior_.summary(hdi_prob).rename(index=self.parameter_labels())
+
+    def parameter_labels(self) -> dict[str, str]:
+        """The posterior's labels of scalar parameters (``coef[0]``, ``g_effect[2,0]``) to
+        the names :meth:`summary` gives them (the feature's, ``1|g[label]``)."""
+        check_is_fitted(self, "posterior_")
         features = getattr(self, "feature_names_in_", None)
         names = {}
         if features is not None:
@@ -355,7 +360,7 @@ class RegressionEstimator(BaseEstimator):
                 names[f"{g.sd}[{j}]"] = f"{column}|{g.name}_sigma"
                 names |= {f"{g.effect}[{i},{j}]": f"{column}|{g.name}[{label}]"
                           for i, label in enumerate(g.labels)}
-        return table.rename(index=names)
+        return names
 
     # --- formulas (front end: formulaic) ------------------------------------------------
     def fit(self: _Estimator, X: Any, y: Any) -> _Estimator:
