@@ -300,7 +300,9 @@ class PoissonGroups(nb.Model):
 def test_a_poisson_group_model_is_the_hand_written_one():
     """``BayesianGLM("poisson")`` with ``(1 | g)`` (its standardised twin, the log link's
     maps) against ``nb.fit`` of the same model written by hand: both full-rank optima are
-    within 0.02 sd of the ELBO's (their Monte Carlo tolerance), so they agree within 0.1 sd."""
+    within 0.02 sd of the ELBO's, and their sds within 2% (the fixed-draw tolerances), so
+    the means agree within 0.1 sd (0.04 and a margin for the replicate's noisy estimate)
+    and the sds within 5% (0.04 likewise)."""
     gen = torch.Generator().manual_seed(0)
     g = torch.arange(8).repeat_interleave(25)
     x = torch.randn(200, generator=gen, dtype=F64)

@@ -174,7 +174,7 @@ class _BNN(BaseEstimator):
         gen = make_generator(self.seed)
         with torch.no_grad(), seeded_from(gen):
             x_std = ((x - self.x_mean_) / self.x_scale_).to(self.device)
-            return self.posterior_._sample_outputs(x_std, self.n_predict_samples, gen)
+            return self.posterior_.sample_outputs(x_std, self.n_predict_samples, gen)
 
 
 class BNNRegressor(RegressorMixin, _BNN):

@@ -91,8 +91,8 @@ class IVONPosterior(NetworkPosterior):
         draws = self._draw(n, make_generator(seed, generator))
         return {name: d.cpu() for name, d in draws.items()}
 
-    def _sample_outputs(self, x: torch.Tensor, n: int,
-                        generator: torch.Generator | None) -> torch.Tensor:
+    def sample_outputs(self, x: torch.Tensor, n: int,
+                       generator: torch.Generator | None) -> torch.Tensor:
         """``n`` outputs at ``x`` under weight draws, ``(n, B, ...)``: the network is called
         with the drawn weights (``functional_call``), batches of draws vectorised."""
         gen = generator if generator is not None else make_generator()

@@ -128,12 +128,12 @@ class NetworkPosterior(Posterior):
         training targets when the posterior knows them, and for a classification likelihood
         the class probabilities, entropy and mutual information."""
         target_shape = None if self.data is None else tuple(self.data[1].shape[1:])
-        return predict_with(self._sample_outputs, self.network, x, likelihood=self.likelihood,
+        return predict_with(self.sample_outputs, self.network, x, likelihood=self.likelihood,
                             n_samples=n_samples, level=level,
                             generator=make_generator(seed, generator), target_shape=target_shape)
 
-    def _sample_outputs(self, x: torch.Tensor, n: int,
-                        generator: torch.Generator | None) -> torch.Tensor:
+    def sample_outputs(self, x: torch.Tensor, n: int,
+                       generator: torch.Generator | None) -> torch.Tensor:
         """``n`` draws of the network's output at ``x``, ``(n, B, ...)``: the noisy layers
         draw from the global generator, which the callers seed from ``generator``."""
         return sample_outputs(self.network, x, n)
@@ -187,7 +187,7 @@ class NetworkPosterior(Posterior):
         self.network.eval()
         try:
             with torch.no_grad(), seeded_from(gen):
-                outputs = self._sample_outputs(x_t, n_draws, gen)
+                outputs = self.sample_outputs(x_t, n_draws, gen)
                 flat = outputs.reshape(-1, *outputs.shape[2:])
                 y_rep = y_t.expand(n_draws, *y_t.shape).reshape(-1, *y_t.shape[1:])
                 log_lik = self.likelihood.log_prob(flat, y_rep).reshape(n_draws, -1)

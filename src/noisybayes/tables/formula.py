@@ -20,7 +20,7 @@ import pandas as pd
 
 from noisybayes._checks import check_choice, name_list
 from noisybayes.tables.evaluate import evaluate, finite_frame
-from noisybayes.tables.group_terms import GroupData, GroupTerm, group_term, split_group_terms
+from noisybayes.tables.group_terms import GroupData, GroupTerm, fit_group_term, split_group_terms
 
 __all__ = ["Design", "FormulaSpec", "MissingPolicy", "design_matrices"]
 
@@ -172,12 +172,13 @@ def design_matrices(formula: str, data: Any, *, missing: MissingPolicy = "drop")
     if X.shape[1] == 0:
         besides = "the intercept and the group terms" if group_exprs else "the intercept"
         raise ValueError(f"formula must have at least one term besides {besides}, got {formula!r}")
-    groups = tuple(group_term(expr, group, kept) for expr, group in group_exprs)
+    rows = tuple(fit_group_term(expr, group, kept) for expr, group in group_exprs)
     spec = FormulaSpec(
         formula=formula, response=str(lhs.columns[0]), columns=tuple(map(str, X.columns)),
-        intercept=intercept, variables=rhs_vars, rhs_spec=rhs.model_spec, groups=groups,
+        intercept=intercept, variables=rhs_vars, rhs_spec=rhs.model_spec,
+        groups=tuple(r.term for r in rows),
     )
     return Design(
         X=X, y=y, spec=spec, n_rows=len(table), n_dropped=n_dropped,
-        missing_by_column=missing_counts, groups=tuple(term.data(kept) for term in groups),
+        missing_by_column=missing_counts, groups=rows,
     )

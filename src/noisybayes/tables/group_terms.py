@@ -23,7 +23,7 @@ import pandas as pd
 
 from noisybayes.tables.evaluate import evaluate, finite_frame
 
-__all__ = ["NEW_GROUP", "GroupData", "GroupTerm", "group_term", "split_group_terms"]
+__all__ = ["NEW_GROUP", "GroupData", "GroupTerm", "fit_group_term", "split_group_terms"]
 
 _INTERCEPT = "Intercept"
 NEW_GROUP = "<new>"  # the label of the slot of a group not seen when fitting
@@ -118,26 +118,31 @@ class GroupTerm:
     def data(self, table: pd.DataFrame) -> GroupData:
         """The group index and ``Z`` of the rows of ``table``."""
         Z = evaluate(lambda: self.z_spec.get_model_matrix(table, na_action="ignore"))
+        return self._rows(Z, table[self.group])
+
+    def _rows(self, Z: Any, values: pd.Series) -> GroupData:
+        """``GroupData`` from formulaic's matrix ``Z`` of ``expr`` and the grouping column."""
         Z = finite_frame(pd.DataFrame(Z), f"group term {self.name!r} column")
-        Z = Z.rename(columns={_INTERCEPT: "1"})
-        values = table[self.group]
         numeric = pd.api.types.is_numeric_dtype
-        if numeric(values.dtype) != numeric(pd.Series(self.levels).dtype):
+        fitted = pd.Series(self.levels).dtype
+        if numeric(values.dtype) != numeric(fitted):
             raise ValueError(
                 f"the grouping column {self.group!r} must hold labels of the kind seen when "
-                f"fitting ({pd.Series(self.levels).dtype}, e.g. {self.levels[0]!r}), got "
-                f"dtype {values.dtype}: no row would match a fitted group"
+                f"fitting ({fitted}, e.g. {self.levels[0]!r}), got dtype {values.dtype}: no "
+                "row would match a fitted group"
             )
         position = {level: i for i, level in enumerate(self.levels)}
         index = np.array([position.get(v, len(self.levels)) for v in values], dtype=np.int64)
         return GroupData(term=self, index=index, Z=Z.to_numpy())
 
 
-def group_term(expr: str, group: str, table: pd.DataFrame) -> GroupTerm:
-    """The ``GroupTerm`` of ``(expr | group)`` fitted on the rows of ``table``."""
+def fit_group_term(expr: str, group: str, table: pd.DataFrame) -> GroupData:
+    """The rows of ``(expr | group)`` fitted on ``table``; ``.term`` is its ``GroupTerm``
+    (levels and ``expr``'s model spec as seen here)."""
     from formulaic import Formula
 
-    Z = evaluate(lambda: Formula(expr).get_model_matrix(table, na_action="ignore"))
+    formula = Formula(expr)
+    Z = evaluate(lambda: formula.get_model_matrix(table, na_action="ignore"))
     columns = tuple("1" if c == _INTERCEPT else str(c) for c in Z.columns)
     if not columns:
         raise ValueError(f"formula group term ({expr} | {group}) must have at least one column")
@@ -148,11 +153,11 @@ def group_term(expr: str, group: str, table: pd.DataFrame) -> GroupTerm:
             f"non-integer floats such as {values[np.mod(values, 1) != 0].iloc[0]!r}"
         )
     levels = tuple(sorted(pd.unique(values), key=lambda v: (str(type(v)), v)))
-    return GroupTerm(
+    term = GroupTerm(
         expr=expr, group=group, levels=levels, columns=columns,
-        variables=tuple(sorted(Formula(expr).required_variables | {group})),
-        z_spec=Z.model_spec,
+        variables=tuple(sorted(formula.required_variables | {group})), z_spec=Z.model_spec,
     )
+    return term._rows(Z, values)
 
 
 @dataclass(frozen=True)
