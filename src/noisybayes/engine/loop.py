@@ -27,6 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from tqdm.auto import tqdm
 
+from noisybayes.engine.distributed import World
 from noisybayes.engine.schedule import Schedule, Window
 from noisybayes.engine.source import Batch, DataSource
 from noisybayes.errors import DivergenceError
@@ -120,6 +121,10 @@ class Trainer:
             another fingerprint is refused.
         optimizer: makes the optimiser step from the parameters and the first step size
             (Adam by default); the schedule sets each step's size in its param groups.
+        world: the processes of a data-parallel run (``noisybayes.engine.distributed``):
+            the objective's loss is then this process's share, and each step's loss and
+            gradient are summed over the processes before the step, so every process takes
+            the same step and the same decisions. One process by default.
     """
 
     def __init__(
@@ -137,7 +142,9 @@ class Trainer:
         callback: Callable[[WindowReport], None] | None = None,
         fingerprint: str = "",
         optimizer: OptimizerFactory = adam,
+        world: World | None = None,
     ) -> None:
+        self.world = world or World()
         self.objective, self.source, self.schedule = objective, source, schedule
         self.batch_size, self.drop_last = batch_size, drop_last
         self.generator, self.max_steps = generator, max_steps
@@ -148,6 +155,11 @@ class Trainer:
         )
         self.make_optimizer = optimizer
         self.optimizer = optimizer(self.params, schedule.learning_rate(0))
+        if self.world.parallel and isinstance(self.optimizer, WeightSampler):
+            raise ValueError(
+                "optimizer must be a plain gradient step in a data-parallel run (its "
+                f"gradients are summed over processes), got {type(self.optimizer).__name__}, "
+                "which draws weights inside its own steps")
         self.step = self.epoch = self.epoch_batches = self.recoveries = self.averaged = 0
         self.epoch_seed: int | None = None
         self.trace: list[float] = []
@@ -198,9 +210,17 @@ class Trainer:
 
     def _loss_and_gradient(self, batch: Batch) -> float:
         """The batch loss, its gradient left in the parameters' ``.grad``; for a
-        :class:`WeightSampler`, the mean loss over its draws of the weights."""
+        :class:`WeightSampler`, the mean loss over its draws of the weights. In a
+        data-parallel run both are summed over the processes."""
         if not isinstance(self.optimizer, WeightSampler):
-            return self._backward(batch)
+            value = self._backward(batch)
+            if not self.world.parallel:
+                return value
+            grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params]
+            total, *summed = self.world.sum(torch.tensor(value, dtype=torch.float64), *grads)
+            for p, g in zip(self.params, summed, strict=True):
+                p.grad = g
+            return float(total)
         values = []
         for _ in range(self.optimizer.mc_samples):
             with self.optimizer.sampled_params(train=True):

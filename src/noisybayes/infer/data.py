@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from noisybayes._checks import as_float_tensor
+from noisybayes.engine.distributed import World
 from noisybayes.engine.source import DataSource
 from noisybayes.infer.objective import Data
 
@@ -26,10 +27,18 @@ PASS_ROWS = 65_536  # rows per chunk of a pass over a data source
 @dataclass(frozen=True)
 class Rows:
     """Every row of a fit's data: ``passes()`` starts one pass, yielding ``(inputs, y)`` chunks
-    that together hold each row once; ``n_elements`` is the number of elements of ``y``."""
+    that together hold each row once; ``n_elements`` is the number of elements of ``y``.
+    In a data-parallel fit (``world`` of several processes) the passes hold this process's
+    rows, a sum over them is summed over ``world``, and ``n_elements`` counts all processes'."""
 
     passes: Callable[[], Iterable[Data]]
     n_elements: int
+    world: World = World()
+
+    @classmethod
+    def shard(cls, data: Data, world: World) -> Rows:
+        """This process's rows in memory, as one chunk, of a fit over ``world``."""
+        return cls(lambda: (data,), world.total(data[1].numel()), world)
 
     @classmethod
     def in_memory(cls, data: Data) -> Rows:

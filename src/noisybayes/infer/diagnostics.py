@@ -115,17 +115,20 @@ def _log_joint_chunked(post: GaussianPosterior, theta: torch.Tensor, rows: Rows)
 
     Each chunk's ``batched`` call (scale 1) carries the prior once; the extra copies are
     subtracted, so ``sum_k batched_k - (K - 1) log p(theta)`` is the full-data log joint.
+    Over several processes (``rows.world``) each sums its rows and ``1 / W`` of the prior,
+    and the sums are summed.
     """
     log_joint = post._log_joint
     with batched_evaluation():
         prior = vmap(log_joint.log_prior)(theta).double()
-    total = prior.clone()
+    total = prior * rows.world.share
     for xs, y in rows.passes():
         per_row = max(1, y[:1].numel())
         step = max(1, _CHUNK_ELEMENTS // (per_row * theta.shape[0]))
         for start in range(0, y.shape[0], step):
             part = tuple(x[start : start + step] for x in xs)
             total += log_joint.batched(theta, part, y[start : start + step], 1.0).double() - prior
+    (total,) = rows.world.sum(total)
     return total
 
 

@@ -18,6 +18,10 @@
 From a data source (``nb.fit(model, nb.data.Parquet(...))``) the fit streams: step 4 on
 minibatches read from the source, the whole-data statistics in passes or on a subsample
 (``streamed.py``).
+
+Under ``torch.distributed`` each process passes its own rows and every sum over rows is
+summed over the processes (``engine/distributed.py``): all take the same steps and end with
+the same posterior.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from noisybayes._checks import check_choice, check_positive_int
 from noisybayes._progress import show_progress
 from noisybayes._rng import make_generator
 from noisybayes.engine import DataSource, StallSchedule, TensorSource, Trainer, WindowReport
+from noisybayes.engine.distributed import World
 from noisybayes.engine.source import check_whole
 from noisybayes.errors import DivergenceError
 from noisybayes.infer.data import Rows, as_data
@@ -235,7 +240,11 @@ def fit(
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
     max_curvature_rows = check_positive_int("max_curvature_rows", max_curvature_rows)
     gen = make_generator(seed, generator)
+    world = World.current()
     streamed = isinstance(x, DataSource)
+    if streamed and world.parallel:
+        raise ValueError("x must be tensors in a data-parallel fit (torch.distributed is "
+                         f"initialised with {world.size} processes), got a data source")
     if streamed:
         if y is not None:
             raise ValueError(f"y must be None when x is a data source (it yields y), got {y!r}")
@@ -252,44 +261,54 @@ def fit(
     else:
         if y is None:
             raise ValueError("y must be given when x is a tensor or a tuple of tensors, got None")
-        data = as_data(x, y)
-        n_data, rows = data[1].shape[0], None
-    if solver == "auto":
-        solver = "lbfgs" if batch_size in ("auto", None, n_data) else "adam"
-    if batch_size == "auto":
-        batch_size = n_data if n_data <= 10_000 else 4096
-    elif batch_size is not None:
+        with world.together():  # a process with bad rows stops them all
+            data = as_data(x, y)
+        n_data = world.total(data[1].shape[0])
+        rows = Rows.shard(data, world) if world.parallel else None
+    n_rows = data[1].shape[0] if world.parallel else n_data  # this process's rows
+    gen = world.same_generator(gen)
+    if not (batch_size == "auto" or batch_size is None):
         batch_size = check_positive_int("batch_size", batch_size)
-        if batch_size > n_data:
+        fewest = world.smallest(n_rows)
+        if batch_size > fewest:
+            each = " of the process with fewest" if world.parallel else ""
             raise ValueError(
-                f"batch_size must be <= the number of rows ({n_data}), got {batch_size}"
+                f"batch_size must be <= the number of rows{each} ({fewest}), got {batch_size}"
             )
-    batch_size = batch_size or n_data
+    if solver == "auto":
+        every = batch_size in ("auto", None) or world.smallest(int(batch_size == n_rows))
+        solver = "lbfgs" if every else "adam"
+    if batch_size == "auto":
+        batch_size = n_rows if n_data <= 10_000 else min(4096, n_rows)
+    batch_size = batch_size or n_rows
+    minibatches = world.largest(int(batch_size < n_rows)) > 0
     with threads_for(sum(t[:1].numel() for t in data[0]) * n_data):
         started = time.perf_counter()
 
         layout = ParamLayout(model)
         log_joint = LogJoint(model, layout)
         start = torch.zeros(layout.size, dtype=data[1].dtype)
-        _check_model_output(log_joint, start, data)
+        with world.together():
+            _check_model_output(log_joint, start, data)
 
-        if rows is not None:
+        if streamed and rows is not None:
             mode = laplace_from_subset(log_joint, data, rows, n_data, start)
         else:
-            mode = laplace(log_joint, data, start, gen, max_curvature_rows)
+            mode = laplace(log_joint, data, start, gen, max_curvature_rows, world=world)
+            world.same_generator(gen)  # processes with more rows drew a larger subset
         if not bool(torch.isfinite(mode.loc).all() and torch.isfinite(mode.precision).all()):
             raise DivergenceError(
                 "the search for the posterior mode diverged (non-finite parameters or curvature); "
                 "the posterior may be improper: give proper priors or check the data's scale"
             )
-        source = x if streamed else TensorSource(*data)
+        source = x if streamed else TensorSource(*data, n_data=n_data)
 
         def run(name: str, family_rank: int, why: str) -> GaussianPosterior:
             q = _build_family(name, mode.loc, mode.precision, family_rank)
             curvature = _whitened_curvature(q, mode.precision)
             if solver == "lbfgs":
                 solved = fit_fixed_draws(log_joint, q, data, curvature, gen,
-                                         max_iter=min(100, max_steps))
+                                         max_iter=min(100, max_steps), world=world)
                 if solved.converged:
                     q.requires_grad_(False)
                     if callback is not None:
@@ -299,14 +318,16 @@ def fit(
                                   solved.n_draws, solved.n_evaluations, 0, why, "lbfgs")
                 why += f"; {solved.reason}, so stochastic optimisation instead"
                 q = _build_family(name, mode.loc, mode.precision, family_rank)
-            anchor = (mode.loc, mode.log_lik_gradient) if batch_size < n_data else None
-            objective = FamilyObjective(log_joint, q, n_data, n_samples, gen, anchor, curvature)
+            anchor = (mode.loc, mode.log_lik_gradient) if minibatches else None
+            objective = FamilyObjective(log_joint, q, n_data, n_samples, gen, anchor, curvature,
+                                        world.shard_scale(n_rows, n_data))
             schedule = StallSchedule(learning_rate, n_data, window, average_windows)
             report = None if callback is None else _family_states(q, callback)
             trainer = Trainer(objective, source, schedule, batch_size=batch_size, generator=gen,
                               max_steps=max_steps, max_recoveries=3, progress=show_progress(progress),
-                              callback=report, fingerprint=",".join(layout.names))
+                              callback=report, fingerprint=",".join(layout.names), world=world)
             result = trainer.run()
+            world.same_generator(gen)  # passes over more rows drew more batch orders
             assert result is not None  # run() without `until` always finishes
             q.requires_grad_(False)
             reason = result.reason
@@ -326,7 +347,8 @@ def fit(
                 recoveries=recoveries, family_reason=why, laplace_precision=mode.precision,
                 solver=used,
             )
-            return GaussianPosterior(model, layout, q, info, None if streamed else data)
+            kept = None if streamed or world.parallel else data  # not all rows: check() asks
+            return GaussianPosterior(model, layout, q, info, kept)
 
         if isinstance(family, str) and family != "auto":
             return run(family, rank, f"requested family={family!r}")
@@ -401,7 +423,8 @@ def _family_states(
 
 class FamilyObjective:
     """The per-datum ``-ELBO`` of a Gaussian family, for the engine: ``-elbo_estimate / N``
-    (with the SVRG and Taylor control variates when ``anchor`` and ``curvature`` are set)."""
+    (with the SVRG and Taylor control variates when ``anchor`` and ``curvature`` are set);
+    in a data-parallel fit, this process's share (``shard``, from ``World.shard_scale``)."""
 
     def __init__(
         self,
@@ -412,18 +435,20 @@ class FamilyObjective:
         generator: torch.Generator,
         anchor: tuple[torch.Tensor, torch.Tensor] | None,
         curvature: torch.Tensor | None,
+        shard: tuple[int, float] | None = None,
     ) -> None:
         self.log_joint, self.family, self.n_data = log_joint, family, n_data
         self.n_samples, self.generator = n_samples, generator
         self.anchor, self.curvature = anchor, curvature
+        self.as_data_size, self.weight = shard or (n_data, 1.0)
 
     def parameters(self) -> list[torch.Tensor]:
         return list(self.family.parameters())
 
     def loss(self, batch: Data) -> torch.Tensor:
-        elbo = elbo_estimate(self.log_joint, self.family, batch, self.n_data, self.n_samples,
-                             self.generator, self.anchor, self.curvature)
-        return -elbo / self.n_data
+        elbo = elbo_estimate(self.log_joint, self.family, batch, self.as_data_size,
+                             self.n_samples, self.generator, self.anchor, self.curvature)
+        return -self.weight * elbo / self.as_data_size
 
 
 def _with_params(family: GaussianFamily, values: list[torch.Tensor]) -> GaussianFamily:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from noisybayes.engine.distributed import World
 from noisybayes.infer.minimize import NonFinite, minimize
 from noisybayes.infer.objective import Data, LogJoint, batched_evaluation, elbo_estimate
 from noisybayes.math.families import GaussianFamily
@@ -65,12 +66,16 @@ def fit_fixed_draws(
     start_draws: int = 32,
     max_row_draws: float = 5e7,
     max_iter: int = 100,
+    world: World | None = None,
 ) -> FixedDrawResult:
     """Fit ``family`` in place on ``M >= 2 noise_dim`` fixed draws, raising ``M`` until the
     optimum is within ``tolerance`` posterior sds of the ELBO's (estimated), while
     ``M x rows <= max_row_draws``. ``curvature`` (the Laplace precision in whitened
-    coordinates) serves the error estimate."""
-    n_data = data[1].shape[0]
+    coordinates) serves the error estimate. Over a ``world`` of several processes ``data``
+    is this process's rows, ``generator`` is in the same state on each, and every sum over
+    rows is summed over the processes (``rows`` counts all of them)."""
+    world = world or World()
+    n_data = world.total(data[1].shape[0])
     n_draws = _even(max(start_draws, 2 * family.noise_dim))
     evaluations, trace = 0, list[float]()
     mean_error = sd_error = math.inf
@@ -78,16 +83,17 @@ def fit_fixed_draws(
     while n_draws * n_data <= max_row_draws:
         noise = _moment_matched(n_draws, family, generator)
         round_start = parameters_to_vector(family.parameters()).detach().clone()
-        used, finite = _lbfgs(log_joint, family, data, noise, max_iter, trace)
+        used, finite = _lbfgs(log_joint, family, data, noise, max_iter, trace, world)
         evaluations += used
         if not finite:
             return FixedDrawResult(False, "the fixed-draw ELBO became non-finite", n_draws,
                                    evaluations, mean_error, sd_error, trace)
-        mean_error, sd_error = _monte_carlo_error(log_joint, family, data, curvature, noise)
+        mean_error, sd_error = _monte_carlo_error(log_joint, family, data, curvature, noise,
+                                                  world)
         how = "estimated"
         if max(mean_error, sd_error) > tolerance:  # the bound says no: measure it instead
             used, finite, mean_error, sd_error = _replicate(
-                log_joint, family, data, round_start, n_draws, generator, max_iter, trace)
+                log_joint, family, data, round_start, n_draws, generator, max_iter, trace, world)
             evaluations, how = evaluations + used, "measured"
             if not finite:
                 return FixedDrawResult(False, "the fixed-draw ELBO became non-finite", n_draws,
@@ -133,25 +139,29 @@ def _lbfgs(
     noise: torch.Tensor,
     max_iter: int,
     trace: list[float],
+    world: World,
 ) -> tuple[int, bool]:
     """Minimise ``-ELBO_M`` (in nats: gradients in whitened units) over ``family``'s
     parameters, in place; returns the evaluations used, and False (parameters unchanged)
-    when the value is NaN somewhere or non-finite at the start.
-
-    """
+    when the value is NaN somewhere or non-finite at the start. Over several processes each
+    evaluates ``-ELBO_M / W`` with its rows' log-likelihood scaled by ``W``, and the values
+    and gradients are summed (``World``)."""
     params = list(family.parameters())
     start = parameters_to_vector(params).detach()
-    n_data = data[1].shape[0]
+    n_rows = data[1].shape[0]
+    n_data = world.total(n_rows)
 
     def negative_elbo(vector: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             vector_to_parameters(vector, params)
-        return -elbo_estimate(log_joint, family, data, n_data, noise.shape[0], None, noise=noise)
+        return -world.share * elbo_estimate(log_joint, family, data, world.size * n_rows,
+                                            noise.shape[0], None, noise=noise)
 
     def loss_and_grad(vector: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loss = negative_elbo(vector)
         grad = parameters_to_vector(torch.autograd.grad(loss, params))
-        value = float(loss.detach()) / n_data
+        loss, grad = world.sum(loss.detach(), grad)
+        value = float(loss) / n_data
         if math.isfinite(value) and (not trace or value < trace[-1]):
             trace.append(value)
         return loss.detach(), grad
@@ -177,6 +187,7 @@ def _replicate(
     generator: torch.Generator,
     max_iter: int,
     trace: list[float],
+    world: World,
 ) -> tuple[int, bool, float, float]:
     """Solve again from ``start`` (where the solve that left ``family`` at its optimum
     began) on ``n_draws`` fresh draws, and measure the error of one solve from the two
@@ -191,7 +202,7 @@ def _replicate(
     with torch.no_grad():
         vector_to_parameters(start, list(family.parameters()))
     noise = _moment_matched(n_draws, family, generator)
-    used, finite = _lbfgs(log_joint, family, data, noise, max_iter, trace)
+    used, finite = _lbfgs(log_joint, family, data, noise, max_iter, trace, world)
     if not finite:
         return used, False, math.inf, math.inf
     with torch.no_grad():
@@ -207,19 +218,22 @@ def _monte_carlo_error(
     data: Data,
     curvature: torch.Tensor,
     noise: torch.Tensor,
+    world: World,
 ) -> tuple[float, float]:
     """The estimated Monte Carlo sd of the fixed-draw optimum: the largest over coordinates,
-    for the means in posterior sds and for the sds as a relative error."""
+    for the means in posterior sds and for the sds as a relative error (the per-draw
+    gradients summed over ``world``'s processes, each adding its share)."""
     xs, y = data
     with torch.no_grad():
         z = family.from_noise(noise).z
         loc = family.loc.detach().clone()
     z.requires_grad_(True)
     with batched_evaluation():
-        log_p = log_joint.batched(family.to_theta(z), xs, y, 1.0)
+        log_p = log_joint.batched(family.to_theta(z), xs, y, float(world.size))
     quadratic = 0.5 * ((z @ curvature) * z).sum(-1)
-    (per_draw,) = torch.autograd.grad((log_p + quadratic).sum(), z)  # residual gradients
-    per_draw = per_draw.double()
+    share = world.share * (log_p + quadratic).sum()
+    (per_draw,) = torch.autograd.grad(share, z)  # residual gradients
+    (per_draw,) = world.sum(per_draw.double())
     half = noise.shape[0] // 2
     pair_mean = 0.5 * (per_draw[:half] + per_draw[half:])
     pair_scale = 0.5 * (per_draw[:half] - per_draw[half:]) * (z.detach()[:half] - loc).double()

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from noisybayes.engine.distributed import World
 from noisybayes.errors import DivergenceError
 from noisybayes.infer.data import Rows
 from noisybayes.infer.minimize import NonFinite, minimize
@@ -50,8 +51,10 @@ def _lbfgs(
     shift: torch.Tensor,
     precond: torch.Tensor,
     max_iter: int,
+    world: World,
 ) -> tuple[torch.Tensor, bool, int]:
-    """Minimise ``objective(u)`` over ``u = shift + precond @ v`` from ``v = 0``.
+    """Minimise ``objective(u)`` over ``u = shift + precond @ v`` from ``v = 0``
+    (``objective`` is this process's share: its value and gradient are summed over ``world``).
 
     Returns the minimising ``u``, whether L-BFGS converged, and the evaluations it used.
     Raises ``_NonFinite`` (holding the offending ``u``) if the objective is NaN, or it or its
@@ -62,7 +65,8 @@ def _lbfgs(
         v.requires_grad_(True)
         loss = objective(shift + precond @ v)
         (grad,) = torch.autograd.grad(loss, v)
-        return loss.detach(), grad
+        total, grad = world.sum(loss.detach(), grad)
+        return total, grad
 
     try:
         found = minimize(loss_and_grad, torch.zeros_like(shift), max_evaluations=max_iter,
@@ -79,18 +83,21 @@ class _NonFinite(Exception):
 
 
 def _curvature(
-    log_joint: LogJoint, u: torch.Tensor, rows: Data, n_data: int, chunk: int = 8192
+    log_joint: LogJoint, u: torch.Tensor, rows: Data, n_rows: int, world: World,
+    chunk: int = 8192,
 ) -> torch.Tensor:
     """``-grad^2 [log p(u) + (N/n) log p(y_rows | u)]``, summed over chunks of rows so the
-    Hessian's temporaries stay small."""
+    Hessian's temporaries stay small (``N = n_rows`` rows that ``rows`` sample; over
+    ``world``, each process's share summed)."""
     xs, y = rows
-    scale = n_data / y.shape[0]
+    scale = n_rows / y.shape[0]
     u = u.detach()
     with batched_evaluation():
-        h = -_hessian(log_joint.log_prior, u)
+        h = -world.share * _hessian(log_joint.log_prior, u)
         for start in range(0, y.shape[0], chunk):
             part = (tuple(x[start : start + chunk] for x in xs), y[start : start + chunk])
             h = h - scale * _hessian(log_joint.log_lik, u, *part)
+    (h,) = world.sum(h)
     return 0.5 * (h + h.T)
 
 
@@ -126,15 +133,18 @@ def _pass_gradient(
     log_joint: LogJoint, rows: Rows, u: torch.Tensor
 ) -> tuple[bool, torch.Tensor, torch.Tensor]:
     """Over one pass of ``rows``: whether ``log p(u, y)`` and its gradient are finite, that
-    gradient, and its log-likelihood part ``grad_u sum_i log p(y_i | x_i, u)``."""
+    gradient, and its log-likelihood part ``grad_u sum_i log p(y_i | x_i, u)`` (the row
+    sums summed over ``rows.world``)."""
     u = u.detach().requires_grad_(True)
     log_lik_gradient = torch.zeros_like(u)
-    finite = True
+    total = torch.zeros((), dtype=torch.float64)
     with batched_evaluation():
         for xs, y in rows.passes():
             value = log_joint.log_lik(u, xs, y)
-            finite = finite and bool(torch.isfinite(value))
+            total = total + value.detach()
             log_lik_gradient += _gradient(value, u)
+        total, log_lik_gradient = rows.world.sum(total, log_lik_gradient)
+        finite = bool(torch.isfinite(total))
         log_prior = log_joint.log_prior(u)
         prior_gradient = _gradient(log_prior, u)
     finite = finite and bool(torch.isfinite(log_prior))
@@ -215,16 +225,23 @@ def laplace(
     generator: torch.Generator,
     max_curvature_rows: int,
     max_iter: int = 500,
+    world: World | None = None,
 ) -> LaplaceResult:
-    """Find the mode on all of ``data`` and the curvature on at most ``max_curvature_rows``."""
+    """Find the mode on all of ``data`` and the curvature on at most ``max_curvature_rows``
+    (in a data-parallel fit over ``world``, ``data`` is this process's rows and it takes
+    its part of the curvature rows)."""
+    world = world or World()
     xs, y = data
-    n_data = y.shape[0]
-    if n_data > max_curvature_rows:
-        index = torch.randperm(n_data, generator=generator)[:max_curvature_rows]
+    n_rows = y.shape[0]
+    n_data = world.total(n_rows)
+    cap = max_curvature_rows * n_rows // n_data
+    if n_rows > cap:
+        index = torch.randperm(n_rows, generator=generator)[:cap]
         subset: Data = (tuple(x[index] for x in xs), y[index])
     else:
         subset = data
-    return laplace_from_subset(log_joint, subset, Rows.in_memory(data), n_data, start, max_iter)
+    rows = Rows.shard(data, world) if world.parallel else Rows.in_memory(data)
+    return laplace_from_subset(log_joint, subset, rows, n_data, start, max_iter, n_rows=n_rows)
 
 
 def laplace_from_subset(
@@ -234,30 +251,37 @@ def laplace_from_subset(
     n_data: int,
     start: torch.Tensor,
     max_iter: int = 500,
+    n_rows: int | None = None,
 ) -> LaplaceResult:
     """The mode of ``log p(u) + (N/n) log p(y_subset | u)`` by L-BFGS and the curvature
-    there, the mode then polished by Newton steps on every row of ``rows`` (``N`` rows)."""
+    there, the mode then polished by Newton steps on every row of ``rows`` (``N`` rows).
+    In a data-parallel fit (``rows.world``) each process passes its subset of its
+    ``n_rows`` rows, and every sum is summed over the processes."""
+    world = rows.world
+    n_rows = n_data if n_rows is None else n_rows
+    as_data_size, weight = world.shard_scale(n_rows, n_data)
 
     def per_datum(part: Data) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``-log p(u, y) / N``, the log-likelihood of ``part`` scaled up to all ``N`` rows."""
+        """``-log p(u, y) / N``, the log-likelihood of ``part`` scaled up to all ``N`` rows
+        (this process's share of it, ``World.shard_scale``)."""
         sub_xs, sub_y = part
-        scale = n_data / sub_y.shape[0]
+        scale = as_data_size / sub_y.shape[0]
 
         def objective(u: torch.Tensor) -> torch.Tensor:
             with batched_evaluation():
-                return -log_joint.single(u, sub_xs, sub_y, scale) / n_data
+                return -weight * log_joint.single(u, sub_xs, sub_y, scale) / as_data_size
 
         return objective
 
     eye = torch.eye(start.shape[0], dtype=start.dtype)
     try:
-        first, converged, n_eval = _lbfgs(per_datum(subset), start, eye, max_iter)
-        precision = _curvature(log_joint, first, subset, n_data)
+        first, converged, n_eval = _lbfgs(per_datum(subset), start, eye, max_iter, world)
+        precision = _curvature(log_joint, first, subset, n_rows, world)
         loc, log_lik_gradient, newton_converged, passes = _newton(log_joint, rows, first,
                                                                   precision)
         step = (loc - first).double()
         if float(step @ precision.double() @ step) > _SAME_CURVATURE:
-            precision = _curvature(log_joint, loc, subset, n_data)
+            precision = _curvature(log_joint, loc, subset, n_rows, world)
         converged, n_eval = converged or newton_converged, n_eval + passes
     except _NonFinite as error:
         values = {k: v.tolist() for k, v in log_joint.layout.values(error.point).items()}

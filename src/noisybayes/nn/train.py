@@ -5,6 +5,9 @@ source (``nb.data.Parquet``, ``nb.data.CSV``: files read in bounded memory). The
 decays linearly to a tenth of ``learning_rate`` over the run, which settles the noisy scale
 gradients. A :class:`~noisybayes.nn.mixture.Mixture` trains all its components at once: their
 parameters are stacked and ``torch.func.vmap`` evaluates every component's ELBO in one pass.
+Under ``torch.distributed`` each process passes its own rows: the weights start from process
+0's, each step's loss and gradient are summed over the processes (the KL counted once,
+``engine/distributed.py``), and every process ends with the same network.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from noisybayes.engine import (
     Trainer,
     adam,
 )
+from noisybayes.engine.distributed import World
 from noisybayes.engine.source import check_whole
 from noisybayes.infer.objective import batched_evaluation
 from noisybayes.infer.posterior import FitInfo
@@ -60,7 +64,8 @@ def train(
     Args:
         model, likelihood: a Bayesian network (or a :class:`Mixture` of them, whose
             components share the likelihood) and its likelihood; both are trained in place.
-        x, y: all training rows, ``(N, ...)`` each; or ``x`` a data source of one input
+        x, y: all training rows, ``(N, ...)`` each (under ``torch.distributed``, this
+            process's rows; ``N`` their sum over processes); or ``x`` a data source of one input
             (e.g. ``nb.data.Parquet(path, x=[...], y=...)``) and ``y`` ``None``: minibatches
             are read from it (memory: its buffer), cast to the network's dtype and device,
             and the posterior keeps no data (``to_arviz`` then needs ``x`` and ``y``).
@@ -89,18 +94,23 @@ def train(
     batch_size = check_positive_int("batch_size", batch_size)
     if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < math.inf):
         raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
-    source = _source(x, y)
+    world = World.current()
+    with world.together():
+        source = _source(x, y, world)
     n = source.n_data
     batch_size = min(batch_size, source.n_rows)
-    per_epoch = math.ceil(source.n_rows / batch_size)
+    per_epoch = world.largest(math.ceil(source.n_rows / batch_size))  # same steps everywhere
     total = n_epochs * per_epoch
+    world.broadcast([*model.parameters(), *model.buffers(), *likelihood.parameters()])
     model.train()  # before the objective: a mixture's template copies the mode
-    objective = NetworkObjective(model, likelihood, n, n_samples, temperature)
+    as_data_size, weight = world.shard_scale(source.n_rows, n)
+    objective = NetworkObjective(model, likelihood, as_data_size, n_samples, temperature,
+                                 weight)
     schedule = LinearDecay(float(learning_rate), total, per_epoch)
     trainer = Trainer(objective, source, schedule, batch_size=batch_size,
-                      generator=make_generator(None, generator), max_steps=total,
-                      drop_last=False, progress=show_progress(progress),
-                      fingerprint=_names(model), optimizer=optimizer)
+                      generator=world.same_generator(make_generator(None, generator)),
+                      max_steps=total, drop_last=False, progress=show_progress(progress),
+                      fingerprint=_names(model), optimizer=optimizer, world=world)
     start = time.perf_counter()
     try:
         result = trainer.run()
@@ -115,16 +125,22 @@ def train(
         seconds=time.perf_counter() - start, n_epochs=result.n_epochs,
         temperature=float(temperature),
     )
-    data = (source.inputs[0], source.y) if isinstance(source, TensorSource) else None
+    data = None
+    if isinstance(source, TensorSource) and not world.parallel:  # all rows are here
+        data = (source.inputs[0], source.y)
     return NetworkPosterior(model, likelihood, info, data)
 
 
-def _source(x: torch.Tensor | DataSource, y: torch.Tensor | None) -> DataSource:
-    """The training rows as an engine source: ``x`` itself, or tensors ``x`` and ``y``."""
+def _source(x: torch.Tensor | DataSource, y: torch.Tensor | None, world: World) -> DataSource:
+    """The training rows as an engine source: ``x`` itself, or tensors ``x`` and ``y`` (this
+    process's rows of ``world``'s)."""
     if not isinstance(x, DataSource):
         if y is None:
             raise ValueError("y must be given when x is a tensor, got None")
-        return TensorSource((x,), y)
+        return TensorSource((x,), y, world.total(y.shape[0]))
+    if world.parallel:
+        raise ValueError("x must be a tensor in a data-parallel run (torch.distributed is "
+                         f"initialised with {world.size} processes), got a data source")
     if y is not None:
         raise ValueError(f"y must be None when x is a data source (it yields y), got {y!r}")
     return check_whole("x", x)
@@ -153,8 +169,8 @@ class NetworkObjective:
     over a mixture's components with their parameters stacked (one ``vmap`` pass)."""
 
     def __init__(self, model: nn.Module, likelihood: Likelihood, n: int, n_samples: int,
-                 temperature: float) -> None:
-        self.model = model
+                 temperature: float, weight: float = 1.0) -> None:
+        self.model, self.weight = model, weight
         first = next(model.parameters(), torch.empty(0))
         self.device, self.dtype = first.device, first.dtype
         if not isinstance(model, Mixture):
@@ -194,7 +210,7 @@ class NetworkObjective:
             shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
             raise ValueError(f"x must yield one input for the network, got a data source "
                              f"yielding {len(inputs)} inputs of shapes {shapes}")
-        return self._loss(*(self._cast(t) for t in (inputs[0], y)))
+        return self.weight * self._loss(*(self._cast(t) for t in (inputs[0], y)))
 
     def _cast(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` on the network's device, in its float dtype if a float (a no-op for
