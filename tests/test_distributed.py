@@ -90,6 +90,12 @@ def _network(rank: int, size: int) -> dict[str, Any]:
             "trace": post.info.loss_trace, "n_data": post.info.n_data}
 
 
+def _estimator(rank: int, size: int) -> dict[str, Any]:
+    x, y = _rows()
+    nb.BayesianLinearRegression().fit(x[rank::size].numpy(), y[rank::size].numpy())
+    return {}
+
+
 def _crash(rank: int, size: int) -> dict[str, Any]:
     """Process 1 dies without a word (as on a lost machine); process 0 fits on."""
     if rank == 1:
@@ -100,7 +106,7 @@ def _crash(rank: int, size: int) -> dict[str, Any]:
 
 
 _TASKS = {"fit": _fit, "bad_rows": _bad_rows, "adam": _adam, "network": _network,
-          "crash": _crash}  # the crash last: it ends the group
+          "estimator": _estimator, "crash": _crash}  # the crash last: it ends the group
 
 
 def _worker(rank: int, size: int, port: int, folder: str) -> None:
@@ -200,6 +206,16 @@ def test_a_process_with_bad_rows_stops_every_process_with_an_error(runs):
     assert second["error"] == "ValueError" and "y" in second["message"]
     assert first["error"] == "RuntimeError"
     assert "process(es) [1] of 2" in first["message"]
+
+
+def test_estimators_refuse_a_data_parallel_run(runs):
+    """An estimator standardises and fits the rows it is given: under torch.distributed it
+    would fit each process's rows alone, so it refuses, naming the processes."""
+    for process in runs:
+        out = process["estimator"]
+        assert out.get("error") == "NotImplementedError", out
+        assert "BayesianLinearRegression.fit runs on one process" in out["message"]
+        assert "with 2 processes" in out["message"]
 
 
 def test_a_process_that_dies_stops_the_others_with_an_error(runs):

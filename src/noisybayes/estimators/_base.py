@@ -32,6 +32,7 @@ from noisybayes._checks import (
     check_numeric_columns,
     check_positive,
 )
+from noisybayes.engine.distributed import World
 from noisybayes.infer.posterior import GaussianPosterior
 from noisybayes.infer.prediction import Prediction
 from noisybayes.model.model import Model
@@ -184,10 +185,18 @@ def unfitted_on_error(fit: _Fit) -> _Fit:
     """Wrap an estimator's ``fit`` so that any exception in it, ``KeyboardInterrupt``
     included, removes the fitted attributes (names ending in ``_``) before it propagates:
     an interrupted or failed fit leaves the estimator unfitted (``predict`` raises
-    ``NotFittedError``), never holding a partial model or the previous fit's."""
+    ``NotFittedError``), never holding a partial model or the previous fit's. Under
+    ``torch.distributed`` it refuses: an estimator would fit each process's rows alone."""
 
     @functools.wraps(fit)
     def wrapped(self: BaseEstimator, *args: Any, **kwargs: Any) -> Any:
+        world = World.current()
+        if world.parallel:
+            raise NotImplementedError(
+                f"{type(self).__name__}.fit runs on one process, and torch.distributed is "
+                f"initialised with {world.size} processes (each would fit its own rows "
+                "alone): fit on all rows in one process, or use nb.fit or nb.nn.train, which "
+                "fit data-parallel")
         try:
             return fit(self, *args, **kwargs)
         except BaseException:
