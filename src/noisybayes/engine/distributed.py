@@ -53,11 +53,13 @@ class World:
         in each tensor's dtype (the inputs themselves, unchanged, for one process)."""
         if not self.parallel:
             return tensors
-        flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors])
+        device = _device()
+        flat = torch.cat([t.detach().reshape(-1).to(device, torch.float64) for t in tensors])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         out, start = [], 0
         for t in tensors:
-            out.append(flat[start : start + t.numel()].reshape(t.shape).to(t.dtype))
+            part = flat[start : start + t.numel()].reshape(t.shape)
+            out.append(part.to(t.device, t.dtype))
             start += t.numel()
         return tuple(out)
 
@@ -65,7 +67,7 @@ class World:
         """``sum_r count_r`` for an integer (rows, elements)."""
         if not self.parallel:
             return count
-        value = torch.tensor([count], dtype=torch.int64)
+        value = torch.tensor([count], dtype=torch.int64, device=_device())
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return int(value)
 
@@ -77,7 +79,7 @@ class World:
         """``max_r count_r`` for an integer."""
         if not self.parallel:
             return count
-        value = torch.tensor([count], dtype=torch.int64)
+        value = torch.tensor([count], dtype=torch.int64, device=_device())
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return int(value)
 
@@ -105,9 +107,9 @@ class World:
         """``generator`` set to process 0's state on every process (so the draws of ``q``
         are the same everywhere); returned for chaining."""
         if self.parallel:
-            state = generator.get_state()
+            state = generator.get_state().to(_device())
             dist.broadcast(state, src=0)
-            generator.set_state(state)
+            generator.set_state(state.cpu())
         return generator
 
     @contextmanager
@@ -132,9 +134,10 @@ class World:
             if error is not None:
                 raise error
             return
-        failed = torch.zeros(self.size, dtype=torch.int64)
+        failed = torch.zeros(self.size, dtype=torch.int64, device=_device())
         failed[self.rank] = int(error is not None)
         dist.all_reduce(failed, op=dist.ReduceOp.SUM)
+        failed = failed.cpu()
         if error is not None:
             raise error
         if bool(failed.any()):
@@ -143,3 +146,11 @@ class World:
                 f"process(es) {ranks} of {self.size} of this data-parallel fit failed (see "
                 "their error); this process stops too"
             )
+
+
+def _device() -> torch.device:
+    """Where the process group's collectives run: this process's GPU for NCCL (which takes
+    no CPU tensors), the CPU for gloo."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")

@@ -90,5 +90,5 @@ def check_whole(name: str, source: DataSource) -> DataSource:
         raise ValueError(
             f"{name} must be a whole data source, got a shard of {source.n_rows} of its "
             f"{source.n_data} rows (fitted alone, a shard would be weighed as the whole data; "
-            "data-parallel fits are not supported yet)")
+            "under torch.distributed pass the whole source: each process reads its shard)")
     return source

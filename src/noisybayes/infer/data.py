@@ -46,13 +46,15 @@ class Rows:
         return cls(lambda: (data,), data[1].numel())
 
     @classmethod
-    def streamed(cls, source: DataSource, elements_per_row: int) -> Rows:
+    def streamed(cls, source: DataSource, elements_per_row: int, world: World | None = None
+                 ) -> Rows:
         """The rows of ``source`` in chunks of :data:`PASS_ROWS` (memory: one chunk and the
         source's buffer); the sums a pass feeds do not depend on the order, so any fixed
-        generator will do."""
+        generator will do. Over ``world``, ``source`` is this process's shard."""
+        world = world or World()
         return cls(
             lambda: source.epoch(PASS_ROWS, torch.Generator().manual_seed(0), drop_last=False),
-            source.n_rows * elements_per_row,
+            world.total(source.n_rows * elements_per_row), world,
         )
 
 

@@ -180,7 +180,10 @@ def fit(
 
     Args:
         model: an ``nb.Model``; ``model(*x)`` returns the distribution of ``y``.
-        x: a tensor or a tuple of tensors (``forward``'s positional arguments), rows first;
+        x: a tensor or a tuple of tensors (``forward``'s positional arguments), rows first
+            (under ``torch.distributed``, this process's rows: ``N`` is their sum over the
+            processes, every sum over rows is summed across them, and process 0's seed or
+            generator serves all);
             or a data source (:class:`~noisybayes.engine.DataSource`, e.g.
             ``nb.data.Parquet(...)``) yielding them with ``y``, read in bounded memory:
             Adam steps on its minibatches (the fixed-draw solve needs all rows at each
@@ -191,7 +194,8 @@ def fit(
             the mode polished by Newton steps of one pass each over all rows, and k-hat
             (``family="auto"``) summed over all rows in passes, with at least 200 draws
             (``noisybayes.infer.streamed``); ``info.reason`` says so, and ``post.check()``
-            then needs rows passed to it.
+            then needs rows passed to it. Under ``torch.distributed`` every process passes the
+            whole source and reads its own range of the rows (``source.shard``).
         y: the targets, ``(N, ...)``; ``None`` when ``x`` is a data source. The fit
             computes in the widest float dtype of x and y.
         family: ``"meanfield"`` (diagonal), ``"lowrank"`` (``rank`` factors + diagonal) or
@@ -242,9 +246,6 @@ def fit(
     gen = make_generator(seed, generator)
     world = World.current()
     streamed = isinstance(x, DataSource)
-    if streamed and world.parallel:
-        raise ValueError("x must be tensors in a data-parallel fit (torch.distributed is "
-                         f"initialised with {world.size} processes), got a data source")
     if streamed:
         if y is not None:
             raise ValueError(f"y must be None when x is a data source (it yields y), got {y!r}")
@@ -254,10 +255,13 @@ def fit(
                 "solver='lbfgs' and batch_size=None need every row in memory at each step, so "
                 "with x a data source solver must be 'auto' or 'adam' and batch_size an "
                 f"integer or 'auto', got solver={solver!r}, batch_size={batch_size!r}")
-        data = subsample(x, max_curvature_rows, gen)
-        check_source_inputs(model, data)
+        if world.parallel:  # each process reads its own range of the rows
+            x = x.shard(world.rank, world.size)
         n_data, solver = x.n_data, "adam"
-        rows: Rows | None = Rows.streamed(x, data[1][:1].numel())
+        data = subsample(x, max_curvature_rows * x.n_rows // n_data, gen)
+        with world.together():
+            check_source_inputs(model, data)
+        rows: Rows | None = Rows.streamed(x, data[1][:1].numel(), world)
     else:
         if y is None:
             raise ValueError("y must be given when x is a tensor or a tuple of tensors, got None")
@@ -265,7 +269,9 @@ def fit(
             data = as_data(x, y)
         n_data = world.total(data[1].shape[0])
         rows = Rows.shard(data, world) if world.parallel else None
-    n_rows = data[1].shape[0] if world.parallel else n_data  # this process's rows
+    n_rows: int = n_data  # this process's rows
+    if world.parallel:
+        n_rows = x.n_rows if streamed else data[1].shape[0]
     gen = world.same_generator(gen)
     if not (batch_size == "auto" or batch_size is None):
         batch_size = check_positive_int("batch_size", batch_size)
@@ -292,7 +298,7 @@ def fit(
             _check_model_output(log_joint, start, data)
 
         if streamed and rows is not None:
-            mode = laplace_from_subset(log_joint, data, rows, n_data, start)
+            mode = laplace_from_subset(log_joint, data, rows, n_data, start, n_rows=n_rows)
         else:
             mode = laplace(log_joint, data, start, gen, max_curvature_rows, world=world)
             world.same_generator(gen)  # processes with more rows drew a larger subset

@@ -68,7 +68,8 @@ def train(
             process's rows; ``N`` their sum over processes); or ``x`` a data source of one input
             (e.g. ``nb.data.Parquet(path, x=[...], y=...)``) and ``y`` ``None``: minibatches
             are read from it (memory: its buffer), cast to the network's dtype and device,
-            and the posterior keeps no data (``to_arviz`` then needs ``x`` and ``y``).
+            and the posterior keeps no data (``to_arviz`` then needs ``x`` and ``y``); under
+            ``torch.distributed`` every process passes the whole source and reads its shard.
         n_epochs: passes over the data; ``batch_size`` rows per step.
         learning_rate: Adam's initial step, decayed linearly to a tenth.
         n_samples, temperature: as in :func:`elbo_loss`.
@@ -138,12 +139,10 @@ def _source(x: torch.Tensor | DataSource, y: torch.Tensor | None, world: World) 
         if y is None:
             raise ValueError("y must be given when x is a tensor, got None")
         return TensorSource((x,), y, world.total(y.shape[0]))
-    if world.parallel:
-        raise ValueError("x must be a tensor in a data-parallel run (torch.distributed is "
-                         f"initialised with {world.size} processes), got a data source")
     if y is not None:
         raise ValueError(f"y must be None when x is a data source (it yields y), got {y!r}")
-    return check_whole("x", x)
+    whole = check_whole("x", x)
+    return whole.shard(world.rank, world.size) if world.parallel else whole
 
 
 def _names(model: nn.Module) -> str:
