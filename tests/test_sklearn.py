@@ -26,7 +26,7 @@ ESTIMATORS = [
     nb.BayesianGLM("gaussian", approximation="fullrank", **SHORT),
     nb.BayesianGLMClassifier(approximation="fullrank", **SHORT),
     nb.BNNRegressor(hidden=(4,), n_epochs=2, n_predict_samples=20),
-    nb.BNNClassifier(hidden=(4,), n_epochs=20, n_predict_samples=20),
+    nb.BNNClassifier(hidden=(4,), n_epochs=100, n_predict_samples=20),  # 200 steps of 256 rows
     nb.BNNRegressor(hidden=(4,), method="ivon", n_epochs=2, n_predict_samples=20),
     nb.BNNClassifier(hidden=(4,), method="ivon", n_epochs=20, n_predict_samples=20),
 ]
