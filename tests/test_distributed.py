@@ -309,3 +309,33 @@ def test_shard_scale_counts_the_whole_term_once():
         as_size, weight = World(rank, 3).shard_scale(n_rows, sum(rows))
         total += weight * (l_sums[rank] * as_size / n_rows + f0) / as_size
     assert total == pytest.approx((sum(l_sums) + f0) / sum(rows), rel=1e-15)
+
+
+def test_network_shares_sum_to_the_whole_loss_with_the_kl_once():
+    """``NetworkObjective`` with ``World.shard_scale``'s size and weight: the shares of two
+    processes holding 70 and 130 of 200 rows sum to the per-datum ``-ELBO`` of all rows,
+    ``mean nll + KL / N``. The weights' sds are set to 1e-13 so the draws leave the
+    likelihood unchanged to rounding; the KL, of order ``log(1e13)`` per weight, is then
+    about half the loss (over 1 nat per datum), so counting it twice would miss by that.
+    Float64 throughout: the two sides agree to about 1e-15 relative, tested at 1e-10."""
+    from noisybayes.nn.train import NetworkObjective
+
+    torch.manual_seed(0)
+    net = nb.bayesian(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(),
+                                          torch.nn.Linear(4, 1))).double()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("scale_free"):
+                p.fill_(-30.0)  # softplus(-30) = 1e-13
+    lik = nb.nn.Gaussian().double()
+    x, y = _rows()
+    y = y[:, None]
+    whole = NetworkObjective(net, lik, 200, 1, 1.0).loss(((x,), y))
+    shares = []
+    for rank, rows in enumerate((slice(0, 70), slice(70, 200))):
+        n_rows = rows.stop - rows.start
+        as_size, weight = World(rank, 2).shard_scale(n_rows, 200)
+        objective = NetworkObjective(net, lik, as_size, 1, 1.0, weight)
+        shares.append(objective.loss(((x[rows],), y[rows])))
+    assert float(nb.nn.kl_divergence(net).detach()) / 200 > 1.0
+    torch.testing.assert_close(shares[0] + shares[1], whole, rtol=1e-10, atol=0)
