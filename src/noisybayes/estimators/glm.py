@@ -145,8 +145,9 @@ class GeneralizedLinearEstimator(RegressionEstimator):
 
 
 def _on_user_scale(twin: GaussianPosterior, model: GLMModel) -> GaussianPosterior:
-    """The posterior of ``model`` from that of its ``standardised_twin``: the family read
-    through ``u = A u_std + b`` (``user_map``), the Laplace curvature ``A^-T H A^-1``."""
+    """The posterior of ``model`` from that of its ``standardised_twin``: the family and the
+    importance draws read through ``u = A u_std + b`` (``user_map``), the Laplace curvature
+    ``A^-T H A^-1``."""
     A, b = user_map(model)
     family = AffineFamily(twin.family, A, b)
     info = twin.info
@@ -154,7 +155,8 @@ def _on_user_scale(twin: GaussianPosterior, model: GLMModel) -> GaussianPosterio
         inverse = torch.linalg.inv(A.double())
         precision = inverse.T @ info.laplace_precision.double() @ inverse
         info = replace(info, laplace_precision=precision.to(info.laplace_precision.dtype))
-    return GaussianPosterior(model, ParamLayout(model), family, info, twin.data)
+    importance = None if twin.importance is None else twin.importance.mapped(A, b)
+    return GaussianPosterior(model, ParamLayout(model), family, info, twin.data, importance)
 
 
 def _check_identified(spec: GLMSpec, model: GLMModel, x_std: torch.Tensor,

@@ -24,6 +24,7 @@ from noisybayes._rng import make_generator
 from noisybayes.infer.data import Rows
 from noisybayes.infer.laplace import whitening
 from noisybayes.infer.objective import Data, batched_evaluation
+from noisybayes.infer.reweighting import ImportanceDraws
 from noisybayes.math.families import GaussianFamily
 from noisybayes.math.psis import khat_standard_error, pareto_smoothed_log_weights
 
@@ -217,11 +218,13 @@ def default_draws(n_rows: int, floor: int = _DRAWS_MIN) -> int:
 
 @dataclass(frozen=True)
 class KhatEstimate:
-    """A Pareto k-hat, its standard error and the draws it took."""
+    """A Pareto k-hat, its standard error, the draws it took and those draws with their
+    smoothed weights (``importance``, for the PSIS-corrected summaries)."""
 
     khat: float
     standard_error: float
     n_draws: int
+    importance: ImportanceDraws
 
 
 def sequential_khat(
@@ -245,14 +248,19 @@ def sequential_khat(
         rows = Rows.in_memory(post.fit_data(None, None, caller="family='auto'"))
     most = default_draws(rows.n_elements, floor)
     ratios = torch.zeros(0, dtype=torch.float64)
+    kept: list[torch.Tensor] = []
     n_draws = min(start, most)
     while True:
-        _, more = importance_log_ratios(post, rows, n_draws - ratios.numel(), generator)
+        theta, more = importance_log_ratios(post, rows, n_draws - ratios.numel(), generator)
+        if ratios.numel() < ImportanceDraws.kept(theta.shape[1]):
+            kept.append(theta)
         ratios = torch.cat([ratios, more])
         _, khat = pareto_khat(ratios)
         error = khat_standard_error(khat, n_draws)
         if n_draws >= most or khat + 2 * error < USABLE:
-            return KhatEstimate(khat, error, n_draws)
+            draws = torch.cat(kept)[: ImportanceDraws.kept(theta.shape[1])]
+            importance = ImportanceDraws.from_ratios(draws, ratios)
+            return KhatEstimate(khat, error, n_draws, importance)
         n_draws = min(2 * n_draws, most)
 
 
@@ -323,29 +331,28 @@ def reweighted(
     seed: int | None = None,
     generator: torch.Generator | None = None,
 ) -> pd.DataFrame:
-    """PSIS-corrected posterior ``mean`` and ``sd`` per scalar parameter, constrained scale.
-
-    ``E_p[f] ≈ sum_s w_s f(theta_s)`` with Pareto-smoothed normalized weights ``w``
-    (Vehtari et al. 2024); refused when k-hat > 0.7, where the weights are unreliable.
-    """
+    """PSIS-corrected posterior ``mean`` and ``sd`` per scalar parameter, constrained scale,
+    from ``n_draws`` fresh draws (``reweighting.ImportanceDraws``: ``E_p[f] ≈ E_q[f] +
+    sum_s (w_s - 1/S) f(theta_s)`` with Pareto-smoothed normalized weights ``w``, Vehtari et
+    al. 2024); refused when k-hat > 0.7, where the weights are unreliable."""
     theta, log_ratios = ratios_at_fit_data(post, x, y, n_draws, seed, generator, "reweighted()")
-    log_weights, khat = pareto_khat(log_ratios)
-    n_draws = len(log_ratios)
-    if not khat <= USABLE:
+    importance = ImportanceDraws.from_ratios(theta, log_ratios)
+    if not importance.khat <= USABLE:
         raise ValueError(
-            f"reweighted() needs Pareto k-hat <= {USABLE}, got {khat:.2f} from {n_draws} "
-            f"draws: the {post.info.family} approximation is too far from the posterior for "
-            "importance weights to correct it; refit with family='fullrank'"
+            f"reweighted() needs Pareto k-hat <= {USABLE}, got {importance.khat:.2f} from "
+            f"{len(log_ratios)} draws: the {post.info.family} approximation is too far from the "
+            "posterior for importance weights to correct it; refit with family='fullrank'"
         )
-    weights = log_weights.exp()
-    values = post.layout.values(theta)
-    columns = torch.cat([v.reshape(n_draws, -1).double() for v in values.values()], dim=1)
-    mean = weights @ columns
-    variance = weights @ (columns - mean).pow(2)
+    means, sds = post.corrected_moments(importance)
+    names = post.layout.names
     table = pd.DataFrame(
-        {"mean": mean.tolist(), "sd": variance.sqrt().tolist()}, index=post.layout.labels()
+        {
+            "mean": torch.cat([means[n].reshape(-1) for n in names]).double().tolist(),
+            "sd": torch.cat([sds[n].reshape(-1) for n in names]).double().tolist(),
+        },
+        index=post.layout.labels(),
     )
-    table.attrs["khat"] = khat
+    table.attrs["khat"] = importance.khat
     return table
 
 
@@ -391,8 +398,8 @@ def compare(post: GaussianPosterior, draws: Any) -> pd.DataFrame:
         raise ValueError(
             f"draws must hold at least 2 distinct finite values per column, got too few for {flat}"
         )
-    q_mean = torch.cat([post.mean[n].reshape(-1) for n in post.layout.names]).double()
-    q_sd = torch.cat([post.sd[n].reshape(-1) for n in post.layout.names]).double()
+    q_mean = torch.cat([post.q_mean[n].reshape(-1) for n in post.layout.names]).double()
+    q_sd = torch.cat([post.q_sd[n].reshape(-1) for n in post.layout.names]).double()
     q_draws = post._summary_draws
     q_columns = torch.cat(
         [q_draws[n].reshape(q_draws[n].shape[0], -1).double() for n in post.layout.names], 1

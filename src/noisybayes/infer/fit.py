@@ -207,7 +207,10 @@ def fit(
             refit when a cheaper family gets k-hat > 0.7 and there are at most 1,000
             parameters. ``info.family_reason`` says what happened, ``info.khat`` and
             ``info.khat_draws`` hold k-hat and its draws; a final k-hat > 0.7 raises a
-            ``UserWarning``.
+            ``UserWarning``; one at most 0.7 keeps the draws with their PSIS weights
+            (``post.importance``) and ``post.mean``, ``sd`` and ``summary()`` are corrected
+            by them, when at least half the kept draws are effective
+            (``ImportanceDraws.corrects``; ``info.family_reason`` says when not).
             An :class:`AutoFamily` is ``"auto"`` with other thresholds.
         rank: the number of factors of a ``"lowrank"`` family.
         solver: ``"lbfgs"``: the ELBO on fixed draws by L-BFGS, on all rows, falling back
@@ -371,6 +374,15 @@ def fit(
         khat = estimate.khat
         post.info = replace(post.info, khat=khat, khat_draws=estimate.n_draws, family_reason=why,
                             seconds=time.perf_counter() - started)
+        if khat <= USABLE:
+            if estimate.importance.corrects:
+                post.importance = estimate.importance
+            else:
+                effective = estimate.importance.effective_draws
+                post.info = replace(post.info, family_reason=(
+                    f"{why}; its PSIS weights leave {effective:,.0f} of "
+                    f"{estimate.importance.weights.numel():,} draws effective, too few to "
+                    "correct the summaries by, so they are q's own"))
         if khat > USABLE:
             warnings.warn(
                 f"nb.fit(family='auto'): the {post.info.family} approximation has Pareto k-hat "

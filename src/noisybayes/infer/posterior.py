@@ -11,11 +11,12 @@ import pandas as pd
 import torch
 from torch.func import vmap
 
-from noisybayes._checks import check_positive_int, check_probability
+from noisybayes._checks import check_bool, check_positive_int, check_probability
 from noisybayes._rng import make_generator, seeded_from
 from noisybayes.infer.data import as_data, as_inputs
 from noisybayes.infer.objective import Data, LogJoint, batched_evaluation
 from noisybayes.infer.prediction import Prediction
+from noisybayes.infer.reweighting import ImportanceDraws
 from noisybayes.math.families import GaussianFamily
 from noisybayes.math.intervals import hdi
 from noisybayes.model.layout import ParamLayout
@@ -153,6 +154,13 @@ class GaussianPosterior(Posterior):
     ``mean``, ``sd``, ``sample`` and ``summary`` are on the constrained (user's) scale.
     ``data`` is the ``(x tuple, y)`` the fit saw (``None`` if unknown); :meth:`check`,
     :meth:`reweighted` and :meth:`to_arviz` use it unless given ``x`` and ``y``.
+
+    ``importance`` holds draws of ``q`` with PSIS weights towards the posterior, kept by a
+    fit that computed k-hat (``family="auto"``), found it at most 0.7 and the weights even
+    enough (``ImportanceDraws.corrects``): ``mean``, ``sd``
+    and ``summary`` are then corrected by them (Vehtari et al. 2024), the best estimate the
+    fit can certify; ``q_mean``, ``q_sd`` and ``summary(corrected=False)`` are ``q``'s own.
+    ``sample``, ``predict`` and ``to_arviz`` draw from ``q``.
     """
 
     def __init__(
@@ -162,12 +170,14 @@ class GaussianPosterior(Posterior):
         family: GaussianFamily,
         info: FitInfo,
         data: Data | None = None,
+        importance: ImportanceDraws | None = None,
     ) -> None:
         self.model = model
         self.layout = layout
         self.family = family
         self.info = info
         self.data = data
+        self.importance = importance
         self._log_joint = LogJoint(model, layout)
 
     def __repr__(self) -> str:
@@ -197,7 +207,8 @@ class GaussianPosterior(Posterior):
     def _summary_draws(self) -> dict[str, torch.Tensor]:
         return self.sample(_SUMMARY_DRAWS, seed=0)
 
-    def _moments(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    @cached_property
+    def _q_moments(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Exact moments for unconstrained parameters; Monte Carlo (10,000 draws) otherwise."""
         loc, variance = self.family.mean(), self.family.variance()
         means, sds = {}, {}
@@ -212,35 +223,83 @@ class GaussianPosterior(Posterior):
                 means[block.name], sds[block.name] = draws.mean(0), draws.std(0)
         return means, sds
 
+    def corrected_moments(
+        self, importance: ImportanceDraws
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Means and sds corrected by PSIS-weighted draws (``reweighting.ImportanceDraws``;
+        the difference form around ``q``'s exact moments for unconstrained parameters)."""
+        values = self.layout.values(importance.theta)
+        means, sds = {}, {}
+        for name in self.layout.names:
+            exact = (self.q_mean[name], self.q_sd[name]) if self.layout.is_identity(name) else None
+            means[name], sds[name] = importance.moments(values[name], exact)
+        return means, sds
+
     @cached_property
+    def _moments(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        if self.importance is None:
+            return self._q_moments
+        return self.corrected_moments(self.importance)
+
+    @property
+    def q_mean(self) -> dict[str, torch.Tensor]:
+        """The means of ``q`` itself, ``{name: tensor of the parameter's shape}``."""
+        return self._q_moments[0]
+
+    @property
+    def q_sd(self) -> dict[str, torch.Tensor]:
+        """The standard deviations of ``q`` itself."""
+        return self._q_moments[1]
+
+    @property
     def mean(self) -> dict[str, torch.Tensor]:
-        """Posterior means, ``{name: tensor of the parameter's shape}``."""
-        return self._moments()[0]
+        """Posterior means, ``{name: tensor of the parameter's shape}``: PSIS-corrected
+        where the fit kept ``importance`` draws, else ``q``'s."""
+        return self._moments[0]
 
-    @cached_property
+    @property
     def sd(self) -> dict[str, torch.Tensor]:
-        """Posterior standard deviations, ``{name: tensor of the parameter's shape}``."""
-        return self._moments()[1]
+        """Posterior standard deviations, corrected as :attr:`mean` is."""
+        return self._moments[1]
 
-    def summary(self, hdi_prob: float = 0.94) -> pd.DataFrame:
-        """One row per scalar parameter: ``mean``, ``sd`` and the highest-density interval."""
+    def summary(self, hdi_prob: float = 0.94, *, corrected: bool = True) -> pd.DataFrame:
+        """One row per scalar parameter: ``mean``, ``sd`` and the highest-density interval.
+
+        With ``corrected`` (default) and ``importance`` draws kept by the fit, all three are
+        PSIS-corrected (the interval from the weighted draws) and the index is named so
+        (``attrs["khat"]`` holds the k-hat); otherwise they are ``q``'s own.
+        """
         check_probability("hdi_prob", hdi_prob)
+        check_bool("corrected", corrected)
+        importance = self.importance if corrected else None
+        mean, sd = self._moments if importance is not None else self._q_moments
+        if importance is not None:
+            draws, weights = self.layout.values(importance.theta), importance.weights
+        else:
+            draws, weights = self._summary_draws, None
         lows, highs = [], []
         for name in self.layout.names:
-            low, high = hdi(self._summary_draws[name], hdi_prob)
+            low, high = hdi(draws[name], hdi_prob, weights)
             lows.append(low.reshape(-1))
             highs.append(high.reshape(-1))
         tail = (1 - hdi_prob) / 2 * 100
         table = pd.DataFrame(
             {
-                "mean": torch.cat([self.mean[n].reshape(-1) for n in self.layout.names]).tolist(),
-                "sd": torch.cat([self.sd[n].reshape(-1) for n in self.layout.names]).tolist(),
+                "mean": torch.cat([mean[n].reshape(-1) for n in self.layout.names]).tolist(),
+                "sd": torch.cat([sd[n].reshape(-1) for n in self.layout.names]).tolist(),
                 f"hdi_{tail:g}%": torch.cat(lows).tolist(),
                 f"hdi_{100 - tail:g}%": torch.cat(highs).tolist(),
             },
-            index=self.layout.labels(),
+            index=pd.Index(self.layout.labels(), name=self._summary_title(importance)),
         )
+        table.attrs["khat"] = None if importance is None else importance.khat
         return table
+
+    def _summary_title(self, importance: ImportanceDraws | None) -> str | None:
+        """The name of the summary's index: says how the moments were computed."""
+        if importance is None:
+            return None
+        return f"PSIS-corrected, k-hat {importance.khat:.2f}"
 
     def predict(
         self,

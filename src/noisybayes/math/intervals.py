@@ -9,16 +9,23 @@ import torch
 __all__ = ["hdi", "equal_tailed"]
 
 
-def hdi(draws: torch.Tensor, prob: float = 0.94) -> tuple[torch.Tensor, torch.Tensor]:
-    """Highest-density interval: the shortest ``[lo, hi]`` holding ``prob`` of the draws.
+def hdi(
+    draws: torch.Tensor, prob: float = 0.94, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Highest-density interval: the shortest ``[lo, hi]`` holding ``prob`` of the draws
+    (of their ``weights``, when given).
 
     Args:
         draws: ``(n, ...)``; the interval is taken along dim 0 for every other index.
+        weights: normalized weights ``(n,)`` of weighted draws (importance sampling);
+            ``None``: equal weights.
     Returns:
         ``(lower, upper)``, each of shape ``draws.shape[1:]``.
     """
     if not 0.0 < prob < 1.0:
         raise ValueError(f"prob must be in (0, 1), got {prob!r}")
+    if weights is not None:
+        return _weighted_hdi(draws, weights, prob)
     ordered = draws.sort(dim=0).values
     n = ordered.shape[0]
     inside = int(math.floor(prob * n))
@@ -29,6 +36,27 @@ def hdi(draws: torch.Tensor, prob: float = 0.94) -> tuple[torch.Tensor, torch.Te
     lower = ordered.gather(0, start).squeeze(0)
     upper = ordered.gather(0, start + inside).squeeze(0)
     return lower, upper
+
+
+def _weighted_hdi(
+    draws: torch.Tensor, weights: torch.Tensor, prob: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each start ``i`` of the sorted draws, the first end ``j`` whose weights from ``i``
+    to ``j`` reach ``prob``; the narrowest such ``[x_i, x_j]``."""
+    n = draws.shape[0]
+    columns = draws.reshape(n, -1).T  # (k, n)
+    values, order = columns.sort(dim=1)
+    mass = weights.double()[order]
+    reached = mass.cumsum(dim=1)
+    reached[:, -1] = reached[:, -1].clamp_min(1.0)  # rounding must not hide the last draw
+    ends = torch.searchsorted(reached, (reached - mass) + prob)
+    valid = ends < n
+    ends = ends.clamp_max(n - 1)
+    widths = torch.where(valid, values.gather(1, ends) - values, torch.inf)
+    start = widths.argmin(dim=1, keepdim=True)
+    lower = values.gather(1, start).squeeze(1)
+    upper = values.gather(1, ends.gather(1, start)).squeeze(1)
+    return lower.reshape(draws.shape[1:]), upper.reshape(draws.shape[1:])
 
 
 def equal_tailed(draws: torch.Tensor, prob: float = 0.94) -> tuple[torch.Tensor, torch.Tensor]:

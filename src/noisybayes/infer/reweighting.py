@@ -1,0 +1,96 @@
+"""PSIS-corrected moments: the posterior's means, sds and intervals from weighted draws of q.
+
+With draws ``theta_s ~ q`` and Pareto-smoothed normalized weights ``w_s ∝ p(theta_s, y) /
+q(theta_s)`` (:mod:`noisybayes.math.psis`), ``E_p[f] ≈ sum_s w_s f_s``. The estimate used is
+the difference form ``E_p[f] ≈ E_q[f] + sum_s (w_s - 1/S) f_s`` where ``q``'s moments are
+exact (unconstrained parameters): consistent in the same limit, it equals ``q``'s moments when
+the weights are uniform (an exact ``q`` gains no Monte Carlo noise) and corrects them by what
+the weights move. Elsewhere the plain weighted moments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from noisybayes.math.psis import pareto_smoothed_log_weights
+
+__all__ = ["ImportanceDraws"]
+
+_MIN_EFFECTIVE_FRACTION = 0.5
+
+_KEEP_DRAWS, _KEEP_ELEMENTS, _KEEP_MIN = 10_000, 2_000_000, 500
+
+
+@dataclass(frozen=True)
+class ImportanceDraws:
+    """Unconstrained draws ``theta`` ``(S, P)`` of ``q`` with normalized PSIS weights
+    ``weights`` ``(S,)`` (float64), and the Pareto ``khat`` of the ``n_ratios`` importance
+    ratios the smoothing saw (``S <= n_ratios``: a bounded subset is kept)."""
+
+    theta: torch.Tensor
+    weights: torch.Tensor
+    khat: float
+    n_ratios: int
+
+    @staticmethod
+    def kept(width: int) -> int:
+        """Draws kept for ``width`` parameters: as many as the summaries of ``q`` use
+        (10,000), at most about 2e6 numbers for wide models, never fewer than 500."""
+        return max(_KEEP_MIN, min(_KEEP_DRAWS, _KEEP_ELEMENTS // max(1, width)))
+
+    @classmethod
+    def from_ratios(cls, theta: torch.Tensor, log_ratios: torch.Tensor) -> ImportanceDraws:
+        """Smooth all ``log_ratios`` ``(S,)``; ``theta`` holds the first ``S' <= S`` draws,
+        whose weights are renormalized."""
+        log_weights, khat = pareto_smoothed_log_weights(log_ratios)
+        head = log_weights[: theta.shape[0]]
+        weights = (head - torch.logsumexp(head, 0)).exp()
+        return cls(theta.detach(), weights, khat, log_ratios.numel())
+
+    @property
+    def effective_draws(self) -> float:
+        """Kish's effective sample size of the kept weights, ``1 / sum_s w_s^2``."""
+        return float(1.0 / self.weights.pow(2).sum())
+
+    @property
+    def corrects(self) -> bool:
+        """Whether the weights are even enough to correct ``q``'s moments by: at least half
+        the kept draws effective. Below that the estimate rests on a few draws; on a radon
+        group-level sd (k-hat 0.47 from 8,000 draws, a quarter of them effective, 0.66 to
+        0.81 from 40,000 to 100,000) it moved the mean 0.1 to 0.17 sd away from NUTS."""
+        return self.effective_draws >= _MIN_EFFECTIVE_FRACTION * self.weights.numel()
+
+    def mapped(self, A: torch.Tensor, b: torch.Tensor) -> ImportanceDraws:
+        """The same draws read through ``theta' = A theta + b`` (weights unchanged: the
+        ratio ``p / q`` does not change under a change of coordinates of both)."""
+        theta = (self.theta.double() @ A.double().T + b.double()).to(self.theta.dtype)
+        return ImportanceDraws(theta, self.weights, self.khat, self.n_ratios)
+
+    def moments(
+        self, values: torch.Tensor, q_moments: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Corrected mean and sd of ``f`` from its values at the draws ``(S, *shape)``.
+
+        Given ``f``'s exact mean and sd under ``q`` (``q_moments``), the difference form:
+        ``m = m_q + sum_s d_s g_s``, ``v = v_q + sum_s d_s g_s^2 - (m - m_q)^2`` with ``g_s =
+        f_s - m_q`` and ``d_s = w_s - 1/S``. Without them (a Monte Carlo ``m_q`` would add its
+        own error), or where rounding makes ``v <= 0``, the weighted moments ``sum_s w_s f_s``
+        and ``sum_s w_s (f_s - m)^2``.
+        """
+        shape = values.shape[1:]
+        f = values.reshape(values.shape[0], -1).double()
+        if q_moments is None:
+            mean = self.weights @ f
+            variance = self.weights @ (f - mean).pow(2)
+        else:
+            centre = q_moments[0].reshape(-1).double()
+            g = f - centre
+            d = self.weights - 1.0 / self.weights.numel()
+            shift = d @ g
+            variance = q_moments[1].reshape(-1).double().pow(2) + d @ g.pow(2) - shift.pow(2)
+            plain = self.weights @ (g - shift).pow(2)
+            variance = torch.where(variance > 0, variance, plain)
+            mean = centre + shift
+        return mean.reshape(shape).to(values.dtype), variance.sqrt().reshape(shape).to(values.dtype)

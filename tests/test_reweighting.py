@@ -1,0 +1,122 @@
+"""PSIS-corrected moments and intervals (``infer/reweighting.py``, weighted ``hdi``) and the
+default summaries that use them."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import InverseGamma, Normal
+
+import noisybayes as nb
+from noisybayes.infer.reweighting import ImportanceDraws
+from noisybayes.math.intervals import hdi
+
+
+def _weighted_normal(mean: float, sd: float, n: int = 20_000) -> ImportanceDraws:
+    """Draws of ``q = N(0, 1)`` weighted towards ``p = N(mean, sd^2)``, ``sd < 1``: the ratio
+    ``p / q`` is bounded, so its tail is light (k < 0.5)."""
+    theta = torch.randn(n, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    target, proposal = Normal(mean, sd), Normal(0.0, 1.0)
+    log_ratios = target.log_prob(theta[:, 0]) - proposal.log_prob(theta[:, 0])
+    return ImportanceDraws.from_ratios(theta, log_ratios)
+
+
+def test_uniform_weights_give_the_exact_moments_of_q():
+    """Equal ratios: the difference form returns ``q``'s moments to rounding, not their
+    Monte Carlo estimate from the draws."""
+    theta = torch.randn(500, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    draws = ImportanceDraws.from_ratios(theta, torch.zeros(500, dtype=torch.float64))
+    q_mean, q_sd = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.3, 2.0, 1.0])
+    mean, sd = draws.moments(theta, (q_mean.double(), q_sd.double()))
+    torch.testing.assert_close(mean, q_mean.double(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(sd, q_sd.double(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("exact_q", [True, False])
+def test_weights_move_the_moments_to_the_target(exact_q):
+    """``q = N(0, 1)`` reweighted to ``N(0.3, 0.8^2)``; with and without ``q``'s exact
+    moments. Monte Carlo sds: ``0.8 / sqrt(ESS)`` for the mean, ``1 / sqrt(2 ESS)`` relative
+    for the sd; four of them."""
+    draws = _weighted_normal(0.3, 0.8)
+    ess = draws.effective_draws
+    assert draws.khat < 0.5 and ess > 10_000
+    q_moments = (torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64))
+    mean, sd = draws.moments(draws.theta, q_moments if exact_q else None)
+    assert abs(float(mean) - 0.3) < 4 * 0.8 / math.sqrt(ess)
+    assert abs(float(sd) / 0.8 - 1) < 4 / math.sqrt(2 * ess)
+
+
+def test_weighted_hdi_is_the_target_interval():
+    """The 94% HDI of ``N(0.3, 0.8^2)`` is ``0.3 -+ 1.8808 x 0.8``. An endpoint's Monte Carlo
+    sd is about ``sqrt(0.03 x 0.97) / (phi(1.88) / 0.8) / sqrt(ESS)`` = ``2.0 / sqrt(ESS)``;
+    four of them."""
+    draws = _weighted_normal(0.3, 0.8)
+    low, high = hdi(draws.theta, 0.94, draws.weights)
+    tolerance = 4 * 2.0 / math.sqrt(draws.effective_draws)
+    assert abs(float(low) - (0.3 - 1.8808 * 0.8)) < tolerance
+    assert abs(float(high) - (0.3 + 1.8808 * 0.8)) < tolerance
+
+
+def test_equal_weights_give_an_interval_holding_the_mass():
+    """With equal weights the weighted interval holds at least ``prob`` of the draws and is
+    no wider than the unweighted one (which holds one draw more)."""
+    draws = torch.randn(1000, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    weights = torch.full((1000,), 1e-3, dtype=torch.float64)
+    low, high = hdi(draws, 0.9, weights)
+    plain_low, plain_high = hdi(draws, 0.9)
+    inside = ((draws >= low) & (draws <= high)).double().mean(0)
+    assert (inside >= 0.9).all(), inside
+    assert (high - low <= plain_high - plain_low).all()
+
+
+def test_mapped_draws_map_the_corrected_mean():
+    """An affine change of coordinates moves the corrected mean through the same map."""
+    draws = _weighted_normal(0.3, 0.8)
+    theta = torch.cat([draws.theta, 2 * draws.theta], dim=1)
+    both = ImportanceDraws(theta, draws.weights, draws.khat, draws.n_ratios)
+    A = torch.tensor([[2.0, 0.5], [0.0, -1.0]], dtype=torch.float64)
+    b = torch.tensor([1.0, 3.0], dtype=torch.float64)
+    mapped = both.mapped(A, b)
+    torch.testing.assert_close(mapped.moments(mapped.theta)[0], A @ both.moments(theta)[0] + b)
+
+
+class UnknownVariance(nb.Model):
+    """``y_i ~ N(0, variance)``, ``variance ~ InverseGamma(2, 2)``: the posterior is
+    ``InverseGamma(2 + n/2, 2 + sum y^2 / 2)``, right-skewed on few rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        two = torch.tensor(2.0, dtype=torch.float64)
+        self.variance = nb.param(InverseGamma(two, two))
+
+    def forward(self, x: torch.Tensor) -> Normal:
+        return Normal(torch.zeros_like(x[:, 0]), self.variance.sqrt())
+
+
+def test_default_summary_is_corrected_towards_the_exact_posterior():
+    """20 rows: ``q`` (Gaussian in log variance) understates the sd by 7-8%; the default
+    ``mean``/``sd``/``summary`` are PSIS-corrected from the fit's k-hat draws (k about
+    0.4): the sd within 5% (3-4% low over three seeds: weighted draws under-represent the
+    power-law right tail) and closer than ``q``'s, the mean within 0.05 sd (Monte Carlo
+    sd of ~9,800 effective draws: 0.01 sd). ``corrected=False`` and ``q_sd`` give ``q``'s
+    own; an explicitly chosen family computes no k-hat and is not corrected."""
+    n = 20
+    y = 1.5 * torch.randn(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = torch.zeros(n, 1, dtype=torch.float64)
+    shape, rate = 2 + n / 2, 2 + float(y.pow(2).sum()) / 2
+    exact_mean, exact_sd = rate / (shape - 1), rate / ((shape - 1) * math.sqrt(shape - 2))
+    post = nb.fit(UnknownVariance(), x, y, seed=0, progress=False)
+    assert post.importance is not None and post.info.khat <= 0.7
+    table, q_table = post.summary(), post.summary(corrected=False)
+    assert table.index.name == f"PSIS-corrected, k-hat {post.info.khat:.2f}"
+    assert q_table.index.name is None and q_table.attrs["khat"] is None
+    assert table.loc["variance", "sd"] == pytest.approx(float(post.sd["variance"]))
+    assert q_table.loc["variance", "sd"] == pytest.approx(float(post.q_sd["variance"]))
+    assert abs(float(post.sd["variance"]) / exact_sd - 1) < 0.05
+    assert abs(float(post.sd["variance"]) - exact_sd) < abs(float(post.q_sd["variance"]) - exact_sd)
+    assert abs(float(post.mean["variance"]) - exact_mean) < 0.05 * exact_sd
+    explicit = nb.fit(UnknownVariance(), x, y, family="fullrank", seed=0, progress=False)
+    assert explicit.importance is None
+    assert explicit.summary().equals(explicit.summary(corrected=False))
