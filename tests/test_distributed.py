@@ -126,6 +126,35 @@ def _parquet(rank: int, size: int, folder: Path) -> dict[str, Any]:
     return {**_moments(post), "n_data": post.info.n_data, "solver": post.info.solver}
 
 
+def _checkpoint(rank: int, size: int, folder: Path) -> dict[str, Any]:
+    """A network run stopped in step 13 on both processes, after the checkpoint of step 10,
+    then restarted; and the same run without a stop."""
+    from tests.test_checkpoint import Stop, StoppingGaussian
+
+    x, y = _rows()
+    path = folder / "network.pt"
+
+    def run(likelihood: nb.nn.Likelihood, **kwargs: Any) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        net = nb.bayesian(torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(),
+                                              torch.nn.Linear(8, 1)))
+        nb.nn.train(net, x[rank::size].float(), y[rank::size, None].float(),
+                    likelihood=likelihood, n_epochs=5, batch_size=20,
+                    generator=torch.Generator().manual_seed(0), **kwargs)
+        return [p.detach().clone() for p in net.parameters()]
+
+    whole = run(nb.nn.Gaussian())
+    stopped = False
+    try:
+        run(StoppingGaussian(calls=13), checkpoint=path, checkpoint_every=5)
+    except Stop:
+        stopped = True
+    counting = StoppingGaussian(calls=1000)
+    resumed = run(counting, checkpoint=path, checkpoint_every=5)
+    return {"stopped": stopped, "steps": 1000 - counting.calls,
+            "same": all(torch.equal(a, b) for a, b in zip(whole, resumed, strict=True))}
+
+
 def _estimator(rank: int, size: int, folder: Path) -> dict[str, Any]:
     x, y = _rows()
     nb.BayesianLinearRegression().fit(x[rank::size].numpy(), y[rank::size].numpy())
@@ -142,7 +171,8 @@ def _crash(rank: int, size: int, folder: Path) -> dict[str, Any]:
 
 
 _TASKS = {"fit": _fit, "bad_rows": _bad_rows, "adam": _adam, "network": _network,
-          "parquet": _parquet, "estimator": _estimator, "crash": _crash}  # the crash last: it ends the group
+          "parquet": _parquet, "checkpoint": _checkpoint, "estimator": _estimator,
+          "crash": _crash}  # the crash last: it ends the group
 
 
 def _worker(rank: int, size: int, port: int, folder: str) -> None:
@@ -261,6 +291,14 @@ def test_a_parquet_source_is_split_between_the_processes(runs, tmp_path_factory)
     z = (a["loc"] - exact.loc) / exact.scale
     assert z.abs().max() < 0.1, z
     assert (a["variance"].sqrt() / exact.scale - 1).abs().max() < 0.05
+
+
+def test_a_stopped_data_parallel_run_resumes_on_every_process(runs):
+    """Both processes stop in step 13 of 25; process 0 had written both processes' states
+    at step 10; restarted, each takes the 15 steps left from its own state and ends with
+    the weights of the run that never stopped."""
+    for out in _results(runs, "checkpoint"):
+        assert out == {"stopped": True, "steps": 15, "same": True}
 
 
 def test_estimators_refuse_a_data_parallel_run(runs):

@@ -1,5 +1,7 @@
 """The one training engine: data sources, schedules and the loop, with a saved state."""
 
+from noisybayes.engine.checkpoint import run_checkpointed
+from noisybayes.engine.distributed import World
 from noisybayes.engine.loop import (
     Objective,
     OptimizerFactory,
@@ -29,7 +31,9 @@ __all__ = [
     "WeightSampler",
     "Window",
     "WindowReport",
+    "World",
     "adam",
     "load_state",
+    "run_checkpointed",
     "save_state",
 ]

@@ -16,6 +16,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -32,6 +33,7 @@ from noisybayes.engine import (
     Trainer,
     adam,
 )
+from noisybayes.engine.checkpoint import run_checkpointed
 from noisybayes.engine.distributed import World
 from noisybayes.engine.source import check_whole
 from noisybayes.infer.objective import batched_evaluation
@@ -58,6 +60,8 @@ def train(
     generator: torch.Generator | None = None,
     progress: bool | None = None,
     optimizer: OptimizerFactory = adam,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1000,
 ) -> NetworkPosterior:
     """Minimise the per-datum ``-ELBO`` of ``model`` (and ``likelihood``'s noise scale).
 
@@ -78,6 +82,11 @@ def train(
             second); ``None``: only when stderr is a terminal.
         optimizer: makes the optimiser from the parameters and the first step size (Adam;
             see :func:`noisybayes.nn.train_ivon` for IVON).
+        checkpoint, checkpoint_every: a file to write the whole training state to every
+            ``checkpoint_every`` steps; when it exists, training resumes from it, and a run
+            restarted with the same arguments ends as the uninterrupted run would
+            (``noisybayes.engine.checkpoint``; under ``torch.distributed`` process 0 writes
+            every process's state, and each resumes from its own).
 
     Returns:
         The trained network's :class:`~noisybayes.nn.NetworkPosterior` (``info.loss_trace``:
@@ -92,6 +101,7 @@ def train(
             f"nb.nn.Gaussian()), got {likelihood!r}"
         )
     n_epochs = check_positive_int("n_epochs", n_epochs)
+    checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
     batch_size = check_positive_int("batch_size", batch_size)
     if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < math.inf):
         raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
@@ -114,10 +124,13 @@ def train(
                       fingerprint=_names(model), optimizer=optimizer, world=world)
     start = time.perf_counter()
     try:
-        result = trainer.run()
+        if checkpoint is None:
+            result = trainer.run()
+        else:
+            result = run_checkpointed(trainer, checkpoint, checkpoint_every, world)
     finally:  # a mixture's components get the last parameters also when training stops early
         objective.finish()
-    assert result is not None  # run() without `until` always finishes
+    assert result is not None  # a run without `until` always finishes
     info = FitInfo(
         family="meanfield" if not isinstance(model, Mixture) else f"mixture of {len(model)}",
         n_steps=result.n_steps, converged=False,
