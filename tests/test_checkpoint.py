@@ -80,3 +80,53 @@ def test_a_checkpoint_of_another_model_or_file_is_refused(tmp_path):
         _train(nb.nn.Gaussian(), checkpoint=junk)
     with pytest.raises(ValueError, match="checkpoint_every must be"):
         _train(nb.nn.Gaussian(), checkpoint=path, checkpoint_every=0)
+
+
+class Line(nb.Model):
+    """``y ~ Normal(x @ beta, sigma)``, ``beta ~ N(0, 10)``, ``sigma ~ HalfNormal(5)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.beta = nb.param(torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64),
+                                                        10.0), shape=(2,))
+        self.sigma = nb.param(torch.distributions.HalfNormal(torch.tensor(5.0,
+                                                                          dtype=torch.float64)))
+
+    def forward(self, x: torch.Tensor) -> torch.distributions.Normal:
+        return torch.distributions.Normal(x @ self.beta, self.sigma)
+
+
+class Windows:
+    """A ``callback`` that counts the windows it sees and raises :class:`Stop` at the
+    ``stop_at``-th (never, by default)."""
+
+    def __init__(self, stop_at: int = 0) -> None:
+        self.seen, self.stop_at = 0, stop_at
+
+    def __call__(self, state: object) -> None:
+        self.seen += 1
+        if self.seen == self.stop_at:
+            raise Stop
+
+
+def test_a_stopped_fit_resumes_to_the_uninterrupted_posterior(tmp_path):
+    """``nb.fit`` by Adam on minibatches with ``family="auto"`` (k-hat after the run), stopped
+    in its third window after the checkpoint at step 200: restarted, it sees only the
+    windows after step 200 and ends with the uninterrupted fit's posterior, bit for bit,
+    k-hat included (its draws come from the generator the checkpoint restored)."""
+    x, y = _rows()
+    x, y = x.double(), y[:, 0].double()
+    settings = {"seed": 3, "solver": "adam", "batch_size": 40}
+    path = tmp_path / "fit.pt"
+    whole_windows = Windows()
+    whole = nb.fit(Line(), x, y, callback=whole_windows, **settings)
+    with pytest.raises(Stop):
+        nb.fit(Line(), x, y, callback=Windows(stop_at=3), checkpoint=path,
+               checkpoint_every=200, **settings)
+    windows = Windows()
+    post = nb.fit(Line(), x, y, callback=windows, checkpoint=path, checkpoint_every=200,
+                  **settings)
+    assert whole_windows.seen > 3 and windows.seen == whole_windows.seen - 2
+    assert torch.equal(post.family.mean(), whole.family.mean())
+    assert torch.equal(post.family.variance(), whole.family.variance())
+    assert post.info.khat == whole.info.khat and post.info.n_steps == whole.info.n_steps

@@ -6,7 +6,8 @@ Adam's moments, the schedule, the generators, the position in the current pass, 
 is written to ``path`` through a temporary file renamed over it, so a run killed while
 writing leaves the previous checkpoint whole. In a data-parallel run the processes' states
 differ (each holds its own place in its own rows), so process 0 gathers them and writes one
-file, and each process resumes from its own entry.
+file, and each process resumes from its own entry. One file can hold several runs of one
+procedure under their keys (``nb.fit``'s first family and its full-rank refit).
 """
 
 from __future__ import annotations
@@ -24,42 +25,45 @@ __all__ = ["run_checkpointed"]
 
 
 def run_checkpointed(trainer: Trainer, path: str | Path, every: int,
-                     world: World | None = None) -> RunResult:
-    """Run ``trainer`` to the end, resuming from ``path`` if it exists and writing its state
-    there every ``every`` steps (``world``: the processes of a data-parallel run)."""
+                     world: World | None = None, key: str = "run") -> RunResult:
+    """Run ``trainer`` to the end, resuming from the state saved under ``key`` in ``path`` if
+    there is one and saving its state there every ``every`` steps (``world``: the processes
+    of a data-parallel run)."""
     world = world or World()
     path = Path(path)
-    if path.exists():
-        trainer.load_state_dict(_own_state(path, world))
+    runs = _read(path, world) if path.exists() else {}
+    if key in runs:
+        trainer.load_state_dict(runs[key][world.rank])
     while True:
         result = trainer.run(until=trainer.step + every)
         if result is not None:
             return result
-        _save(trainer, path, world)
+        runs[key] = _gathered(trainer.state_dict(), world)
+        if world.rank == 0:
+            partial = path.with_name(path.name + ".partial")
+            torch.save({"world_size": world.size, "runs": runs}, partial)
+            os.replace(partial, path)
 
 
-def _own_state(path: Path, world: World) -> dict:
-    """This process's entry of the checkpoint at ``path``."""
+def _read(path: Path, world: World) -> dict[str, list[dict]]:
+    """The runs saved in the checkpoint at ``path``: per key, every process's state."""
     try:
         saved = load_state(path)
-        states, size = saved["states"], saved["world_size"]
+        runs, size = dict(saved["runs"]), saved["world_size"]
     except Exception as error:
         raise ValueError(f"checkpoint must be a file written by a checkpointed run, got "
                          f"{str(path)!r}, which could not be read as one ({error})") from error
     if size != world.size:
         raise ValueError(f"checkpoint {str(path)!r} was written by a run of {size} process(es); "
                          f"this run has {world.size}: resume it with as many")
-    return states[world.rank]
+    return runs
 
 
-def _save(trainer: Trainer, path: Path, world: World) -> None:
-    state = trainer.state_dict()
-    states = [state]
-    if world.parallel:
-        gathered: list[dict | None] = [None] * world.size
-        dist.gather_object(state, gathered if world.rank == 0 else None, dst=0)
-        states = [s for s in gathered if s is not None]
-    if world.rank == 0:
-        partial = path.with_name(path.name + ".partial")
-        torch.save({"world_size": world.size, "states": states}, partial)
-        os.replace(partial, path)
+def _gathered(state: dict, world: World) -> list[dict]:
+    """Every process's ``state``, in rank order, on process 0 (``[state]`` alone; on the
+    other processes, their own only: they do not write)."""
+    if not world.parallel:
+        return [state]
+    gathered: list[dict | None] = [None] * world.size
+    dist.gather_object(state, gathered if world.rank == 0 else None, dst=0)
+    return [s for s in gathered if s is not None] if world.rank == 0 else [state]

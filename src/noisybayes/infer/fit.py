@@ -33,6 +33,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -41,6 +42,7 @@ from noisybayes._checks import check_choice, check_positive_int
 from noisybayes._progress import show_progress
 from noisybayes._rng import make_generator
 from noisybayes.engine import DataSource, StallSchedule, TensorSource, Trainer, WindowReport
+from noisybayes.engine.checkpoint import run_checkpointed
 from noisybayes.engine.distributed import World
 from noisybayes.engine.source import check_whole
 from noisybayes.errors import DivergenceError
@@ -175,6 +177,8 @@ def fit(
     progress: bool | None = None,
     max_curvature_rows: int = 50_000,
     callback: Callable[[FitState], None] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1000,
 ) -> GaussianPosterior:
     """Fit ``q(theta)`` to ``p(theta | x, y)`` by maximising the ELBO.
 
@@ -233,6 +237,12 @@ def fit(
         max_curvature_rows: rows used for the Laplace curvature on large data (and, from
             a data source, for the mode search and the model's output check).
         callback: called with a :class:`FitState` after every window.
+        checkpoint, checkpoint_every: a file to write the stochastic optimisation's whole
+            state to every ``checkpoint_every`` steps; when it exists, the fit resumes from
+            it (the Laplace start and a fixed-draw solve, deterministic and short, are
+            recomputed), and a fit restarted with the same arguments ends as the
+            uninterrupted one would (``noisybayes.engine.checkpoint``; under
+            ``torch.distributed`` process 0 writes every process's state).
     """
     auto = family if isinstance(family, AutoFamily) else AutoFamily()
     if not isinstance(family, AutoFamily):
@@ -246,6 +256,7 @@ def fit(
     if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < math.inf):
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
     max_curvature_rows = check_positive_int("max_curvature_rows", max_curvature_rows)
+    checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
     gen = make_generator(seed, generator)
     world = World.current()
     streamed = isinstance(x, DataSource)
@@ -335,7 +346,8 @@ def fit(
             trainer = Trainer(objective, source, schedule, batch_size=batch_size, generator=gen,
                               max_steps=max_steps, max_recoveries=3, progress=show_progress(progress),
                               callback=report, fingerprint=",".join(layout.names), world=world)
-            result = trainer.run()
+            result = trainer.run() if checkpoint is None else run_checkpointed(
+                trainer, checkpoint, checkpoint_every, world, key=name)
             world.same_generator(gen)  # passes over more rows drew more batch orders
             assert result is not None  # run() without `until` always finishes
             q.requires_grad_(False)
