@@ -192,6 +192,42 @@ def test_bad_input_is_one_line_and_exit_1(line_csv, tmp_path, capsys, args, mess
     assert err == f"noisybayes: error: {message.format(dir=tmp_path)}\n"
 
 
+TABLES = {
+    "inf.csv": "y,x\n1,0\ninf,1\n3,2\n4,3\n",
+    "words.csv": "y,x\na,0\nb,1\na,2\n",
+    "one.csv": "y,x\n1,2\n",
+    "broken.csv": 'y,x\n1,2\n"unterminated\n',
+    "level.csv": "y,x,s\n1,0,a\n2,1,a\n3,2,a\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("table", "formula", "message"),
+    [
+        ("inf.csv", "y ~ x",
+         "response 'y' must be finite, got 1 NaN/inf value(s), the first in the row labelled 1"),
+        ("words.csv", "y ~ x", "the response column 'y' must be numeric, got dtype str"),
+        ("one.csv", "y ~ x", "Found array with 1 sample(s) (shape=(1, 1)) while a minimum of 2 "
+         "is required by BayesianLinearRegression."),
+        ("broken.csv", "y ~ x", "the file '{path}' could not be read as csv: Error tokenizing "
+         "data. C error: EOF inside string starting at row 2"),
+        ("level.csv", "y ~ s", "formula must have at least one term besides the intercept, got "
+         "'y ~ s' (its terms in 's' give no columns: a categorical column with one level has "
+         "none beyond the intercept)"),
+        ("level.csv", "y ~ (x", "formula could not be parsed: Could not find matching context "
+         "marker. (got 'y ~ (x')"),
+    ],
+)
+def test_a_table_the_fit_cannot_use_is_one_line_and_exit_1(tmp_path, capsys, table, formula,
+                                                             message):
+    path = tmp_path / table
+    path.write_text(TABLES[table])
+    code, out, err = run(["fit", path, "--formula", formula], capsys)
+    assert code == 1 and out == ""
+    assert err.startswith(f"noisybayes: error: {message.format(path=path)}"), err
+    assert err.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -432,6 +468,13 @@ def test_advice_by_reading(khat, family, flags, expected):
     args = build_parser().parse_args(["fit", "t.csv", "--formula", "y ~ x", *flags])
     converged = "--max-steps" not in flags
     assert advice(_report(khat, family, converged), args) == expected
+
+
+def test_advice_says_when_the_summary_is_corrected_already():
+    args = build_parser().parse_args(["fit", "t.csv", "--formula", "y ~ x", "--likelihood",
+                                      "student_t"])
+    assert advice(_report(0.6, "fullrank"), args, corrected=True) == (
+        "Usable: the summary above is PSIS-corrected, the better summary.")
 
 
 def test_fit_with_a_group_term_names_the_groups_and_predicts_a_new_one(capsys, tmp_path):

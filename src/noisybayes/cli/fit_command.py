@@ -102,7 +102,7 @@ def _check(post: Any, args: argparse.Namespace) -> Any:
     if args.method != "vi":
         return None
     report = post.check(seed=args.seed)
-    return replace(report, recommendation=advice(report, args))
+    return replace(report, recommendation=advice(report, args, post.importance is not None))
 
 
 def _reweighted(reg: Any, report: Any, args: argparse.Namespace) -> pd.DataFrame | None:

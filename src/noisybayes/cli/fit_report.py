@@ -30,8 +30,9 @@ def _exact_hint(args: argparse.Namespace) -> str | None:
     )
 
 
-def advice(report: CheckReport, args: argparse.Namespace) -> str:
-    """What to do after ``report``, in flags of ``noisybayes fit``."""
+def advice(report: CheckReport, args: argparse.Namespace, corrected: bool = False) -> str:
+    """What to do after ``report``, in flags of ``noisybayes fit``; ``corrected``: the
+    summary printed is PSIS-corrected already."""
     parts = []
     if report.khat > USABLE:
         if report.family != "fullrank":
@@ -46,11 +47,13 @@ def advice(report: CheckReport, args: argparse.Namespace) -> str:
                 "use MCMC."
             )
     elif report.khat >= GOOD:
-        parts.append(
-            "Usable: the PSIS-corrected means and sds above (--reweight) are the better summary."
-            if args.reweight
-            else "Usable: rerun with --reweight for PSIS-corrected means and sds."
-        )
+        if args.reweight:
+            parts.append("Usable: the PSIS-corrected means and sds above (--reweight) are the "
+                         "better summary.")
+        elif corrected:
+            parts.append("Usable: the summary above is PSIS-corrected, the better summary.")
+        else:
+            parts.append("Usable: rerun with --reweight for PSIS-corrected means and sds.")
     else:
         parts.append("Good: the approximation is close to the posterior.")
     worst = report.worst_sd_ratio

@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where --predict writes its CSV (default: print it)")
     fit.add_argument("--reweight", action="store_true",
                      help="also print PSIS-corrected means and sds (Pareto smoothed importance "
-                     "sampling; for a 'usable' check, k-hat 0.5 to 0.7)")
+                     "sampling) from fresh draws; with --family auto the summary is corrected "
+                     "already where k-hat allows")
     fit.add_argument("--max-steps", type=_positive_int, default=None, metavar="N",
                      help="cap on optimisation steps (default 10,000)")
     fit.add_argument("--seed", type=int, default=0, help="fitting and checking seed (default 0)")

@@ -171,7 +171,11 @@ def design_matrices(formula: str, data: Any, *, missing: MissingPolicy = "drop")
     X.index = kept.index
     if X.shape[1] == 0:
         besides = "the intercept and the group terms" if group_exprs else "the intercept"
-        raise ValueError(f"formula must have at least one term besides {besides}, got {formula!r}")
+        empty = [v for v in rhs_vars if v not in group_vars]
+        why = (f" (its terms in {', '.join(map(repr, empty))} give no columns: a categorical "
+               "column with one level has none beyond the intercept)") if empty else ""
+        raise ValueError(
+            f"formula must have at least one term besides {besides}, got {formula!r}{why}")
     rows = tuple(fit_group_term(expr, group, kept) for expr, group in group_exprs)
     spec = FormulaSpec(
         formula=formula, response=str(lhs.columns[0]), columns=tuple(map(str, X.columns)),
