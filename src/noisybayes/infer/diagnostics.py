@@ -255,11 +255,11 @@ def sequential_khat(
         if ratios.numel() < ImportanceDraws.kept(theta.shape[1]):
             kept.append(theta)
         ratios = torch.cat([ratios, more])
-        _, khat = pareto_khat(ratios)
+        log_weights, khat = pareto_khat(ratios)
         error = khat_standard_error(khat, n_draws)
         if n_draws >= most or khat + 2 * error < USABLE:
             draws = torch.cat(kept)[: ImportanceDraws.kept(theta.shape[1])]
-            importance = ImportanceDraws.from_ratios(draws, ratios)
+            importance = ImportanceDraws.from_log_weights(draws, log_weights, khat)
             return KhatEstimate(khat, error, n_draws, importance)
         n_draws = min(2 * n_draws, most)
 

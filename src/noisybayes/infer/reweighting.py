@@ -44,10 +44,17 @@ class ImportanceDraws:
     def from_ratios(cls, theta: torch.Tensor, log_ratios: torch.Tensor) -> ImportanceDraws:
         """Smooth all ``log_ratios`` ``(S,)``; ``theta`` holds the first ``S' <= S`` draws,
         whose weights are renormalized."""
-        log_weights, khat = pareto_smoothed_log_weights(log_ratios)
+        return cls.from_log_weights(theta, *pareto_smoothed_log_weights(log_ratios))
+
+    @classmethod
+    def from_log_weights(
+        cls, theta: torch.Tensor, log_weights: torch.Tensor, khat: float
+    ) -> ImportanceDraws:
+        """The first ``S'`` draws ``theta`` with smoothed ``log_weights`` ``(S,)`` of all
+        ``S`` (renormalized over the ``S'`` kept) and their ``khat``."""
         head = log_weights[: theta.shape[0]]
         weights = (head - torch.logsumexp(head, 0)).exp()
-        return cls(theta.detach(), weights, khat, log_ratios.numel())
+        return cls(theta.detach(), weights, khat, log_weights.numel())
 
     @property
     def effective_draws(self) -> float:
