@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import time
 import traceback
 from datetime import timedelta
 from pathlib import Path
@@ -207,10 +208,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, dict[str, A
     port = _free_port()
     procs = [context.Process(target=_worker, args=(r, _WORLD, port, str(folder)))
              for r in range(_WORLD)]
+    deadline = time.monotonic() + _TIMEOUT
     for p in procs:
         p.start()
     for p in procs:
-        p.join(_TIMEOUT)
+        p.join(max(0.0, deadline - time.monotonic()))
     hung = [r for r, p in enumerate(procs) if p.is_alive()]
     for p in procs:
         if p.is_alive():
