@@ -73,6 +73,26 @@ def _adam(rank: int, size: int, folder: Path) -> dict[str, Any]:
     return {**_moments(post), "steps": post.info.n_steps}
 
 
+def _adam_resumed(rank: int, size: int, folder: Path) -> dict[str, Any]:
+    """``_adam``'s fit stopped in its third window (after the checkpoint at step 200), then
+    restarted from the checkpoint."""
+    from tests.test_checkpoint import Stop, Windows
+
+    x, y = _rows()
+    settings: dict[str, Any] = {"seed": 5, "solver": "adam", "batch_size": 25,
+                                "family": "fullrank", "max_steps": 2000,
+                                "checkpoint": folder / "fit.pt", "checkpoint_every": 200}
+    stopped = False
+    try:
+        nb.fit(Line(3), x[rank::size], y[rank::size], callback=Windows(stop_at=3), **settings)
+    except Stop:
+        stopped = True
+    windows = Windows()
+    post = nb.fit(Line(3), x[rank::size], y[rank::size], callback=windows, **settings)
+    return {**_moments(post), "steps": post.info.n_steps, "stopped": stopped,
+            "windows": windows.seen}
+
+
 def _bad_rows(rank: int, size: int, folder: Path) -> dict[str, Any]:
     x, y = _rows()
     y = y[rank::size].clone()
@@ -171,7 +191,8 @@ def _crash(rank: int, size: int, folder: Path) -> dict[str, Any]:
     return {}
 
 
-_TASKS = {"fit": _fit, "bad_rows": _bad_rows, "adam": _adam, "network": _network,
+_TASKS = {"fit": _fit, "bad_rows": _bad_rows, "adam": _adam, "adam_resumed": _adam_resumed,
+          "network": _network,
           "parquet": _parquet, "checkpoint": _checkpoint, "estimator": _estimator,
           "crash": _crash}  # the crash last: it ends the group
 
@@ -301,6 +322,18 @@ def test_a_stopped_data_parallel_run_resumes_on_every_process(runs):
     the weights of the run that never stopped."""
     for out in _results(runs, "checkpoint"):
         assert out == {"stopped": True, "steps": 15, "same": True}
+
+
+def test_a_stopped_data_parallel_fit_resumes_to_the_uninterrupted_posterior(runs):
+    """``nb.fit``'s Adam run on two processes, stopped in its third window and restarted
+    from the checkpoint of step 200: both processes see only the windows after it and end
+    with the posterior of the same fit never stopped, bit for bit."""
+    whole, _ = _results(runs, "adam")
+    for out in _results(runs, "adam_resumed"):
+        assert out["stopped"] and out["windows"] == out["steps"] // 100 - 2
+        assert out["steps"] == whole["steps"]
+        for key in ("loc", "variance"):
+            assert torch.equal(out[key], whole[key]), key
 
 
 def test_estimators_refuse_a_data_parallel_run(runs):
