@@ -233,7 +233,8 @@ def fit(
             iterate average spans. The defaults need no tuning.
         seed, generator: the randomness of the fit (one of them); a fixed seed reproduces it.
         progress: a progress bar with the loss for a stochastic fit that takes more than
-            a second; ``None`` (default) shows it only when stderr is a terminal.
+            a second; ``None`` (default) shows it only when stderr is a terminal (on
+            process 0 alone under ``torch.distributed``).
         max_curvature_rows: rows used for the Laplace curvature on large data (and, from
             a data source, for the mode search and the model's output check).
         callback: called with a :class:`FitState` after every window.
@@ -272,7 +273,7 @@ def fit(
         if world.parallel:  # each process reads its own range of the rows
             x = x.shard(world.rank, world.size)
         n_data, solver = x.n_data, "adam"
-        data = subsample(x, max_curvature_rows * x.n_rows // n_data, gen)
+        data = subsample(x, max(1, max_curvature_rows * x.n_rows // n_data), gen)
         with world.together():
             check_source_inputs(model, data)
         rows: Rows | None = Rows.streamed(x, data[1][:1].numel(), world)
@@ -344,7 +345,8 @@ def fit(
             schedule = StallSchedule(learning_rate, n_data, window, average_windows)
             report = None if callback is None else _family_states(q, callback)
             trainer = Trainer(objective, source, schedule, batch_size=batch_size, generator=gen,
-                              max_steps=max_steps, max_recoveries=3, progress=show_progress(progress),
+                              max_steps=max_steps, max_recoveries=3,
+                              progress=show_progress(progress) and world.rank == 0,
                               callback=report, fingerprint=",".join(layout.names), world=world)
             result = trainer.run() if checkpoint is None else run_checkpointed(
                 trainer, checkpoint, checkpoint_every, world, key=name)

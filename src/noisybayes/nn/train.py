@@ -79,7 +79,8 @@ def train(
         n_samples, temperature: as in :func:`elbo_loss`.
         generator: the randomness of the batches and of the weight noise.
         progress: a progress bar over steps with the loss of the last window (shown after a
-            second); ``None``: only when stderr is a terminal.
+            second); ``None``: only when stderr is a terminal (on process 0 alone under
+            ``torch.distributed``).
         optimizer: makes the optimiser from the parameters and the first step size (Adam;
             see :func:`noisybayes.nn.train_ivon` for IVON).
         checkpoint, checkpoint_every: a file to write the whole training state to every
@@ -120,7 +121,8 @@ def train(
     schedule = LinearDecay(float(learning_rate), total, per_epoch)
     trainer = Trainer(objective, source, schedule, batch_size=batch_size,
                       generator=world.same_generator(make_generator(None, generator)),
-                      max_steps=total, drop_last=False, progress=show_progress(progress),
+                      max_steps=total, drop_last=False,
+                      progress=show_progress(progress) and world.rank == 0,
                       fingerprint=_names(model), optimizer=optimizer, world=world)
     start = time.perf_counter()
     try:
