@@ -130,3 +130,29 @@ def test_a_stopped_fit_resumes_to_the_uninterrupted_posterior(tmp_path):
     assert torch.equal(post.family.mean(), whole.family.mean())
     assert torch.equal(post.family.variance(), whole.family.variance())
     assert post.info.khat == whole.info.khat and post.info.n_steps == whole.info.n_steps
+
+
+def test_a_stopped_ivon_run_resumes_to_the_uninterrupted_answer(tmp_path):
+    """``nb.nn.train_ivon``: the checkpoint holds IVON's Hessian estimate and its generator
+    with the loop's state; stopped in step 18 of 24 (one weight draw a step) and restarted,
+    the run ends with the uninterrupted run's means, sds (from the Hessian) and trace."""
+    def run(likelihood: nb.nn.Likelihood, **kwargs):
+        torch.manual_seed(1)
+        net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1))
+        x, y = _rows()
+        post = nb.nn.train_ivon(net, x, y, likelihood=likelihood, n_epochs=6, batch_size=32,
+                                generator=torch.Generator().manual_seed(2), **kwargs)
+        return {**{f"loc {k}": v for k, v in post.locs.items()},
+                **{f"scale {k}": v for k, v in post.scales.items()},
+                "trace": post.info.loss_trace}
+
+    path = tmp_path / "ivon.pt"
+    whole = run(nb.nn.Gaussian())
+    with pytest.raises(Stop):
+        run(StoppingGaussian(calls=18), checkpoint=path, checkpoint_every=5)
+    counting = StoppingGaussian(calls=1000)
+    resumed = run(counting, checkpoint=path, checkpoint_every=5)
+    assert 1000 - counting.calls == 24 - 15
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        assert torch.equal(whole[key], resumed[key]), key

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,6 +58,8 @@ def train_ivon(
     clip_radius: float = 1.0,
     generator: torch.Generator | None = None,
     progress: bool | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1000,
 ) -> IVONPosterior:
     """Learn the mean-field posterior of ``model``'s weights under the prior
     ``N(0, prior_scale^2)`` by IVON: ``ess = N / temperature``, ``weight_decay = 1 / (ess
@@ -67,7 +70,8 @@ def train_ivon(
             likelihood; both are trained in place. The likelihood's parameters (a noise
             scale) are in the optimizer with no weight decay (a flat prior).
         x, y: all training rows, ``(N, ...)`` each.
-        n_epochs, batch_size, progress: as in :func:`noisybayes.nn.train`.
+        n_epochs, batch_size, progress, checkpoint, checkpoint_every: as in
+            :func:`noisybayes.nn.train` (a checkpoint holds IVON's state with the rest).
         learning_rate: IVON's ``lr``, decayed linearly to a tenth.
         temperature: ``T > 0`` tempers the likelihood to the power ``1 / T`` (the KL weight
             of :func:`noisybayes.nn.train`); 1 is the posterior.
@@ -112,7 +116,8 @@ def train_ivon(
 
     post = train(model, x, y, likelihood=likelihood, n_epochs=n_epochs, batch_size=batch_size,
                  learning_rate=learning_rate, temperature=0.0, generator=gen,
-                 progress=progress, optimizer=make_optimizer)
+                 progress=progress, optimizer=make_optimizer, checkpoint=checkpoint,
+                 checkpoint_every=checkpoint_every)
     info = dataclasses.replace(post.info, family="ivon", solver="ivon", n_samples=n_samples,
                                temperature=float(temperature))
     return IVONPosterior(model, likelihood, made[-1], info=info, data=post.data)
