@@ -78,6 +78,11 @@ def test_a_checkpoint_of_another_model_or_file_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"^checkpoint must be a file written by a "
                                          r"checkpointed run, got '.*junk.pt'"):
         _train(nb.nn.Gaussian(), checkpoint=junk)
+    other_world = tmp_path / "two.pt"
+    torch.save({"world_size": 2, "runs": {}}, other_world)
+    with pytest.raises(ValueError, match=r"was written by a run of 2 process\(es\); this run "
+                                         r"has 1: resume it with as many"):
+        _train(nb.nn.Gaussian(), checkpoint=other_world)
     with pytest.raises(ValueError, match="checkpoint_every must be"):
         _train(nb.nn.Gaussian(), checkpoint=path, checkpoint_every=0)
 
