@@ -51,8 +51,12 @@ OptimizerFactory = Callable[[list[torch.Tensor], float], torch.optim.Optimizer]
 
 
 def adam(params: list[torch.Tensor], learning_rate: float) -> torch.optim.Optimizer:
-    """The default optimiser step: Adam with torch's default moments."""
-    return torch.optim.Adam(params, lr=learning_rate)
+    """The default optimiser step: Adam with torch's default moments, its update fused into
+    one kernel where torch has one (floating parameters on the CPU or a CUDA device: the
+    same update at a fraction of the per-tensor cost of small networks), else the default."""
+    fused = bool(params) and all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=learning_rate, fused=fused or None)
 
 
 class Objective(Protocol):

@@ -12,22 +12,72 @@ weight perturbation ``dW = scale * eps`` and decorrelates rows with random signs
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.distributions import Distribution
 
 from noisybayes._checks import check_positive_int
 from noisybayes.nn.priors import check_prior
 from noisybayes.nn.weights import NoisyWeightLayer
 
-__all__ = ["BayesLinear", "rademacher"]
+__all__ = ["BayesLinear", "LocalReparameterization", "rademacher"]
 
 
 def rademacher(shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     """Independent random signs ``+-1`` of ``shape``, with ``like``'s dtype and device."""
     # out of place, so that vmap (a Mixture's training) can draw different signs per member
     return torch.randint(0, 2, shape, dtype=like.dtype, device=like.device) * 2 - 1
+
+
+class LocalReparameterization(torch.autograd.Function):
+    """``y = x loc^T + b + sqrt(x^2 scale^2^T + bias_scale^2) * noise``, ``scale =
+    softplus(scale_free)``, as one autograd node with its gradient written out (with ``g =
+    dL/dy`` and ``h = g * noise / (2 sd)``, ``sd`` the square root): ``dL/dx = g loc + 2 x (h
+    scale^2)``, ``dL/d loc = g^T x``, ``dL/db = sum g``, ``dL/d scale_free = (h^T x^2) 2 scale
+    sigmoid(scale_free)``, the bias scale's likewise with ``sum h``. The same numbers as the
+    dozen operations it replaces, at a fraction of their cost per step on small layers; not
+    for ``torch.func`` transforms (``BayesLinear`` then uses the operations)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, loc: torch.Tensor, scale_free: torch.Tensor,
+                bias_loc: torch.Tensor | None, bias_scale_free: torch.Tensor | None,
+                noise: torch.Tensor) -> torch.Tensor:
+        scale = F.softplus(scale_free)
+        bias_scale = None if bias_scale_free is None else F.softplus(bias_scale_free)
+        square = x * x
+        variance = F.linear(square, scale.square(),
+                            None if bias_scale is None else bias_scale.square())
+        sd = variance.clamp_min(1e-30).sqrt()
+        ctx.save_for_backward(x, loc, scale_free, scale, bias_scale_free, sd, noise)
+        ctx.inside = variance >= 1e-30  # where the clamp passes the gradient
+        return torch.addcmul(F.linear(x, loc, bias_loc), sd, noise)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, loc, scale_free, scale, bias_scale_free, sd, noise = ctx.saved_tensors
+        half = grad * noise / (2 * sd) * ctx.inside  # dL/d variance
+        g, h = grad.reshape(-1, grad.shape[-1]), half.reshape(-1, half.shape[-1])
+        rows = x.reshape(-1, x.shape[-1])
+        need = ctx.needs_input_grad
+        grad_x = grad_loc = grad_scale_free = grad_bias = grad_bias_scale_free = None
+        if need[0]:
+            grad_x = grad @ loc + 2 * x * (half @ scale.square())
+        if need[1]:
+            grad_loc = g.t() @ rows
+        if need[2]:
+            grad_scale_free = (h.t() @ (rows * rows)) * 2 * scale * torch.sigmoid(scale_free)
+        if need[3]:
+            grad_bias = g.sum(0)
+        if need[4]:
+            bias_scale = F.softplus(bias_scale_free)
+            grad_bias_scale_free = h.sum(0) * 2 * bias_scale * torch.sigmoid(bias_scale_free)
+        grad_noise = grad * sd if need[5] else None
+        return grad_x, grad_loc, grad_scale_free, grad_bias, grad_bias_scale_free, grad_noise
 
 
 class BayesLinear(NoisyWeightLayer):
@@ -83,11 +133,11 @@ class BayesLinear(NoisyWeightLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One posterior draw of ``x W^T + b`` per row: ``(*, in)`` to ``(*, out)``."""
-        mean = F.linear(x, self.weight_loc, self._bias_mean())
         if self.use_mean:
-            return mean
+            return F.linear(x, self.weight_loc, self._bias_mean())
         bias_scale = self.bias_scale
         if self.flipout:
+            mean = F.linear(x, self.weight_loc, self._bias_mean())
             delta = self.weight_scale * torch.randn_like(self.weight_loc)
             sign_in = rademacher(x.shape, x)
             sign_out = rademacher(mean.shape, mean)
@@ -95,10 +145,15 @@ class BayesLinear(NoisyWeightLayer):
             if bias_scale is not None:
                 out = out + bias_scale * torch.randn_like(mean)
             return out
-        variance = F.linear(x * x, self.weight_scale.square())
-        if bias_scale is not None:
-            variance = variance + bias_scale.square()
-        return mean + variance.clamp_min(1e-30).sqrt() * torch.randn_like(mean)
+        noise = torch.randn((*x.shape[:-1], self.out_features), dtype=x.dtype, device=x.device)
+        if not torch._C._are_functorch_transforms_active():  # one autograd node
+            return LocalReparameterization.apply(
+                x, self.weight_loc, self.weight_scale_free, self._bias_mean(),
+                self.bias_scale_free, noise)
+        bias_variance = None if bias_scale is None else bias_scale.square()
+        variance = F.linear(x * x, self.weight_scale.square(), bias_variance)
+        mean = F.linear(x, self.weight_loc, self._bias_mean())
+        return torch.addcmul(mean, variance.clamp_min(1e-30).sqrt(), noise)
 
     def extra_repr(self) -> str:
         mode = "flipout" if self.flipout else "local reparameterization"

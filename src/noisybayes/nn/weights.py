@@ -7,9 +7,10 @@ import math
 
 import torch
 from torch import nn
+from torch.distributions import Normal
 
 from noisybayes.nn.base import NoisyModule, free_scale, initial_scale, softplus_scale
-from noisybayes.nn.priors import mean_field_kl
+from noisybayes.nn.priors import SoftplusNormalKL, mean_field_kl
 
 __all__ = ["NoisyWeightLayer"]
 
@@ -70,6 +71,11 @@ class NoisyWeightLayer(NoisyModule):
 
     def kl(self, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """``KL(q(W, b) || p(W, b))``: closed form for a Normal prior, Monte Carlo otherwise."""
+        if type(self.prior) is Normal and not torch._C._are_functorch_transforms_active():
+            pairs = [self.weight_loc, self.weight_scale_free]
+            if self.bias_loc is not None and self.bias_scale_free is not None:
+                pairs += [self.bias_loc, self.bias_scale_free]
+            return SoftplusNormalKL.apply(self.prior.loc, self.prior.scale, *pairs)
         total = mean_field_kl(self.weight_loc, self.weight_scale, self.prior, generator=generator)
         if self.bias_loc is not None and self.bias_scale is not None:
             total = total + mean_field_kl(

@@ -1,0 +1,110 @@
+"""The hand-written gradients of the layers' fused steps against autograd of the plain
+operations they replace (float64, so agreement to 1e-10 is rounding, not approximation)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.distributions import Normal, kl_divergence
+
+import noisybayes as nb
+from noisybayes.engine.loop import adam
+from noisybayes.nn.linear import LocalReparameterization
+from noisybayes.nn.priors import SoftplusNormalKL, normal_kl
+
+
+def _inputs(g: torch.Generator, bias: bool = True):
+    x = torch.randn(7, 3, 4, generator=g, dtype=torch.float64)
+    loc = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    scale_free = torch.randn(5, 4, generator=g, dtype=torch.float64) - 1
+    bias_loc = torch.randn(5, generator=g, dtype=torch.float64) if bias else None
+    bias_free = torch.randn(5, generator=g, dtype=torch.float64) - 1 if bias else None
+    noise = torch.randn(7, 3, 5, generator=g, dtype=torch.float64)
+    return [t if t is None else t.requires_grad_() for t in
+            (x, loc, scale_free, bias_loc, bias_free, noise)]
+
+
+def _plain(x, loc, scale_free, bias_loc, bias_free, noise):
+    variance = F.linear(x * x, F.softplus(scale_free).square(),
+                        None if bias_free is None else F.softplus(bias_free).square())
+    return F.linear(x, loc, bias_loc) + variance.clamp_min(1e-30).sqrt() * noise
+
+
+def test_local_reparameterization_matches_autograd_of_the_operations():
+    for bias in (True, False):
+        args = _inputs(torch.Generator().manual_seed(0), bias)
+        weights = torch.randn(7, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        fused = LocalReparameterization.apply(*args)
+        plain = _plain(*args)
+        torch.testing.assert_close(fused, plain, rtol=1e-12, atol=1e-12)
+        present = [a for a in args if a is not None]
+        got = torch.autograd.grad((fused * weights).sum(), present)
+        want = torch.autograd.grad((plain * weights).sum(), present)
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(LocalReparameterization.apply,
+                                    _inputs(torch.Generator().manual_seed(2)))
+
+
+def test_bayes_linear_draws_the_same_outputs_as_before_from_the_same_seed():
+    layer = nb.nn.BayesLinear(4, 3).double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    torch.manual_seed(5)
+    out = layer(x)
+    torch.manual_seed(5)
+    noise = torch.randn(6, 3, dtype=torch.float64)  # the layer's one draw, row by output
+    want = _plain(x, layer.weight_loc, layer.weight_scale_free, layer.bias_loc,
+                  layer.bias_scale_free, noise)
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+
+
+def test_softplus_normal_kl_matches_torch_distributions_and_its_gradient():
+    g = torch.Generator().manual_seed(3)
+    locs = [torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True),
+            torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)]
+    frees = [torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True),
+             torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)]
+    prior_loc = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    prior_scale = torch.tensor(1.7, dtype=torch.float64, requires_grad=True)
+    args = (prior_loc, prior_scale, locs[0], frees[0], locs[1], frees[1])
+    fused = SoftplusNormalKL.apply(*args)
+    prior = Normal(prior_loc, prior_scale)
+    reference = sum(kl_divergence(Normal(loc, F.softplus(free)), prior).sum()
+                    for loc, free in zip(locs, frees, strict=True))
+    torch.testing.assert_close(fused, reference, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(fused, args), torch.autograd.grad(reference, args),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(SoftplusNormalKL.apply, args)
+    scale = F.softplus(frees[0])
+    torch.testing.assert_close(normal_kl(locs[0], scale, prior_loc, prior_scale),
+                               kl_divergence(Normal(locs[0], scale), prior), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_a_layer_kl_is_the_closed_form_of_its_weights_and_bias():
+    layer = nb.nn.BayesLinear(4, 3, prior=Normal(0.0, 0.5)).double()
+    prior = Normal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64))
+    want = (kl_divergence(Normal(layer.weight_loc, layer.weight_scale), prior).sum()
+            + kl_divergence(Normal(layer.bias_loc, layer.bias_scale), prior).sum())
+    torch.testing.assert_close(layer.kl(), want, rtol=1e-6, atol=1e-6)  # a float32 prior
+
+
+def test_the_loops_adam_is_fused_and_takes_torchs_adam_steps():
+    g = torch.Generator().manual_seed(4)
+    start = [torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(3, generator=g,
+                                                                            dtype=torch.float64)]
+    fused_params = [p.clone().requires_grad_() for p in start]
+    plain_params = [p.clone().requires_grad_() for p in start]
+    fused = adam(fused_params, 0.01)
+    plain = torch.optim.Adam(plain_params, lr=0.01, foreach=False)
+    assert fused.defaults["fused"] is True
+    for _ in range(20):  # the same gradients, a quadratic bowl around 1
+        for opt, params in ((fused, fused_params), (plain, plain_params)):
+            opt.zero_grad()
+            sum(((p - 1) ** 2 * torch.arange(1, p.numel() + 1).view(p.shape)).sum()
+                for p in params).backward()
+            opt.step()
+    for a, b in zip(fused_params, plain_params, strict=True):  # float64: rounding only
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert adam([torch.zeros(2, dtype=torch.int64)], 0.01).defaults["fused"] is None
