@@ -218,23 +218,6 @@ def whitening(precision: torch.Tensor, diagonal: bool) -> tuple[torch.Tensor, bo
     return (eigvecs * eigvals.rsqrt() / d[:, None]).to(precision.dtype), positive
 
 
-def _start_metric(precision: torch.Tensor) -> torch.Tensor:
-    """The preconditioner of the mode search: the whitening of the curvature at the start
-    where it is positive definite, else of its diagonal where that is positive, else
-    ``I``."""
-    metric, positive = whitening(precision, diagonal=False)
-    if positive:
-        return metric
-    scales, positive = whitening(precision, diagonal=True)
-    return torch.diag(scales) if positive else torch.eye(len(precision), dtype=precision.dtype)
-
-
-def _float64(data: Data) -> Data:
-    """``data`` with its floating columns in float64 (integer inputs as they are)."""
-    xs, y = data
-    return tuple(x.double() if x.is_floating_point() else x for x in xs), y.double()
-
-
 def laplace(
     log_joint: LogJoint,
     data: Data,
@@ -290,12 +273,10 @@ def laplace_from_subset(
 
         return objective
 
-    wide = _float64(subset)
+    eye = torch.eye(start.shape[0], dtype=start.dtype)
     try:
-        metric = _start_metric(_curvature(log_joint, start.double(), wide, n_rows, world))
-        first, converged, n_eval = _lbfgs(per_datum(wide), start.double(), metric, max_iter, world)
-        precision = _curvature(log_joint, first, wide, n_rows, world)
-        first, precision = first.to(start.dtype), precision.to(start.dtype)
+        first, converged, n_eval = _lbfgs(per_datum(subset), start, eye, max_iter, world)
+        precision = _curvature(log_joint, first, subset, n_rows, world)
         loc, log_lik_gradient, newton_converged, passes = _newton(log_joint, rows, first,
                                                                   precision)
         step = (loc - first).double()
