@@ -6,7 +6,8 @@ Adam's moments, the schedule, the generators, the position in the current pass, 
 is written to ``path`` through a temporary file renamed over it, so a run killed while
 writing leaves the previous checkpoint whole. In a data-parallel run the processes' states
 differ (each holds its own place in its own rows), so process 0 gathers them and writes one
-file, and each process resumes from its own entry. One file can hold several runs of one
+file; on a restart process 0 reads it and sends each process its own entry, so the file
+need only be where process 0 runs. One file can hold several runs of one
 procedure under their keys (``nb.fit``'s first family and its full-rank refit).
 """
 
@@ -31,9 +32,13 @@ def run_checkpointed(trainer: Trainer, path: str | Path, every: int,
     of a data-parallel run)."""
     world = world or World()
     path = Path(path)
-    runs = _read(path, world) if path.exists() else {}
-    if key in runs:
-        trainer.load_state_dict(runs[key][world.rank])
+    runs: dict[str, list[dict]] = {}
+    with world.together():  # an unreadable checkpoint stops every process
+        if world.rank == 0 and path.exists():
+            runs = _read(path, world)
+    state = _scattered(runs.get(key), world)
+    if state is not None:
+        trainer.load_state_dict(state)
     while True:
         result = trainer.run(until=trainer.step + every)
         if result is not None:
@@ -57,6 +62,19 @@ def _read(path: Path, world: World) -> dict[str, list[dict]]:
         raise ValueError(f"checkpoint {str(path)!r} was written by a run of {size} process(es); "
                          f"this run has {world.size}: resume it with as many")
     return runs
+
+
+def _scattered(states: list[dict] | None, world: World) -> dict | None:
+    """This process's entry of ``states`` (every process's state, held by process 0), or
+    ``None`` where process 0 has none."""
+    if not world.parallel:
+        return None if states is None else states[0]
+    received: list[dict | None] = [None]
+    sent: list[dict | None] | None = None
+    if world.rank == 0:
+        sent = list(states) if states is not None else [None] * world.size
+    dist.scatter_object_list(received, sent, src=0)
+    return received[0]
 
 
 def _gathered(state: dict, world: World) -> list[dict]:
