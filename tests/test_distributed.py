@@ -149,19 +149,22 @@ def _parquet(rank: int, size: int, folder: Path) -> dict[str, Any]:
 
 def _checkpoint(rank: int, size: int, folder: Path) -> dict[str, Any]:
     """A network run stopped in step 13 on both processes, after the checkpoint of step 10,
-    then restarted; and the same run without a stop."""
+    then restarted; and the same run without a stop. The processes hold 120 and 80 rows
+    (6 and 4 batches a pass, 6 steps a pass for both), so their places in their passes and
+    their generators part: each must resume from its own state."""
     from tests.test_checkpoint import Stop, StoppingGaussian
 
     x, y = _rows()
+    mine = slice(0, 120) if rank == 0 else slice(120, 200)
+    x, y = x[mine], y[mine]
     path = folder / "network.pt"
 
     def run(likelihood: nb.nn.Likelihood, **kwargs: Any) -> list[torch.Tensor]:
         torch.manual_seed(0)
         net = nb.bayesian(torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(),
                                               torch.nn.Linear(8, 1)))
-        nb.nn.train(net, x[rank::size].float(), y[rank::size, None].float(),
-                    likelihood=likelihood, n_epochs=5, batch_size=20,
-                    generator=torch.Generator().manual_seed(0), **kwargs)
+        nb.nn.train(net, x.float(), y[:, None].float(), likelihood=likelihood, n_epochs=5,
+                    batch_size=20, generator=torch.Generator().manual_seed(0), **kwargs)
         return [p.detach().clone() for p in net.parameters()]
 
     whole = run(nb.nn.Gaussian())
@@ -317,11 +320,11 @@ def test_a_parquet_source_is_split_between_the_processes(runs, tmp_path_factory)
 
 
 def test_a_stopped_data_parallel_run_resumes_on_every_process(runs):
-    """Both processes stop in step 13 of 25; process 0 had written both processes' states
-    at step 10; restarted, each takes the 15 steps left from its own state and ends with
+    """Both processes stop in step 13 of 30; process 0 had written both processes' states
+    at step 10; restarted, each takes the 20 steps left from its own state and ends with
     the weights of the run that never stopped."""
     for out in _results(runs, "checkpoint"):
-        assert out == {"stopped": True, "steps": 15, "same": True}
+        assert out == {"stopped": True, "steps": 20, "same": True}
 
 
 def test_a_stopped_data_parallel_fit_resumes_to_the_uninterrupted_posterior(runs):
