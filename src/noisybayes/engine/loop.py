@@ -278,7 +278,8 @@ class Trainer:
                 f"(step {self.step} in all; mean loss of the last steps before it: {previous})"
                 f"{tried}; lower the learning rate (the first was "
                 f"{self.schedule.learning_rate(0):.3g}), check the data's scale and the "
-                f"priors{self._float64_advice()}"
+                f"priors (a learned noise scale on data the model fits exactly, every "
+                f"residual 0, has no posterior mode){self._float64_advice()}"
             )
         _assign(self.params, self.answer)
         self.optimizer = self.make_optimizer(self.params, self.schedule.diverged())
