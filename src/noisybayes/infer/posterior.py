@@ -266,8 +266,9 @@ class GaussianPosterior(Posterior):
         """One row per scalar parameter: ``mean``, ``sd`` and the highest-density interval.
 
         With ``corrected`` (default) and ``importance`` draws kept by the fit, all three are
-        PSIS-corrected (the interval from the weighted draws) and the index is named so
-        (``attrs["khat"]`` holds the k-hat); otherwise they are ``q``'s own.
+        PSIS-corrected (the interval from the weighted draws; ``attrs["khat"]`` holds the
+        k-hat); otherwise they are ``q``'s own. The index's name says which, with the fit's
+        k-hat where it computed one.
         """
         check_probability("hdi_prob", hdi_prob)
         check_bool("corrected", corrected)
@@ -296,10 +297,13 @@ class GaussianPosterior(Posterior):
         return table
 
     def _summary_title(self, importance: ImportanceDraws | None) -> str | None:
-        """The name of the summary's index: says how the moments were computed."""
-        if importance is None:
-            return None
-        return f"PSIS-corrected, k-hat {importance.khat:.2f}"
+        """The name of the summary's index: says how the moments were computed, with the
+        fit's k-hat where it computed one."""
+        if importance is not None:
+            return f"PSIS-corrected, k-hat {importance.khat:.2f}"
+        if self.info.khat is not None:
+            return f"not corrected, k-hat {self.info.khat:.2f}"
+        return None
 
     def predict(
         self,
