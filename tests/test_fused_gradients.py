@@ -108,3 +108,26 @@ def test_the_loops_adam_is_fused_and_takes_torchs_adam_steps():
     for a, b in zip(fused_params, plain_params, strict=True):  # float64: rounding only
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert adam([torch.zeros(2, dtype=torch.int64)], 0.01).defaults["fused"] is None
+
+
+def test_a_networks_kl_in_one_pass_equals_the_sum_over_its_layers():
+    torch.manual_seed(0)
+    shared = Normal(torch.tensor(0.1, dtype=torch.float64), torch.tensor(0.8, dtype=torch.float64))
+    net = torch.nn.Sequential(
+        nb.nn.BayesLinear(4, 5, prior=shared, dtype=torch.float64), torch.nn.ReLU(),
+        nb.nn.BayesLinear(5, 3, prior=shared, bayesian_bias=False, dtype=torch.float64),
+        nb.nn.BayesLinear(3, 2, dtype=torch.float64))  # its own default prior: a second group
+    params = list(net.parameters())
+    fused = nb.nn.kl_divergence(net)
+    reference = sum(
+        kl_divergence(Normal(loc, F.softplus(free)), layer.prior).sum()
+        for layer in (net[0], net[2], net[3])
+        for loc, free in ((layer.weight_loc, layer.weight_scale_free),
+                          (layer.bias_loc, layer.bias_scale_free)) if loc is not None)
+    torch.testing.assert_close(fused, reference, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(fused, params, allow_unused=True),
+                    torch.autograd.grad(reference, params, allow_unused=True), strict=True):
+        if b is None:  # the deterministic bias
+            assert a is None
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -34,6 +34,7 @@ from noisybayes.nn.likelihoods import (
 )
 from noisybayes.nn.linear import BayesLinear
 from noisybayes.nn.mixture import Mixture
+from noisybayes.nn.priors import normal_kl_of_layers
 
 __all__ = ["elbo_loss", "kl_divergence", "resolve_likelihood", "sample_outputs"]
 
@@ -50,8 +51,12 @@ def _refuse_mixture(model: nn.Module) -> None:
 def kl_divergence(model: nn.Module, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """``KL(q || p)`` summed over every noisy parameter of ``model``, a scalar tensor."""
     _refuse_mixture(model)
-    terms = [m.kl(generator=generator) for m in model.modules()
+    noisy = [m for m in model.modules()
              if isinstance(m, NoisyModule) and type(m).kl is not NoisyModule.kl]
+    terms: list[torch.Tensor] = []
+    if not torch._C._are_functorch_transforms_active():  # layers sharing a Normal prior: one
+        terms, noisy = normal_kl_of_layers(noisy)       # pass over all their tensors
+    terms += [m.kl(generator=generator) for m in noisy]
     terms += [noise.kl_of(loc, generator=generator) for noise, loc in noise_parametrizations(model)]
     if not terms:
         raise ValueError("model must have Bayesian parameters (see nb.bayesian), got none in "

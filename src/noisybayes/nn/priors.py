@@ -31,6 +31,7 @@ __all__ = [
     "default_prior",
     "has_closed_form_kl",
     "mean_field_kl",
+    "normal_kl_of_layers",
     "normal_kl",
     "scale_mixture_prior",
 ]
@@ -169,8 +170,8 @@ class SoftplusNormalKL(torch.autograd.Function):
     ``(loc_k, scale_free_k)``, ``scale = softplus(scale_free)`` (:func:`normal_kl`), as one
     autograd node with its gradient written out: ``d/d loc = (loc - prior_loc) /
     prior_scale^2``, ``d/d scale_free = (scale / prior_scale^2 - 1 / scale)
-    sigmoid(scale_free)``. A layer's KL then costs one node of the backward pass instead of
-    one per elementwise operation. Not for ``torch.func`` transforms.
+    sigmoid(scale_free)``. A scalar prior sees all pairs concatenated (one set of
+    elementwise operations for every tensor); not for ``torch.func`` transforms.
 
     ``apply(prior_loc, prior_scale, loc_1, scale_free_1, loc_2, scale_free_2, ...)``.
     """
@@ -178,22 +179,29 @@ class SoftplusNormalKL(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, prior_loc: torch.Tensor, prior_scale: torch.Tensor,
                 *tensors: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(prior_loc, prior_scale, *tensors)
+        locs, frees = tensors[::2], tensors[1::2]
+        ctx.shapes = [t.shape for t in locs]
+        ctx.scalar = prior_loc.ndim == 0 and prior_scale.ndim == 0
+        if ctx.scalar:  # one pass over all entries
+            locs = (torch.cat([t.reshape(-1) for t in locs]),)
+            frees = (torch.cat([t.reshape(-1) for t in frees]),)
+        ctx.save_for_backward(prior_loc, prior_scale, *locs, *frees)
         terms = [normal_kl(loc, F.softplus(free), prior_loc, prior_scale).sum()
-                 for loc, free in zip(tensors[::2], tensors[1::2], strict=True)]
-        return torch.stack(terms).sum()
+                 for loc, free in zip(locs, frees, strict=True)]
+        return terms[0] if len(terms) == 1 else torch.stack(terms).sum()
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        prior_loc, prior_scale, *tensors = ctx.saved_tensors
+        prior_loc, prior_scale, *saved = ctx.saved_tensors
+        half = len(saved) // 2
         precision = prior_scale.square().reciprocal()
-        grads: list[torch.Tensor | None] = []
+        grad_locs, grad_frees = [], []
         grad_prior_loc = grad_prior_scale = None
-        for loc, free in zip(tensors[::2], tensors[1::2], strict=True):
+        for loc, free in zip(saved[:half], saved[half:], strict=True):
             scale, diff = F.softplus(free), loc - prior_loc
-            grads.append(grad * diff * precision)
-            grads.append(grad * (scale * precision - scale.reciprocal()) * torch.sigmoid(free))
+            grad_locs.append(grad * diff * precision)
+            grad_frees.append(grad * (scale * precision - scale.reciprocal()) * torch.sigmoid(free))
             if ctx.needs_input_grad[0]:
                 term = (-grad * diff * precision).sum_to_size(prior_loc.shape)
                 grad_prior_loc = term if grad_prior_loc is None else grad_prior_loc + term
@@ -201,7 +209,36 @@ class SoftplusNormalKL(torch.autograd.Function):
                 term = (grad * (prior_scale.reciprocal() - (scale.square() + diff.square())
                                 * precision / prior_scale)).sum_to_size(prior_scale.shape)
                 grad_prior_scale = term if grad_prior_scale is None else grad_prior_scale + term
-        return (grad_prior_loc, grad_prior_scale, *grads)
+        if ctx.scalar:  # back to the tensors' shapes
+            sizes = [shape.numel() for shape in ctx.shapes]
+            grad_locs = [g.reshape(shape) for g, shape in
+                         zip(grad_locs[0].split(sizes), ctx.shapes, strict=True)]
+            grad_frees = [g.reshape(shape) for g, shape in
+                          zip(grad_frees[0].split(sizes), ctx.shapes, strict=True)]
+        pairs = [g for pair in zip(grad_locs, grad_frees, strict=True) for g in pair]
+        return (grad_prior_loc, grad_prior_scale, *pairs)
+
+
+def normal_kl_of_layers(modules: list[Any]) -> tuple[list[torch.Tensor], list[Any]]:
+    """The KL of every layer in ``modules`` whose posterior is a softplus-scaled mean-field
+    Gaussian against a ``Normal`` prior (``weight_loc``/``weight_scale_free`` and
+    ``bias_loc``/``bias_scale_free``, the base class's ``kl``), one :class:`SoftplusNormalKL`
+    per prior object, dtype and device; and the modules left for their own ``kl``."""
+    groups: dict[tuple[int, torch.dtype, torch.device], tuple[Normal, list[torch.Tensor]]] = {}
+    rest = []
+    for m in modules:
+        prior = getattr(m, "prior", None)
+        if type(prior) is not Normal or not getattr(m, "fusable_kl", False):
+            rest.append(m)
+            continue
+        pairs = [m.weight_loc, m.weight_scale_free]
+        if m.bias_loc is not None and m.bias_scale_free is not None:
+            pairs += [m.bias_loc, m.bias_scale_free]
+        key = (id(prior), m.weight_loc.dtype, m.weight_loc.device)
+        groups.setdefault(key, (prior, []))[1].extend(pairs)
+    terms = [SoftplusNormalKL.apply(prior.loc, prior.scale, *pairs)
+             for prior, pairs in groups.values()]
+    return terms, rest
 
 
 def mean_field_kl(

@@ -7,10 +7,9 @@ import math
 
 import torch
 from torch import nn
-from torch.distributions import Normal
 
 from noisybayes.nn.base import NoisyModule, free_scale, initial_scale, softplus_scale
-from noisybayes.nn.priors import SoftplusNormalKL, mean_field_kl
+from noisybayes.nn.priors import mean_field_kl, normal_kl_of_layers
 
 __all__ = ["NoisyWeightLayer"]
 
@@ -69,13 +68,18 @@ class NoisyWeightLayer(NoisyModule):
     def _bias_mean(self) -> torch.Tensor | None:
         return self.bias_loc if self.bias_loc is not None else self.bias
 
+    @property
+    def fusable_kl(self) -> bool:
+        """Whether :meth:`kl` is this class's closed form, so that layers with one prior can
+        share one :class:`~noisybayes.nn.priors.SoftplusNormalKL` (``normal_kl_of_layers``)."""
+        return type(self).kl is NoisyWeightLayer.kl
+
     def kl(self, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """``KL(q(W, b) || p(W, b))``: closed form for a Normal prior, Monte Carlo otherwise."""
-        if type(self.prior) is Normal and not torch._C._are_functorch_transforms_active():
-            pairs = [self.weight_loc, self.weight_scale_free]
-            if self.bias_loc is not None and self.bias_scale_free is not None:
-                pairs += [self.bias_loc, self.bias_scale_free]
-            return SoftplusNormalKL.apply(self.prior.loc, self.prior.scale, *pairs)
+        if not torch._C._are_functorch_transforms_active():
+            fused, _ = normal_kl_of_layers([self])  # a Normal prior: one autograd node
+            if fused:
+                return fused[0]
         total = mean_field_kl(self.weight_loc, self.weight_scale, self.prior, generator=generator)
         if self.bias_loc is not None and self.bias_scale is not None:
             total = total + mean_field_kl(
