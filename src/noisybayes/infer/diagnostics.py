@@ -179,7 +179,8 @@ def sd_ratio(post: GaussianPosterior) -> dict[str, float] | None:
     return dict(zip(_free_labels(post), ratio, strict=True))
 
 
-def _recommend(khat: float, family: str, converged: bool, worst: float | None) -> str:
+def _recommend(khat: float, family: str, converged: bool, worst: float | None,
+               corrected: bool = False) -> str:
     parts = []
     if khat > USABLE:
         if family != "fullrank":
@@ -192,6 +193,8 @@ def _recommend(khat: float, family: str, converged: bool, worst: float | None) -
                 "Do not trust this fit: the posterior is far from Gaussian (heavy tails, "
                 "skew or several modes); reparameterise the model or use MCMC."
             )
+    elif khat >= GOOD and corrected:
+        parts.append("Usable: post.summary() is PSIS-corrected by the fit's k-hat draws.")
     elif khat >= GOOD:
         parts.append(
             "Usable: prefer post.reweighted() (PSIS-corrected means and sds) to post.summary()."
@@ -253,12 +256,12 @@ def sequential_khat(
     while True:
         theta, more = importance_log_ratios(post, rows, n_draws - ratios.numel(), generator)
         if ratios.numel() < ImportanceDraws.kept(theta.shape[1]):
-            kept.append(theta)
+            kept.append(theta[: ImportanceDraws.kept(theta.shape[1]) - ratios.numel()])
         ratios = torch.cat([ratios, more])
         log_weights, khat = pareto_khat(ratios)
         error = khat_standard_error(khat, n_draws)
         if n_draws >= most or khat + 2 * error < USABLE:
-            draws = torch.cat(kept)[: ImportanceDraws.kept(theta.shape[1])]
+            draws = torch.cat(kept) if kept else theta[:0]
             importance = ImportanceDraws.from_log_weights(draws, log_weights, khat)
             return KhatEstimate(khat, error, n_draws, importance)
         n_draws = min(2 * n_draws, most)
@@ -318,7 +321,8 @@ def check(
         converged=info.converged,
         convergence=convergence,
         sd_ratio=ratios,
-        recommendation=_recommend(khat, info.family, info.converged, worst),
+        recommendation=_recommend(khat, info.family, info.converged, worst,
+                                  post.importance is not None),
     )
 
 

@@ -52,6 +52,7 @@ from noisybayes.infer.fixed_draws import fit_fixed_draws
 from noisybayes.infer.laplace import LaplaceResult, laplace, laplace_from_subset, whitening
 from noisybayes.infer.objective import Data, LogJoint, elbo_estimate
 from noisybayes.infer.posterior import FitInfo, GaussianPosterior
+from noisybayes.infer.reweighting import ImportanceDraws
 from noisybayes.infer.streamed import check_source_inputs, subsample
 from noisybayes.math.families import FAMILIES, FullRank, GaussianFamily, LowRank, MeanField
 from noisybayes.model.layout import ParamLayout
@@ -213,7 +214,7 @@ def fit(
             ``info.khat_draws`` hold k-hat and its draws; a final k-hat > 0.7 raises a
             ``UserWarning``; one at most 0.7 keeps the draws with their PSIS weights
             (``post.importance``) and ``post.mean``, ``sd`` and ``summary()`` are corrected
-            by them, when at least half the kept draws are effective
+            by them, when there are enough of them and even enough
             (``ImportanceDraws.corrects``; ``info.family_reason`` says when not).
             An :class:`AutoFamily` is ``"auto"`` with other thresholds.
         rank: the number of factors of a ``"lowrank"`` family.
@@ -392,11 +393,9 @@ def fit(
             if estimate.importance.corrects:
                 post.importance = estimate.importance
             else:
-                effective = estimate.importance.effective_draws
                 post.info = replace(post.info, family_reason=(
-                    f"{why}; its PSIS weights leave {effective:,.0f} of "
-                    f"{estimate.importance.weights.numel():,} draws effective, too few to "
-                    "correct the summaries by, so they are q's own"))
+                    f"{why}; its k-hat draws cannot correct the summaries "
+                    f"({_uncorrected(estimate.importance)}), so they are q's own"))
         if khat > USABLE:
             warnings.warn(
                 f"nb.fit(family='auto'): the {post.info.family} approximation has Pareto k-hat "
@@ -407,6 +406,13 @@ def fit(
                 stacklevel=2,
             )
         return post
+
+
+def _uncorrected(importance: ImportanceDraws) -> str:
+    """Why ``importance`` does not correct the summaries (``ImportanceDraws.corrects``)."""
+    kept = importance.weights.numel()
+    return (f"k-hat {importance.khat:.2f} from {importance.n_ratios:,} draws; "
+            f"{kept:,} kept, {importance.effective_draws:,.0f} of them effective")
 
 
 def _streamed_note(sample: Data, mode: LaplaceResult, batch_size: int) -> str:

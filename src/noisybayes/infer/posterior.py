@@ -160,7 +160,8 @@ class GaussianPosterior(Posterior):
     enough (``ImportanceDraws.corrects``): ``mean``, ``sd``
     and ``summary`` are then corrected by them (Vehtari et al. 2024), the best estimate the
     fit can certify; ``q_mean``, ``q_sd`` and ``summary(corrected=False)`` are ``q``'s own.
-    ``sample``, ``predict`` and ``to_arviz`` draw from ``q``.
+    ``predict`` then resamples the weighted draws; ``sample`` and ``to_arviz`` draw from
+    ``q``.
     """
 
     def __init__(
@@ -177,8 +178,23 @@ class GaussianPosterior(Posterior):
         self.family = family
         self.info = info
         self.data = data
-        self.importance = importance
+        self._importance = importance
         self._log_joint = LogJoint(model, layout)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_importance", None)  # pickled before importance draws existed
+        self.__dict__.update(state)
+
+    @property
+    def importance(self) -> ImportanceDraws | None:
+        """The fit's PSIS-weighted draws of ``q`` that correct ``mean``, ``sd`` and
+        ``summary`` (``None``: not corrected)."""
+        return self._importance
+
+    @importance.setter
+    def importance(self, value: ImportanceDraws | None) -> None:
+        self._importance = value
+        self.__dict__.pop("_moments", None)
 
     def __repr__(self) -> str:
         return (
@@ -318,14 +334,16 @@ class GaussianPosterior(Posterior):
 
         Uses ``n_samples`` parameter draws, each with one simulated observation, in one
         batched pass; means and variances are exact given the draws, intervals are
-        empirical quantiles.
+        empirical quantiles. The draws are ``q``'s, or, where ``importance`` corrects the
+        summaries, resampled from its weighted draws (sampling-importance-resampling), so
+        predictions agree with the corrected ``mean``.
         """
         n_samples = check_positive_int("n_samples", n_samples)
         check_probability("level", level)
         gen = make_generator(seed, generator)
         xs = as_inputs(x, dtype=self.dtype)
         self._check_input_shapes(xs)
-        theta = self.sample_unconstrained(n_samples, generator=gen)
+        theta = self._predictive_draws(n_samples, gen)
 
         def moments_and_draw(u: torch.Tensor):
             dist = self._log_joint.likelihood(self.layout.values(u), xs)
@@ -334,6 +352,15 @@ class GaussianPosterior(Posterior):
         with batched_evaluation(), seeded_from(gen):
             means, variances, draws = vmap(moments_and_draw, randomness="different")(theta)
         return Prediction.from_draws(means, variances, draws, level)
+
+    def _predictive_draws(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` unconstrained draws for predictions: of ``q``, or resampled with
+        replacement from the ``importance`` draws in proportion to their weights."""
+        if self.importance is None:
+            return self.sample_unconstrained(n, generator=generator)
+        index = torch.multinomial(self.importance.weights.cpu(), n, replacement=True,
+                                  generator=generator)
+        return self.importance.theta[index.to(self.importance.theta.device)]
 
     # --- diagnostics and export (see ``diagnostics.py`` and ``arviz_export.py``)
     def fit_data(self, x: Any = None, y: Any = None, *, caller: str = "this method") -> Data:

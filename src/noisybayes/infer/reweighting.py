@@ -10,6 +10,7 @@ the weights move. Elsewhere the plain weighted moments.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -18,9 +19,9 @@ from noisybayes.math.psis import pareto_smoothed_log_weights
 
 __all__ = ["ImportanceDraws"]
 
-_MIN_EFFECTIVE_FRACTION = 0.5
-
-_KEEP_DRAWS, _KEEP_ELEMENTS, _KEEP_MIN = 10_000, 2_000_000, 500
+_MIN_EFFECTIVE_FRACTION, _MIN_DRAWS = 0.5, 2_000
+# Draws kept: at most 1e6 numbers (8 MB in float64) and 40,000 draws.
+_KEEP_DRAWS, _KEEP_ELEMENTS = 40_000, 1_000_000
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,9 @@ class ImportanceDraws:
 
     @staticmethod
     def kept(width: int) -> int:
-        """Draws kept for ``width`` parameters: as many as the summaries of ``q`` use
-        (10,000), at most about 2e6 numbers for wide models, never fewer than 500."""
-        return max(_KEEP_MIN, min(_KEEP_DRAWS, _KEEP_ELEMENTS // max(1, width)))
+        """Draws kept for ``width`` parameters: at most 40,000 and 1e6 numbers (none for a
+        model too wide to keep :data:`_MIN_DRAWS`, 2,000, of them)."""
+        return min(_KEEP_DRAWS, _KEEP_ELEMENTS // max(1, width))
 
     @classmethod
     def from_ratios(cls, theta: torch.Tensor, log_ratios: torch.Tensor) -> ImportanceDraws:
@@ -53,21 +54,27 @@ class ImportanceDraws:
         """The first ``S'`` draws ``theta`` with smoothed ``log_weights`` ``(S,)`` of all
         ``S`` (renormalized over the ``S'`` kept) and their ``khat``."""
         head = log_weights[: theta.shape[0]]
-        weights = (head - torch.logsumexp(head, 0)).exp()
+        weights = (head - torch.logsumexp(head, 0)).exp().to(theta.device)
         return cls(theta.detach(), weights, khat, log_weights.numel())
 
     @property
     def effective_draws(self) -> float:
-        """Kish's effective sample size of the kept weights, ``1 / sum_s w_s^2``."""
-        return float(1.0 / self.weights.pow(2).sum())
+        """Kish's effective sample size of the kept weights, ``1 / sum_s w_s^2`` (0 with
+        none kept)."""
+        return float(1.0 / self.weights.pow(2).sum()) if self.weights.numel() else 0.0
 
     @property
     def corrects(self) -> bool:
-        """Whether the weights are even enough to correct ``q``'s moments by: at least half
-        the kept draws effective. Below that the estimate rests on a few draws; on a radon
-        group-level sd (k-hat 0.47 from 8,000 draws, a quarter of them effective, 0.66 to
-        0.81 from 40,000 to 100,000) it moved the mean 0.1 to 0.17 sd away from NUTS."""
-        return self.effective_draws >= _MIN_EFFECTIVE_FRACTION * self.weights.numel()
+        """Whether these draws can correct ``q``'s moments: k-hat at most ``min(1 - 1 /
+        log10 S, 0.7)`` (the sample-size-dependent threshold of Vehtari et al. 2024, with
+        ``S`` the ratios smoothed), at least 2,000 draws kept, and at least half of them
+        effective. Fewer draws make the correction Monte Carlo noise (a large data set
+        leaves k-hat few draws); uneven weights rest it on a few draws, where PSIS
+        estimates are pre-asymptotic (``benchmarks/RESULTS.md``, radon)."""
+        n_kept = self.weights.numel()
+        threshold = min(1.0 - 1.0 / math.log10(max(self.n_ratios, 11)), 0.7)
+        return (self.khat <= threshold and n_kept >= _MIN_DRAWS
+                and self.effective_draws >= _MIN_EFFECTIVE_FRACTION * n_kept)
 
     def mapped(self, A: torch.Tensor, b: torch.Tensor) -> ImportanceDraws:
         """The same draws read through ``theta' = A theta + b`` (weights unchanged: the

@@ -25,6 +25,12 @@ def hdi(
     if not 0.0 < prob < 1.0:
         raise ValueError(f"prob must be in (0, 1), got {prob!r}")
     if weights is not None:
+        n = draws.shape[0]
+        if weights.shape != (n,) or not bool(torch.isfinite(weights).all()) or bool(
+            (weights < 0).any()) or abs(float(weights.sum()) - 1.0) > 1e-6:
+            raise ValueError(
+                f"weights must be {n} finite non-negative numbers summing to 1 (one per draw), "
+                f"got shape {tuple(weights.shape)} summing to {float(weights.sum()):.6g}")
         return _weighted_hdi(draws, weights, prob)
     ordered = draws.sort(dim=0).values
     n = ordered.shape[0]
