@@ -51,6 +51,7 @@ __all__ = [
     "array_input",
     "coef_prior",
     "location_and_scale",
+    "one_where_zero",
     "resolve_prior",
     "tensor_of",
     "unfitted_on_error",
@@ -64,7 +65,12 @@ def location_and_scale(values: torch.Tensor, centre: bool) -> tuple[torch.Tensor
     a zero or undefined sd (one row, a constant column) becomes 1."""
     loc = values.mean(0) if centre else torch.zeros_like(values[0])
     sd = values.std(0, unbiased=False) if values.shape[0] > 1 else torch.ones_like(values[0])
-    return loc, torch.where(sd > 0, sd, torch.ones_like(sd))
+    return loc, one_where_zero(sd)
+
+
+def one_where_zero(sd: torch.Tensor) -> torch.Tensor:
+    """``sd`` with its zeros (constant columns) replaced by 1: such a column is left unscaled."""
+    return torch.where(sd > 0, sd, torch.ones_like(sd))
 
 
 class Standardisation(NamedTuple):
@@ -88,6 +94,17 @@ class Standardisation(NamedTuple):
             return cls(x_mean, x_scale, 0.0, 1.0)
         y_mean, y_scale = location_and_scale(y[:, None], centre)
         return cls(x_mean, x_scale, float(y_mean[0]), float(y_scale[0]))
+
+    @classmethod
+    def of_moments(
+        cls, mean: torch.Tensor, sd: torch.Tensor, *, centre: bool, continuous: bool
+    ) -> Standardisation:
+        """:meth:`of` from the column means and population sds ``(d + 1,)`` of ``[X, y]``
+        (read in a pass over a data source), in their dtype."""
+        mean, scale = mean if centre else torch.zeros_like(mean), one_where_zero(sd)
+        if not continuous:
+            return cls(mean[:-1], scale[:-1], 0.0, 1.0)
+        return cls(mean[:-1], scale[:-1], float(mean[-1]), float(scale[-1]))
 
 
 def coef_prior(

@@ -16,8 +16,9 @@ Everything is computed on the standardised data, ``theta_std`` in the coordinate
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -26,16 +27,21 @@ from torch.distributions import Normal
 from noisybayes._rng import make_generator
 from noisybayes.estimators._glm_model import GLMModel, GLMSpec, user_map
 from noisybayes.estimators._identifiability import design_of
+from noisybayes.infer.objective import Data
 from noisybayes.infer.posterior import FitInfo, GaussianPosterior
 from noisybayes.math.conjugate import (
+    NormalInverseGammaPosterior,
+    NormalPosterior,
     gaussian_linear_posterior,
+    gaussian_posterior_from_sums,
     noise_grid_posterior,
+    normal_inverse_gamma_from_sums,
     normal_inverse_gamma_posterior,
 )
 from noisybayes.math.families import FullRank
 from noisybayes.model.layout import ParamLayout
 
-__all__ = ["exact_posterior", "grid_posterior"]
+__all__ = ["DesignSums", "exact_posterior", "exact_posterior_from_sums", "grid_posterior"]
 
 
 class _MappedDraws(nn.Module):
@@ -84,10 +90,27 @@ def _standardised_precision(model: GLMModel, size: int) -> torch.Tensor:
     return precision
 
 
-def _posterior(model: GLMModel, family: nn.Module, X: torch.Tensor, y: torch.Tensor,
+def _posterior(model: GLMModel, family: nn.Module, data: Data | None,
                info: FitInfo) -> GaussianPosterior:
-    data = ((model.standardise_x(X),), model.standardise_y(y))
+    """The posterior of ``family`` over ``model``'s parameters, keeping the standardised rows
+    ``data`` it was computed from (``None`` from a data source)."""
     return GaussianPosterior(model, ParamLayout(model), family, info, data)  # type: ignore[arg-type]
+
+
+class DesignSums(NamedTuple):
+    """The sums the exact posterior needs of the standardised design ``D = [1, x_std]`` (or
+    ``x_std``) ``(N, k + p)`` and response ``y_std`` ``(N,)``: ``gram = D^T D``, ``moment =
+    D^T y_std``, ``sum_of_squares = y_std^T y_std`` and ``n_data = N``."""
+
+    gram: torch.Tensor
+    moment: torch.Tensor
+    sum_of_squares: torch.Tensor
+    n_data: int
+
+    def to(self, dtype: torch.dtype) -> DesignSums:
+        """The sums in ``dtype``."""
+        return DesignSums(self.gram.to(dtype), self.moment.to(dtype),
+                          self.sum_of_squares.to(dtype), self.n_data)
 
 
 def exact_posterior(
@@ -96,8 +119,38 @@ def exact_posterior(
     """The exact ``GaussianPosterior`` of ``model`` (built from ``spec``: gaussian, identity link)
     given ``X`` ``(N, d)`` and ``y`` ``(N,)`` on the user's scale; a numerically singular
     posterior precision (columns collinear to rounding) is a ``ValueError`` naming ``X``."""
+    design, y_std = _design(model, X), model.standardise_y(y)
+    data = ((model.standardise_x(X),), y_std)
+    return _closed_form(
+        spec, model, design.shape[1], data, y.shape[0],
+        lambda noise, precision: gaussian_linear_posterior(design, y_std, noise, 0.0, precision),
+        lambda a0: normal_inverse_gamma_posterior(design, y_std, a0=a0),
+    )
+
+
+def exact_posterior_from_sums(spec: GLMSpec, model: GLMModel, sums: DesignSums
+                              ) -> GaussianPosterior:
+    """:func:`exact_posterior` from the ``DesignSums`` of the data (read in one pass of a data
+    source); the posterior keeps no rows (``data=None``)."""
+    return _closed_form(
+        spec, model, sums.gram.shape[0], None, sums.n_data,
+        lambda noise, precision: gaussian_posterior_from_sums(
+            sums.gram, sums.moment, noise, 0.0, precision),
+        lambda a0: normal_inverse_gamma_from_sums(
+            sums.gram, sums.moment, sums.sum_of_squares, sums.n_data, a0=a0),
+    )
+
+
+def _closed_form(
+    spec: GLMSpec, model: GLMModel, size: int, data: Data | None, n_data: int,
+    known: Callable[[float, torch.Tensor], NormalPosterior],
+    unknown: Callable[[float], NormalInverseGammaPosterior],
+) -> GaussianPosterior:
+    """The exact posterior of ``size = k + p`` standardised coefficients: ``known(noise_std,
+    prior_precision)`` with a known noise, ``unknown(a0)`` (the Normal-Inverse-Gamma limit,
+    flat priors) without; a singular precision is a ``ValueError`` naming ``X``."""
     try:
-        return _exact_posterior(spec, model, X, y)
+        return _solved(spec, model, size, data, n_data, known, unknown)
     except torch.linalg.LinAlgError as error:
         raise ValueError(
             "X must have columns far enough from collinear for method='exact': the posterior "
@@ -106,19 +159,20 @@ def exact_posterior(
         ) from error
 
 
-def _exact_posterior(
-    spec: GLMSpec, model: GLMModel, X: torch.Tensor, y: torch.Tensor
+def _solved(
+    spec: GLMSpec, model: GLMModel, size: int, data: Data | None, n_data: int,
+    known: Callable[[float, torch.Tensor], NormalPosterior],
+    unknown: Callable[[float], NormalInverseGammaPosterior],
 ) -> GaussianPosterior:
-    design, y_std = _design(model, X), model.standardise_y(y)
-    precision = _standardised_precision(model, design.shape[1])
+    precision = _standardised_precision(model, size)
+    info = FitInfo.closed_form(n_data)
     if spec.noise_scale is not None:
-        exact = gaussian_linear_posterior(design, y_std, spec.noise_scale / model.y_scale, 0.0,
-                                          precision)
+        exact = known(spec.noise_scale / model.y_scale, precision)
         A, b = user_map(model)
         scale = A @ torch.linalg.cholesky(exact.covariance)
         family = FullRank(A @ exact.loc + b, scale)  # theta = loc + scale z, z ~ N(0, I)
         family.requires_grad_(False)
-        return _posterior(model, family, X, y, FitInfo.closed_form(y.shape[0]))
+        return _posterior(model, family, data, info)
     if model.param_specs["coef"].prior is not None or model.param_specs["sigma"].prior is not None:
         name = spec.dispersion_argument
         raise ValueError(
@@ -126,9 +180,8 @@ def _exact_posterior(
             f"{name}=None, got prior_scale={spec.prior_scale!r} and "
             f"{name}={spec.dispersion_prior!r}"
         )
-    nig = normal_inverse_gamma_posterior(design, y_std, a0=-(design.shape[1] + 1) / 2)
-    draws = _MappedDraws(nig, *user_map(model))
-    return _posterior(model, draws, X, y, FitInfo.closed_form(y.shape[0]))
+    draws = _MappedDraws(unknown(-(size + 1) / 2), *user_map(model))
+    return _posterior(model, draws, data, info)
 
 
 def grid_posterior(
@@ -149,4 +202,5 @@ def grid_posterior(
                                 log_noise_prior, model.fit_intercept)
     draws = _MappedDraws(grid, *user_map(model))
     info = replace(FitInfo.closed_form(y.shape[0]), family_reason=reason)
-    return _posterior(model, draws, X, y, info)
+    data = ((model.standardise_x(X),), model.standardise_y(y))
+    return _posterior(model, draws, data, info)

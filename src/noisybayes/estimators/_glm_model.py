@@ -70,6 +70,8 @@ __all__ = [
     "GLMSpec",
     "check_response",
     "glm_model",
+    "glm_model_of",
+    "outside_support",
     "standardised_twin",
     "user_map",
 ]
@@ -145,14 +147,22 @@ class GLMModel(LinearPredictor):
         return Normal(loc, scale)
 
 
+def outside_support(family: str, y: torch.Tensor) -> tuple[str, torch.Tensor] | None:
+    """``(rule, bad)``: the family's support in words and the mask of ``y``'s rows outside it
+    (0/1 labels, non-negative counts); ``None`` for a family whose support is every number."""
+    if family == "bernoulli":
+        return "0 or 1", (y != 0) & (y != 1)
+    if family in ("poisson", "negative_binomial"):
+        return "a non-negative integer count", (y < 0) | (y != y.round())
+    return None
+
+
 def check_response(family: str, y: torch.Tensor) -> None:
     """Raise unless ``y`` lies in the family's support: 0/1 labels or non-negative counts."""
-    if family == "bernoulli":
-        bad, rule = (y != 0) & (y != 1), "0 or 1"
-    elif family in ("poisson", "negative_binomial"):
-        bad, rule = (y < 0) | (y != y.round()), "a non-negative integer count"
-    else:
+    outside = outside_support(family, y)
+    if outside is None:
         return
+    rule, bad = outside
     if bool(bad.any()):
         row = int(bad.nonzero()[0])
         raise ValueError(
@@ -188,12 +198,21 @@ def glm_model(spec: GLMSpec, X: torch.Tensor, y: torch.Tensor,
     """The ``GLMModel`` of ``spec`` for ``X`` ``(N, d)``, ``y`` ``(N,)`` and the rows of its
     formula's group terms: standardised by ``Standardisation.of`` (the response only for
     continuous families), with the priors resolved as the module docstring says."""
+    scaling = Standardisation.of(X, y, centre=spec.fit_intercept,
+                                 continuous=spec.family in CONTINUOUS)
+    return glm_model_of(spec, scaling, groups, X.dtype)
+
+
+def glm_model_of(spec: GLMSpec, scaling: Standardisation, groups: Sequence[GroupData] = (),
+                 dtype: torch.dtype | None = None) -> GLMModel:
+    """The ``GLMModel`` of ``spec`` for data standardised by ``scaling`` (of ``d`` columns:
+    ``scaling.x_mean`` ``(d,)``), the priors resolved as the module docstring says."""
     noise_scale = (
         None if spec.noise_scale is None else check_positive("noise_scale", spec.noise_scale)
     )
+    dtype = scaling.x_scale.dtype if dtype is None else dtype
     continuous = spec.family in CONTINUOUS
-    scaling = Standardisation.of(X, y, centre=spec.fit_intercept, continuous=continuous)
-    as_tensor = lambda v: torch.tensor(v, dtype=X.dtype)  # noqa: E731
+    as_tensor = lambda v: torch.tensor(v, dtype=dtype)  # noqa: E731
     rate = 1.0 / scaling.y_scale if continuous else 1.0
     dispersion = resolve_prior(
         spec.dispersion_argument, spec.dispersion_prior, Exponential(as_tensor(rate))
@@ -203,10 +222,10 @@ def glm_model(spec: GLMSpec, X: torch.Tensor, y: torch.Tensor,
         raise TypeError("df_prior must be a torch Distribution or 'auto', got None")
     response_sd = scaling.y_scale if spec.link == "identity" else 1.0
     return GLMModel(
-        spec.family, spec.link, X.shape[1], scaling,
+        spec.family, spec.link, scaling.x_scale.shape[0], scaling,
         coef_prior(spec.prior_scale, scaling.x_scale, response_sd),
         dispersion, df, spec.fit_intercept, noise_scale,
-        group_effects(groups, spec.group_prior, response_sd, X.dtype),
+        group_effects(groups, spec.group_prior, response_sd, dtype),
     )
 
 

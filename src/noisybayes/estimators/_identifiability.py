@@ -28,6 +28,7 @@ __all__ = [
     "design_of",
     "design_rank",
     "fits_exactly",
+    "gram_rank",
     "separating_direction",
     "zeros_direction",
 ]
@@ -43,6 +44,17 @@ def design_rank(x_std: torch.Tensor, fit_intercept: bool) -> int:
     with numpy's tolerance ``max(N, d) * eps * largest singular value``."""
     design = design_of(x_std, fit_intercept)
     return int(torch.linalg.matrix_rank(design.double()))
+
+
+def gram_rank(gram: torch.Tensor, n_rows: int) -> int:
+    """The numerical rank of a design of ``n_rows`` rows from its Gram matrix ``D^T D``
+    ``(k, k)`` (standardised columns, summed in a pass over a data source): the eigenvalues
+    above ``max(N, k) * eps * largest``, the rounding that sums of ``N`` products carry. So
+    singular values of ``D`` below ``sqrt(max(N, k) eps)`` of the largest count as 0, a
+    coarser line than :func:`design_rank`'s, which sees the rows."""
+    eigenvalues = torch.linalg.eigvalsh(gram.double())
+    tolerance = max(n_rows, gram.shape[0]) * torch.finfo(torch.float64).eps
+    return int((eigenvalues > tolerance * eigenvalues.max().clamp(min=0.0)).sum())
 
 
 def separating_direction(x_std: torch.Tensor, y: torch.Tensor, fit_intercept: bool) -> bool:

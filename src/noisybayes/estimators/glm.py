@@ -21,8 +21,13 @@ from sklearn.base import RegressorMixin
 from torch.distributions import Distribution
 
 from noisybayes._checks import check_bool, check_choice
+from noisybayes.engine.source import DataSource
 from noisybayes.estimators._base import RegressionEstimator, unfitted_on_error
-from noisybayes.estimators._exact import exact_posterior, grid_posterior
+from noisybayes.estimators._exact import (
+    exact_posterior,
+    exact_posterior_from_sums,
+    grid_posterior,
+)
 from noisybayes.estimators._glm_model import (
     CONTINUOUS,
     LINKS,
@@ -31,6 +36,7 @@ from noisybayes.estimators._glm_model import (
     LinkName,
     check_response,
     glm_model,
+    glm_model_of,
     standardised_twin,
     user_map,
 )
@@ -42,6 +48,13 @@ from noisybayes.estimators._identifiability import (
     check_zeros,
     design_rank,
     fits_exactly,
+)
+from noisybayes.estimators._streamed import (
+    StandardisedSource,
+    check_identified_from_sums,
+    feature_names,
+    read_source,
+    source_argument,
 )
 from noisybayes.infer.fit import fit
 from noisybayes.infer.posterior import GaussianPosterior
@@ -138,10 +151,63 @@ class GeneralizedLinearEstimator(RegressionEstimator):
                 family=approximation, seed=self.seed, progress=self.progress, **options,
             )
             self.posterior_ = _on_user_scale(twin, model)
-        mean = self.posterior_.mean
+        return self._fitted(self.posterior_)
+
+    def _fitted(self, posterior: GaussianPosterior) -> dict[str, torch.Tensor]:
+        """Set ``posterior_``, ``coef_`` and ``intercept_``; the posterior means by name."""
+        self.posterior_ = posterior
+        mean = posterior.mean
         self.coef_ = mean["coef"].detach().numpy()
         self.intercept_ = float(mean["intercept"]) if self.fit_intercept else 0.0
         return mean
+
+    def _fit_glm_source(
+        self,
+        spec: GLMSpec,
+        source: DataSource,
+        y: Any,
+        *,
+        approximation: Approximation,
+        method: Literal["vi", "exact"] = "vi",
+    ) -> dict[str, torch.Tensor]:
+        """Fit ``spec``'s model to the rows of ``source`` (``_streamed``): one pass for the
+        standardisation, the identifiability checks and, for ``method="exact"``, the
+        posterior; ``nb.fit`` on the standardised rows for ``"vi"``. For the bernoulli family
+        the response's two values are ``classes_``, the larger one the model's ``y = 1``."""
+        options = fit_options_of(type(self).__name__, self.fit_options)
+        check_bool("fit_intercept", spec.fit_intercept)
+        source = source_argument(source, y)
+        labels = spec.family == "bernoulli"
+        read = read_source(source, None if labels else spec.family)
+        positive = None
+        if labels:
+            if read.values.numel() != 2:
+                shown = read.values.tolist() + (["..."] if read.values.numel() > 2 else [])
+                raise ValueError(f"y must hold 2 classes, got {shown}")
+            self.classes_ = read.values.numpy()
+            positive = float(read.values[1])
+        scaling = read.standardisation(spec.fit_intercept, spec.family in CONTINUOUS)
+        model = glm_model_of(spec, scaling, dtype=read.dtype)
+        sums = read.design_sums(scaling, spec.fit_intercept)
+        residual = check_identified_from_sums(spec, model, sums)
+        if method == "exact":
+            posterior = exact_posterior_from_sums(spec, model, sums.to(read.dtype))
+        elif not residual:
+            raise ValueError(
+                f"X must have more rows than columns for a learned noise scale from a data "
+                f"source, got {sums.n_data} rows that X fits exactly: fit them from arrays "
+                "in memory (solved exactly there) or give a known noise_scale")
+        else:
+            twin = fit(standardised_twin(model), StandardisedSource(source, model, positive),
+                       family=approximation, seed=self.seed, progress=self.progress, **options)
+            posterior = _on_user_scale(twin, model)
+        self.n_features_in_ = int(scaling.x_mean.shape[0])
+        names = feature_names(source)
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        return self._fitted(posterior)
 
 
 def _on_user_scale(twin: GaussianPosterior, model: GLMModel) -> GaussianPosterior:
@@ -225,6 +291,10 @@ class BayesianGLM(RegressorMixin, GeneralizedLinearEstimator):
     scale), ``dispersion_`` (posterior mean of ``sigma`` or ``concentration``; ``None`` for
     poisson), ``link_``, ``posterior_`` (an ``nb.Posterior``). ``predict`` gives the
     predictive mean on the response scale, ``score`` the R^2 of it.
+
+    ``fit(nb.data.Parquet(path, x=[...], y="y"))`` fits from a data source, as
+    ``BayesianLinearRegression`` does; a flat coefficient prior (``prior_scale=None``) for
+    counts is refused there (its identifiability check needs all rows at once).
     """
 
     def __init__(
@@ -264,16 +334,20 @@ class BayesianGLM(RegressorMixin, GeneralizedLinearEstimator):
         return check_link(self.family, self.link)
 
     @unfitted_on_error
-    def fit(self, X: Any, y: Any) -> BayesianGLM:
+    def fit(self, X: Any, y: Any = None) -> BayesianGLM:
         """Infer the posterior of ``(intercept, coef, dispersion)`` from ``X`` ``(N, d)``,
-        ``y`` ``(N,)``."""
+        ``y`` ``(N,)``, or from a data source ``X`` (``nb.data.Parquet(path, x=[...],
+        y="y")``) with ``y=None``, read in passes (``_streamed``)."""
         link = self._check_family_and_link()
-        X_t, y_t = self._as_tensors(*self._validate_xy(X, y))
         spec = GLMSpec(
             self.family, link, self.fit_intercept, self.prior_scale, self.dispersion_prior,
             self.df_prior, group_prior=self.group_prior,
         )
-        mean = self._fit_glm(spec, X_t, y_t, approximation=self.approximation)
+        if isinstance(X, DataSource):
+            mean = self._fit_glm_source(spec, X, y, approximation=self.approximation)
+        else:
+            X_t, y_t = self._as_tensors(*self._validate_xy(X, y))
+            mean = self._fit_glm(spec, X_t, y_t, approximation=self.approximation)
         self.link_ = link
         name = "concentration" if self.family == "negative_binomial" else "sigma"
         self.dispersion_ = float(mean[name]) if name in mean else None

@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch.distributions import Distribution
 
 from noisybayes._checks import check_label_types
+from noisybayes.engine.source import DataSource
 from noisybayes.estimators._base import unfitted_on_error
 from noisybayes.estimators._glm_model import GLMSpec
 from noisybayes.estimators.glm import Approximation, GeneralizedLinearEstimator, check_link
@@ -46,6 +47,10 @@ class BayesianGLMClassifier(ClassifierMixin, GeneralizedLinearEstimator):
     ``classes_[1]``), ``coef_`` (numpy), ``intercept_`` (float; posterior means on the link
     scale), ``link_``, ``posterior_`` (an ``nb.Posterior``). ``predictive_draws`` and
     ``to_arviz`` speak the model's coding of held-out ``y``: 1 for ``classes_[1]``, else 0.
+
+    ``fit(nb.data.Parquet(path, x=[...], y="label"))`` fits from a data source (numeric
+    labels), as ``BayesianLinearRegression`` does; ``prior_scale=None`` is refused there
+    (the check for separation needs all rows at once).
     """
 
     def __init__(
@@ -70,10 +75,18 @@ class BayesianGLMClassifier(ClassifierMixin, GeneralizedLinearEstimator):
         self.fit_options = fit_options
 
     @unfitted_on_error
-    def fit(self, X: Any, y: Any) -> BayesianGLMClassifier:
+    def fit(self, X: Any, y: Any = None) -> BayesianGLMClassifier:
         """Infer the posterior of ``(intercept, coef)`` from ``X`` ``(N, d)`` and two-class
-        labels ``y`` ``(N,)``."""
+        labels ``y`` ``(N,)``, or from a data source ``X`` (``nb.data.Parquet(path,
+        x=[...], y="label")``, numeric labels) with ``y=None``, read in passes
+        (``_streamed``)."""
         link = check_link("bernoulli", self.link)
+        spec = GLMSpec("bernoulli", link, self.fit_intercept, self.prior_scale, None,
+                       group_prior=self.group_prior)
+        if isinstance(X, DataSource):
+            self._fit_glm_source(spec, X, y, approximation=self.approximation)
+            self.link_ = link
+            return self
         X_a, labels = self._validate_xy(X, y, y_numeric=False)
         check_label_types("y", labels)
         check_classification_targets(labels)
@@ -86,8 +99,6 @@ class BayesianGLMClassifier(ClassifierMixin, GeneralizedLinearEstimator):
         if len(self.classes_) != 2:
             raise ValueError(f"y must hold 2 classes, got {self.classes_.tolist()}")
         X_t, y_t = self._as_tensors(X_a, (labels == self.classes_[1]).astype(X_a.dtype))
-        spec = GLMSpec("bernoulli", link, self.fit_intercept, self.prior_scale, None,
-                       group_prior=self.group_prior)
         self._fit_glm(spec, X_t, y_t, approximation=self.approximation)
         self.link_ = link
         return self

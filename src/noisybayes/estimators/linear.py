@@ -19,6 +19,7 @@ from sklearn.base import RegressorMixin
 from torch.distributions import Distribution
 
 from noisybayes._checks import check_choice
+from noisybayes.engine.source import DataSource
 from noisybayes.estimators._base import unfitted_on_error
 from noisybayes.estimators._glm_model import GLMSpec
 from noisybayes.estimators.glm import Approximation, GeneralizedLinearEstimator
@@ -46,6 +47,13 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
             arguments (``{"max_steps": 300}``).
 
     A scikit-learn regressor: ``score`` is the R^2 of the predictive mean.
+
+    From a data source, ``fit(nb.data.Parquet(path, x=[...], y="y"))`` (or ``nb.data.CSV``;
+    ``y=None``) reads the rows in passes at constant memory: one pass summing in float64
+    gives the standardisation, the identifiability checks and, for ``method="exact"``, the
+    posterior from ``X^T X`` and ``X^T y``; ``"vi"`` then runs ``nb.fit`` on the source's
+    standardised rows (``noisybayes.estimators._streamed``). ``feature_names_in_`` are the
+    columns of ``x``; ``predict`` and the other methods take rows in memory.
 
     Fitted attributes: ``coef_`` (numpy), ``intercept_``, ``noise_scale_`` (floats; posterior
     means),
@@ -90,11 +98,18 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
         )
 
     @unfitted_on_error
-    def fit(self, X: Any, y: Any) -> BayesianLinearRegression:
-        """Infer the posterior of ``(intercept, coef, sigma)`` from ``X`` ``(N, d)``, ``y`` ``(N,)``."""
+    def fit(self, X: Any, y: Any = None) -> BayesianLinearRegression:
+        """Infer the posterior of ``(intercept, coef, sigma)`` from ``X`` ``(N, d)``, ``y`` ``(N,)``,
+        or from a data source ``X`` (``nb.data.Parquet(path, x=[...], y="y")``) with
+        ``y=None``, read in passes (``method="exact"``: one pass summing ``X^T X`` and ``X^T y``
+        in float64; ``"vi"``: ``nb.fit`` on its standardised rows)."""
         check_choice("method", self.method, ("vi", "exact"))
-        X_t, y_t = self._as_tensors(*self._validate_xy(X, y))
-        spec = self._spec()
-        mean = self._fit_glm(spec, X_t, y_t, approximation=self.family, method=self.method)
+        if isinstance(X, DataSource):
+            mean = self._fit_glm_source(self._spec(), X, y, approximation=self.family,
+                                        method=self.method)
+        else:
+            X_t, y_t = self._as_tensors(*self._validate_xy(X, y))
+            mean = self._fit_glm(self._spec(), X_t, y_t, approximation=self.family,
+                                 method=self.method)
         self.noise_scale_ = float(mean["sigma"] if self.noise_scale is None else self.noise_scale)
         return self

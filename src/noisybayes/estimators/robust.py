@@ -64,7 +64,8 @@ class StudentTLinearRegression(BayesianLinearRegression):
         return replace(super()._spec(), family="student_t", df_prior=df_prior)
 
     @unfitted_on_error
-    def fit(self, X: Any, y: Any) -> StudentTLinearRegression:
+    def fit(self, X: Any, y: Any = None) -> StudentTLinearRegression:
+        """As ``BayesianLinearRegression.fit`` (a data source ``X`` included), ``method="vi"``."""
         if self.method != "vi":
             raise ValueError(
                 f"method must be 'vi' for the Student-t likelihood (no closed form), "

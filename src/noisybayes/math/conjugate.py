@@ -31,6 +31,7 @@ __all__ = [
     "gaussian_linear_posterior",
     "gaussian_posterior_from_sums",
     "noise_grid_posterior",
+    "normal_inverse_gamma_from_sums",
     "normal_inverse_gamma_posterior",
 ]
 
@@ -168,6 +169,32 @@ def normal_inverse_gamma_posterior(
             f"the noise is improper), got shape {tuple(X.shape)}"
         )
     return NormalInverseGammaPosterior(loc=loc, precision=precision, a=a, b=torch.as_tensor(b))
+
+
+def normal_inverse_gamma_from_sums(
+    gram: torch.Tensor,
+    moment: torch.Tensor,
+    sum_of_squares: torch.Tensor | float,
+    n_data: int,
+    a0: float | None = None,
+    b0: float = 0.0,
+) -> NormalInverseGammaPosterior:
+    """:func:`normal_inverse_gamma_posterior` under a flat ``beta`` prior (``Lambda0 = 0``)
+    from the sums ``X^T X``, ``X^T y``, ``y^T y`` and the row count:
+    ``Lambda = X^T X``, ``mu = Lambda^{-1} X^T y``, ``a = a0 + n/2``,
+    ``b = b0 + (y^T y - mu^T Lambda mu) / 2``."""
+    p = gram.shape[0]
+    a0 = -p / 2 if a0 is None else a0
+    loc = torch.cholesky_solve(moment[:, None], torch.linalg.cholesky(gram))[:, 0]
+    a = torch.as_tensor(a0 + n_data / 2, dtype=gram.dtype)
+    residual = torch.as_tensor(sum_of_squares, dtype=gram.dtype) - moment @ loc
+    if float(a) <= 0:
+        raise ValueError(
+            f"n_data must be more than {n_data - 2 * float(a)} rows for this prior (the "
+            f"posterior of the noise is improper), got {n_data}"
+        )
+    b = b0 + 0.5 * residual.clamp(min=0.0)
+    return NormalInverseGammaPosterior(loc=loc, precision=gram, a=a, b=b)
 
 
 @dataclass(frozen=True)
