@@ -202,30 +202,30 @@ TABLES = {
 
 
 @pytest.mark.parametrize(
-    ("table", "formula", "message"),
+    ("table", "formula", "words"),
     [
         ("inf.csv", "y ~ x",
-         "response 'y' must be finite, got 1 NaN/inf value(s), the first in the row labelled 1"),
-        ("words.csv", "y ~ x", "the response column 'y' must be numeric, got dtype str"),
-        ("one.csv", "y ~ x", "Found array with 1 sample(s) (shape=(1, 1)) while a minimum of 2 "
-         "is required by BayesianLinearRegression."),
-        ("broken.csv", "y ~ x", "the file '{path}' could not be read as csv: Error tokenizing "
-         "data. C error: EOF inside string starting at row 2"),
-        ("level.csv", "y ~ s", "formula must have at least one term besides the intercept, got "
+         ["response 'y' must be finite, got 1 NaN/inf value(s), the first in the row labelled 1"]),
+        ("words.csv", "y ~ x", ["the response column 'y' must be numeric, got dtype"]),
+        ("one.csv", "y ~ x", ["1 sample", "minimum of 2"]),
+        ("broken.csv", "y ~ x", ["the file '{path}' could not be read as csv:"]),
+        ("level.csv", "y ~ s", ["formula must have at least one term besides the intercept, got "
          "'y ~ s' (its terms in 's' give no columns: a categorical column with one level has "
-         "none beyond the intercept)"),
-        ("level.csv", "y ~ (x", "formula could not be parsed: Could not find matching context "
-         "marker. (got 'y ~ (x')"),
+         "none beyond the intercept)"]),
+        ("level.csv", "y ~ (x", ["formula could not be parsed:", "(got 'y ~ (x')"]),
     ],
 )
 def test_a_table_the_fit_cannot_use_is_one_line_and_exit_1(tmp_path, capsys, table, formula,
-                                                             message):
+                                                             words):
+    """The library's own words are pinned; where a message quotes a dependency (the CSV
+    parser, the formula parser, scikit-learn's row check), only its key words."""
     path = tmp_path / table
     path.write_text(TABLES[table])
     code, out, err = run(["fit", path, "--formula", formula], capsys)
     assert code == 1 and out == ""
-    assert err.startswith(f"noisybayes: error: {message.format(path=path)}"), err
-    assert err.count("\n") == 1
+    assert err.startswith("noisybayes: error: ") and err.count("\n") == 1, err
+    for word in words:
+        assert word.format(path=path) in err, (word, err)
 
 
 @pytest.mark.parametrize(
@@ -405,6 +405,9 @@ def test_json_holds_version_priors_and_the_check(line_csv, tmp_path, capsys):
     assert f"check: Pareto k-hat {khat} (good)" in out
     assert f"PSIS-corrected (--reweight, Pareto k-hat {khat}):" in out
     assert set(record["reweighted"]) == {"intercept", "x", "sigma"}
+    moments = "psis-corrected" if "PSIS-corrected, the fit's k-hat" in out else "q"
+    assert record["summary_moments"] == moments
+    assert f"the fit's k-hat {record['fit_khat']:.2f}" in out
     for name in ("intercept", "x", "sigma"):  # a good fit: the weights change little
         ours, corrected = record["summary"][name], record["reweighted"][name]
         assert abs(corrected["mean"] - ours["mean"]) < 0.1 * ours["sd"], name

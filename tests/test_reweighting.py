@@ -124,8 +124,8 @@ def test_default_summary_is_corrected_towards_the_exact_posterior():
     post = nb.fit(UnknownVariance(), x, y, seed=0, progress=False)
     assert post.importance is not None and post.info.khat <= 0.7
     table, q_table = post.summary(), post.summary(corrected=False)
-    assert table.index.name == f"PSIS-corrected, k-hat {post.info.khat:.2f}"
-    assert q_table.index.name == f"not corrected, k-hat {post.info.khat:.2f}"
+    assert table.index.name == f"PSIS-corrected, the fit's k-hat {post.info.khat:.2f}"
+    assert q_table.index.name == f"not corrected, the fit's k-hat {post.info.khat:.2f}"
     assert q_table.attrs["khat"] is None
     assert table.loc["variance", "sd"] == pytest.approx(float(post.sd["variance"]))
     assert q_table.loc["variance", "sd"] == pytest.approx(float(post.q_sd["variance"]))

@@ -136,6 +136,8 @@ def _fit_record(
         "n_dropped": design.n_dropped, "missing_by_column": design.missing_by_column,
         "priors": priors(reg),
         "summary": summary.to_dict(orient="index"),
+        "summary_moments": "psis-corrected" if summary.attrs.get("khat") is not None else "q",
+        "fit_khat": info.khat,
         "reweighted": None if reweighted is None else reweighted.to_dict(orient="index"),
         "fit": {"converged": info.converged, "reason": info.reason,
                 "n_steps": info.n_steps, "seconds": info.seconds},

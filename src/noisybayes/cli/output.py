@@ -19,7 +19,7 @@ def print_table(frame: pd.DataFrame, out: TextIO, title: str | None = None) -> N
         from rich.table import Table
 
         table = Table(title=title)
-        table.add_column("")
+        table.add_column(str(frame.index.name or ""))
         for col in frame.columns:
             table.add_column(str(col), justify="right")
         for idx, row in frame.iterrows():

@@ -316,9 +316,9 @@ class GaussianPosterior(Posterior):
         """The name of the summary's index: says how the moments were computed, with the
         fit's k-hat where it computed one."""
         if importance is not None:
-            return f"PSIS-corrected, k-hat {importance.khat:.2f}"
+            return f"PSIS-corrected, the fit's k-hat {importance.khat:.2f}"
         if self.info.khat is not None:
-            return f"not corrected, k-hat {self.info.khat:.2f}"
+            return f"not corrected, the fit's k-hat {self.info.khat:.2f}"
         return None
 
     def predict(
