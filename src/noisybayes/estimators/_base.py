@@ -366,12 +366,15 @@ class RegressionEstimator(BaseEstimator):
             response=self._response_shift_scale(), dims=dims, coords=coords,
         )
 
-    def summary(self, hdi_prob: float = 0.94):
+    def summary(self, hdi_prob: float = 0.94, *, corrected: bool = True):
         """The posterior table, with coefficient rows named after the features when known,
         and group terms' rows as bambi names them: ``1|g[a]`` the effect of group ``a``
-        (``1|g[<new>]`` a new group's), ``1|g_sigma`` the sd of the effects."""
+        (``1|g[<new>]`` a new group's), ``1|g_sigma`` the sd of the effects. PSIS-corrected
+        where the fit allowed it, ``q``'s own with ``corrected=False`` (the index's name
+        says which; ``GaussianPosterior.summary``)."""
         check_is_fitted(self, "posterior_")
-        return self.posterior_.summary(hdi_prob).rename(index=self.parameter_labels())
+        table = self.posterior_.summary(hdi_prob, corrected=corrected)
+        return table.rename(index=self.parameter_labels())
 
     def parameter_labels(self) -> dict[str, str]:
         """The posterior's labels of scalar parameters (``coef[0]``, ``g_effect[2,0]``) to

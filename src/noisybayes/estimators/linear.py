@@ -56,7 +56,7 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
     columns of ``x``; ``predict`` and the other methods take rows in memory.
 
     Fitted attributes: ``coef_`` (numpy), ``intercept_``, ``noise_scale_`` (floats; posterior
-    means),
+    means, PSIS-corrected where the fit allowed it: ``summary()`` says),
     ``posterior_`` (an ``nb.Posterior`` over ``intercept``, ``coef``, ``sigma``, on the
     user's scale). ``posterior_`` was fitted to the standardised data it keeps:
     ``posterior_.check()`` (k-hat is scale-free) works as it is, while its own

@@ -106,8 +106,10 @@ class Posterior(ABC):
         """``n`` posterior draws per parameter: ``{name: (n, *shape)}``."""
 
     @abstractmethod
-    def summary(self, hdi_prob: float = 0.94) -> pd.DataFrame:
-        """A table of the posterior, one row per parameter (or parameter tensor)."""
+    def summary(self, hdi_prob: float = 0.94, *, corrected: bool = True) -> pd.DataFrame:
+        """A table of the posterior, one row per parameter (or parameter tensor);
+        PSIS-corrected where the fit kept draws to correct it by, unless ``corrected`` is
+        False."""
 
     @abstractmethod
     def predict(

@@ -94,12 +94,13 @@ class NetworkPosterior(Posterior):
                 out[name] = locs[which] + scales[which] * eps
         return out
 
-    def summary(self, hdi_prob: float = 0.94) -> pd.DataFrame:
+    def summary(self, hdi_prob: float = 0.94, *, corrected: bool = True) -> pd.DataFrame:
         """One row per noisy weight tensor: its ``size``, the mean and sd over its entries of
         the posterior means (``loc_mean``, ``loc_sd``), and the mean, smallest and largest
         posterior sd (``scale_mean``, ``scale_min``, ``scale_max``). A mixture has a row per
-        component's tensor. (``hdi_prob`` is accepted for the common signature; a table of
-        per-tensor statistics has no interval column.)"""
+        component's tensor. (``hdi_prob`` and ``corrected`` are accepted for the common
+        signature; a table of per-tensor statistics has no interval column, and a network's
+        posterior keeps no draws to correct it by.)"""
         rows = {}
         with torch.no_grad():
             for name, loc, scale in self._gaussian_weights():
