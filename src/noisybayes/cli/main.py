@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "already where k-hat allows")
     fit.add_argument("--max-steps", type=_positive_int, default=None, metavar="N",
                      help="cap on optimisation steps (default 10,000)")
+    fit.add_argument("--stream", action="store_true",
+                     help="read the rows in passes, never all in memory (Parquet or CSV): the "
+                     "formula's design is learned from a first chunk; rows with missing values "
+                     "are an error; no --plot, --predict, --reweight or --json")
     fit.add_argument("--seed", type=int, default=0, help="fitting and checking seed (default 0)")
     fit.add_argument("--threads", **threads)
     return parser
@@ -188,7 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     torch.set_num_threads(args.threads)
     try:
-        return _demo(args) if args.command == "demo" else run_fit(args)
+        if args.command == "demo":
+            return _demo(args)
+        if args.stream:
+            from noisybayes.cli.fit_streamed import run_fit_streamed
+
+            return run_fit_streamed(args)
+        return run_fit(args)
     except (ValueError, TypeError, FileNotFoundError, DivergenceError, OSError) as error:
         message = " ".join(str(error).split())
         print(f"noisybayes: error: {message}", file=sys.stderr)

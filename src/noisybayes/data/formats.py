@@ -17,7 +17,7 @@ import torch
 from noisybayes._checks import check_positive_int, name_list
 from noisybayes.data.files import FileSource, Piece
 
-__all__ = ["CSV", "Parquet"]
+__all__ = ["CSV", "Parquet", "open_dataset", "pieces_of"]
 
 Columns = list[str] | tuple[list[str], ...]
 
@@ -48,24 +48,19 @@ def CSV(path_or_glob: str | Path, x: Columns, y: str, *, buffer_rows: int = 65_5
 
 def _open(path_or_glob: str | Path, file_format: Literal["parquet", "csv"], x: Columns, y: str,
           buffer_rows: int, dtype: torch.dtype | None) -> FileSource:
-    dataset_module = _pyarrow_dataset()
+    _pyarrow_dataset()  # pyarrow first: its absence is the first thing to say
     buffer_rows = check_positive_int("buffer_rows", buffer_rows)
     if dtype not in (None, torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32, torch.float64 or None, got {dtype!r}")
     inputs = _input_columns(x)
     if not isinstance(y, str):
         raise TypeError(f"y must be a column name (a str), got {y!r}")
-    paths = _paths(path_or_glob)
-    try:
-        dataset = dataset_module.dataset(paths, format=file_format, partitioning="hive")
-    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
-        raise ValueError(f"path_or_glob {str(path_or_glob)!r} could not be read as "
-                         f"{file_format}: {_first_line(error)}") from None
+    dataset = open_dataset(path_or_glob, file_format)
     schema = dataset.schema
     columns = [name for names in inputs for name in names]
     _check_columns("x", columns, schema)
     _check_columns("y", [y], schema)
-    pieces = _pieces(dataset, file_format, [*columns, y])
+    pieces = pieces_of(dataset, file_format, [*columns, y])
     n_data = sum(piece.n_rows for piece in pieces)
     if n_data == 0:
         raise ValueError(f"path_or_glob must name files with rows, got {str(path_or_glob)!r} "
@@ -74,6 +69,18 @@ def _open(path_or_glob: str | Path, file_format: Literal["parquet", "csv"], x: C
         doubles = [name for name in (*columns, y) if str(schema.field(name).type) == "double"]
         dtype = torch.float64 if doubles else torch.get_default_dtype()
     return FileSource(pieces, schema, inputs, y, n_data, dtype, buffer_rows)
+
+
+def open_dataset(path_or_glob: str | Path, file_format: Literal["parquet", "csv"]) -> Any:
+    """The ``pyarrow.dataset`` of a file, a directory or a glob (``key=value`` folders as
+    columns); a missing path or an unreadable file is an error naming ``path_or_glob``."""
+    dataset_module = _pyarrow_dataset()
+    paths = _paths(path_or_glob)
+    try:
+        return dataset_module.dataset(paths, format=file_format, partitioning="hive")
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(f"path_or_glob {str(path_or_glob)!r} could not be read as "
+                         f"{file_format}: {_first_line(error)}") from None
 
 
 def _pyarrow_dataset() -> Any:
@@ -122,12 +129,14 @@ def _check_columns(argument: str, names: list[str], schema: Any) -> None:
             raise TypeError(f"{argument} must name numeric columns, got {name!r} of type {kind}")
 
 
-def _pieces(dataset: Any, file_format: str, columns: list[str]) -> list[Piece]:
+def pieces_of(dataset: Any, file_format: str, columns: list[str], *, numeric: bool = True
+              ) -> list[Piece]:
     """Row groups (Parquet, counted from the metadata) or whole files (CSV, counted by
-    reading), in storage order, without empty ones; each file's columns checked first."""
+    reading), in storage order, without empty ones; each file checked first to hold
+    ``columns`` (numeric ones, when ``numeric``)."""
     pieces = []
     for fragment in dataset.get_fragments():
-        _check_file(fragment, columns)
+        _check_file(fragment, columns, numeric)
         if file_format == "parquet":
             for group in fragment.split_by_row_group():
                 n_rows = group.row_groups[0].num_rows
@@ -137,7 +146,7 @@ def _pieces(dataset: Any, file_format: str, columns: list[str]) -> list[Piece]:
     return [piece for piece in pieces if piece.n_rows]
 
 
-def _check_file(fragment: Any, columns: list[str]) -> None:
+def _check_file(fragment: Any, columns: list[str], numeric: bool) -> None:
     """Refuse a file without one of ``columns`` or with a non-numeric one (the dataset's
     schema is the first file's; another file may differ). Folder keys (``key=value``) are
     columns of every file in the folder."""
@@ -149,7 +158,7 @@ def _check_file(fragment: Any, columns: list[str]) -> None:
     if missing:
         raise ValueError(f"every file must have the columns of x and y, got {fragment.path!r} "
                          f"without {name_list(missing)}")
-    for name in columns:
+    for name in columns if numeric else ():
         kind = schema.field(name).type if name in schema.names else None
         if kind is not None and not _numeric(kind):
             raise TypeError(f"x and y must name numeric columns in every file, got {name!r} of "
