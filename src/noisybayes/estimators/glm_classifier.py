@@ -44,9 +44,10 @@ class BayesianGLMClassifier(ClassifierMixin, GeneralizedLinearEstimator):
             arguments (``{"max_steps": 300}``).
 
     Fitted attributes: ``classes_`` (the two sorted labels; the model's ``y = 1`` is
-    ``classes_[1]``), ``coef_`` (numpy), ``intercept_`` (float; posterior means, PSIS-corrected where the fit allowed it, on the link
-    scale), ``link_``, ``posterior_`` (an ``nb.Posterior``). ``predictive_draws`` and
-    ``to_arviz`` speak the model's coding of held-out ``y``: 1 for ``classes_[1]``, else 0.
+    ``classes_[1]``), ``coef_`` (numpy), ``intercept_`` (float; posterior means,
+    PSIS-corrected where the fit allowed it, on the link scale), ``link_``, ``posterior_``
+    (an ``nb.Posterior``). ``predictive_draws`` and ``to_arviz`` speak the model's coding of
+    held-out ``y``: 1 for ``classes_[1]``, else 0.
 
     ``fit(nb.data.Parquet(path, x=[...], y="label"))`` fits from a data source (numeric
     labels), as ``BayesianLinearRegression`` does; ``prior_scale=None`` is refused there
