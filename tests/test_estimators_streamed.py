@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from sklearn.base import clone
 
 import noisybayes as nb
 from noisybayes.engine.source import TensorSource
@@ -104,12 +105,14 @@ VI_TOLERANCE = """Tolerances (as tests/test_streamed_fit.py derives them): from 
 @pytest.mark.parametrize("estimator", [
     nb.BayesianLinearRegression(progress=False, fit_options={"batch_size": 500}),
     nb.BayesianGLMClassifier(progress=False, fit_options={"batch_size": 500}),
+    nb.BayesianGLM("poisson", progress=False, fit_options={"batch_size": 500}),
 ])
 def test_a_vi_fit_from_a_source_agrees_with_the_in_memory_fit(files, estimator):
     frame, folder = files
-    y = "label" if isinstance(estimator, nb.BayesianGLMClassifier) else "y"
-    streamed = estimator.fit(_parquet(folder, y=y))
-    in_memory = type(estimator)(progress=False).fit(frame[COLUMNS], frame[y])
+    y = {"BayesianGLMClassifier": "label", "BayesianGLM": "count"}.get(
+        type(estimator).__name__, "y")
+    streamed = clone(estimator).fit(_parquet(folder, y=y))
+    in_memory = clone(estimator).set_params(fit_options=None).fit(frame[COLUMNS], frame[y])
     assert streamed.posterior_.info.solver == "adam" and streamed.posterior_.info.converged
     assert "x is a data source" in streamed.posterior_.info.reason
     mean_gap, sd_gap = _agreement(streamed, in_memory)
