@@ -44,6 +44,8 @@ def test_the_exact_fit_from_a_formula_source_is_the_in_memory_one(tmp_path):
         gap = (streamed.posterior_.mean[name] - in_memory.posterior_.mean[name]) / sd
         assert gap.abs().max() < 1e-10, (name, gap)
     assert list(streamed.summary().index) == list(in_memory.summary().index)
+    new = frame.iloc[:7]  # raw rows: the formula builds their design
+    np.testing.assert_allclose(streamed.predict(new), in_memory.predict(new), rtol=1e-10)
 
 
 def test_rows_that_do_not_fit_the_first_chunks_design_are_refused(tmp_path):
@@ -67,6 +69,9 @@ def test_rows_that_do_not_fit_the_first_chunks_design_are_refused(tmp_path):
     with pytest.raises(ValueError, match="formula must use columns of the table, got unknown "
                                          "column 'w'"):
         formula_source(path, "y ~ w")
+    with pytest.raises(ValueError, match=r"fit_intercept must be False for a source of the "
+                                         r"formula 'y ~ x - 1' \(its intercept\), got True"):
+        nb.BayesianLinearRegression(**FLAT).fit(formula_source(path, "y ~ x - 1"))
 
 
 def test_the_shell_streams_with_stream(tmp_path, capsys):

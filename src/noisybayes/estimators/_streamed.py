@@ -89,7 +89,8 @@ class ColumnMoments(NamedTuple):
 
 class SourcePass(NamedTuple):
     """What one pass over a source gives: the :class:`ColumnMoments` of ``[X, y]``, the
-    tensors' dtype, and the response's distinct values (the first 3, sorted; for labels)."""
+    tensors' dtype, and, for labels, the response's distinct values (the smallest 3, sorted;
+    empty otherwise)."""
 
     moments: ColumnMoments
     dtype: torch.dtype
@@ -136,13 +137,15 @@ def feature_names(source: DataSource) -> np.ndarray | None:
     return None
 
 
-def read_source(source: DataSource, family: str | None) -> SourcePass:
+def read_source(source: DataSource, family: str) -> SourcePass:
     """One pass over ``source`` (which must yield one input, ``X`` ``(B, d)``): the moments
-    of ``[X, y]``, and a check that ``y`` lies in ``family``'s support (``None``: none)."""
+    of ``[X, y]``; for ``family="bernoulli"`` the distinct values of ``y`` (the labels),
+    for the others a check that ``y`` lies in the family's support (``outside_support``)."""
     moments: ColumnMoments | None = None
     dtype = torch.float64
     values = torch.zeros(0, dtype=torch.float64)
-    outside, example = 0, None
+    labels = family == "bernoulli"
+    rule, outside, example = None, 0, 0.0
     for inputs, y in source.epoch(PASS_ROWS, torch.Generator().manual_seed(0), drop_last=False):
         if len(inputs) != 1 or inputs[0].ndim != 2 or y.ndim != 1:
             shapes = [tuple(x.shape) for x in inputs]
@@ -154,18 +157,18 @@ def read_source(source: DataSource, family: str | None) -> SourcePass:
         dtype = X.dtype if X.is_floating_point() else dtype
         chunk = ColumnMoments.of(torch.cat([X.double(), y.double()[:, None]], 1))
         moments = chunk if moments is None else moments.merged(chunk)
-        values = torch.cat([values, y.double().unique()]).unique()[:3]
-        checked = None if family is None else outside_support(family, y)
+        if labels:  # the 3 smallest values seen: enough to tell 2 classes from more
+            values = torch.cat([values, y.double().unique()]).unique()[:3]
+            continue
+        checked = outside_support(family, y)
         if checked is not None and bool(checked[1].any()):
-            outside += int(checked[1].sum())
-            example = example if example is not None else float(y[checked[1]][0])
+            example = float(y[checked[1]][0]) if not outside else example
+            rule, outside = checked[0], outside + int(checked[1].sum())
     if moments is None:
         raise ValueError("X must be a data source with rows, got an empty pass")
-    if family is not None and outside:
-        rule = outside_support(family, values)
-        raise ValueError(
-            f"y must be {rule[0] if rule else 'in the support'} for family={family!r}, got "
-            f"{outside} rows outside, e.g. {example!r}")
+    if outside:
+        raise ValueError(f"y must be {rule} for family={family!r}, got {outside} rows outside, "
+                         f"e.g. {example!r}")
     return SourcePass(moments, dtype, values)
 
 

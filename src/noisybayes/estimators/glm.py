@@ -60,6 +60,7 @@ from noisybayes.infer.fit import fit
 from noisybayes.infer.posterior import GaussianPosterior
 from noisybayes.math.affine import AffineFamily
 from noisybayes.model.layout import ParamLayout
+from noisybayes.tables.formula import FormulaSpec
 
 __all__ = [
     "Approximation",
@@ -177,8 +178,13 @@ class GeneralizedLinearEstimator(RegressionEstimator):
         options = fit_options_of(type(self).__name__, self.fit_options)
         check_bool("fit_intercept", spec.fit_intercept)
         source = source_argument(source, y)
+        formula = getattr(source, "spec", None)
+        if isinstance(formula, FormulaSpec) and spec.fit_intercept != formula.intercept:
+            raise ValueError(
+                f"fit_intercept must be {formula.intercept} for a source of the formula "
+                f"{formula.formula!r} (its intercept), got {spec.fit_intercept}")
         labels = spec.family == "bernoulli"
-        read = read_source(source, None if labels else spec.family)
+        read = read_source(source, spec.family)
         positive = None
         if labels:
             if read.values.numel() != 2:
@@ -202,11 +208,14 @@ class GeneralizedLinearEstimator(RegressionEstimator):
                        family=approximation, seed=self.seed, progress=self.progress, **options)
             posterior = _on_user_scale(twin, model)
         self.n_features_in_ = int(scaling.x_mean.shape[0])
+        stale = ("formula_", "design_", "feature_names_in_")  # a previous fit's
+        for name in [name for name in stale if hasattr(self, name)]:
+            delattr(self, name)
         names = feature_names(source)
         if names is not None:
             self.feature_names_in_ = names
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
+        if isinstance(formula, FormulaSpec):
+            self.formula_ = formula  # builds the design of raw rows for predict
         return self._fitted(posterior)
 
 
