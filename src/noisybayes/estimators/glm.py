@@ -296,10 +296,11 @@ class BayesianGLM(RegressorMixin, GeneralizedLinearEstimator):
         seed, progress: passed to ``nb.fit``; ``fit_options``: a dict of its other
             arguments (``{"max_steps": 300}``).
 
-    Fitted attributes: ``coef_`` (numpy), ``intercept_`` (float; posterior means, on the link
-    scale), ``dispersion_`` (posterior mean of ``sigma`` or ``concentration``; ``None`` for
-    poisson), ``link_``, ``posterior_`` (an ``nb.Posterior``). ``predict`` gives the
-    predictive mean on the response scale, ``score`` the R^2 of it.
+    Fitted attributes: ``coef_`` (numpy), ``intercept_`` (float; posterior means,
+    PSIS-corrected where the fit allowed it, on the link scale), ``dispersion_`` (posterior
+    mean of ``sigma`` or ``concentration``; ``None`` for poisson), ``link_``, ``posterior_``
+    (an ``nb.Posterior``). ``predict`` gives the predictive mean on the response scale,
+    ``score`` the R^2 of it.
 
     ``fit(nb.data.Parquet(path, x=[...], y="y"))`` fits from a data source, as
     ``BayesianLinearRegression`` does; a flat coefficient prior (``prior_scale=None``) for
