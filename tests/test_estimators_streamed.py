@@ -94,20 +94,18 @@ def _agreement(streamed, in_memory) -> tuple[float, float]:
     return float(max(gaps)), float(max(ratios))
 
 
-VI_TOLERANCE = """Tolerances (as tests/test_streamed_fit.py derives them): from the source, nb.fit
-    takes Adam steps on minibatches of 500 rows; in whitened units (posterior sds) its
-    averaged iterates have a standard error of at most 0.035 sd, so 0.1 sd is a 3-sigma bound,
-    and relative sd errors are bounded by 5%. The in-memory fit (fixed-draw L-BFGS) is within
-    0.02 sd of the same optimum by its own tolerance, so the two agree within 0.12 sd in means
-    and 7% in sds."""
-
-
 @pytest.mark.parametrize("estimator", [
     nb.BayesianLinearRegression(progress=False, fit_options={"batch_size": 500}),
     nb.BayesianGLMClassifier(progress=False, fit_options={"batch_size": 500}),
     nb.BayesianGLM("poisson", progress=False, fit_options={"batch_size": 500}),
 ])
 def test_a_vi_fit_from_a_source_agrees_with_the_in_memory_fit(files, estimator):
+    """Tolerances (as tests/test_streamed_fit.py derives them): from the source, nb.fit
+    takes Adam steps on minibatches of 500 rows; in whitened units (posterior sds) its
+    averaged iterates have a standard error of at most 0.035 sd, so 0.1 sd is a 3-sigma bound,
+    and relative sd errors are bounded by 5%. The in-memory fit (fixed-draw L-BFGS) is within
+    0.02 sd of the same optimum by its own tolerance, so the two agree within 0.12 sd in means
+    and 7% in sds."""
     frame, folder = files
     y = {"BayesianGLMClassifier": "label", "BayesianGLM": "count"}.get(
         type(estimator).__name__, "y")
@@ -121,9 +119,6 @@ def test_a_vi_fit_from_a_source_agrees_with_the_in_memory_fit(files, estimator):
     if y == "label":
         assert list(streamed.classes_) == [0.0, 1.0]
         assert (streamed.predict(rows) == in_memory.predict(rows)).mean() > 0.95
-
-
-test_a_vi_fit_from_a_source_agrees_with_the_in_memory_fit.__doc__ = VI_TOLERANCE
 
 
 def test_column_moments_merged_by_chunks_are_those_of_all_rows():
