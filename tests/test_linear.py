@@ -55,6 +55,8 @@ def test_known_noise_exact_is_the_gaussian_closed_form(data):
     )
     torch.testing.assert_close(torch.as_tensor(reg.coef_), closed.loc[1:])
     torch.testing.assert_close(reg.posterior_.sd["coef"], closed.scale[1:])
+    info = reg.posterior_.info
+    assert (info.family, info.solver, info.n_steps) == ("exact", "exact", 0)
 
 
 def test_estimator_contract(data):

@@ -41,7 +41,8 @@ class FitInfo:
     why the fit stopped and ``converged`` whether that was by the convergence test (a fixed
     number of steps is not). ``n_epochs`` counts passes over the data, ``temperature`` is
     the KL weight (1: the posterior), ``solver`` the optimiser (``"adam"``: stochastic steps;
-    ``"lbfgs"``: the ELBO on fixed draws, ``loss_trace`` then holds each improvement).
+    ``"lbfgs"``: the ELBO on fixed draws, ``loss_trace`` then holds each improvement;
+    ``"exact"``: a closed form, no optimiser).
     ``family_reason`` says why ``family`` was used (requested, or chosen by
     ``family="auto"``), ``khat`` the Pareto k-hat the fit computed (``None`` if it did
     not) from ``khat_draws`` draws, and ``laplace_precision`` is the curvature ``H = -grad^2 log p(u*, y)`` at the
@@ -81,7 +82,8 @@ class FitInfo:
         """The info of an exact posterior: no optimisation took place."""
         return cls(family="exact", n_steps=0, converged=True, reason="closed form",
                    loss_trace=torch.zeros(0), n_data=n_data, batch_size=n_data, n_samples=0,
-                   seconds=0.0, laplace_converged=True, laplace_positive_definite=True)
+                   seconds=0.0, laplace_converged=True, laplace_positive_definite=True,
+                   solver="exact")
 
 
 class Posterior(ABC):
