@@ -3,7 +3,8 @@
 ``torch._dynamo`` (imported by the first ``torch.optim`` optimiser or ``torch.func``
 transform) and sympy (imported by the first ``torch.broadcast_shapes``, e.g. when a
 ``MultivariateNormal`` or an ``AffineTransform`` is built) take seconds on first use; the
-default ``nb.fit`` and ``BayesianLinearRegression().fit`` must not trigger them.
+default ``nb.fit``, its Adam path, ``nb.nn.train`` and ``BayesianLinearRegression().fit``
+must not trigger them (the loop's Adam is ``engine.adam``, not a ``torch.optim.Adam``).
 """
 
 from __future__ import annotations
@@ -40,9 +41,14 @@ class Line(nb.Model):
 
 g = torch.Generator().manual_seed(0)
 x = torch.randn(200, 1, generator=g)
-nb.fit(Line(), x, 1 + 2 * x[:, 0] + 0.5 * torch.randn(200, generator=g), seed=0, progress=False)
+y_line = 1 + 2 * x[:, 0] + 0.5 * torch.randn(200, generator=g)
+nb.fit(Line(), x, y_line, seed=0, progress=False)
 X, y = load_diabetes(return_X_y=True)
 nb.BayesianLinearRegression().fit(X, y)
+nb.fit(Line(), x, y_line, seed=0, progress=False, solver="adam", max_steps=20)
+net = nb.bayesian(torch.nn.Linear(1, 1))
+nb.nn.train(net, x, y_line, likelihood=nb.nn.Gaussian(), n_epochs=1,
+            progress=False)
 print(sorted(m for m in ("torch._dynamo", "sympy") if m in sys.modules))
 """
 

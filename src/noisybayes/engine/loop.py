@@ -27,6 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from tqdm.auto import tqdm
 
+from noisybayes.engine.adam import Adam
 from noisybayes.engine.distributed import World
 from noisybayes.engine.schedule import Schedule, Window
 from noisybayes.engine.source import Batch, DataSource
@@ -36,6 +37,7 @@ __all__ = [
     "Objective",
     "OptimizerFactory",
     "RunResult",
+    "Step",
     "Trainer",
     "WeightSampler",
     "WindowReport",
@@ -47,16 +49,29 @@ __all__ = [
 _FORMAT = 1
 
 
-OptimizerFactory = Callable[[list[torch.Tensor], float], torch.optim.Optimizer]
+class Step(Protocol):
+    """What the loop needs of an optimiser (a ``torch.optim.Optimizer`` has it)."""
+
+    param_groups: list[dict[str, Any]]
+
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+
+    def step(self) -> Any: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
 
 
-def adam(params: list[torch.Tensor], learning_rate: float) -> torch.optim.Optimizer:
+OptimizerFactory = Callable[[list[torch.Tensor], float], Step]
+
+
+def adam(params: list[torch.Tensor], learning_rate: float) -> Adam:
     """The default optimiser step: Adam with torch's default moments, its update fused into
     one kernel where torch has one (floating parameters on the CPU or a CUDA device: the
-    same update at a fraction of the per-tensor cost of small networks), else the default."""
-    fused = bool(params) and all(
-        p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.Adam(params, lr=learning_rate, fused=fused or None)
+    same update at a fraction of the per-tensor cost of small networks), else the default
+    (``engine.adam``: torch's update without a ``torch.optim.Optimizer``)."""
+    return Adam(params, learning_rate)
 
 
 class Objective(Protocol):
