@@ -17,14 +17,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 from torch.distributions import Distribution
 
 from noisybayes._checks import check_positive_int
+from noisybayes.nn.graph_gradients import plain_gradients
 from noisybayes.nn.priors import check_prior
 from noisybayes.nn.weights import NoisyWeightLayer
 
-__all__ = ["BayesLinear", "LocalReparameterization", "rademacher"]
+__all__ = ["BayesLinear", "LocalReparameterization", "local_reparameterization", "rademacher"]
 
 
 def rademacher(shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
@@ -40,7 +40,9 @@ class LocalReparameterization(torch.autograd.Function):
     scale^2)``, ``dL/d loc = g^T x``, ``dL/db = sum g``, ``dL/d scale_free = (h^T x^2) 2 scale
     sigmoid(scale_free)``, the bias scale's likewise with ``sum h``. The same numbers as the
     dozen operations it replaces, at a fraction of their cost per step on small layers; not
-    for ``torch.func`` transforms (``BayesLinear`` then uses the operations)."""
+    for ``torch.func`` transforms (``BayesLinear`` then uses the operations). Under
+    ``create_graph=True`` the gradient is autograd's of those operations
+    (:func:`~noisybayes.nn.graph_gradients.plain_gradients`), so second derivatives hold."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, loc: torch.Tensor, scale_free: torch.Tensor,
@@ -52,14 +54,16 @@ class LocalReparameterization(torch.autograd.Function):
         variance = F.linear(square, scale.square(),
                             None if bias_scale is None else bias_scale.square())
         sd = variance.clamp_min(1e-30).sqrt()
-        ctx.save_for_backward(x, loc, scale_free, scale, bias_scale_free, sd, noise)
+        ctx.save_for_backward(x, loc, scale_free, bias_loc, bias_scale_free, noise, scale, sd)
         ctx.inside = variance >= 1e-30  # where the clamp passes the gradient
         return torch.addcmul(F.linear(x, loc, bias_loc), sd, noise)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, loc, scale_free, scale, bias_scale_free, sd, noise = ctx.saved_tensors
+        x, loc, scale_free, bias_loc, bias_scale_free, noise, scale, sd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: a second derivative may follow
+            inputs = (x, loc, scale_free, bias_loc, bias_scale_free, noise)
+            return plain_gradients(local_reparameterization, inputs, ctx.needs_input_grad, grad)
         half = grad * noise / (2 * sd) * ctx.inside  # dL/d variance
         g, h = grad.reshape(-1, grad.shape[-1]), half.reshape(-1, half.shape[-1])
         rows = x.reshape(-1, x.shape[-1])
@@ -78,6 +82,17 @@ class LocalReparameterization(torch.autograd.Function):
             grad_bias_scale_free = h.sum(0) * 2 * bias_scale * torch.sigmoid(bias_scale_free)
         grad_noise = grad * sd if need[5] else None
         return grad_x, grad_loc, grad_scale_free, grad_bias, grad_bias_scale_free, grad_noise
+
+
+def local_reparameterization(
+    x: torch.Tensor, loc: torch.Tensor, scale_free: torch.Tensor, bias_loc: torch.Tensor | None,
+    bias_scale_free: torch.Tensor | None, noise: torch.Tensor,
+) -> torch.Tensor:
+    """``x loc^T + b + sqrt(x^2 softplus(scale_free)^2^T + bias_scale^2) * noise`` in plain
+    operations (what :class:`LocalReparameterization` computes as one node)."""
+    bias_variance = None if bias_scale_free is None else F.softplus(bias_scale_free).square()
+    variance = F.linear(x * x, F.softplus(scale_free).square(), bias_variance)
+    return torch.addcmul(F.linear(x, loc, bias_loc), variance.clamp_min(1e-30).sqrt(), noise)
 
 
 class BayesLinear(NoisyWeightLayer):
@@ -146,14 +161,11 @@ class BayesLinear(NoisyWeightLayer):
                 out = out + bias_scale * torch.randn_like(mean)
             return out
         noise = torch.randn((*x.shape[:-1], self.out_features), dtype=x.dtype, device=x.device)
+        inputs = (x, self.weight_loc, self.weight_scale_free, self._bias_mean(),
+                  self.bias_scale_free, noise)
         if not torch._C._are_functorch_transforms_active():  # one autograd node
-            return LocalReparameterization.apply(
-                x, self.weight_loc, self.weight_scale_free, self._bias_mean(),
-                self.bias_scale_free, noise)
-        bias_variance = None if bias_scale is None else bias_scale.square()
-        variance = F.linear(x * x, self.weight_scale.square(), bias_variance)
-        mean = F.linear(x, self.weight_loc, self._bias_mean())
-        return torch.addcmul(mean, variance.clamp_min(1e-30).sqrt(), noise)
+            return LocalReparameterization.apply(*inputs)
+        return local_reparameterization(*inputs)
 
     def extra_repr(self) -> str:
         mode = "flipout" if self.flipout else "local reparameterization"

@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 from torch.distributions import Distribution, Normal, constraints, kl_divergence, register_kl
 from torch.types import _size
 
 from noisybayes.math.log_uniform import log_alpha, log_uniform_kl
+from noisybayes.nn.graph_gradients import plain_gradients
 
 __all__ = [
     "LogUniform",
@@ -171,7 +171,9 @@ class SoftplusNormalKL(torch.autograd.Function):
     autograd node with its gradient written out: ``d/d loc = (loc - prior_loc) /
     prior_scale^2``, ``d/d scale_free = (scale / prior_scale^2 - 1 / scale)
     sigmoid(scale_free)``. A scalar prior sees all pairs concatenated (one set of
-    elementwise operations for every tensor); not for ``torch.func`` transforms.
+    elementwise operations for every tensor); not for ``torch.func`` transforms. Under
+    ``create_graph=True`` the gradient is autograd's of :func:`softplus_normal_kl`
+    (``graph_gradients.plain_gradients``), so second derivatives hold.
 
     ``apply(prior_loc, prior_scale, loc_1, scale_free_1, loc_2, scale_free_2, ...)``.
     """
@@ -182,18 +184,22 @@ class SoftplusNormalKL(torch.autograd.Function):
         locs, frees = tensors[::2], tensors[1::2]
         ctx.shapes = [t.shape for t in locs]
         ctx.scalar = prior_loc.ndim == 0 and prior_scale.ndim == 0
+        ctx.n_inputs = len(tensors)
         if ctx.scalar:  # one pass over all entries
             locs = (torch.cat([t.reshape(-1) for t in locs]),)
             frees = (torch.cat([t.reshape(-1) for t in frees]),)
-        ctx.save_for_backward(prior_loc, prior_scale, *locs, *frees)
+        ctx.save_for_backward(prior_loc, prior_scale, *tensors, *locs, *frees)
         terms = [normal_kl(loc, F.softplus(free), prior_loc, prior_scale).sum()
                  for loc, free in zip(locs, frees, strict=True)]
         return terms[0] if len(terms) == 1 else torch.stack(terms).sum()
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        prior_loc, prior_scale, *saved = ctx.saved_tensors
+        prior_loc, prior_scale, *rest = ctx.saved_tensors
+        inputs, saved = rest[: ctx.n_inputs], rest[ctx.n_inputs :]
+        if torch.is_grad_enabled():  # create_graph: a second derivative may follow
+            return plain_gradients(softplus_normal_kl, (prior_loc, prior_scale, *inputs),
+                                   ctx.needs_input_grad, grad)
         half = len(saved) // 2
         precision = prior_scale.square().reciprocal()
         grad_locs, grad_frees = [], []
@@ -217,6 +223,16 @@ class SoftplusNormalKL(torch.autograd.Function):
                           zip(grad_frees[0].split(sizes), ctx.shapes, strict=True)]
         pairs = [g for pair in zip(grad_locs, grad_frees, strict=True) for g in pair]
         return (grad_prior_loc, grad_prior_scale, *pairs)
+
+
+def softplus_normal_kl(prior_loc: torch.Tensor, prior_scale: torch.Tensor,
+                       *tensors: torch.Tensor) -> torch.Tensor:
+    """What :class:`SoftplusNormalKL` computes, in plain operations: the summed KL of every
+    pair ``(loc, scale_free)`` in ``tensors`` to ``N(prior_loc, prior_scale^2)``."""
+    return torch.stack([
+        normal_kl(loc, F.softplus(free), prior_loc, prior_scale).sum()
+        for loc, free in zip(tensors[::2], tensors[1::2], strict=True)
+    ]).sum()
 
 
 def normal_kl_of_layers(modules: list[Any]) -> tuple[list[torch.Tensor], list[Any]]:
