@@ -185,6 +185,13 @@ def _estimator(rank: int, size: int, folder: Path) -> dict[str, Any]:
     return {}
 
 
+def _same_rows(rank: int, size: int, folder: Path) -> dict[str, Any]:
+    """Every process passes all 200 rows (the mistake of a script written for one)."""
+    x, y = _rows()
+    nb.fit(Line(3), x, y, seed=5)
+    return {}
+
+
 def _crash(rank: int, size: int, folder: Path) -> dict[str, Any]:
     """Process 1 dies without a word (as on a lost machine); process 0 fits on."""
     if rank == 1:
@@ -197,7 +204,7 @@ def _crash(rank: int, size: int, folder: Path) -> dict[str, Any]:
 _TASKS = {"fit": _fit, "bad_rows": _bad_rows, "adam": _adam, "adam_resumed": _adam_resumed,
           "network": _network,
           "parquet": _parquet, "checkpoint": _checkpoint, "estimator": _estimator,
-          "crash": _crash}  # the crash last: it ends the group
+          "same_rows": _same_rows, "crash": _crash}  # the crash last: it ends the group
 
 
 def _worker(rank: int, size: int, port: int, folder: str) -> None:
@@ -347,6 +354,16 @@ def test_estimators_refuse_a_data_parallel_run(runs):
         assert out.get("error") == "NotImplementedError", out
         assert "BayesianLinearRegression.fit runs on one process" in out["message"]
         assert "with 2 processes" in out["message"]
+
+
+def test_the_same_rows_on_every_process_are_refused(runs):
+    """Counted once per process they would narrow the posterior by sqrt(2): every process
+    raises, naming the argument and what to pass."""
+    for process in runs:
+        out = process["same_rows"]
+        assert out.get("error") == "ValueError", out
+        assert out["message"].startswith("x and y must be this process's own share of the rows")
+        assert "got the same rows on every process" in out["message"]
 
 
 def test_a_process_that_dies_stops_the_others_with_an_error(runs):

@@ -71,6 +71,28 @@ class World:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return int(value)
 
+    def check_own_rows(self, name: str, *tensors: torch.Tensor) -> None:
+        """Refuse, on every process, rows that are the same on all of them: each process
+        passes its own share (``N`` is their sum), so the same rows everywhere would count
+        every row ``W`` times and narrow the posterior by ``sqrt(W)``. Compared by a
+        fingerprint (each tensor's row count, sum and sum of squares, in float64)."""
+        if not self.parallel:
+            return
+        device = _device()
+        fingerprint = torch.stack([torch.stack([torch.tensor(float(t.shape[0]), dtype=torch.float64),
+                                           t.double().sum().cpu(), t.double().square().sum().cpu()])
+                              for t in tensors]).reshape(-1).to(device)
+        low, high = fingerprint.clone(), fingerprint.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        if bool(torch.equal(low, high)):
+            raise ValueError(
+                f"{name} must be this process's own share of the rows in a data-parallel run "
+                f"(torch.distributed is initialised with {self.size} processes, and N is the "
+                f"sum of their rows), got the same rows on every process: each row would "
+                f"count {self.size} times. Pass each process its part of the data (e.g. "
+                "rows[rank::world_size]), or fit outside the process group")
+
     def smallest(self, count: int) -> int:
         """``min_r count_r`` for an integer."""
         return -self.largest(-count)

@@ -283,6 +283,7 @@ def fit(
             raise ValueError("y must be given when x is a tensor or a tuple of tensors, got None")
         with world.together():  # a process with bad rows stops them all
             data = as_data(x, y)
+        world.check_own_rows("x and y", *data[0], data[1])
         n_data = world.total(data[1].shape[0])
         rows = Rows.shard(data, world) if world.parallel else None
     n_rows: int = n_data  # this process's rows

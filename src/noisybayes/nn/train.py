@@ -153,6 +153,7 @@ def _source(x: torch.Tensor | DataSource, y: torch.Tensor | None, world: World) 
     if not isinstance(x, DataSource):
         if y is None:
             raise ValueError("y must be given when x is a tensor, got None")
+        world.check_own_rows("x and y", x, y)
         return TensorSource((x,), y, world.total(y.shape[0]))
     if y is not None:
         raise ValueError(f"y must be None when x is a data source (it yields y), got {y!r}")
