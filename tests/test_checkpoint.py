@@ -66,13 +66,21 @@ def test_a_stopped_network_run_resumes_to_the_uninterrupted_answer(tmp_path):
     assert post.info.n_steps == whole.info.n_steps == 24
 
 
-def test_a_checkpoint_of_another_model_or_file_is_refused(tmp_path):
+def test_a_checkpoint_of_another_model_run_or_file_is_refused(tmp_path):
+    """Another network, the same network on other rows or in other batches: each resume
+    would continue a different run, so each is refused naming what differs."""
     path = tmp_path / "net.pt"
     _train(nb.nn.Gaussian(), checkpoint=path, checkpoint_every=5)
     x, y = _rows()
     other = nb.bayesian(nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1)))
-    with pytest.raises(ValueError, match="state was saved from a different model"):
+    with pytest.raises(ValueError, match="state was saved from a different model or run"):
         nb.nn.train(other, x, y, likelihood=nb.nn.Gaussian(), n_epochs=1, checkpoint=path)
+    with pytest.raises(ValueError, match=r"it has rows=\d+,batch=32.*this fit rows=\d+,batch=16"):
+        nb.nn.train(_network(), x, y, likelihood=nb.nn.Gaussian(), n_epochs=6, batch_size=16,
+                    checkpoint=path)
+    with pytest.raises(ValueError, match=r"it has rows=(\d+),.*this fit rows=(?!\1,)\d+,"):
+        nb.nn.train(_network(), x[:-10], y[:-10], likelihood=nb.nn.Gaussian(), n_epochs=6,
+                    batch_size=32, checkpoint=path)
     junk = tmp_path / "junk.pt"
     junk.write_text("not a checkpoint")
     with pytest.raises(ValueError, match=r"^checkpoint must be a file written by a "

@@ -136,8 +136,9 @@ class Trainer:
         progress: a progress bar (shown after a second) with the loss of the last window;
             its total is the schedule's ``length`` when that is fixed, else it counts steps.
             ``callback``: called with a :class:`WindowReport` after every window.
-        fingerprint: a string naming the model (parameter names); a saved state with
-            another fingerprint is refused.
+        fingerprint: a string naming the model (parameter names); a saved state of
+            another model (names, shapes, dtypes) or of another run (rows, batch size,
+            first step size) is refused.
         optimizer: makes the optimiser step from the parameters and the first step size
             (Adam by default); the schedule sets each step's size in its param groups.
         world: the processes of a data-parallel run (``noisybayes.engine.distributed``):
@@ -169,9 +170,10 @@ class Trainer:
         self.generator, self.max_steps = generator, max_steps
         self.max_recoveries, self.progress, self.callback = max_recoveries, progress, callback
         self.params = list(objective.parameters())
-        self.fingerprint = fingerprint + "|" + ";".join(
-            f"{tuple(p.shape)}:{p.dtype}" for p in self.params
-        )
+        self.fingerprint = (
+            f"rows={source.n_rows},batch={batch_size},drop_last={drop_last},"
+            f"step={schedule.learning_rate(0):.6g}|{fingerprint}|"
+            + ";".join(f"{tuple(p.shape)}:{p.dtype}" for p in self.params))
         self.make_optimizer = optimizer
         self.optimizer = optimizer(self.params, schedule.learning_rate(0))
         if self.world.parallel and isinstance(self.optimizer, WeightSampler):
@@ -388,8 +390,9 @@ class Trainer:
                              f"format {state.get('format')!r}")
         if state["fingerprint"] != self.fingerprint:
             raise ValueError(
-                "state was saved from a different model: its parameters are "
-                f"{_shorten(state['fingerprint'])}, this fit's are {_shorten(self.fingerprint)}"
+                "state was saved from a different model or run (parameters, rows, batch size "
+                f"or step size): it has {_shorten(state['fingerprint'])}, this fit "
+                f"{_shorten(self.fingerprint)}"
             )
         state = _copied(state)
         _assign(self.params, state["params"])
