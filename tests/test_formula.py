@@ -175,3 +175,14 @@ def test_student_t_resists_outliers():
     assert abs(t_table.loc["x", "mean"] - 2.0) < 4 * t_table.loc["x", "sd"]
     assert abs(g_table.loc["x", "mean"] - 2.0) > 4 * g_table.loc["x", "sd"]
     assert t_table.loc["df", "mean"] < 5
+
+
+def test_a_refit_on_arrays_forgets_the_formula():
+    """After ``from_formula`` a fit on arrays must not read new rows through the old
+    formula (a transformed column would be transformed again)."""
+    table = pd.DataFrame({"a": np.linspace(0.0, 1.0, 40), "b": np.linspace(1.0, 2.0, 40) ** 2})
+    table["y"] = np.exp(table["a"]) + table["b"] + np.random.default_rng(0).normal(0, 0.1, 40)
+    reg = nb.BayesianLinearRegression.from_formula("y ~ np.exp(a) + b", table)
+    assert hasattr(reg, "formula_")
+    reg.fit(table[["a", "b"]].to_numpy(), table["y"].to_numpy())
+    assert not hasattr(reg, "formula_") and not hasattr(reg, "design_")

@@ -202,7 +202,8 @@ def unfitted_on_error(fit: _Fit) -> _Fit:
     """Wrap an estimator's ``fit`` so that any exception in it, ``KeyboardInterrupt``
     included, removes the fitted attributes (names ending in ``_``) before it propagates:
     an interrupted or failed fit leaves the estimator unfitted (``predict`` raises
-    ``NotFittedError``), never holding a partial model or the previous fit's. Under
+    ``NotFittedError``), never holding a partial model or the previous fit's (a fit drops
+    the previous fit's ``formula_`` and ``design_`` before it starts). Under
     ``torch.distributed`` it refuses: an estimator would fit each process's rows alone."""
 
     @functools.wraps(fit)
@@ -214,6 +215,9 @@ def unfitted_on_error(fit: _Fit) -> _Fit:
                 f"initialised with {world.size} processes (each would fit its own rows "
                 "alone): fit on all rows in one process, or use nb.fit or nb.nn.train, which "
                 "fit data-parallel")
+        for name in ("formula_", "design_"):  # a previous fit's formula reads no new rows
+            if hasattr(self, name):
+                delattr(self, name)
         try:
             return fit(self, *args, **kwargs)
         except BaseException:

@@ -208,9 +208,8 @@ class GeneralizedLinearEstimator(RegressionEstimator):
                        family=approximation, seed=self.seed, progress=self.progress, **options)
             posterior = _on_user_scale(twin, model)
         self.n_features_in_ = int(scaling.x_mean.shape[0])
-        stale = ("formula_", "design_", "feature_names_in_")  # a previous fit's
-        for name in [name for name in stale if hasattr(self, name)]:
-            delattr(self, name)
+        if hasattr(self, "feature_names_in_"):  # a previous fit's
+            del self.feature_names_in_
         names = feature_names(source)
         if names is not None:
             self.feature_names_in_ = names
