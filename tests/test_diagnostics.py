@@ -218,3 +218,13 @@ def test_auto_warns_when_the_final_fit_is_rejected():
                       family=never_refit)
     assert post.info.family == "meanfield"
     assert post.info.khat is not None and post.info.khat > 0.7
+
+
+def test_check_on_other_rows_than_the_fit_is_refused():
+    """k-hat weighs q against the posterior of the fit's rows: a share of them (a
+    data-parallel process's) or other rows would answer another question."""
+    _, post = _gaussian_target(1.0, 0.0)
+    x, y = post.data
+    with pytest.raises(ValueError, match=r"x and y must be the 40 rows the fit saw \(check\(\) "
+                                         r"weighs q against their posterior.*got 20"):
+        post.check(x[0][:20], y[:20])

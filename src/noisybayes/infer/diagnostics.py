@@ -276,11 +276,17 @@ def ratios_at_fit_data(
     generator: torch.Generator | None = None,
     caller: str = "this method",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`importance_log_ratios` at the fit's data (or ``x``, ``y``), with ``n_draws``
-    checked and, when ``None``, from :func:`default_draws`."""
+    """:func:`importance_log_ratios` at the fit's data (or ``x``, ``y``: the same number
+    of rows as the fit's, whose posterior ``q`` approximates), with ``n_draws`` checked and,
+    when ``None``, from :func:`default_draws`."""
     if n_draws is not None:
         n_draws = check_positive_int("n_draws", n_draws)
     data = post.fit_data(x, y, caller=caller)
+    if data[1].shape[0] != post.info.n_data:
+        raise ValueError(
+            f"x and y must be the {post.info.n_data} rows the fit saw ({caller} weighs q "
+            f"against their posterior; a data-parallel fit's are every process's), got "
+            f"{data[1].shape[0]}")
     n_draws = n_draws or default_draws(data[1].numel())
     return importance_log_ratios(post, data, n_draws, make_generator(seed, generator))
 
