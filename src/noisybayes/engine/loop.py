@@ -11,8 +11,9 @@ The whole running state (parameters, Adam's moments, the schedule, the generator
 position in the current pass over the data, the window sums and the trace) comes back from
 :meth:`Trainer.state_dict` as tensors and plain numbers: :func:`save_state` writes it and
 :func:`load_state` reads it without unpickling objects (``torch.load(weights_only=True)``).
-A trainer restored from it continues bit for bit as the uninterrupted one would (on the
-CPU; on a GPU the device's generator is restored too when it is in use).
+A trainer restored from it continues bit for bit as the uninterrupted one would on the
+CPU; on a GPU the device's generator is seeded afresh from the loop's at each ``run``, so a
+resumed run there is reproducible but not bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
