@@ -209,7 +209,7 @@ class GeneralizedLinearEstimator(RegressionEstimator):
             posterior = _on_user_scale(twin, model)
         self.n_features_in_ = int(scaling.x_mean.shape[0])
         if hasattr(self, "feature_names_in_"):  # a previous fit's
-            del self.feature_names_in_
+            delattr(self, "feature_names_in_")
         names = feature_names(source)
         if names is not None:
             self.feature_names_in_ = names
