@@ -193,11 +193,16 @@ class GeneralizedLinearEstimator(RegressionEstimator):
             self.classes_ = read.values.numpy()
             positive = float(read.values[1])
         scaling = read.standardisation(spec.fit_intercept, spec.family in CONTINUOUS)
-        model = glm_model_of(spec, scaling, dtype=read.dtype)
+        dtype = read.dtype
+        if method == "exact":  # in float64 whatever the source's dtype: the noise term
+            dtype = torch.float64  # y^T y - m^T mu cancels most of float32's digits
+            scaling = scaling._replace(x_mean=scaling.x_mean.double(),
+                                       x_scale=scaling.x_scale.double())
+        model = glm_model_of(spec, scaling, dtype=dtype)
         sums = read.design_sums(scaling, spec.fit_intercept)
         residual = check_identified_from_sums(spec, model, sums)
         if method == "exact":
-            posterior = exact_posterior_from_sums(spec, model, sums.to(read.dtype))
+            posterior = exact_posterior_from_sums(spec, model, sums.to(dtype))
         elif not residual:
             raise ValueError(
                 f"X must have more rows than columns for a learned noise scale from a data "

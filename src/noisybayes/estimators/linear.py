@@ -51,9 +51,10 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
     From a data source, ``fit(nb.data.Parquet(path, x=[...], y="y"))`` (or ``nb.data.CSV``;
     ``y=None``) reads the rows in passes at constant memory: one pass summing in float64
     gives the standardisation, the identifiability checks and, for ``method="exact"``, the
-    posterior from ``X^T X`` and ``X^T y``; ``"vi"`` then runs ``nb.fit`` on the source's
-    standardised rows (``noisybayes.estimators._streamed``). ``feature_names_in_`` are the
-    columns of ``x``; ``predict`` and the other methods take rows in memory.
+    posterior from ``X^T X`` and ``X^T y`` (solved in float64 whatever the columns' dtype);
+    ``"vi"`` then runs ``nb.fit`` on the source's standardised rows
+    (``noisybayes.estimators._streamed``). ``feature_names_in_`` are the columns of ``x``;
+    ``predict`` and the other methods take rows in memory.
 
     Fitted attributes: ``coef_`` (numpy), ``intercept_``, ``noise_scale_`` (floats; posterior
     means, PSIS-corrected where the fit allowed it: ``summary()`` says),
