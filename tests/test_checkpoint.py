@@ -169,3 +169,10 @@ def test_a_stopped_ivon_run_resumes_to_the_uninterrupted_answer(tmp_path):
     assert whole.keys() == resumed.keys()
     for key in whole:
         assert torch.equal(whole[key], resumed[key]), key
+
+
+def test_a_checkpoint_in_a_missing_folder_is_refused_before_training(tmp_path):
+    counting = nb.nn.Gaussian()
+    with pytest.raises(ValueError, match=r"checkpoint must name a file in an existing folder, "
+                                         r"got '.*no/net.pt' \(no folder"):
+        _train(counting, checkpoint=tmp_path / "no" / "net.pt", checkpoint_every=5)

@@ -33,7 +33,10 @@ def run_checkpointed(trainer: Trainer, path: str | Path, every: int,
     world = world or World()
     path = Path(path)
     runs: dict[str, list[dict]] = {}
-    with world.together():  # an unreadable checkpoint stops every process
+    with world.together():  # an unreadable checkpoint or a missing folder stops every process
+        if world.rank == 0 and not path.parent.is_dir():
+            raise ValueError(f"checkpoint must name a file in an existing folder, got "
+                             f"{str(path)!r} (no folder {str(path.parent)!r})")
         if world.rank == 0 and path.exists():
             runs = _read(path, world)
     state = _scattered(runs.get(key), world)
@@ -44,10 +47,21 @@ def run_checkpointed(trainer: Trainer, path: str | Path, every: int,
         if result is not None:
             return result
         runs[key] = _gathered(trainer.state_dict(), world)
-        if world.rank == 0:
-            partial = path.with_name(path.name + ".partial")
-            torch.save({"world_size": world.size, "runs": runs}, partial)
-            os.replace(partial, path)
+        with world.together():  # a failed write stops every process, not only process 0
+            if world.rank == 0:
+                _write(path, {"world_size": world.size, "runs": runs})
+
+
+def _write(path: Path, saved: dict) -> None:
+    """``saved`` to ``path`` through a temporary file renamed over it (removed if the
+    write fails, which is then a ``ValueError`` naming the file)."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        torch.save(saved, partial)
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise ValueError(f"checkpoint {str(path)!r} could not be written ({error})") from error
 
 
 def _read(path: Path, world: World) -> dict[str, list[dict]]:
