@@ -153,3 +153,15 @@ def test_exact_with_too_few_rows_for_the_noise():
     X5 = np.vstack([X, [[9.0, 2.0]]])
     reg = nb.BayesianLinearRegression(**flat).fit(X5, np.append(y, 4.0))
     assert torch.isinf(reg.posterior_.family.variance()[:3]).all()  # a = 1/2: no variance
+
+
+def test_a_column_constant_to_rounding_is_left_unscaled():
+    """0.1 and its neighbouring float64 number, alternating: an sd of about 7e-18, rounding
+    of a constant, would scale the column by 1e17; it is treated as constant (sd 1)."""
+    from noisybayes.estimators._base import location_and_scale
+
+    column = np.where(np.arange(1000) % 2 == 0, 0.1, np.nextafter(0.1, 1.0))
+    values = torch.tensor(np.c_[column, np.linspace(0.0, 1.0, 1000)])
+    _, scale = location_and_scale(values, centre=True)
+    assert 0 < float(values[:, 0].std(unbiased=False)) < 1e-16
+    assert float(scale[0]) == 1.0 and float(scale[1]) == pytest.approx(0.2889, abs=1e-4)

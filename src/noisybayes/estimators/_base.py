@@ -63,14 +63,17 @@ _Estimator = TypeVar("_Estimator", bound="RegressionEstimator")
 def location_and_scale(values: torch.Tensor, centre: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Column means (zeros unless ``centre``) and population sds of ``values`` ``(N, d)``;
     a zero or undefined sd (one row, a constant column) becomes 1."""
-    loc = values.mean(0) if centre else torch.zeros_like(values[0])
+    mean = values.mean(0)
     sd = values.std(0, unbiased=False) if values.shape[0] > 1 else torch.ones_like(values[0])
-    return loc, one_where_zero(sd)
+    return (mean if centre else torch.zeros_like(mean)), one_where_zero(sd, mean)
 
 
-def one_where_zero(sd: torch.Tensor) -> torch.Tensor:
-    """``sd`` with its zeros (constant columns) replaced by 1: such a column is left unscaled."""
-    return torch.where(sd > 0, sd, torch.ones_like(sd))
+def one_where_zero(sd: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """``sd`` with the sds of constant columns replaced by 1 (such a column is left
+    unscaled): zero, or within rounding of zero, ``sd <= 16 eps |mean|`` (a constant 0.1
+    over 1,000 rows has an sd of 3e-17 in float64 from the rounding of its mean)."""
+    rounding = 16 * torch.finfo(sd.dtype).eps * mean.abs()
+    return torch.where(sd > rounding, sd, torch.ones_like(sd))
 
 
 class Standardisation(NamedTuple):
@@ -101,7 +104,7 @@ class Standardisation(NamedTuple):
     ) -> Standardisation:
         """:meth:`of` from the column means and population sds ``(d + 1,)`` of ``[X, y]``
         (read in a pass over a data source), in their dtype."""
-        mean, scale = mean if centre else torch.zeros_like(mean), one_where_zero(sd)
+        mean, scale = mean if centre else torch.zeros_like(mean), one_where_zero(sd, mean)
         if not continuous:
             return cls(mean[:-1], scale[:-1], 0.0, 1.0)
         return cls(mean[:-1], scale[:-1], float(mean[-1]), float(scale[-1]))
