@@ -8,6 +8,7 @@ import torch
 from torch.distributions import Normal
 
 import noisybayes as nb
+from tests.reference_models import Regression
 from tests.test_conjugate_fit import KnownNoiseLine
 
 
@@ -166,21 +167,12 @@ def test_fit_arguments_are_checked(fitted, options, error, message):
     assert str(info.value) == message
 
 
-class _LearnedScaleLine(nb.Model):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nb.param(Normal(0.0, 10.0))
-        self.b = nb.param(Normal(0.0, 10.0))
-        self.s = nb.param(torch.distributions.HalfCauchy(2.5))
-
-    def forward(self, x):
-        return Normal(self.a + self.b * x[:, 0], self.s)
-
-
 def test_a_learned_scale_on_data_fitted_exactly_is_named_in_the_divergence():
     """Every residual 0: the likelihood grows without bound as the scale goes to 0, so the
     posterior has no mode and the fit cannot converge; the error says which case it may be."""
     x = torch.linspace(0.0, 1.0, 20, dtype=torch.float64)[:, None]
+    line = Regression(2, Normal(0.0, 10.0), torch.distributions.HalfCauchy(2.5))
     with pytest.raises(nb.DivergenceError, match=r"learned noise scale on data the model fits "
                        r"exactly, every residual 0, has no posterior mode"):
-        nb.fit(_LearnedScaleLine(), x, 1.0 + 2.0 * x[:, 0], seed=0, progress=False)
+        nb.fit(line, torch.cat([torch.ones_like(x), x], 1), 1.0 + 2.0 * x[:, 0], seed=0,
+               progress=False)

@@ -3,17 +3,12 @@ benchmark's calibration error, checked against values worked out by hand."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import noisybayes as nb
 from noisybayes.estimators.bnn import default_epochs
-
-_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "classify.py"
+from tests.benchmark_scripts import load_benchmark
 
 
 @pytest.mark.parametrize(
@@ -47,12 +42,7 @@ def test_classifier_trains_50_passes_of_256_rows_and_at_least_200_steps_by_defau
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("classify_benchmark", _SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # for its dataclasses
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("classify", "classify_benchmark")
 
 
 def test_expected_calibration_error_by_hand():

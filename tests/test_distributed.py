@@ -29,21 +29,18 @@ from torch.distributions import HalfNormal, Normal
 
 import noisybayes as nb
 from noisybayes.engine.distributed import World
+from tests.reference_models import Regression
+from tests.test_conjugate_fit import KnownNoiseLine
 
 _TIMEOUT = 300.0  # seconds for both processes and every task, start-up (imports) included
 _WORLD = 2
 
 
-class Line(nb.Model):
+def _line(d: int) -> Regression:
     """``y ~ Normal(x @ beta, sigma)``, ``beta ~ N(0, 10)``, ``sigma ~ HalfNormal(5)``."""
-
-    def __init__(self, d: int) -> None:
-        super().__init__()
-        self.beta = nb.param(Normal(torch.tensor(0.0, dtype=torch.float64), 10.0), shape=(d,))
-        self.sigma = nb.param(HalfNormal(torch.tensor(5.0, dtype=torch.float64)))
-
-    def forward(self, x: torch.Tensor) -> Normal:
-        return Normal(x @ self.beta, self.sigma)
+    f64 = torch.float64
+    return Regression(d, Normal(torch.tensor(0.0, dtype=f64), 10.0),
+                      HalfNormal(torch.tensor(5.0, dtype=f64)))
 
 
 def _rows(n: int = 200, d: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,14 +58,14 @@ def _moments(post: Any) -> dict[str, torch.Tensor]:
 # --- what each process runs (module level, so spawn can import it) ---------------------
 def _fit(rank: int, size: int, folder: Path) -> dict[str, Any]:
     x, y = _rows()
-    post = nb.fit(Line(3), x[rank::size], y[rank::size], seed=5)
+    post = nb.fit(_line(3), x[rank::size], y[rank::size], seed=5)
     return {**_moments(post), "n_data": post.info.n_data, "khat": post.info.khat,
             "solver": post.info.solver, "trace": post.info.loss_trace}
 
 
 def _adam(rank: int, size: int, folder: Path) -> dict[str, Any]:
     x, y = _rows()
-    post = nb.fit(Line(3), x[rank::size], y[rank::size], seed=5, solver="adam",
+    post = nb.fit(_line(3), x[rank::size], y[rank::size], seed=5, solver="adam",
                   batch_size=25, family="fullrank", max_steps=2000)
     return {**_moments(post), "steps": post.info.n_steps}
 
@@ -84,11 +81,11 @@ def _adam_resumed(rank: int, size: int, folder: Path) -> dict[str, Any]:
                                 "checkpoint": folder / "fit.pt", "checkpoint_every": 200}
     stopped = False
     try:
-        nb.fit(Line(3), x[rank::size], y[rank::size], callback=Windows(stop_at=3), **settings)
+        nb.fit(_line(3), x[rank::size], y[rank::size], callback=Windows(stop_at=3), **settings)
     except Stop:
         stopped = True
     windows = Windows()
-    post = nb.fit(Line(3), x[rank::size], y[rank::size], callback=windows, **settings)
+    post = nb.fit(_line(3), x[rank::size], y[rank::size], callback=windows, **settings)
     return {**_moments(post), "steps": post.info.n_steps, "stopped": stopped,
             "windows": windows.seen}
 
@@ -98,7 +95,7 @@ def _bad_rows(rank: int, size: int, folder: Path) -> dict[str, Any]:
     y = y[rank::size].clone()
     if rank == 1:
         y[3] = math.nan
-    nb.fit(Line(3), x[rank::size], y, seed=5)
+    nb.fit(_line(3), x[rank::size], y, seed=5)
     return {}
 
 
@@ -112,17 +109,6 @@ def _network(rank: int, size: int, folder: Path) -> dict[str, Any]:
                        generator=torch.Generator().manual_seed(0))
     return {"weights": [p.detach().clone() for p in net.parameters()],
             "trace": post.info.loss_trace, "n_data": post.info.n_data}
-
-
-class KnownNoiseLine(nb.Model):
-    """``y ~ Normal(x @ beta, 1)``, ``beta ~ N(0, 10)``: the exact posterior is known."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.beta = nb.param(Normal(torch.tensor(0.0, dtype=torch.float64), 10.0), shape=(3,))
-
-    def forward(self, x: torch.Tensor) -> Normal:
-        return Normal(x @ self.beta, 1.0)
 
 
 def _write_parquet(folder: Path, n: int = 4000) -> Path:
@@ -142,7 +128,7 @@ def _parquet_source(folder: Path) -> Any:
 
 
 def _parquet(rank: int, size: int, folder: Path) -> dict[str, Any]:
-    post = nb.fit(KnownNoiseLine(), _parquet_source(folder), seed=0, batch_size=250,
+    post = nb.fit(KnownNoiseLine(3), _parquet_source(folder), seed=0, batch_size=250,
                   max_curvature_rows=1000, progress=False)
     return {**_moments(post), "n_data": post.info.n_data, "solver": post.info.solver}
 
@@ -188,7 +174,7 @@ def _estimator(rank: int, size: int, folder: Path) -> dict[str, Any]:
 def _same_rows(rank: int, size: int, folder: Path) -> dict[str, Any]:
     """Every process passes all 200 rows (the mistake of a script written for one)."""
     x, y = _rows()
-    nb.fit(Line(3), x, y, seed=5)
+    nb.fit(_line(3), x, y, seed=5)
     return {}
 
 
@@ -197,7 +183,7 @@ def _crash(rank: int, size: int, folder: Path) -> dict[str, Any]:
     if rank == 1:
         os._exit(3)
     x, y = _rows()
-    nb.fit(Line(3), x[rank::size], y[rank::size], seed=5)
+    nb.fit(_line(3), x[rank::size], y[rank::size], seed=5)
     return {}
 
 
@@ -274,7 +260,7 @@ def test_processes_end_with_the_same_posterior_as_one_process_on_all_rows(runs):
         assert torch.equal(a[key], b[key]), key
     assert a["khat"] == b["khat"] and a["n_data"] == 200 and a["solver"] == "lbfgs"
     x, y = _rows()
-    alone = nb.fit(Line(3), x, y, seed=5)
+    alone = nb.fit(_line(3), x, y, seed=5)
     torch.testing.assert_close(a["loc"], alone.family.mean().detach(), rtol=0, atol=1e-9)
     torch.testing.assert_close(a["variance"], alone.family.variance().detach(),
                                rtol=1e-9, atol=0)
@@ -293,7 +279,7 @@ def test_stochastic_fit_agrees_between_processes_and_with_the_exact_fit(runs):
     for key in ("loc", "variance"):
         assert torch.equal(a[key], b[key]), key
     x, y = _rows()
-    exact = nb.fit(Line(3), x, y, seed=5, family="fullrank")
+    exact = nb.fit(_line(3), x, y, seed=5, family="fullrank")
     loc, sd = exact.family.mean().detach(), exact.family.variance().detach().sqrt()
     assert ((a["loc"] - loc).abs() / sd).max() < 0.05
     assert ((a["variance"].sqrt() / sd) - 1).abs().max() < 0.05

@@ -4,28 +4,16 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-_FOLDER = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.benchmark_scripts import load_benchmark
 
 
 def _benchmark():
-    sys.path.insert(0, str(_FOLDER))  # the script imports its sibling uci.py
-    try:
-        spec = importlib.util.spec_from_file_location("layer_noise", _FOLDER / "layer_noise.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # for its dataclasses
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(_FOLDER))
-    return module
+    return load_benchmark("layer_noise", "layer_noise")
 
 
 def test_compare_counts_only_differences_beyond_two_paired_standard_errors():

@@ -8,25 +8,15 @@ A broken likelihood, standardisation or mixture lands far below them.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "uci.py"
+from tests.benchmark_scripts import load_benchmark
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("uci_benchmark", _SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # for its dataclasses
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("uci", "uci_benchmark")
 
 
-@pytest.mark.slow
 def test_yacht_splits_beat_the_published_baselines():
     uci = _benchmark()
     if not (uci.DATA / "yacht").is_dir():

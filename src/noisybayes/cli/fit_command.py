@@ -21,7 +21,7 @@ from noisybayes import __version__
 from noisybayes._checks import name_list
 from noisybayes._progress import show_progress
 from noisybayes.cli.fit_inputs import FitInputs, check_flags, read_inputs
-from noisybayes.cli.fit_report import advice, feature_labels, predicted_quantity, priors
+from noisybayes.cli.fit_report import advice, predicted_quantity, priors
 from noisybayes.cli.output import print_table, write_json
 from noisybayes.infer.diagnostics import USABLE
 
@@ -115,7 +115,7 @@ def _reweighted(reg: Any, report: Any, args: argparse.Namespace) -> pd.DataFrame
         print(f"\n--reweight: no PSIS-corrected table: Pareto k-hat {report.khat:.2f} > {USABLE}, "
               "too far from the posterior for importance weights to correct")
         return None
-    table = reg.posterior_.reweighted(seed=args.seed).rename(index=feature_labels(reg))
+    table = reg.posterior_.reweighted(seed=args.seed).rename(index=reg.parameter_labels())
     print(f"\nPSIS-corrected (--reweight, Pareto k-hat {table.attrs['khat']:.2f}):")
     print_table(table, sys.stdout)
     return table
@@ -141,7 +141,7 @@ def _fit_record(
         "reweighted": None if reweighted is None else reweighted.to_dict(orient="index"),
         "fit": {"converged": info.converged, "reason": info.reason,
                 "n_steps": info.n_steps, "seconds": info.seconds},
-        "check": None if report is None else _check_record(report, feature_labels(reg)),
+        "check": None if report is None else _check_record(report, reg.parameter_labels()),
         "predictions": {
             "file": None if args.predict is None else str(args.predict),
             "predicted_quantity": quantity, "transformed_response": transformed,

@@ -13,7 +13,7 @@ from torch.distributions import Distribution
 
 from noisybayes.infer.diagnostics import GOOD, USABLE, CheckReport
 
-__all__ = ["advice", "feature_labels", "priors", "predicted_quantity"]
+__all__ = ["advice", "priors", "predicted_quantity"]
 
 _UNDERSTATED = 1.2  # worst sd ratio above which a cheaper family's sds are called too small
 
@@ -73,11 +73,6 @@ def advice(report: CheckReport, args: argparse.Namespace, corrected: bool = Fals
     return " ".join(parts)
 
 
-def feature_labels(reg: Any) -> dict[str, str]:
-    """Parameter labels of the posterior (``coef[0]``) to the summary's row names."""
-    return reg.parameter_labels()
-
-
 def _describe(prior: Any, index: int | None) -> Any:
     """One parameter's prior as plain data: ``"flat"``, ``"conditional"`` (built from other
     parameters, a group's effects) or the distribution's name and its arguments (element
@@ -98,7 +93,7 @@ def _describe(prior: Any, index: int | None) -> Any:
 def priors(reg: Any) -> dict[str, Any]:
     """The prior of every scalar parameter as resolved for the fit, on the user's scale
     (``"auto"`` turned into numbers), keyed as in the summary."""
-    renamed = feature_labels(reg)
+    renamed = reg.parameter_labels()
     model = reg.posterior_.model
     record: dict[str, Any] = {}
     for label in reg.posterior_.layout.labels():

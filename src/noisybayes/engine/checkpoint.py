@@ -16,11 +16,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
 
 from noisybayes.engine.distributed import World
-from noisybayes.engine.loop import RunResult, Trainer, load_state
+from noisybayes.engine.loop import RunResult, Trainer, load_state, save_state
 
 __all__ = ["run_checkpointed"]
 
@@ -57,7 +56,7 @@ def _write(path: Path, saved: dict) -> None:
     write fails, which is then a ``ValueError`` naming the file)."""
     partial = path.with_name(path.name + ".partial")
     try:
-        torch.save(saved, partial)
+        save_state(saved, partial)
         os.replace(partial, path)
     except OSError as error:
         partial.unlink(missing_ok=True)

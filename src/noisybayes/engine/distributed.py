@@ -65,11 +65,7 @@ class World:
 
     def total(self, count: int) -> int:
         """``sum_r count_r`` for an integer (rows, elements)."""
-        if not self.parallel:
-            return count
-        value = torch.tensor([count], dtype=torch.int64, device=_device())
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
-        return int(value)
+        return self._reduced(count, "SUM")
 
     def check_own_rows(self, name: str, *tensors: torch.Tensor) -> None:
         """Refuse, on every process, rows that are the same on all of them: each process
@@ -78,10 +74,10 @@ class World:
         fingerprint (each tensor's row count, sum and sum of squares, in float64)."""
         if not self.parallel:
             return
-        device = _device()
-        fingerprint = torch.stack([torch.stack([torch.tensor(float(t.shape[0]), dtype=torch.float64),
-                                           t.double().sum().cpu(), t.double().square().sum().cpu()])
-                              for t in tensors]).reshape(-1).to(device)
+        fingerprint = torch.tensor(
+            [v for t in tensors for v in (t.shape[0], float(t.double().sum()),
+                                          float(t.double().square().sum()))],
+            dtype=torch.float64, device=_device())
         low, high = fingerprint.clone(), fingerprint.clone()
         dist.all_reduce(low, op=dist.ReduceOp.MIN)
         dist.all_reduce(high, op=dist.ReduceOp.MAX)
@@ -99,10 +95,14 @@ class World:
 
     def largest(self, count: int) -> int:
         """``max_r count_r`` for an integer."""
+        return self._reduced(count, "MAX")
+
+    def _reduced(self, count: int, op: str) -> int:
+        """``count`` all-reduced over the processes by ``dist.ReduceOp``'s ``op``."""
         if not self.parallel:
             return count
         value = torch.tensor([count], dtype=torch.int64, device=_device())
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        dist.all_reduce(value, op=getattr(dist.ReduceOp, op))
         return int(value)
 
     def shard_scale(self, n_rows: int, n_data: int) -> tuple[int, float]:

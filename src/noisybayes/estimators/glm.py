@@ -142,17 +142,17 @@ class GeneralizedLinearEstimator(RegressionEstimator):
             raise ValueError("method must be 'vi' for a formula with group terms, got 'exact' "
                              "(their posterior has no closed form)")
         if method == "exact":
-            self.posterior_ = exact_posterior(spec, model, X, y)
+            posterior = exact_posterior(spec, model, X, y)
         elif not residual and not groups:
-            self.posterior_ = _without_mode(spec, model, X, y)
+            posterior = _without_mode(spec, model, X, y)
         else:
             inputs = (x_std, *group_inputs(model.groups, groups, X.dtype)) if groups else x_std
             twin = fit(
                 standardised_twin(model), inputs, model.standardise_y(y),
                 family=approximation, seed=self.seed, progress=self.progress, **options,
             )
-            self.posterior_ = _on_user_scale(twin, model)
-        return self._fitted(self.posterior_)
+            posterior = _on_user_scale(twin, model)
+        return self._fitted(posterior)
 
     def _fitted(self, posterior: GaussianPosterior) -> dict[str, torch.Tensor]:
         """Set ``posterior_``, ``coef_`` and ``intercept_``; the posterior means by name."""

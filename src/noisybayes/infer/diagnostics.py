@@ -255,8 +255,9 @@ def sequential_khat(
     n_draws = min(start, most)
     while True:
         theta, more = importance_log_ratios(post, rows, n_draws - ratios.numel(), generator)
-        if ratios.numel() < ImportanceDraws.kept(theta.shape[1]):
-            kept.append(theta[: ImportanceDraws.kept(theta.shape[1]) - ratios.numel()])
+        keep = ImportanceDraws.kept(theta.shape[1]) - ratios.numel()
+        if keep > 0:
+            kept.append(theta[:keep])
         ratios = torch.cat([ratios, more])
         log_weights, khat = pareto_khat(ratios)
         error = khat_standard_error(khat, n_draws)
@@ -354,12 +355,8 @@ def reweighted(
             "posterior for importance weights to correct it; refit with family='fullrank'"
         )
     means, sds = post.corrected_moments(importance)
-    names = post.layout.names
     table = pd.DataFrame(
-        {
-            "mean": torch.cat([means[n].reshape(-1) for n in names]).double().tolist(),
-            "sd": torch.cat([sds[n].reshape(-1) for n in names]).double().tolist(),
-        },
+        {"mean": post.flat(means).double().tolist(), "sd": post.flat(sds).double().tolist()},
         index=post.layout.labels(),
     )
     table.attrs["khat"] = importance.khat
@@ -408,8 +405,7 @@ def compare(post: GaussianPosterior, draws: Any) -> pd.DataFrame:
         raise ValueError(
             f"draws must hold at least 2 distinct finite values per column, got too few for {flat}"
         )
-    q_mean = torch.cat([post.q_mean[n].reshape(-1) for n in post.layout.names]).double()
-    q_sd = torch.cat([post.q_sd[n].reshape(-1) for n in post.layout.names]).double()
+    q_mean, q_sd = post.flat(post.q_mean).double(), post.flat(post.q_sd).double()
     q_draws = post._summary_draws
     q_columns = torch.cat(
         [q_draws[n].reshape(q_draws[n].shape[0], -1).double() for n in post.layout.names], 1

@@ -286,9 +286,7 @@ def fit(
         world.check_own_rows("x and y", *data[0], data[1])
         n_data = world.total(data[1].shape[0])
         rows = Rows.shard(data, world) if world.parallel else None
-    n_rows: int = n_data  # this process's rows
-    if world.parallel:
-        n_rows = x.n_rows if streamed else data[1].shape[0]
+    n_rows: int = x.n_rows if streamed else data[1].shape[0]  # this process's rows
     gen = world.same_generator(gen)
     if not (batch_size == "auto" or batch_size is None):
         batch_size = check_positive_int("batch_size", batch_size)
@@ -397,7 +395,7 @@ def fit(
                 post.info = replace(post.info, family_reason=(
                     f"{why}; its k-hat draws cannot correct the summaries "
                     f"({_uncorrected(estimate.importance)}), so they are q's own"))
-        if khat > USABLE:
+        else:
             warnings.warn(
                 f"nb.fit(family='auto'): the {post.info.family} approximation has Pareto k-hat "
                 f"{khat:.2f} (from {estimate.n_draws} draws) > {USABLE}, so its means and sds cannot "

@@ -85,19 +85,18 @@ def fit_fixed_draws(
         round_start = parameters_to_vector(family.parameters()).detach().clone()
         used, finite = _lbfgs(log_joint, family, data, noise, max_iter, trace, world)
         evaluations += used
+        if finite:
+            mean_error, sd_error = _monte_carlo_error(log_joint, family, data, curvature, noise,
+                                                      world)
+            how = "estimated"
+            if max(mean_error, sd_error) > tolerance:  # the bound says no: measure it instead
+                used, finite, mean_error, sd_error = _replicate(
+                    log_joint, family, data, round_start, n_draws, generator, max_iter, trace,
+                    world)
+                evaluations, how = evaluations + used, "measured"
         if not finite:
             return FixedDrawResult(False, "the fixed-draw ELBO became non-finite", n_draws,
                                    evaluations, mean_error, sd_error, trace)
-        mean_error, sd_error = _monte_carlo_error(log_joint, family, data, curvature, noise,
-                                                  world)
-        how = "estimated"
-        if max(mean_error, sd_error) > tolerance:  # the bound says no: measure it instead
-            used, finite, mean_error, sd_error = _replicate(
-                log_joint, family, data, round_start, n_draws, generator, max_iter, trace, world)
-            evaluations, how = evaluations + used, "measured"
-            if not finite:
-                return FixedDrawResult(False, "the fixed-draw ELBO became non-finite", n_draws,
-                                       evaluations, mean_error, sd_error, trace)
         worst = max(mean_error, sd_error)
         if worst <= tolerance:
             reason = (f"fixed-draw ELBO optimum on {n_draws} draws; {how} Monte Carlo error "

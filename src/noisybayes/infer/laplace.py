@@ -269,7 +269,7 @@ def laplace(
         subset: Data = (tuple(x[index] for x in xs), y[index])
     else:
         subset = data
-    rows = Rows.shard(data, world) if world.parallel else Rows.in_memory(data)
+    rows = Rows.shard(data, world)
     return laplace_from_subset(log_joint, subset, rows, n_data, start, max_iter, n_rows=n_rows)
 
 
@@ -280,14 +280,14 @@ def laplace_from_subset(
     n_data: int,
     start: torch.Tensor,
     max_iter: int = 500,
-    n_rows: int | None = None,
+    *,
+    n_rows: int,
 ) -> LaplaceResult:
     """The mode of ``log p(u) + (N/n) log p(y_subset | u)`` by L-BFGS and the curvature
     there, the mode then polished by Newton steps on every row of ``rows`` (``N`` rows).
     In a data-parallel fit (``rows.world``) each process passes its subset of its
     ``n_rows`` rows, and every sum is summed over the processes."""
     world = rows.world
-    n_rows = n_data if n_rows is None else n_rows
     as_data_size, weight = world.shard_scale(n_rows, n_data)
 
     def per_datum(part: Data) -> Callable[[torch.Tensor], torch.Tensor]:

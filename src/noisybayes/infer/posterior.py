@@ -306,8 +306,8 @@ class GaussianPosterior(Posterior):
         tail = (1 - hdi_prob) / 2 * 100
         table = pd.DataFrame(
             {
-                "mean": torch.cat([mean[n].reshape(-1) for n in self.layout.names]).tolist(),
-                "sd": torch.cat([sd[n].reshape(-1) for n in self.layout.names]).tolist(),
+                "mean": self.flat(mean).tolist(),
+                "sd": self.flat(sd).tolist(),
                 f"hdi_{tail:g}%": torch.cat(lows).tolist(),
                 f"hdi_{100 - tail:g}%": torch.cat(highs).tolist(),
             },
@@ -315,6 +315,11 @@ class GaussianPosterior(Posterior):
         )
         table.attrs["khat"] = None if importance is None else importance.khat
         return table
+
+    def flat(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-parameter tensors (``mean``, ``sd``) as one vector in the order of
+        ``layout.labels()``."""
+        return torch.cat([values[n].reshape(-1) for n in self.layout.names])
 
     def _summary_title(self, importance: ImportanceDraws | None) -> str | None:
         """The name of the summary's index: says how the moments were computed, with the

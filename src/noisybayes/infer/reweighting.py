@@ -104,7 +104,7 @@ class ImportanceDraws:
             d = self.weights - 1.0 / self.weights.numel()
             shift = d @ g
             variance = q_moments[1].reshape(-1).double().pow(2) + d @ g.pow(2) - shift.pow(2)
-            plain = self.weights @ (g - shift).pow(2)
-            variance = torch.where(variance > 0, variance, plain)
+            if not bool((variance > 0).all()):
+                variance = torch.where(variance > 0, variance, self.weights @ (g - shift).pow(2))
             mean = centre + shift
         return mean.reshape(shape).to(values.dtype), variance.sqrt().reshape(shape).to(values.dtype)

@@ -12,7 +12,13 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["plain_gradients"]
+__all__ = ["fused_nodes_allowed", "plain_gradients"]
+
+
+def fused_nodes_allowed() -> bool:
+    """Whether the fused nodes may run: not inside a ``torch.func`` transform (``vmap``,
+    ``grad``), which needs the plain operations."""
+    return not torch._C._are_functorch_transforms_active()
 
 
 def plain_gradients(

@@ -20,7 +20,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from noisybayes._checks import check_positive_int
-from noisybayes.nn.graph_gradients import plain_gradients
+from noisybayes.nn.graph_gradients import fused_nodes_allowed, plain_gradients
 from noisybayes.nn.priors import check_prior
 from noisybayes.nn.weights import NoisyWeightLayer
 
@@ -163,7 +163,7 @@ class BayesLinear(NoisyWeightLayer):
         noise = torch.randn((*x.shape[:-1], self.out_features), dtype=x.dtype, device=x.device)
         inputs = (x, self.weight_loc, self.weight_scale_free, self._bias_mean(),
                   self.bias_scale_free, noise)
-        if not torch._C._are_functorch_transforms_active():  # one autograd node
+        if fused_nodes_allowed():  # one autograd node
             return LocalReparameterization.apply(*inputs)
         return local_reparameterization(*inputs)
 

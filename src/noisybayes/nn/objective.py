@@ -25,6 +25,7 @@ from noisybayes._rng import seeded_from
 from noisybayes.nn.base import NoisyModule
 from noisybayes.nn.conv import BayesConv2d
 from noisybayes.nn.convert import noise_parametrizations
+from noisybayes.nn.graph_gradients import fused_nodes_allowed
 from noisybayes.nn.likelihoods import (
     Bernoulli,
     Categorical,
@@ -54,7 +55,7 @@ def kl_divergence(model: nn.Module, *, generator: torch.Generator | None = None)
     noisy = [m for m in model.modules()
              if isinstance(m, NoisyModule) and type(m).kl is not NoisyModule.kl]
     terms: list[torch.Tensor] = []
-    if not torch._C._are_functorch_transforms_active():  # layers sharing a Normal prior: one
+    if fused_nodes_allowed():  # layers sharing a Normal prior: one
         terms, noisy = normal_kl_of_layers(noisy)       # pass over all their tensors
     terms += [m.kl(generator=generator) for m in noisy]
     terms += [noise.kl_of(loc, generator=generator) for noise, loc in noise_parametrizations(model)]

@@ -189,9 +189,8 @@ class SoftplusNormalKL(torch.autograd.Function):
             locs = (torch.cat([t.reshape(-1) for t in locs]),)
             frees = (torch.cat([t.reshape(-1) for t in frees]),)
         ctx.save_for_backward(prior_loc, prior_scale, *tensors, *locs, *frees)
-        terms = [normal_kl(loc, F.softplus(free), prior_loc, prior_scale).sum()
-                 for loc, free in zip(locs, frees, strict=True)]
-        return terms[0] if len(terms) == 1 else torch.stack(terms).sum()
+        pairs = [t for pair in zip(locs, frees, strict=True) for t in pair]
+        return softplus_normal_kl(prior_loc, prior_scale, *pairs)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from noisybayes.nn.base import NoisyModule, free_scale, initial_scale, softplus_scale
+from noisybayes.nn.graph_gradients import fused_nodes_allowed
 from noisybayes.nn.priors import mean_field_kl, normal_kl_of_layers
 
 __all__ = ["NoisyWeightLayer"]
@@ -76,7 +77,7 @@ class NoisyWeightLayer(NoisyModule):
 
     def kl(self, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """``KL(q(W, b) || p(W, b))``: closed form for a Normal prior, Monte Carlo otherwise."""
-        if not torch._C._are_functorch_transforms_active():
+        if fused_nodes_allowed():
             fused, _ = normal_kl_of_layers([self])  # a Normal prior: one autograd node
             if fused:
                 return fused[0]
