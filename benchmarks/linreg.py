@@ -63,7 +63,7 @@ def exact_posterior(x: torch.Tensor, y: torch.Tensor, chunk: int = 100_000):
     return NormalPosterior(loc=loc, precision=precision)
 
 
-def _status_bytes(field: str) -> int:
+def status_bytes(field: str) -> int:
     """``VmRSS`` or ``VmHWM`` (peak) of this process, from ``/proc/self/status``."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -74,7 +74,7 @@ def _status_bytes(field: str) -> int:
 def reset_peak_rss() -> int:
     """Reset the peak-RSS mark (Linux) and return the current RSS."""
     Path("/proc/self/clear_refs").write_text("5")
-    return _status_bytes("VmRSS")
+    return status_bytes("VmRSS")
 
 
 def run_one(size: str, method: str) -> dict:
@@ -87,7 +87,7 @@ def run_one(size: str, method: str) -> dict:
     exact = exact_posterior(x, y)
     exact_seconds = time.perf_counter() - started
     if method == "exact":
-        extra = _status_bytes("VmHWM") - before
+        extra = status_bytes("VmHWM") - before
         return {"seconds": exact_seconds, "extra_memory": extra, "data_bytes": data_bytes}
     reference_sd = exact.scale if method == "fullrank" else exact.meanfield_scale
 
@@ -112,7 +112,7 @@ def run_one(size: str, method: str) -> dict:
         KnownNoiseLinear(d), x, y, family=method, seed=0, progress=False, callback=callback
     )
     seconds = time.perf_counter() - started
-    extra = _status_bytes("VmHWM") - before
+    extra = status_bytes("VmHWM") - before
     z, r = errors(post.family)
     return {
         "seconds": seconds,
@@ -165,7 +165,7 @@ def run_pyro(x: torch.Tensor, y: torch.Tensor, exact, data_bytes: int) -> dict:
         if not reached and step % 250 == 0 and max(errors()) < 0.1:
             reached.append(time.perf_counter() - started)
     seconds = time.perf_counter() - started
-    extra = _status_bytes("VmHWM") - before
+    extra = status_bytes("VmHWM") - before
     z, r = errors()
     return {
         "seconds": seconds,

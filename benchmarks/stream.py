@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from linreg import status_bytes
 
 FEATURES = 20
 CHUNK_ROWS = 1_000_000  # rows generated and written at a time
@@ -100,7 +100,7 @@ def child(method: str, path: str) -> None:
         note = (f"{post.info.n_steps} Adam steps ({post.info.n_epochs:.2f} passes), k-hat "
                 f"{post.info.khat:.2f} from {post.info.khat_draws} draws")
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    peak = status_bytes("VmHWM")  # this process's own: ru_maxrss keeps the parent's over exec
     print(json.dumps({"seconds": seconds, "peak_rss": peak, "loc": loc.tolist(),
                       "scale": scale.tolist(), "note": note}))
 
