@@ -209,9 +209,8 @@ TABLES = {
         ("words.csv", "y ~ x", ["the response column 'y' must be numeric, got dtype"]),
         ("one.csv", "y ~ x", ["1 sample", "minimum of 2"]),
         ("broken.csv", "y ~ x", ["the file '{path}' could not be read as csv:"]),
-        ("level.csv", "y ~ s", ["formula must have at least one term besides the intercept, got "
-         "'y ~ s' (its terms in 's' give no columns: a categorical column with one level has "
-         "none beyond the intercept)"]),
+        ("level.csv", "y ~ s", ["formula terms in 's' must give design columns, got none from "
+         "'y ~ s' (a categorical column with one level has none beyond the intercept)"]),
         ("level.csv", "y ~ (x", ["formula could not be parsed:", "(got 'y ~ (x')"]),
     ],
 )
@@ -496,3 +495,26 @@ def test_fit_with_a_group_term_names_the_groups_and_predicts_a_new_one(capsys, t
         summary)
     assert "1|soil[loam]" in out
     assert len(pd.read_csv(predictions)) == 2
+
+
+def test_fit_with_a_varying_intercept_alone(capsys, tmp_path):
+    """``y ~ 1 + (1 | g)`` from the shell (a mean-field fit, for speed): the summary is the
+    intercept, the group sd, a row per group and the noise scale; a group the fit never saw
+    is predicted from the population, so with a wider sd than a seen one."""
+    data, new = tmp_path / "groups.csv", tmp_path / "new.csv"
+    out_json, predictions = tmp_path / "fit.json", tmp_path / "p.csv"
+    rng = np.random.default_rng(0)
+    g = np.repeat(["a", "b", "c", "d"], 10)
+    effect = pd.Series({"a": -0.6, "b": -0.2, "c": 0.2, "d": 0.6})[g].to_numpy()
+    pd.DataFrame({"y": 1.0 + effect + rng.normal(0.0, 0.5, 40), "g": g}).to_csv(data, index=False)
+    pd.DataFrame({"g": ["b", "new"]}).to_csv(new, index=False)
+    code, out, err = run(
+        ["fit", data, "--formula", "y ~ 1 + (1 | g)", "--family", "meanfield", "--json",
+         out_json, "--predict", new, "--out", predictions], capsys,
+    )
+    assert code == 0, err
+    assert list(json.loads(out_json.read_text())["summary"]) == [
+        "intercept", "1|g_sigma", "1|g[a]", "1|g[b]", "1|g[c]", "1|g[d]", "1|g[<new>]", "sigma"]
+    assert "1|g[<new>]" in out
+    sd = pd.read_csv(predictions)["predicted_sd"]
+    assert sd[1] > sd[0]

@@ -80,7 +80,7 @@ def test_missing_error_refuses(table):
         ("x1 + g", "formula must have the form 'response ~ terms', got 'x1 + g'"),
         ("y ~ np.log(x1 - 3)", "design column 'np.log(x1 - 3)' must be finite, got"),
         ("y ~ (x1", "formula could not be parsed: "),
-        ("y ~ 1", "formula must have at least one term besides the intercept, got 'y ~ 1'"),
+        ("y ~ 0", "formula must have an intercept or a fixed term with columns, got 'y ~ 0'"),
         ("y + x1 ~ g", "formula must have one numeric response, got 2 columns ['y', 'x1'] "
          "from 'y + x1 ~ g'"),
     ],
@@ -89,6 +89,20 @@ def test_formula_errors_name_the_problem(table, formula, message):
     with pytest.raises(ValueError) as info:
         design_matrices(formula, table)
     assert str(info.value).startswith(message)
+
+
+def test_an_intercept_alone_gives_a_design_of_no_columns(table):
+    """``y ~ 1`` and ``y ~ 1 + (1 | g)`` ask for no fixed column; a term that gives none (a
+    categorical with one level) is a mistake."""
+    for formula in ("y ~ 1", "y ~ 1 + (1 | g)"):
+        design = design_matrices(formula, table)
+        assert design.X.shape == (60, 0) and design.spec.intercept, formula
+        assert design.spec.transform(table.head(3)).X.shape == (3, 0)
+    with pytest.raises(ValueError) as info:
+        design_matrices("y ~ C(s) + (1 | g)", table.assign(s="one level"))
+    assert str(info.value) == (
+        "formula terms in 's' must give design columns, got none from 'y ~ C(s) + (1 | g)' "
+        "(a categorical column with one level has none beyond the intercept)")
 
 
 def test_empty_table_and_bad_arguments(table):

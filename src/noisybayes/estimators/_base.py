@@ -62,9 +62,10 @@ _Estimator = TypeVar("_Estimator", bound="RegressionEstimator")
 
 def location_and_scale(values: torch.Tensor, centre: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Column means (zeros unless ``centre``) and population sds of ``values`` ``(N, d)``;
-    a zero or undefined sd (one row, a constant column) becomes 1."""
+    a zero or undefined sd (one row, a constant column) becomes 1 (``d`` may be 0)."""
     mean = values.mean(0)
-    sd = values.std(0, unbiased=False) if values.shape[0] > 1 else torch.ones_like(values[0])
+    spread = values.shape[0] > 1 and values.shape[1] > 0  # torch warns on std of no columns
+    sd = values.std(0, unbiased=False) if spread else torch.ones_like(values[0])
     return (mean if centre else torch.zeros_like(mean)), one_where_zero(sd, mean)
 
 
@@ -147,7 +148,9 @@ def resolve_prior(name: str, value: Any, auto: Distribution) -> Distribution | N
 class LinearPredictor(Model):
     """An ``nb.Model`` holding ``intercept`` (flat prior, when fitted) and ``coef`` on the
     user's scale, fed standardised inputs; ``linear_predictor`` gives ``intercept + X coef``.
-    It keeps the ``Standardisation`` of its data (``x_mean``, ``x_scale`` as buffers)."""
+    It keeps the ``Standardisation`` of its data (``x_mean``, ``x_scale`` as buffers).
+    Without columns (``n_features = 0``, a formula's ``y ~ 1 + (1 | g)``) ``coef`` is an
+    empty tensor, not a parameter."""
 
     x_mean: torch.Tensor
     x_scale: torch.Tensor
@@ -166,7 +169,10 @@ class LinearPredictor(Model):
         self.fit_intercept = fit_intercept
         if fit_intercept:
             self.intercept = param(None)
-        self.coef = param(coef_prior, shape=(n_features,))
+        if n_features:
+            self.coef = param(coef_prior, shape=(n_features,))
+        else:
+            self.register_buffer("coef", scaling.x_scale.new_zeros(0), persistent=False)
 
     def linear_predictor(self, x_std: torch.Tensor) -> torch.Tensor:
         """``eta = intercept + x_mean . coef + x_std . (x_scale * coef)``, shape ``(N,)``."""
@@ -185,10 +191,13 @@ class LinearPredictor(Model):
 
 def array_input(name: str, value: Any) -> Any:
     """``value`` ready for scikit-learn's validation: a tensor becomes its numpy array (so
-    float32 stays float32), a DataFrame must have numeric columns only."""
+    float32 stays float32), a DataFrame must have numeric columns only; one of no columns
+    (a formula's ``y ~ 1``) becomes an empty float array of its rows, ``(N, 0)``."""
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy()
     if isinstance(value, pd.DataFrame):
+        if value.shape[1] == 0:  # scikit-learn finds no dtype in a frame without columns
+            return np.empty((len(value), 0))
         check_numeric_columns(name, value)
     return value
 
@@ -246,16 +255,23 @@ class RegressionEstimator(BaseEstimator):
     n_features_in_: int
     formula_: Any
     design_: Any
-    _design_groups: tuple[Any, ...] = ()  # rows of a formula's group terms during from_design
+    _fitting_design: Any = None  # the formula's Design while from_design fits it
+
+    @property
+    def _design_groups(self) -> tuple[Any, ...]:
+        """The rows of the group terms of the formula being fitted (none outside one)."""
+        return () if self._fitting_design is None else self._fitting_design.groups
 
     # --- input checks -----------------------------------------------------------------
     def _validate_xy(self, X: Any, y: Any, *, y_numeric: bool = True) -> tuple[np.ndarray, Any]:
         """``X`` ``(N, d)`` as a float array and ``y`` ``(N,)``, checked by scikit-learn;
         records the feature names and count. At least 2 rows: one row leaves a flat
-        intercept and a learned noise scale without a proper posterior."""
+        intercept and a learned noise scale without a proper posterior. At least one column,
+        except in a formula's design (``y ~ 1 + (1 | g)`` has none besides its intercept)."""
         return validate_data(
             self, array_input("X", X), array_input("y", y), dtype=FLOAT_DTYPES,
             y_numeric=y_numeric, ensure_min_samples=2,
+            ensure_min_features=int(self._fitting_design is None),
         )
 
     @staticmethod
@@ -284,7 +300,8 @@ class RegressionEstimator(BaseEstimator):
         ):
             design = formula.transform(X)  # raw rows: build their design as the formula says
             X = design.X
-        X_a = validate_data(self, array_input("X", X), reset=False, dtype=FLOAT_DTYPES)
+        X_a = validate_data(self, array_input("X", X), reset=False, dtype=FLOAT_DTYPES,
+                            ensure_min_features=min(1, self.n_features_in_))
         X_t = tensor_of(X_a).to(self.posterior_.dtype)
         return self._model.standardise_x(X_t), design
 
@@ -417,7 +434,9 @@ class RegressionEstimator(BaseEstimator):
         used value are dropped (``missing="drop"``, counted in ``design_.n_dropped``) or
         refused (``"error"``); the formula's intercept sets ``fit_intercept``; ``summary()``
         names coefficients after the design columns. ``formula_.transform(new).X`` builds the
-        design of new rows for ``predict``. ``params`` go to the constructor.
+        design of new rows for ``predict``. ``params`` go to the constructor. The intercept
+        may be the whole fixed part (``"y ~ 1 + (1 | g)"``, ``"y ~ 1"``): ``coef_`` is then
+        empty and ``intercept_`` a parameter as ever.
         """
         from noisybayes.tables.formula import design_matrices
 
@@ -430,10 +449,10 @@ class RegressionEstimator(BaseEstimator):
         if "fit_intercept" in params:
             raise TypeError("fit_intercept must not be given with a formula: write '- 1' in it")
         estimator = cls(**{"fit_intercept": design.spec.intercept, **params})
-        estimator._design_groups = design.groups  # the group terms' rows, read by the fit
+        estimator._fitting_design = design  # its group terms' rows, read by the fit
         try:
             estimator.fit(design.X, design.y)
         finally:
-            del estimator._design_groups
+            del estimator._fitting_design
         estimator.formula_, estimator.design_ = design.spec, design
         return estimator

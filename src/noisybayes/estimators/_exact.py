@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
-from torch.distributions import Normal
+from torch.distributions import Distribution, Normal
 
 from noisybayes._rng import make_generator
 from noisybayes.estimators._glm_model import GLMModel, GLMSpec, user_map
@@ -77,10 +77,17 @@ def _design(model: GLMModel, X: torch.Tensor) -> torch.Tensor:
     return design_of(model.standardise_x(X), model.fit_intercept)
 
 
+def _prior(model: GLMModel, name: str) -> Distribution | None:
+    """The prior of parameter ``name``, ``None`` where flat or undeclared (no ``coef``
+    without columns: ``y ~ 1``)."""
+    spec = model.param_specs.get(name)
+    return None if spec is None else spec.prior
+
+
 def _standardised_precision(model: GLMModel, size: int) -> torch.Tensor:
     """The prior precisions of ``(b_std, beta_std)``, ``(k + p,)``: 0 where flat;
     ``beta_std_j = coef_j x_scale_j / y_scale`` has sd ``s_j x_scale_j / y_scale``."""
-    coef_prior = model.param_specs["coef"].prior
+    coef_prior = _prior(model, "coef")
     precision = torch.zeros(size, dtype=model.x_scale.dtype)
     if coef_prior is not None:
         if not isinstance(coef_prior, Normal):
@@ -173,7 +180,7 @@ def _solved(
         family = FullRank(A @ exact.loc + b, scale)  # theta = loc + scale z, z ~ N(0, I)
         family.requires_grad_(False)
         return _posterior(model, family, data, info)
-    if model.param_specs["coef"].prior is not None or model.param_specs["sigma"].prior is not None:
+    if _prior(model, "coef") is not None or _prior(model, "sigma") is not None:
         name = spec.dispersion_argument
         raise ValueError(
             f"method='exact' with unknown noise needs flat priors: prior_scale=None and "

@@ -261,7 +261,7 @@ def standardised_twin(model: GLMModel) -> GLMModel:
     it back."""
     _, scale = _eta_units(model)
     specs = model.param_specs
-    coef = specs["coef"].prior
+    coef = specs["coef"].prior if "coef" in specs else None  # none without columns
     if coef is not None:
         assert isinstance(coef, Normal)  # coef_prior builds a Normal
         coef = Normal(coef.loc * model.x_scale / scale, coef.scale * model.x_scale / scale)
@@ -294,7 +294,7 @@ def user_map(model: GLMModel) -> tuple[torch.Tensor, torch.Tensor]:
     size = max(b.stop for b in blocks.values())
     A = torch.eye(size, dtype=model.x_scale.dtype)
     b = torch.zeros(size, dtype=model.x_scale.dtype)
-    coef = slice(blocks["coef"].start, blocks["coef"].stop)
+    coef = slice(blocks["coef"].start, blocks["coef"].stop) if "coef" in blocks else slice(0, 0)
     coef_rows = scale / model.x_scale
     A[coef, coef] = torch.diag(coef_rows)
     if "intercept" in blocks:

@@ -35,8 +35,8 @@ __all__ = [
 
 
 def design_of(x_std: torch.Tensor, fit_intercept: bool) -> torch.Tensor:
-    """``[1, x_std]`` (or ``x_std`` without an intercept), ``(N, k + d)``."""
-    return torch.cat([torch.ones_like(x_std[:, :1]), x_std], 1) if fit_intercept else x_std
+    """``[1, x_std]`` (or ``x_std`` without an intercept), ``(N, k + d)``; ``d`` may be 0."""
+    return torch.cat([x_std.new_ones(len(x_std), 1), x_std], 1) if fit_intercept else x_std
 
 
 def design_rank(x_std: torch.Tensor, fit_intercept: bool) -> int:

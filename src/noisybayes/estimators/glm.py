@@ -158,7 +158,8 @@ class GeneralizedLinearEstimator(RegressionEstimator):
         """Set ``posterior_``, ``coef_`` and ``intercept_``; the posterior means by name."""
         self.posterior_ = posterior
         mean = posterior.mean
-        self.coef_ = mean["coef"].detach().numpy()
+        coef = mean.get("coef", self._model.coef)  # no columns: y ~ 1 + (1 | g)
+        self.coef_ = coef.detach().numpy()
         self.intercept_ = float(mean["intercept"]) if self.fit_intercept else 0.0
         return mean
 

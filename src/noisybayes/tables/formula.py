@@ -5,7 +5,7 @@ vector ``y`` ``(n,)`` and the design ``X`` ``(n, p)``: numeric columns as they a
 categorical with ``k`` levels as ``k - 1`` treatment dummies, transforms evaluated, and an
 interaction as the product of its factors' columns. The intercept column of ones is not part
 of ``X``; ``Design.spec.intercept`` says whether the formula asked for one (``- 1`` or
-``+ 0`` removes it).
+``+ 0`` removes it). ``"y ~ 1"`` and ``"y ~ 1 + (1 | g)"`` give an ``X`` of no columns.
 
 Rows with a missing value in a column the formula uses are dropped, and counted, or refused
 with ``missing="error"``.
@@ -127,6 +127,20 @@ def _drop_missing(
     return table.loc[~rows], counts, n_bad
 
 
+def _check_no_columns(formula: str, intercept: bool, variables: list[str]) -> None:
+    """Refuse a design without fixed columns unless the formula asked for none: ``y ~ 1``
+    and ``y ~ 1 + (1 | g)`` keep the intercept alone, while terms in ``variables`` that
+    gave no columns, or no intercept either, are mistakes."""
+    if variables:
+        raise ValueError(
+            f"formula terms in {', '.join(map(repr, variables))} must give design columns, "
+            f"got none from {formula!r} (a categorical column with one level has none beyond "
+            "the intercept)")
+    if not intercept:
+        raise ValueError(
+            f"formula must have an intercept or a fixed term with columns, got {formula!r}")
+
+
 def design_matrices(formula: str, data: Any, *, missing: MissingPolicy = "drop") -> Design:
     """Build ``y`` and ``X`` of ``formula`` (``"response ~ terms"``) from the DataFrame ``data``.
 
@@ -170,12 +184,7 @@ def design_matrices(formula: str, data: Any, *, missing: MissingPolicy = "drop")
     X = X.drop(columns=[_INTERCEPT], errors="ignore")
     X.index = kept.index
     if X.shape[1] == 0:
-        besides = "the intercept and the group terms" if group_exprs else "the intercept"
-        empty = [v for v in rhs_vars if v not in group_vars]
-        why = (f" (its terms in {', '.join(map(repr, empty))} give no columns: a categorical "
-               "column with one level has none beyond the intercept)") if empty else ""
-        raise ValueError(
-            f"formula must have at least one term besides {besides}, got {formula!r}{why}")
+        _check_no_columns(formula, intercept, [v for v in rhs_vars if v not in group_vars])
     rows = tuple(fit_group_term(expr, group, kept) for expr, group in group_exprs)
     spec = FormulaSpec(
         formula=formula, response=str(lhs.columns[0]), columns=tuple(map(str, X.columns)),
