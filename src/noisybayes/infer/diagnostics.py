@@ -48,6 +48,7 @@ GOOD, USABLE = 0.5, 0.7
 # Elements of y times draws per chunk of rows: bounds the memory of the vmapped likelihood.
 _CHUNK_ELEMENTS = 1 << 21
 _DRAWS_MAX, _DRAWS_MIN, _DRAW_BUDGET = 100_000, 2_000, 40_000_000
+_CHEAP_DRAW_ELEMENTS = 4_000_000  # draws x rows a usable fit's k-hat takes at any rate
 
 
 @dataclass(frozen=True)
@@ -245,11 +246,17 @@ def sequential_khat(
     :func:`default_draws` (with at least ``floor`` instead of 2,000) are spent. Only a
     clearly usable fit stops early: on few draws k-hat reads high by more than its standard
     error (a good fit of kilpisjarvi: 0.97 from 8,000 draws, 0.32-0.44 from 100,000), so a
-    high reading is confirmed on the whole budget before it is reported.
+    high reading is confirmed on the whole budget before it is reported. A usable fit takes
+    more draws where they are cheap, up to ``cheap``: ``draws x rows <= 4e6`` and the draws
+    the corrected summaries keep (:meth:`ImportanceDraws.kept`); their Monte Carlo error
+    falls with them (mesquite's corrected sd of ``sigma`` scatters 3% from 4,000 draws and
+    reads 3% low, 1.2% and unbiased from 64,000).
     """
     if rows is None:
         rows = Rows.in_memory(post.fit_data(None, None, caller="family='auto'"))
     most = default_draws(rows.n_elements, floor)
+    cheap = min(most, ImportanceDraws.kept(post.layout.size),
+                _CHEAP_DRAW_ELEMENTS // max(1, rows.n_elements))
     ratios = torch.zeros(0, dtype=torch.float64)
     kept: list[torch.Tensor] = []
     n_draws = min(start, most)
@@ -261,11 +268,12 @@ def sequential_khat(
         ratios = torch.cat([ratios, more])
         log_weights, khat = pareto_khat(ratios)
         error = khat_standard_error(khat, n_draws)
-        if n_draws >= most or khat + 2 * error < USABLE:
+        usable = khat + 2 * error < USABLE
+        if n_draws >= most or (usable and n_draws >= cheap):
             draws = torch.cat(kept) if kept else theta[:0]
             importance = ImportanceDraws.from_log_weights(draws, log_weights, khat)
             return KhatEstimate(khat, error, n_draws, importance)
-        n_draws = min(2 * n_draws, most)
+        n_draws = cheap if usable else min(2 * n_draws, most)
 
 
 def ratios_at_fit_data(

@@ -34,6 +34,9 @@ _SECANT_TOLERANCE = 0.02
 # Passes of Newton steps with the first curvature before it is taken again where they
 # reached: a converging polish needs two to four.
 _CHORD_PASSES = 6
+# The mode search stops when an iteration gains less than this much log density (nats):
+# within a fraction of a posterior sd of the mode, where the Newton polish converges fast.
+_SEARCH_NATS = 1e-3
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,12 @@ def _lbfgs(
     precond: torch.Tensor,
     max_iter: int,
     world: World,
+    n_data: int,
 ) -> tuple[torch.Tensor, bool, int]:
     """Minimise ``objective(u)`` over ``u = shift + precond @ v`` from ``v = 0``
-    (``objective`` is this process's share: its value and gradient are summed over ``world``).
+    (``objective`` is this process's share of ``-log p(u, y) / N``, ``N = n_data``: its value
+    and gradient are summed over ``world``), until an iteration gains less than
+    ``_SEARCH_NATS`` of ``log p``: the Newton polish takes it from there.
 
     Returns the minimising ``u``, whether L-BFGS converged, and the evaluations it used.
     Raises ``_NonFinite`` (holding the offending ``u``) if the objective is NaN, or it or its
@@ -75,7 +81,7 @@ def _lbfgs(
 
     try:
         found = minimize(loss_and_grad, torch.zeros_like(shift), max_evaluations=max_iter,
-                         gradient_tolerance=1e-9)
+                         gradient_tolerance=1e-9, value_tolerance=_SEARCH_NATS / n_data)
     except NonFinite as error:
         raise _NonFinite((shift + precond @ error.point).detach()) from None
     return (shift + precond @ found.point).detach(), found.converged, found.n_evaluations
@@ -304,7 +310,8 @@ def laplace_from_subset(
 
     eye = torch.eye(start.shape[0], dtype=start.dtype)
     try:
-        first, converged, n_eval = _lbfgs(per_datum(subset), start, eye, max_iter, world)
+        first, converged, n_eval = _lbfgs(per_datum(subset), start, eye, max_iter, world,
+                                          n_data)
         precision = _curvature(log_joint, first, subset, n_rows, world)
         at = first  # where the curvature was taken
         loc, log_lik_gradient, newton_converged, passes = _newton(

@@ -16,6 +16,8 @@ from scipy.optimize import minimize as scipy_minimize
 
 __all__ = ["Minimum", "NonFinite", "minimize"]
 
+_RESTARTS = 3
+
 
 class NonFinite(Exception):
     """``f`` is NaN at ``point`` (not a number: a model evaluated outside its domain), or
@@ -41,39 +43,58 @@ def minimize(
     *,
     max_evaluations: int,
     gradient_tolerance: float,
+    value_tolerance: float = 1e-15,
 ) -> Minimum:
     """Minimise ``f`` from ``start`` (a flat tensor); ``loss_and_grad(u)`` returns
     ``(f(u), grad f(u))`` as tensors of ``start``'s dtype. Iterations stop when every
-    gradient entry is below ``gradient_tolerance`` or the relative decrease of ``f`` is at
-    float64 precision.
+    gradient entry is below ``gradient_tolerance`` or an iteration decreases ``f`` by less
+    than ``value_tolerance * max(|f|, 1)`` (by default: at float64 precision).
 
     An infinite value, or a non-finite gradient, met by a trial step (into a region where a
     model's log density overflows) is reported to the line search as a very large value, so
-    it steps back. A NaN value anywhere, or anything non-finite at ``start``, raises
-    :class:`NonFinite`.
+    it steps back. L-BFGS-B's line search may end there instead, at its last point (a float32
+    gradient of a log scale overflows long before float64's would): a search that met such a
+    value and stopped short of ``gradient_tolerance`` is started again from its last point,
+    with fresh curvature pairs and a first step a quarter as long (L-BFGS-B's first step has
+    unit length: the variables are scaled), up to ``_RESTARTS`` times within the
+    evaluations. A NaN value
+    anywhere, or anything non-finite at ``start``, raises :class:`NonFinite`.
     """
     dtype, device = start.dtype, start.device
     wall = float(np.finfo(np.float64).max ** 0.5)
-    first = True
+    first, walled = True, False
 
     def wrapped(v: np.ndarray) -> tuple[float, np.ndarray]:
-        nonlocal first
+        nonlocal first, walled
         u = torch.tensor(v, dtype=dtype, device=device)
         value, grad = loss_and_grad(u)
         if not (bool(torch.isfinite(value)) and bool(torch.isfinite(grad).all())):
             if first or bool(torch.isnan(value)):
                 raise NonFinite(u)
+            walled = True
             return wall, np.zeros_like(v)
         first = False
         return float(value), grad.detach().double().cpu().numpy()
 
-    result = scipy_minimize(
-        wrapped,
-        start.detach().double().cpu().numpy(),
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxfun": max_evaluations, "maxiter": max_evaluations, "maxcor": 20,
-                 "gtol": gradient_tolerance, "ftol": 1e-15},
-    )
-    point = torch.from_numpy(result.x).to(dtype=dtype, device=device)
-    return Minimum(point, bool(result.success), int(result.nfev))
+    point, evaluations, length = start.detach().double().cpu().numpy(), 0, 1.0
+    for _ in range(_RESTARTS + 1):
+        walled, origin = False, point
+
+        def scaled(w: np.ndarray, origin: np.ndarray = origin, length: float = length
+                   ) -> tuple[float, np.ndarray]:
+            value, grad = wrapped(origin + length * w)
+            return value, length * grad
+
+        result = scipy_minimize(
+            scaled, np.zeros_like(origin), jac=True, method="L-BFGS-B",
+            options={"maxfun": max_evaluations - evaluations, "maxiter": max_evaluations,
+                     "maxcor": 20, "gtol": gradient_tolerance * length,
+                     "ftol": value_tolerance},
+        )
+        point, evaluations = origin + length * result.x, evaluations + int(result.nfev)
+        stopped_short = float(np.abs(result.jac).max()) > gradient_tolerance * length
+        if not (walled and stopped_short) or evaluations >= max_evaluations:
+            break
+        length *= 0.25  # the first step of a search is of this length: shorter each time
+    found = torch.from_numpy(point).to(dtype=dtype, device=device)
+    return Minimum(found, bool(result.success), evaluations)
