@@ -117,6 +117,15 @@ class World:
             return n_data, 1.0
         return self.size * n_rows, n_rows / n_data
 
+    def gathered(self, value: object) -> list[object]:
+        """Every process's ``value`` (any picklable object), in rank order: ``[value]`` for
+        one process. For small things that are no tensor of one shape (a process's labels)."""
+        if not self.parallel:
+            return [value]
+        values: list[object] = [None] * self.size
+        dist.all_gather_object(values, value)
+        return values
+
     def broadcast(self, tensors: list[torch.Tensor]) -> None:
         """Set ``tensors`` in place to process 0's values on every process (a network's
         initial weights)."""

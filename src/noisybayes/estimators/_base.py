@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -52,6 +52,7 @@ __all__ = [
     "coef_prior",
     "location_and_scale",
     "one_where_zero",
+    "pooled_location_and_scale",
     "resolve_prior",
     "tensor_of",
     "unfitted_on_error",
@@ -66,6 +67,23 @@ def location_and_scale(values: torch.Tensor, centre: bool) -> tuple[torch.Tensor
     mean = values.mean(0)
     spread = values.shape[0] > 1 and values.shape[1] > 0  # torch warns on std of no columns
     sd = values.std(0, unbiased=False) if spread else torch.ones_like(values[0])
+    return (mean if centre else torch.zeros_like(mean)), one_where_zero(sd, mean)
+
+
+def pooled_location_and_scale(
+    values: torch.Tensor, centre: bool, world: World
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`location_and_scale` of the rows of every process, ``values`` ``(N_r, d)`` being
+    this process's: ``mean = sum_r sum_i x_i / N`` and ``sd^2 = sum_r sum_i (x_i - mean)^2
+    / N``, each sum all-reduced in float64 (two passes, so no cancellation however far the
+    columns sit from 0), returned in ``values``' dtype, the same on every process."""
+    rows = values.double()
+    n_data = world.total(rows.shape[0])
+    (total,) = world.sum(rows.sum(0))
+    mean = total / n_data
+    (squares,) = world.sum((rows - mean).square().sum(0))
+    sd = (squares / n_data).sqrt() if n_data > 1 else torch.ones_like(mean)
+    mean, sd = mean.to(values.dtype), sd.to(values.dtype)
     return (mean if centre else torch.zeros_like(mean)), one_where_zero(sd, mean)
 
 
@@ -88,11 +106,21 @@ class Standardisation(NamedTuple):
 
     @classmethod
     def of(
-        cls, X: torch.Tensor, y: torch.Tensor, *, centre: bool, continuous: bool
+        cls, X: torch.Tensor, y: torch.Tensor, *, centre: bool, continuous: bool,
+        world: World | None = None,
     ) -> Standardisation:
         """``location_and_scale`` of the columns of ``X`` ``(N, d)`` and, for a
         ``continuous`` response, of ``y`` ``(N,)``; other responses stay as they are
-        (``y_mean = 0``, ``y_scale = 1``). Means are taken only when ``centre``."""
+        (``y_mean = 0``, ``y_scale = 1``). Means are taken only when ``centre``. In a
+        data-parallel ``world`` the rows are this process's share and the moments those of
+        every process's rows (``pooled_location_and_scale``)."""
+        world = world or World()
+        if world.parallel:
+            rows = torch.cat([X, y[:, None]], 1) if continuous else X
+            mean, scale = pooled_location_and_scale(rows, centre, world)
+            if not continuous:
+                return cls(mean, scale, 0.0, 1.0)
+            return cls(mean[:-1], scale[:-1], float(mean[-1]), float(scale[-1]))
         x_mean, x_scale = location_and_scale(X, centre)
         if not continuous:
             return cls(x_mean, x_scale, 0.0, 1.0)
@@ -216,12 +244,13 @@ def unfitted_on_error(fit: _Fit) -> _Fit:
     an interrupted or failed fit leaves the estimator unfitted (``predict`` raises
     ``NotFittedError``), never holding a partial model or the previous fit's (a fit drops
     the previous fit's ``formula_`` and ``design_`` before it starts). Under
-    ``torch.distributed`` it refuses: an estimator would fit each process's rows alone."""
+    ``torch.distributed`` it refuses, on every process, an estimator whose class does not set
+    ``fits_data_parallel`` (each process would fit its own rows alone)."""
 
     @functools.wraps(fit)
     def wrapped(self: BaseEstimator, *args: Any, **kwargs: Any) -> Any:
         world = World.current()
-        if world.parallel:
+        if world.parallel and not getattr(self, "fits_data_parallel", False):
             raise NotImplementedError(
                 f"{type(self).__name__}.fit runs on one process, and torch.distributed is "
                 f"initialised with {world.size} processes (each would fit its own rows "
@@ -247,8 +276,12 @@ class RegressionEstimator(BaseEstimator):
     """The scikit-learn estimator contract shared by the generalised linear models:
     subclasses set ``posterior_`` (over a ``LinearPredictor``, which keeps the
     standardisation); inputs are checked by scikit-learn's ``validate_data``, which records
-    ``n_features_in_`` and, for a DataFrame with string column names, ``feature_names_in_``."""
+    ``n_features_in_`` and, for a DataFrame with string column names, ``feature_names_in_``.
 
+    Under ``torch.distributed`` a subclass that sets ``fits_data_parallel`` fits the rows of
+    every process together (``glm``); formulas are refused there (:meth:`from_design`)."""
+
+    fits_data_parallel: ClassVar[bool] = False
     fit_intercept: bool
     seed: int | None
     posterior_: GaussianPosterior
@@ -273,6 +306,12 @@ class RegressionEstimator(BaseEstimator):
             y_numeric=y_numeric, ensure_min_samples=2,
             ensure_min_features=int(self._fitting_design is None),
         )
+
+    def _checked_tensors(self, X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``X`` and a numeric ``y`` checked (:meth:`_validate_xy`) and as tensors; under
+        ``torch.distributed`` a process whose rows fail the checks stops every process."""
+        with World.current().together():
+            return self._as_tensors(*self._validate_xy(X, y))
 
     @staticmethod
     def _as_tensors(X: np.ndarray, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -440,6 +479,7 @@ class RegressionEstimator(BaseEstimator):
         """
         from noisybayes.tables.formula import design_matrices
 
+        _refuse_formula_in_parallel(cls.__name__)
         return cls.from_design(design_matrices(formula, data, missing=missing), **params)
 
     @classmethod
@@ -448,6 +488,7 @@ class RegressionEstimator(BaseEstimator):
         (what :meth:`from_formula` does after building it)."""
         if "fit_intercept" in params:
             raise TypeError("fit_intercept must not be given with a formula: write '- 1' in it")
+        _refuse_formula_in_parallel(cls.__name__)
         estimator = cls(**{"fit_intercept": design.spec.intercept, **params})
         estimator._fitting_design = design  # its group terms' rows, read by the fit
         try:
@@ -456,3 +497,19 @@ class RegressionEstimator(BaseEstimator):
             del estimator._fitting_design
         estimator.formula_, estimator.design_ = design.spec, design
         return estimator
+
+
+def _refuse_formula_in_parallel(estimator: str) -> None:
+    """Raise, on every process, under ``torch.distributed`` with several processes: a
+    formula's design is built from the rows at hand, each process's own there."""
+    world = World.current()
+    if world.parallel:
+        raise NotImplementedError(
+            f"{estimator}.from_formula and from_design build the design (its columns, "
+            f"categorical levels, group terms) from the rows they are given, and "
+            f"torch.distributed is initialised with {world.size} processes, each holding "
+            "its own rows (a level missing from one would change its columns): build the "
+            "design with the same columns on every process and call fit(X, y), fit a "
+            "formula source passed whole on every process (noisybayes.tables."
+            "formula_source: its design is learned once, from the files' first rows), "
+            "or fit in one process")

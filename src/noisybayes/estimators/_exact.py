@@ -25,6 +25,7 @@ from torch import nn
 from torch.distributions import Distribution, Normal
 
 from noisybayes._rng import make_generator
+from noisybayes.engine.distributed import World
 from noisybayes.estimators._glm_model import GLMModel, GLMSpec, user_map
 from noisybayes.estimators._identifiability import design_of
 from noisybayes.infer.objective import Data
@@ -114,10 +115,22 @@ class DesignSums(NamedTuple):
     sum_of_squares: torch.Tensor
     n_data: int
 
+    @classmethod
+    def of(cls, design: torch.Tensor, y_std: torch.Tensor) -> DesignSums:
+        """The sums of the rows of ``design`` ``(N, k + p)`` and ``y_std`` ``(N,)``, float64."""
+        design, y_std = design.double(), y_std.double()
+        return cls(design.T @ design, design.T @ y_std, y_std @ y_std, design.shape[0])
+
     def to(self, dtype: torch.dtype) -> DesignSums:
         """The sums in ``dtype``."""
         return DesignSums(self.gram.to(dtype), self.moment.to(dtype),
                           self.sum_of_squares.to(dtype), self.n_data)
+
+    def pooled(self, world: World) -> DesignSums:
+        """The sums over every process's rows, this process's being ``self``: each
+        all-reduced (in float64), so the same on every process."""
+        gram, moment, squares = world.sum(self.gram, self.moment, self.sum_of_squares)
+        return DesignSums(gram, moment, squares, world.total(self.n_data))
 
 
 def exact_posterior(

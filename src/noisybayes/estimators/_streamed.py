@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from noisybayes.engine.distributed import World
 from noisybayes.engine.source import Batch, DataSource, check_whole
 from noisybayes.estimators._base import LinearPredictor, Standardisation
 from noisybayes.estimators._exact import DesignSums
@@ -72,6 +73,19 @@ class ColumnMoments(NamedTuple):
             self.n_data * other.n_data / n)
         return ColumnMoments(n, mean, scatter)
 
+    def pooled(self, world: World) -> ColumnMoments:
+        """The moments of every process's rows, this process's being ``self``: ``n = sum_r
+        n_r``, ``m = sum_r n_r m_r / n``, ``M = sum_r [M_r + n_r (m_r - m)(m_r - m)^T]``, each
+        sum all-reduced in float64, so the same on every process."""
+        if not world.parallel:
+            return self
+        n = world.total(self.n_data)
+        (weighted,) = world.sum(self.mean * self.n_data)
+        mean = weighted / n
+        delta = self.mean - mean
+        (scatter,) = world.sum(self.scatter + torch.outer(delta, delta) * self.n_data)
+        return ColumnMoments(n, mean, scatter)
+
     @property
     def sd(self) -> torch.Tensor:
         """The columns' population sds, ``sqrt(diag(scatter) / n)``."""
@@ -95,6 +109,14 @@ class SourcePass(NamedTuple):
     moments: ColumnMoments
     dtype: torch.dtype
     values: torch.Tensor
+
+    def pooled(self, world: World) -> SourcePass:
+        """The pass over every process's rows, this process's being ``self``: the moments
+        all-reduced (:meth:`ColumnMoments.pooled`), the smallest 3 values of any process."""
+        if not world.parallel:
+            return self
+        values = torch.cat([torch.as_tensor(v) for v in world.gathered(self.values)])
+        return SourcePass(self.moments.pooled(world), self.dtype, values.unique()[:3])
 
     def standardisation(self, centre: bool, continuous: bool) -> Standardisation:
         """``Standardisation.of`` the rows, from their moments, in the source's dtype."""
@@ -205,11 +227,14 @@ class StandardisedSource:
 
 
 
-def check_identified_from_sums(spec: GLMSpec, model: GLMModel, sums: DesignSums) -> bool:
+def check_identified_from_sums(spec: GLMSpec, model: GLMModel, sums: DesignSums,
+                               setting: str = "a data source",
+                               instead: str = "fit from arrays in memory") -> bool:
     """``glm._check_identified`` from the ``DesignSums`` of a pass: the ranks of ``D`` and of
     ``[D, y_std]`` (``y`` an exact linear function of ``X`` where they agree) from their Gram
     matrices. Separation and isolated zeros need every row at once (a linear programme), so
-    their families are refused a flat coefficient prior here."""
+    their families are refused a flat coefficient prior here: the message says that
+    ``setting`` does not allow it, and suggests ``instead``."""
     n_data = sums.n_data
     rank = gram_rank(sums.gram, n_data)
     check_coefficients(spec.prior_scale, rank, sums.gram.shape[0], n_data)
@@ -217,9 +242,8 @@ def check_identified_from_sums(spec: GLMSpec, model: GLMModel, sums: DesignSums)
         check = "separation" if spec.family == "bernoulli" else "zero counts isolated by X"
         raise ValueError(
             f"prior_scale=None (a flat prior on the coefficients) with family={spec.family!r} "
-            f"needs a check for {check} over all rows at once (a linear programme), which a "
-            "data source does not allow: give prior_scale='auto' or a number, or fit from "
-            "arrays in memory")
+            f"needs a check for {check} over all rows at once (a linear programme), which "
+            f"{setting} does not allow: give prior_scale='auto' or a number, or {instead}")
     if spec.family not in CONTINUOUS or spec.noise_scale is not None:
         return True
     augmented = torch.cat([torch.cat([sums.gram, sums.moment[:, None]], 1),

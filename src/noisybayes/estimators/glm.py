@@ -13,6 +13,7 @@ closed-form posterior of ``_exact``. The bernoulli family is a classifier,
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Literal, cast
 
@@ -21,9 +22,11 @@ from sklearn.base import RegressorMixin
 from torch.distributions import Distribution
 
 from noisybayes._checks import check_bool, check_choice
+from noisybayes.engine.distributed import World
 from noisybayes.engine.source import DataSource
-from noisybayes.estimators._base import RegressionEstimator, unfitted_on_error
+from noisybayes.estimators._base import RegressionEstimator, Standardisation, unfitted_on_error
 from noisybayes.estimators._exact import (
+    DesignSums,
     exact_posterior,
     exact_posterior_from_sums,
     grid_posterior,
@@ -46,6 +49,7 @@ from noisybayes.estimators._identifiability import (
     check_noise,
     check_separation,
     check_zeros,
+    design_of,
     design_rank,
     fits_exactly,
 )
@@ -100,8 +104,16 @@ def fit_options_of(estimator: str, options: Any) -> dict[str, Any]:
 
 class GeneralizedLinearEstimator(RegressionEstimator):
     """The fit of a ``GLMModel``: by ``nb.fit`` (``method="vi"``) or in closed form
-    (``"exact"``); sets ``posterior_``, ``coef_`` and ``intercept_``."""
+    (``"exact"``); sets ``posterior_``, ``coef_`` and ``intercept_``.
 
+    Data-parallel under ``torch.distributed`` (``engine.distributed``): arrays passed to
+    ``fit`` are this process's rows (``N`` is their sum over processes), a data source is
+    passed whole and each process reads its shard. Whatever looks at all rows is all-reduced
+    (the standardisation's moments, the Gram matrix of the identifiability checks and of the
+    exact posterior, the classes), so every process takes the same decisions and ends with
+    the same fitted attributes; ``nb.fit`` runs data-parallel on the standardised rows."""
+
+    fits_data_parallel = True
     progress: bool | None
     fit_options: dict[str, Any] | None
 
@@ -133,7 +145,12 @@ class GeneralizedLinearEstimator(RegressionEstimator):
         means by parameter name."""
         options = fit_options_of(type(self).__name__, self.fit_options)
         check_bool("fit_intercept", spec.fit_intercept)
-        check_response(spec.family, y)
+        world = World.current()
+        with world.together():  # a process with bad rows stops them all
+            check_response(spec.family, y)
+        if world.parallel:
+            return self._fit_glm_shared(spec, X, y, world, approximation=approximation,
+                                        method=method, options=options)
         groups = self._design_groups
         model = glm_model(spec, X, y, groups)
         x_std = model.standardise_x(X)
@@ -153,6 +170,39 @@ class GeneralizedLinearEstimator(RegressionEstimator):
             )
             posterior = _on_user_scale(twin, model)
         return self._fitted(posterior)
+
+    def _fit_glm_shared(
+        self,
+        spec: GLMSpec,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        world: World,
+        *,
+        approximation: Approximation,
+        method: Literal["vi", "exact"],
+        options: dict[str, Any],
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`_fit_glm` where ``X`` ``(N_r, d)`` and ``y`` ``(N_r,)`` are this process's
+        rows of a data-parallel fit: the standardisation from all-reduced moments, the
+        identifiability checks and the exact posterior from the all-reduced ``DesignSums``
+        (as from a data source), ``nb.fit`` on this process's standardised rows."""
+        _check_same_columns(world, X)
+        world.check_own_rows("X and y", X, y)
+        scaling = Standardisation.of(X, y, centre=spec.fit_intercept,
+                                     continuous=spec.family in CONTINUOUS, world=world)
+        dtype = X.dtype
+        if method == "exact":  # as from a source: y^T y - m^T mu cancels float32's digits
+            dtype = torch.float64
+            scaling = scaling._replace(x_mean=scaling.x_mean.double(),
+                                       x_scale=scaling.x_scale.double())
+        model = glm_model_of(spec, scaling, dtype=dtype)
+        x_std, y_std = model.standardise_x(X.to(dtype)), model.standardise_y(y.to(dtype))
+        sums = DesignSums.of(design_of(x_std, spec.fit_intercept), y_std).pooled(world)
+        where = f"a data-parallel fit ({world.size} processes, each holding its own rows)"
+        return self._fitted(_posterior_from_sums(
+            spec, model, sums, method, where, "fit in one process",
+            lambda twin: fit(twin, x_std, y_std, family=approximation, seed=self.seed,
+                             progress=self.progress, **options)))
 
     def _fitted(self, posterior: GaussianPosterior) -> dict[str, torch.Tensor]:
         """Set ``posterior_``, ``coef_`` and ``intercept_``; the posterior means by name."""
@@ -185,7 +235,11 @@ class GeneralizedLinearEstimator(RegressionEstimator):
                 f"fit_intercept must be {formula.intercept} for a source of the formula "
                 f"{formula.formula!r} (its intercept), got {spec.fit_intercept}")
         labels = spec.family == "bernoulli"
-        read = read_source(source, spec.family)
+        world = World.current()
+        with world.together():  # each process reads its own rows; one that fails stops all
+            read = read_source(source.shard(world.rank, world.size) if world.parallel
+                               else source, spec.family)
+        read = read.pooled(world)
         positive = None
         if labels:
             if read.values.numel() != 2:
@@ -201,18 +255,11 @@ class GeneralizedLinearEstimator(RegressionEstimator):
                                        x_scale=scaling.x_scale.double())
         model = glm_model_of(spec, scaling, dtype=dtype)
         sums = read.design_sums(scaling, spec.fit_intercept)
-        residual = check_identified_from_sums(spec, model, sums)
-        if method == "exact":
-            posterior = exact_posterior_from_sums(spec, model, sums.to(dtype))
-        elif not residual:
-            raise ValueError(
-                f"X must have more rows than columns for a learned noise scale from a data "
-                f"source, got {sums.n_data} rows that X fits exactly: fit them from arrays "
-                "in memory (solved exactly there) or give a known noise_scale")
-        else:
-            twin = fit(standardised_twin(model), StandardisedSource(source, model, positive),
-                       family=approximation, seed=self.seed, progress=self.progress, **options)
-            posterior = _on_user_scale(twin, model)
+        posterior = _posterior_from_sums(
+            spec, model, sums, method, "a data source", "fit from arrays in memory",
+            lambda twin: fit(twin, StandardisedSource(source, model, positive),
+                             family=approximation, seed=self.seed, progress=self.progress,
+                             **options))
         self.n_features_in_ = int(scaling.x_mean.shape[0])
         if hasattr(self, "feature_names_in_"):  # a previous fit's
             delattr(self, "feature_names_in_")
@@ -222,6 +269,36 @@ class GeneralizedLinearEstimator(RegressionEstimator):
         if isinstance(formula, FormulaSpec):
             self.formula_ = formula  # builds the design of raw rows for predict
         return self._fitted(posterior)
+
+
+def _posterior_from_sums(
+    spec: GLMSpec, model: GLMModel, sums: DesignSums, method: Literal["vi", "exact"],
+    setting: str, instead: str, fit_twin: Callable[[GLMModel], GaussianPosterior],
+) -> GaussianPosterior:
+    """The posterior of ``model`` from the ``DesignSums`` of all rows (read from a data
+    source, or all-reduced over processes; ``setting`` in words, and what to do ``instead``
+    where it cannot serve): the identifiability checks from them, then the exact posterior
+    or ``fit_twin(standardised_twin(model))`` (``nb.fit`` on the standardised rows)."""
+    residual = check_identified_from_sums(spec, model, sums, setting, instead)
+    if method == "exact":
+        return exact_posterior_from_sums(spec, model, sums.to(model.x_scale.dtype))
+    if not residual:
+        raise ValueError(
+            f"X must have more rows than columns for a learned noise scale with {setting}, got "
+            f"{sums.n_data} rows that X fits exactly: {instead} (solved exactly there) or "
+            "give a known noise_scale")
+    return _on_user_scale(fit_twin(standardised_twin(model)), model)
+
+
+def _check_same_columns(world: World, X: torch.Tensor) -> None:
+    """Refuse, on every process, arrays ``X`` of different widths or dtypes on different
+    processes of a data-parallel fit (their sums could not be added)."""
+    for what, value in (("columns", X.shape[1]), ("bytes per value", X.element_size())):
+        low, high = world.smallest(value), world.largest(value)
+        if low != high:
+            raise ValueError(
+                f"X must have the same columns and dtype on every process of a data-parallel "
+                f"fit, got between {low} and {high} {what} on the {world.size} processes")
 
 
 def _on_user_scale(twin: GaussianPosterior, model: GLMModel) -> GaussianPosterior:
@@ -309,7 +386,8 @@ class BayesianGLM(RegressorMixin, GeneralizedLinearEstimator):
 
     ``fit(nb.data.Parquet(path, x=[...], y="y"))`` fits from a data source, as
     ``BayesianLinearRegression`` does; a flat coefficient prior (``prior_scale=None``) for
-    counts is refused there (its identifiability check needs all rows at once).
+    counts is refused there (its identifiability check needs all rows at once), and in a
+    data-parallel fit under ``torch.distributed`` (``GeneralizedLinearEstimator``).
     """
 
     def __init__(
@@ -361,7 +439,7 @@ class BayesianGLM(RegressorMixin, GeneralizedLinearEstimator):
         if isinstance(X, DataSource):
             mean = self._fit_glm_source(spec, X, y, approximation=self.approximation)
         else:
-            X_t, y_t = self._as_tensors(*self._validate_xy(X, y))
+            X_t, y_t = self._checked_tensors(X, y)
             mean = self._fit_glm(spec, X_t, y_t, approximation=self.approximation)
         self.link_ = link
         name = "concentration" if self.family == "negative_binomial" else "sigma"

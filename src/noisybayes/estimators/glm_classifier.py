@@ -9,7 +9,7 @@ label; ``score`` the accuracy (scikit-learn's ``ClassifierMixin``).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch.distributions import Distribution
 
 from noisybayes._checks import check_label_types
+from noisybayes.engine.distributed import World
 from noisybayes.engine.source import DataSource
 from noisybayes.estimators._base import unfitted_on_error
 from noisybayes.estimators._glm_model import GLMSpec
@@ -88,15 +89,17 @@ class BayesianGLMClassifier(ClassifierMixin, GeneralizedLinearEstimator):
             self._fit_glm_source(spec, X, y, approximation=self.approximation)
             self.link_ = link
             return self
-        X_a, labels = self._validate_xy(X, y, y_numeric=False)
-        check_label_types("y", labels)
-        check_classification_targets(labels)
-        kind = type_of_target(labels, input_name="y", raise_unknown=True)
-        if kind != "binary":
-            raise ValueError(
-                f"Only binary classification is supported. The type of the target is {kind}."
-            )
-        self.classes_ = np.unique(labels)
+        world = World.current()
+        with world.together():  # a process with bad rows stops them all
+            X_a, labels = self._validate_xy(X, y, y_numeric=False)
+            check_label_types("y", labels)
+            check_classification_targets(labels)
+            kind = type_of_target(labels, input_name="y", raise_unknown=True)
+            if kind != "binary":
+                raise ValueError(
+                    f"Only binary classification is supported. The type of the target is {kind}."
+                )
+        self.classes_ = _classes_of_every_process(np.unique(labels), world)
         if len(self.classes_) != 2:
             raise ValueError(f"y must hold 2 classes, got {self.classes_.tolist()}")
         X_t, y_t = self._as_tensors(X_a, (labels == self.classes_[1]).astype(X_a.dtype))
@@ -120,3 +123,18 @@ class BayesianGLMClassifier(ClassifierMixin, GeneralizedLinearEstimator):
         assert tags.classifier_tags is not None  # set by ClassifierMixin
         tags.classifier_tags.multi_class = False
         return tags
+
+
+def _classes_of_every_process(classes: np.ndarray, world: World) -> np.ndarray:
+    """The sorted labels present on any process of a data-parallel fit, ``classes`` being
+    this process's (themselves for one process); labels of different kinds on different
+    processes (numbers on one, strings on another) are refused on every process."""
+    if not world.parallel:
+        return classes
+    every = cast(list[np.ndarray], world.gathered(classes))
+    kinds = sorted({c.dtype.kind for c in every if c.size})
+    if len({kind in "USO" for kind in kinds}) > 1:  # text on some, numbers on others
+        raise ValueError(
+            f"y must hold labels of one kind on every process of a data-parallel fit, got "
+            f"numpy dtype kinds {kinds} on the {world.size} processes")
+    return np.unique(np.concatenate(every))

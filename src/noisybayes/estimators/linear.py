@@ -54,7 +54,9 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
     posterior from ``X^T X`` and ``X^T y`` (solved in float64 whatever the columns' dtype);
     ``"vi"`` then runs ``nb.fit`` on the source's standardised rows
     (``noisybayes.estimators._streamed``). ``feature_names_in_`` are the columns of ``x``;
-    ``predict`` and the other methods take rows in memory.
+    ``predict`` and the other methods take rows in memory. Under ``torch.distributed`` both
+    fit data-parallel (``glm.GeneralizedLinearEstimator``): arrays are each process's rows, a
+    source is passed whole and read in shards.
 
     Fitted attributes: ``coef_`` (numpy), ``intercept_``, ``noise_scale_`` (floats; posterior
     means, PSIS-corrected where the fit allowed it: ``summary()`` says),
@@ -109,7 +111,7 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
             mean = self._fit_glm_source(self._spec(), X, y, approximation=self.family,
                                         method=self.method)
         else:
-            X_t, y_t = self._as_tensors(*self._validate_xy(X, y))
+            X_t, y_t = self._checked_tensors(X, y)
             mean = self._fit_glm(self._spec(), X_t, y_t, approximation=self.family,
                                  method=self.method)
         self.noise_scale_ = float(mean["sigma"] if self.noise_scale is None else self.noise_scale)
