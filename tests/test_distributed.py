@@ -134,6 +134,12 @@ def _parquet(rank: int, size: int, folder: Path) -> dict[str, Any]:
     return {**_moments(post), "n_data": post.info.n_data, "solver": post.info.solver}
 
 
+def _bad_source(rank: int, size: int, folder: Path) -> dict[str, Any]:
+    nb.fit(KnownNoiseLine(3), nb.data.Parquet(folder / "bad.parquet", x=["one", "a", "b"],
+                                              y="y"), seed=0, progress=False)
+    return {}
+
+
 def _checkpoint(rank: int, size: int, folder: Path) -> dict[str, Any]:
     """A network run stopped in step 13 on both processes, after the checkpoint of step 10,
     then restarted; and the same run without a stop. The processes hold 120 and 80 rows
@@ -260,7 +266,8 @@ _TASKS = {"fit": _fit, "bad_rows": _bad_rows, "adam": _adam, "adam_resumed": _ad
           "parquet": _parquet, "checkpoint": _checkpoint, "estimator_exact": _estimator_exact,
           "estimator_vi": _estimator_vi, "estimator_source": _estimator_source,
           "estimator_refused": _estimator_refused,
-          "same_rows": _same_rows, "crash": _crash}  # the crash last: it ends the group
+          "same_rows": _same_rows, "bad_source": _bad_source,
+          "crash": _crash}  # the crash last: it ends the group
 
 
 def _worker(rank: int, size: int, port: int, folder: str) -> None:
@@ -290,7 +297,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, dict[str, A
     """Every task on two processes: per process, per task, ``{"result": ...}`` or
     ``{"error": ..., "message": ...}``."""
     folder = tmp_path_factory.mktemp("distributed")
-    _write_parquet(folder)
+    table = pq.read_table(_write_parquet(folder)).to_pandas()
+    table.loc[3000, "y"] = math.nan
+    pq.write_table(pa.Table.from_pandas(table), folder / "bad.parquet", row_group_size=500)
     context = mp.get_context("spawn")
     port = _free_port()
     procs = [context.Process(target=_worker, args=(r, _WORLD, port, str(folder)))
@@ -362,6 +371,15 @@ def test_a_process_with_bad_rows_stops_every_process_with_an_error(runs):
     assert second["error"] == "ValueError" and "y" in second["message"]
     assert first["error"] == "RuntimeError"
     assert "process(es) [1] of 2" in first["message"]
+
+
+def test_a_bad_value_in_one_process_rows_of_a_source_stops_every_process(runs):
+    """A NaN in row 3,000 of 4,000 is in process 1's half of the file: its first pass (the
+    Laplace start's subsample) raises the error naming the column, and process 0 raises
+    too instead of waiting for it (the fixture fails on a hang)."""
+    first, second = (process["bad_source"] for process in runs)
+    assert second["error"] == "ValueError" and "'y'" in second["message"]
+    assert first["error"] == "RuntimeError" and "process(es) [1] of 2" in first["message"]
 
 
 def test_a_parquet_source_is_split_between_the_processes(runs, tmp_path_factory):

@@ -274,8 +274,8 @@ def fit(
         if world.parallel:  # each process reads its own range of the rows
             x = x.shard(world.rank, world.size)
         n_data, solver = x.n_data, "adam"
-        data = subsample(x, max(1, max_curvature_rows * x.n_rows // n_data), gen)
-        with world.together():
+        with world.together():  # a process whose rows fail to read stops them all
+            data = subsample(x, max(1, max_curvature_rows * x.n_rows // n_data), gen)
             check_source_inputs(model, data)
         rows: Rows | None = Rows.streamed(x, data[1][:1].numel(), world)
     else:
