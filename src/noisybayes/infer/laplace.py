@@ -344,7 +344,9 @@ def laplace_from_subset(
         raise DivergenceError(
             f"the log-density diverged (NaN or inf) at parameter values {values} while "
             "searching for the posterior mode: check that each parameter's support (from its "
-            "prior or support=) matches how forward uses it, and the data's scale"
+            "prior or support=) matches how forward uses it, and the data's scale (a learned "
+            "noise scale on data the model fits exactly, every residual 0, has no posterior "
+            "mode)"
         ) from None
     _, positive = whitening(precision, diagonal=False)
     return LaplaceResult(loc, precision, converged, n_eval, positive, log_lik_gradient, passes)
