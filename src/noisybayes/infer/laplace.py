@@ -21,7 +21,7 @@ from noisybayes.engine.distributed import World
 from noisybayes.errors import DivergenceError
 from noisybayes.infer.data import Rows
 from noisybayes.infer.minimize import NonFinite, minimize
-from noisybayes.infer.objective import Data, LogJoint, batched_evaluation
+from noisybayes.infer.objective import Data, LogJoint, batched_evaluation, gradient_of
 
 __all__ = ["LaplaceResult", "laplace", "laplace_from_subset", "whitening"]
 
@@ -156,22 +156,14 @@ def _pass_gradient(
         for xs, y in rows.passes():
             value = log_joint.log_lik(u, xs, y)
             total = total + value.detach()
-            log_lik_gradient += _gradient(value, u)
+            log_lik_gradient += gradient_of(value, u)
         total, log_lik_gradient = rows.world.sum(total, log_lik_gradient)
         finite = bool(torch.isfinite(total))
         log_prior = log_joint.log_prior(u)
-        prior_gradient = _gradient(log_prior, u)
+        prior_gradient = gradient_of(log_prior, u)
     finite = finite and bool(torch.isfinite(log_prior))
     gradient = log_lik_gradient + prior_gradient
     return finite and bool(torch.isfinite(gradient).all()), gradient, log_lik_gradient
-
-
-def _gradient(value: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """``d value / d u``, zero where ``value`` does not depend on ``u`` (a flat prior)."""
-    if not value.requires_grad:
-        return torch.zeros_like(u)
-    (gradient,) = torch.autograd.grad(value, u, allow_unused=True)
-    return torch.zeros_like(u) if gradient is None else gradient
 
 
 def _newton(

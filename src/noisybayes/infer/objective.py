@@ -26,13 +26,23 @@ from noisybayes.math.families import GaussianFamily
 from noisybayes.model.layout import ParamLayout
 from noisybayes.model.model import Model
 
-__all__ = ["Data", "LogJoint", "batched_evaluation", "elbo_estimate"]
+__all__ = ["Data", "LogJoint", "batched_evaluation", "elbo_estimate", "gradient_of",
+           "summed_log_prob"]
 
 Data = tuple[tuple[torch.Tensor, ...], torch.Tensor]
 # Log-likelihoods are summed over rows in float64 whatever the data's dtype: a float32 sum
 # over 10^5 rows cannot resolve the ELBO changes a line search near the optimum compares.
 _SUM_DTYPE = torch.float64
 _HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
+
+
+def gradient_of(value: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """``d value / d u`` by autograd, zero where ``value`` does not depend on ``u`` (a flat
+    prior)."""
+    if not value.requires_grad:
+        return torch.zeros_like(u)
+    (gradient,) = torch.autograd.grad(value, u, allow_unused=True)
+    return torch.zeros_like(u) if gradient is None else gradient
 
 
 def summed_log_prob(likelihood: Distribution, y: torch.Tensor) -> torch.Tensor:
@@ -203,11 +213,7 @@ class LogJoint:
         ``torch.func.grad``'s first call imports ``torch._dynamo`` (seconds)."""
         u = u.detach().requires_grad_(True)
         with torch.enable_grad(), batched_evaluation():
-            value = self.log_lik(u, xs, y)
-            if not value.requires_grad:
-                return torch.zeros_like(u)
-            (gradient,) = torch.autograd.grad(value, u, allow_unused=True)
-        return torch.zeros_like(u) if gradient is None else gradient
+            return gradient_of(self.log_lik(u, xs, y), u)
 
     def expected_log_prior(self, family: GaussianFamily) -> torch.Tensor:
         """``E_q[log p_k(theta_k)]`` summed over the closed-form blocks."""
