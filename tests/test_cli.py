@@ -146,13 +146,6 @@ def test_json_and_plot_are_written(line_csv, tmp_path, capsys):
         (["fit", "{csv}", "--formula", "y ~ x", "--likelihood", "student_t", "--method", "exact"],
          "--method exact needs --likelihood gaussian (the student_t likelihood has no closed "
          "form), got --likelihood student_t"),
-        (["fit", "{csv}", "--formula", "y ~ x", "--method", "exact"],
-         "--method exact needs flat priors, --prior-scale none and --noise-prior none (the "
-         "closed form with unknown noise), got --prior-scale auto and --noise-prior auto"),
-        (["fit", "{csv}", "--formula", "y ~ x", "--method", "exact", "--prior-scale", "2",
-          "--noise-prior", "halfcauchy:2.5"],
-         "--method exact needs flat priors, --prior-scale none and --noise-prior none (the "
-         "closed form with unknown noise), got --prior-scale 2 and --noise-prior halfcauchy:2.5"),
         (["fit", "{csv}", "--formula", "y ~ x", *FLAT, "--reweight"],
          "--reweight needs --method vi: the exact posterior needs no correction"),
         (["fit", "{csv}", "--formula", "y ~ x", *FLAT, "--max-steps", "10"],
@@ -435,7 +428,7 @@ def test_advice_of_a_bad_fit_names_the_shell_flags(tmp_path, capsys):
     advice = " ".join(out.split("mode search converged")[1].split())
     assert advice.startswith("marginal sds understated by up to")
     for flag in ("rerun with --family fullrank", "--family fullrank represents the correlations",
-                 "--method exact --prior-scale none --noise-prior none"):
+                 "--method exact gives this posterior exactly"):
         assert flag in advice, flag
     assert "family: meanfield (--family meanfield)" in out
     assert "post." not in out and "family='" not in out
@@ -451,12 +444,11 @@ def _report(khat: float, family: str, converged: bool = True) -> CheckReport:
     ("khat", "family", "flags", "expected"),
     [
         (0.6, "fullrank", [],
-         "Usable: rerun with --reweight for PSIS-corrected means and sds. With flat priors, "
-         "--method exact --prior-scale none --noise-prior none gives the exact posterior in "
-         "closed form."),
+         "Usable: rerun with --reweight for PSIS-corrected means and sds. --method exact "
+         "gives this posterior exactly, with no approximation."),
         (0.6, "fullrank", ["--reweight", "--prior-scale", "none", "--noise-prior", "none"],
          "Usable: the PSIS-corrected means and sds above (--reweight) are the better summary. "
-         "--method exact gives this posterior in closed form, with no approximation."),
+         "--method exact gives this posterior exactly, with no approximation."),
         (0.9, "fullrank", ["--likelihood", "student_t"],
          "Do not trust this fit: the posterior is far from Gaussian (heavy tails, skew or "
          "several modes); transform skewed columns in --formula (e.g. np.log(x)) or use MCMC."),

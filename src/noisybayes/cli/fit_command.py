@@ -20,7 +20,7 @@ import torch
 from noisybayes import __version__
 from noisybayes._checks import name_list
 from noisybayes._progress import show_progress
-from noisybayes.cli.fit_inputs import FitInputs, check_flags, read_inputs
+from noisybayes.cli.fit_inputs import FitInputs, check_flags, estimator_method, read_inputs
 from noisybayes.cli.fit_report import advice, predicted_quantity, priors
 from noisybayes.cli.output import print_table, write_json
 from noisybayes.infer.diagnostics import USABLE
@@ -74,7 +74,7 @@ def _fit_estimator(args: argparse.Namespace, design: Any) -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"nb\.fit\(family='auto'\)", category=UserWarning)
         return estimator.from_design(
-            design, family=args.family, method=args.method,
+            design, family=args.family, method=estimator_method(args),
             prior_scale=args.prior_scale, noise_prior=args.noise_prior, seed=args.seed,
             progress=show_progress(None), fit_options=options,
         )
@@ -99,7 +99,7 @@ def _print_fit_info(info: Any, report: Any, args: argparse.Namespace) -> None:
 def _check(post: Any, args: argparse.Namespace) -> Any:
     """The check of a variational fit (``None`` for the exact posterior), its advice in the
     shell's flags."""
-    if args.method != "vi":
+    if post.info.family == "exact":
         return None
     report = post.check(seed=args.seed)
     return replace(report, recommendation=advice(report, args, post.importance is not None))
@@ -131,7 +131,7 @@ def _fit_record(
     return {
         "noisybayes_version": __version__,
         "data": str(args.data), "formula": args.formula, "likelihood": args.likelihood,
-        "family": info.family, "method": args.method, "seed": args.seed,
+        "family": info.family, "method": "exact" if info.family == "exact" else "vi", "seed": args.seed,
         "n_rows": design.n_rows, "n_used": design.n_rows - design.n_dropped,
         "n_dropped": design.n_dropped, "missing_by_column": design.missing_by_column,
         "priors": priors(reg),

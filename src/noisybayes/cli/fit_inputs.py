@@ -73,13 +73,6 @@ def check_flags(args: argparse.Namespace) -> None:
                 f"--method exact needs --likelihood gaussian (the {args.likelihood} "
                 f"likelihood has no closed form), got --likelihood {args.likelihood}"
             )
-        if args.prior_scale is not None or args.noise_prior is not None:
-            raise ValueError(
-                "--method exact needs flat priors, --prior-scale none and --noise-prior none "
-                f"(the closed form with unknown noise), got --prior-scale "
-                f"{_flag_value(args.prior_scale)} and --noise-prior "
-                f"{_flag_value(args.noise_prior)}"
-            )
         if args.reweight:
             raise ValueError("--reweight needs --method vi: the exact posterior needs no correction")
         if args.max_steps is not None:
@@ -92,15 +85,10 @@ def check_flags(args: argparse.Namespace) -> None:
         check_output("--plot", args.plot, _figure_suffixes())
 
 
-def _flag_value(value: Any) -> str:
-    """A prior flag's value as the shell spells it: ``auto``, ``none``, a number or
-    ``halfcauchy:2.5``."""
-    if value is None:
-        return "none"
-    if isinstance(value, (str, float)):
-        return f"{value:g}" if isinstance(value, float) else value
-    number = getattr(value, next(iter(value.arg_constraints)))
-    return f"{type(value).__name__.lower()}:{float(number):g}"
+def estimator_method(args: argparse.Namespace) -> Any:
+    """The estimator's ``method`` for the flags: ``--method``, but ``vi`` for ``auto`` with
+    the Student-t likelihood (which has only that)."""
+    return "vi" if args.likelihood == "student_t" and args.method == "auto" else args.method
 
 
 def read_inputs(args: argparse.Namespace) -> FitInputs:

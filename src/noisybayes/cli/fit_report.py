@@ -19,15 +19,10 @@ _UNDERSTATED = 1.2  # worst sd ratio above which a cheaper family's sds are call
 
 
 def _exact_hint(args: argparse.Namespace) -> str | None:
-    """``--method exact`` where the closed form answers: Gaussian noise only."""
+    """``--method exact`` where it answers: Gaussian noise only."""
     if args.likelihood != "gaussian":
         return None
-    if args.prior_scale is None and args.noise_prior is None:
-        return "--method exact gives this posterior in closed form, with no approximation."
-    return (
-        "With flat priors, --method exact --prior-scale none --noise-prior none gives the "
-        "exact posterior in closed form."
-    )
+    return "--method exact gives this posterior exactly, with no approximation."
 
 
 def advice(report: CheckReport, args: argparse.Namespace, corrected: bool = False) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from noisybayes._progress import show_progress
-from noisybayes.cli.fit_inputs import check_flags
+from noisybayes.cli.fit_inputs import check_flags, estimator_method
 from noisybayes.cli.output import print_table
 from noisybayes.infer.diagnostics import USABLE
 
@@ -74,7 +74,7 @@ def _fit(args: argparse.Namespace, source: Any) -> Any:
     )
     options = None if args.max_steps is None else {"max_steps": args.max_steps}
     reg = estimator(
-        fit_intercept=source.spec.intercept, family=args.family, method=args.method,
+        fit_intercept=source.spec.intercept, family=args.family, method=estimator_method(args),
         prior_scale=args.prior_scale, noise_prior=args.noise_prior, seed=args.seed,
         progress=show_progress(None), fit_options=options,
     )

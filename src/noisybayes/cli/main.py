@@ -118,8 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "the parameter count and the Pareto k-hat diagnostic)")
     fit.add_argument("--likelihood", choices=("gaussian", "student_t"), default="gaussian",
                      help="the noise distribution (default gaussian)")
-    fit.add_argument("--method", choices=("vi", "exact"), default="vi",
-                     help="'exact': closed form, Gaussian noise and flat priors only")
+    fit.add_argument("--method", choices=("auto", "vi", "exact"), default="auto",
+                     help="'exact' (Gaussian noise): closed form, or Gaussian given the noise "
+                     "and group sds with those integrated on a grid; 'auto' (default): exact "
+                     "for a formula with group terms, vi otherwise")
     fit.add_argument("--prior-scale", type=_prior_scale, default="auto", metavar="S",
                      help="coefficient prior Normal(0, S); 'auto' (2.5 sd(y)/sd(x)) or 'none' "
                      "(flat)")

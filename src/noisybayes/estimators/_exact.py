@@ -8,6 +8,8 @@ Normal-Inverse-Gamma limit (``p(s2) ∝ s2^(-1/2)``, i.e. ``a0 = -(p + 1) / 2``)
 ``sigma`` with a Normal prior on ``coef`` and any prior on ``sigma``: Gaussian given
 ``sigma``, with ``sigma`` integrated on a grid (``noise_grid_posterior``); the estimators
 use it where the data fit ``y`` exactly and the joint density has no mode to start VI from.
+Where ``X`` does not, ``method="exact"`` with proper priors or group terms integrates the
+scales as ``_exact_scales`` does.
 
 Everything is computed on the standardised data, ``theta_std`` in the coordinates of
 ``x_std`` and ``y_std``, and mapped to the user's scale by the affine ``theta = A theta_std
@@ -193,13 +195,6 @@ def _solved(
         family = FullRank(A @ exact.loc + b, scale)  # theta = loc + scale z, z ~ N(0, I)
         family.requires_grad_(False)
         return _posterior(model, family, data, info)
-    if _prior(model, "coef") is not None or _prior(model, "sigma") is not None:
-        name = spec.dispersion_argument
-        raise ValueError(
-            f"method='exact' with unknown noise needs flat priors: prior_scale=None and "
-            f"{name}=None, got prior_scale={spec.prior_scale!r} and "
-            f"{name}={spec.dispersion_prior!r}"
-        )
     draws = _MappedDraws(unknown(-(size + 1) / 2), *user_map(model))
     return _posterior(model, draws, data, info)
 

@@ -31,6 +31,7 @@ from noisybayes.estimators._exact import (
     exact_posterior_from_sums,
     grid_posterior,
 )
+from noisybayes.estimators._exact_scales import scale_grid_from_sums, scale_grid_posterior
 from noisybayes.estimators._glm_model import (
     CONTINUOUS,
     LINKS,
@@ -155,10 +156,9 @@ class GeneralizedLinearEstimator(RegressionEstimator):
         model = glm_model(spec, X, y, groups)
         x_std = model.standardise_x(X)
         residual = _check_identified(spec, model, x_std, y)
-        if groups and method == "exact":
-            raise ValueError("method must be 'vi' for a formula with group terms, got 'exact' "
-                             "(their posterior has no closed form)")
-        if method == "exact":
+        if method == "exact" and (groups or needs_scale_grid(spec)):
+            posterior = scale_grid_posterior(model, X, y, groups)
+        elif method == "exact":
             posterior = exact_posterior(spec, model, X, y)
         elif not residual and not groups:
             posterior = _without_mode(spec, model, X, y)
@@ -271,6 +271,14 @@ class GeneralizedLinearEstimator(RegressionEstimator):
         return self._fitted(posterior)
 
 
+def needs_scale_grid(spec: GLMSpec) -> bool:
+    """Whether the exact posterior of ``spec`` (gaussian, identity link) integrates its noise
+    scale on a grid: learned, with a proper prior on it or on the coefficients (flat priors
+    have the Normal-Inverse-Gamma closed form)."""
+    return spec.noise_scale is None and (
+        spec.prior_scale is not None or spec.dispersion_prior is not None)
+
+
 def _posterior_from_sums(
     spec: GLMSpec, model: GLMModel, sums: DesignSums, method: Literal["vi", "exact"],
     setting: str, instead: str, fit_twin: Callable[[GLMModel], GaussianPosterior],
@@ -280,6 +288,8 @@ def _posterior_from_sums(
     where it cannot serve): the identifiability checks from them, then the exact posterior
     or ``fit_twin(standardised_twin(model))`` (``nb.fit`` on the standardised rows)."""
     residual = check_identified_from_sums(spec, model, sums, setting, instead)
+    if method == "exact" and needs_scale_grid(spec):
+        return scale_grid_from_sums(model, sums)
     if method == "exact":
         return exact_posterior_from_sums(spec, model, sums.to(model.x_scale.dtype))
     if not residual:

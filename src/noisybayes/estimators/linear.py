@@ -8,7 +8,9 @@ standardised ``y`` differs by a constant, so the posterior is the same) with par
 the standardised coordinates (``_glm_model.standardised_twin``), read back on the user's
 scale by an exact affine map, so the answer does not depend on the units of ``X`` or ``y``.
 With ``method="exact"``, and where ``X`` fits ``y`` exactly (no posterior mode to start VI
-from), the posterior is the closed form of ``_exact``.
+from), the posterior is exact: the closed form of ``_exact`` or, with proper priors on a
+learned noise scale or group terms, Gaussian given the scales and the scales integrated on a
+grid (``_exact_scales``); ``method="auto"`` takes that road for formulas with group terms.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from torch.distributions import Distribution
 from noisybayes._checks import check_choice
 from noisybayes.engine.source import DataSource
 from noisybayes.estimators._base import unfitted_on_error
+from noisybayes.estimators._exact_scales import grid_scales
 from noisybayes.estimators._glm_model import GLMSpec
 from noisybayes.estimators.glm import Approximation, GeneralizedLinearEstimator
+from noisybayes.infer.scale_grid import MAX_SCALES
 
 __all__ = ["BayesianLinearRegression"]
 
@@ -40,8 +44,12 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
         group_prior: the prior of the sd of each group term's effects (formulas with
             ``(x | g)`` terms), a torch Distribution on ``(0, inf)`` on the linear predictor's
             scale; ``"auto"`` is ``HalfNormal(2.5 s / sd(z_j))`` with ``s = sd(y)``.
-        method: ``"vi"`` (``nb.fit``) or ``"exact"`` (closed form: known noise with a Normal
-            or flat prior, or unknown noise with flat priors, a Normal-Inverse-Gamma limit).
+        method: ``"vi"`` (``nb.fit``), ``"exact"`` (closed form: known noise with a Normal
+            or flat prior, or unknown noise with flat priors, a Normal-Inverse-Gamma limit;
+            with any other noise prior or with group terms, Gaussian given the scales and
+            the scales integrated on a grid) or ``"auto"``: ``"exact"`` for a formula with
+            group terms (where a Gaussian ``q`` understates the group sds' spread and the
+            integral costs less than VI) of at most four scales, ``"vi"`` otherwise.
         family, seed, progress: passed to ``nb.fit`` (``family`` is the variational family,
             ``BayesianGLM``'s ``approximation``); ``fit_options``: a dict of its other
             arguments (``{"max_steps": 300}``).
@@ -75,7 +83,7 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
         noise_prior: Distribution | Literal["auto"] | None = "auto",
         noise_scale: float | None = None,
         group_prior: Distribution | Literal["auto"] = "auto",
-        method: Literal["vi", "exact"] = "vi",
+        method: Literal["auto", "vi", "exact"] = "auto",
         family: Approximation = "auto",
         seed: int | None = 0,
         progress: bool | None = None,
@@ -106,13 +114,18 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
         or from a data source ``X`` (``nb.data.Parquet(path, x=[...], y="y")``) with
         ``y=None``, read in passes (``method="exact"``: one pass summing ``X^T X`` and ``X^T y``
         in float64; ``"vi"``: ``nb.fit`` on its standardised rows)."""
-        check_choice("method", self.method, ("vi", "exact"))
+        check_choice("method", self.method, ("auto", "vi", "exact"))
+        method = self.method
+        groups = self._design_groups
+        if method == "auto":
+            few = grid_scales(self.noise_scale is None, groups) <= MAX_SCALES
+            method = "exact" if groups and few else "vi"
         if isinstance(X, DataSource):
             mean = self._fit_glm_source(self._spec(), X, y, approximation=self.family,
-                                        method=self.method)
+                                        method=method)
         else:
             X_t, y_t = self._checked_tensors(X, y)
             mean = self._fit_glm(self._spec(), X_t, y_t, approximation=self.family,
-                                 method=self.method)
+                                 method=method)
         self.noise_scale_ = float(mean["sigma"] if self.noise_scale is None else self.noise_scale)
         return self
