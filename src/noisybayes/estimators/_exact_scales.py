@@ -219,8 +219,8 @@ def scale_grid_from_sums(model: GLMModel, sums: DesignSums, order: Sequence[int]
                               noise_scale=twin.noise_scale, blocked=blocked, n_joint=n_fixed)
     A, b = user_map(model)
     draws = _GridDraws(grid, twin, A.double(), b.double(), list(order), model.x_scale.dtype)
-    scales = "1 scale" if grid.n_scales == 1 else f"{grid.n_scales} scales"
-    reason = (f"exact: Gaussian given its {scales}, integrated over them on "
+    counted = "1 scale" if grid.n_scales == 1 else f"{grid.n_scales} scales"
+    reason = (f"exact: Gaussian given its {counted}, integrated over them on "
               f"{len(grid.points)} grid points")
     info = replace(FitInfo.closed_form(sums.n_data), reason=reason, family_reason=reason)
     return GaussianPosterior(model, ParamLayout(model), draws, info, data)  # type: ignore[arg-type]
