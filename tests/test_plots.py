@@ -159,7 +159,8 @@ def test_fit_overview_draws_many_coefficients_as_a_forest_and_a_trace_only_when_
     y = X @ torch.arange(8, dtype=torch.float64) + torch.randn(200, generator=gen,
                                                                dtype=torch.float64)
     names = [f"f{i}" for i in range(8)]
-    reg = nb.BayesianLinearRegression(seed=0).fit(pd.DataFrame(X.numpy(), columns=names), y)
+    reg = nb.BayesianLinearRegression(method="vi", seed=0).fit(
+        pd.DataFrame(X.numpy(), columns=names), y)
     fig = plot_fit(reg)
     forest = [ax for ax in fig.axes if [t.get_text() for t in ax.get_yticklabels()] == names]
     assert len(forest) == 1  # the coefficients, top to bottom; intercept and sigma as densities

@@ -87,8 +87,11 @@ def check_flags(args: argparse.Namespace) -> None:
 
 def estimator_method(args: argparse.Namespace) -> Any:
     """The estimator's ``method`` for the flags: ``--method``, but ``vi`` for ``auto`` with
-    the Student-t likelihood (which has only that)."""
-    return "vi" if args.likelihood == "student_t" and args.method == "auto" else args.method
+    the Student-t likelihood (which has only that) or ``--reweight`` (which corrects a
+    variational fit); the estimator's ``auto`` takes ``--family`` and ``--max-steps`` to
+    ask for VI too."""
+    variational = args.likelihood == "student_t" or args.reweight
+    return "vi" if args.method == "auto" and variational else args.method
 
 
 def read_inputs(args: argparse.Namespace) -> FitInputs:

@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--method", choices=("auto", "vi", "exact"), default="auto",
                      help="'exact' (Gaussian noise): closed form, or Gaussian given the noise "
                      "and group sds with those integrated on a grid; 'auto' (default): exact "
-                     "for a formula with group terms, vi otherwise")
+                     "where it applies unless --family, --max-steps or --reweight ask for vi")
     fit.add_argument("--prior-scale", type=_prior_scale, default="auto", metavar="S",
                      help="coefficient prior Normal(0, S); 'auto' (2.5 sd(y)/sd(x)) or 'none' "
                      "(flat)")

@@ -10,7 +10,8 @@ scale by an exact affine map, so the answer does not depend on the units of ``X`
 With ``method="exact"``, and where ``X`` fits ``y`` exactly (no posterior mode to start VI
 from), the posterior is exact: the closed form of ``_exact`` or, with proper priors on a
 learned noise scale or group terms, Gaussian given the scales and the scales integrated on a
-grid (``_exact_scales``); ``method="auto"`` takes that road for formulas with group terms.
+grid (``_exact_scales``); ``method="auto"`` (the default) takes that road unless ``family``
+or ``fit_options`` configure VI.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Literal
 from sklearn.base import RegressorMixin
 from torch.distributions import Distribution
 
-from noisybayes._checks import check_choice
+from noisybayes._checks import check_choice, check_seed
 from noisybayes.engine.source import DataSource
 from noisybayes.estimators._base import unfitted_on_error
 from noisybayes.estimators._exact_scales import grid_scales
@@ -28,7 +29,16 @@ from noisybayes.estimators._glm_model import GLMSpec
 from noisybayes.estimators.glm import Approximation, GeneralizedLinearEstimator
 from noisybayes.infer.scale_grid import MAX_SCALES
 
-__all__ = ["BayesianLinearRegression"]
+__all__ = ["BayesianLinearRegression", "auto_method"]
+
+
+def auto_method(family: str, fit_options: dict[str, Any] | None, n_scales: int
+                ) -> Literal["vi", "exact"]:
+    """``method="auto"``: ``"exact"``, unless ``family`` (other than ``"auto"``) or
+    ``fit_options`` configure a variational fit, or the ``n_scales`` to integrate are more
+    than the grid takes."""
+    configured = family != "auto" or fit_options is not None
+    return "exact" if n_scales <= MAX_SCALES and not configured else "vi"
 
 
 class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
@@ -47,9 +57,10 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
         method: ``"vi"`` (``nb.fit``), ``"exact"`` (closed form: known noise with a Normal
             or flat prior, or unknown noise with flat priors, a Normal-Inverse-Gamma limit;
             with any other noise prior or with group terms, Gaussian given the scales and
-            the scales integrated on a grid) or ``"auto"``: ``"exact"`` for a formula with
-            group terms (where a Gaussian ``q`` understates the group sds' spread and the
-            integral costs less than VI) of at most four scales, ``"vi"`` otherwise.
+            the scales integrated on a grid: at most four, the noise sd and one sd per
+            varying column of each group term) or ``"auto"``: ``"exact"`` where it takes the
+            model (no approximation, and faster than VI), unless ``family`` or
+            ``fit_options`` are given, which configure ``"vi"``.
         family, seed, progress: passed to ``nb.fit`` (``family`` is the variational family,
             ``BayesianGLM``'s ``approximation``); ``fit_options``: a dict of its other
             arguments (``{"max_steps": 300}``).
@@ -116,10 +127,10 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
         in float64; ``"vi"``: ``nb.fit`` on its standardised rows)."""
         check_choice("method", self.method, ("auto", "vi", "exact"))
         method = self.method
-        groups = self._design_groups
+        check_seed(self.seed)
         if method == "auto":
-            few = grid_scales(self.noise_scale is None, groups) <= MAX_SCALES
-            method = "exact" if groups and few else "vi"
+            n_scales = grid_scales(self.noise_scale is None, self._design_groups)
+            method = auto_method(self.family, self.fit_options, n_scales)
         if isinstance(X, DataSource):
             mean = self._fit_glm_source(self._spec(), X, y, approximation=self.family,
                                         method=method)
