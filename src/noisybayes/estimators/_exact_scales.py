@@ -36,24 +36,41 @@ __all__ = ["grid_scales", "scale_grid_from_sums", "scale_grid_posterior"]
 _Block = tuple[torch.Tensor, torch.Tensor, int]  # (level of each row, values (N, q), levels)
 
 
+_ELEMENTS = 1 << 22  # rows x q_a x q_b held at once when summing a pair of blocks
+
+
 def _gram(blocks: list[_Block], y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``G^T G`` and ``G^T y`` of ``G = [one-hot(level_1) * values_1, ...]``, columns ordered
-    level-major within a block (as a ``(levels, q)`` parameter flattens), in float64."""
+    level-major within a block (as a ``(levels, q)`` parameter flattens), in float64: a
+    product of the values for two blocks of one level each (the design), sums by level pair
+    over chunks of rows otherwise."""
     grams: list[list[torch.Tensor]] = []
     moments = []
     for index_a, values_a, levels_a in blocks:
-        sums = values_a.new_zeros(levels_a, values_a.shape[1]).index_add_(0, index_a,
-                                                                         values_a * y[:, None])
-        moments.append(sums.reshape(-1))
-        row = []
-        for index_b, values_b, levels_b in blocks:
-            outer = values_a[:, :, None] * values_b[:, None, :]
-            pairs = values_a.new_zeros(levels_a * levels_b, *outer.shape[1:])
-            pairs.index_add_(0, index_a * levels_b + index_b, outer)
-            row.append(pairs.reshape(levels_a, levels_b, *outer.shape[1:]).permute(0, 2, 1, 3)
-                       .reshape(levels_a * values_a.shape[1], levels_b * values_b.shape[1]))
-        grams.append(row)
+        if levels_a == 1:
+            moments.append(values_a.T @ y)
+        else:
+            moments.append(values_a.new_zeros(levels_a, values_a.shape[1]).index_add_(
+                0, index_a, values_a * y[:, None]).reshape(-1))
+        grams.append([_pair(index_a, values_a, levels_a, index_b, values_b, levels_b)
+                      for index_b, values_b, levels_b in blocks])
     return torch.cat([torch.cat(row, 1) for row in grams]), torch.cat(moments)
+
+
+def _pair(index_a: torch.Tensor, values_a: torch.Tensor, levels_a: int,
+          index_b: torch.Tensor, values_b: torch.Tensor, levels_b: int) -> torch.Tensor:
+    """The ``(levels_a q_a, levels_b q_b)`` block of ``G^T G`` between two blocks."""
+    q_a, q_b = values_a.shape[1], values_b.shape[1]
+    if levels_a == levels_b == 1:
+        return values_a.T @ values_b
+    pairs = values_a.new_zeros(levels_a * levels_b, q_a, q_b)
+    rows = max(1, _ELEMENTS // max(1, q_a * q_b))
+    for start in range(0, len(index_a), rows):
+        part = slice(start, start + rows)
+        outer = values_a[part, :, None] * values_b[part, None, :]
+        pairs.index_add_(0, index_a[part] * levels_b + index_b[part], outer)
+    return (pairs.reshape(levels_a, levels_b, q_a, q_b).permute(0, 2, 1, 3)
+            .reshape(levels_a * q_a, levels_b * q_b))
 
 
 def _term_slots(twin: GLMModel, order: list[int], n_fixed: int
