@@ -1,7 +1,7 @@
 """The exact posterior of the gaussian identity-link model with a learned noise scale or group
 terms: Gaussian given its scales, the scales integrated on a grid.
 
-    y_std = D beta + sum_t sum_j z_tj b_t[g_t, j] + sigma eps,   b_t[:, j] ~ N(0, sd_tj),
+    y_std = D beta + sum_t sum_j z_tj b_t[g_t, j] + sigma eps,   b_t[:, j] ~ N(0, sd_tj^2),
 
 on the standardised data (``standardised_twin``), ``D = [1, x_std]``, ``beta``'s prior
 Normal or flat. Every column of ``G = [D, one-hot(g_t) * z_t ...]`` has a fixed or a scaled
@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Normal
 
+from noisybayes._rng import make_generator
 from noisybayes.estimators._exact import DesignSums
 from noisybayes.estimators._glm_model import GLMModel, standardised_twin, user_map
 from noisybayes.estimators._group_effects import group_inputs
@@ -31,7 +32,7 @@ from noisybayes.infer.scale_grid import MAX_SCALES, ScaleGridPosterior
 from noisybayes.model.layout import ParamLayout
 from noisybayes.tables.group_terms import GroupData
 
-__all__ = ["grid_scales", "scale_grid_from_sums", "scale_grid_posterior"]
+__all__ = ["grid_dense_columns", "grid_scales", "scale_grid_from_sums", "scale_grid_posterior"]
 
 _Block = tuple[torch.Tensor, torch.Tensor, int]  # (level of each row, values (N, q), levels)
 
@@ -147,7 +148,7 @@ class _GridDraws(nn.Module):
 
     def rsample(self, n: int, *, generator: torch.Generator | None = None, **_: Any
                 ) -> torch.Tensor:
-        theta, log_scale = self.grid.sample(n, generator or torch.Generator())
+        theta, log_scale = self.grid.sample(n, make_generator(None, generator))
         scaled = theta / self.grid.column_scales(log_scale)
         u = self._unconstrained(theta, log_scale, scaled)
         return (u @ self.A.T + self.b).to(self._mean.dtype)
@@ -157,6 +158,13 @@ def grid_scales(noise_learned: bool, groups: Sequence[GroupData]) -> int:
     """How many scales the exact posterior integrates: each group term's sds, one per varying
     column, and the noise sd where it is learned."""
     return sum(len(rows.term.columns) for rows in groups) + int(noise_learned)
+
+
+def grid_dense_columns(n_design: int, groups: Sequence[GroupData]) -> int:
+    """The columns of ``G`` each lattice point solves densely: the design's ``n_design`` and
+    every group term's effects but the largest term's (eliminated level by level)."""
+    effects = [len(rows.term.labels) * len(rows.term.columns) for rows in groups]
+    return n_design + sum(effects) - max(effects, default=0)
 
 
 class _ScalePrior:

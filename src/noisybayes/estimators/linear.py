@@ -18,27 +18,29 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 from sklearn.base import RegressorMixin
 from torch.distributions import Distribution
 
 from noisybayes._checks import check_choice, check_seed
 from noisybayes.engine.source import DataSource
 from noisybayes.estimators._base import unfitted_on_error
-from noisybayes.estimators._exact_scales import grid_scales
+from noisybayes.estimators._exact_scales import grid_dense_columns, grid_scales
 from noisybayes.estimators._glm_model import GLMSpec
 from noisybayes.estimators.glm import Approximation, GeneralizedLinearEstimator
-from noisybayes.infer.scale_grid import MAX_SCALES
+from noisybayes.infer.scale_grid import MAX_DENSE, MAX_SCALES
 
 __all__ = ["BayesianLinearRegression", "auto_method"]
 
 
-def auto_method(family: str, fit_options: dict[str, Any] | None, n_scales: int
-                ) -> Literal["vi", "exact"]:
+def auto_method(family: str, fit_options: dict[str, Any] | None, n_scales: int,
+                n_dense: int = 0) -> Literal["vi", "exact"]:
     """``method="auto"``: ``"exact"``, unless ``family`` (other than ``"auto"``) or
-    ``fit_options`` configure a variational fit, or the ``n_scales`` to integrate are more
-    than the grid takes."""
+    ``fit_options`` configure a variational fit, or the ``n_scales`` to integrate or the
+    ``n_dense`` columns each grid point solves are more than the grid takes."""
     configured = family != "auto" or fit_options is not None
-    return "exact" if n_scales <= MAX_SCALES and not configured else "vi"
+    fits = n_scales <= MAX_SCALES and n_dense <= MAX_DENSE
+    return "exact" if fits and not configured else "vi"
 
 
 class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
@@ -129,8 +131,11 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
         method = self.method
         check_seed(self.seed)
         if method == "auto":
-            n_scales = grid_scales(self.noise_scale is None, self._design_groups)
-            method = auto_method(self.family, self.fit_options, n_scales)
+            groups = self._design_groups
+            n_scales = grid_scales(self.noise_scale is None, groups)
+            n_design = 0 if isinstance(X, DataSource) else np.shape(X)[-1] + int(self.fit_intercept)
+            method = auto_method(self.family, self.fit_options, n_scales,
+                                 grid_dense_columns(n_design, groups))
         if isinstance(X, DataSource):
             mean = self._fit_glm_source(self._spec(), X, y, approximation=self.family,
                                         method=method)
