@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import numpy as np
 from sklearn.base import RegressorMixin
 from torch.distributions import Distribution
 
@@ -121,6 +120,16 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
             group_prior=self.group_prior,
         )
 
+    def _resolved_method(self, n_design: int) -> Literal["vi", "exact"]:
+        """``method``, with ``"auto"`` resolved by :func:`auto_method` for a design of at most
+        ``n_design`` columns (0: unknown, a data source) and the formula's group terms."""
+        if self.method != "auto":
+            return self.method
+        groups = self._design_groups
+        return auto_method(self.family, self.fit_options,
+                           grid_scales(self.noise_scale is None, groups),
+                           grid_dense_columns(n_design, groups))
+
     @unfitted_on_error
     def fit(self, X: Any, y: Any = None) -> BayesianLinearRegression:
         """Infer the posterior of ``(intercept, coef, sigma)`` from ``X`` ``(N, d)``, ``y`` ``(N,)``,
@@ -128,20 +137,13 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
         ``y=None``, read in passes (``method="exact"``: one pass summing ``X^T X`` and ``X^T y``
         in float64; ``"vi"``: ``nb.fit`` on its standardised rows)."""
         check_choice("method", self.method, ("auto", "vi", "exact"))
-        method = self.method
         check_seed(self.seed)
-        if method == "auto":
-            groups = self._design_groups
-            n_scales = grid_scales(self.noise_scale is None, groups)
-            n_design = 0 if isinstance(X, DataSource) else np.shape(X)[-1] + int(self.fit_intercept)
-            method = auto_method(self.family, self.fit_options, n_scales,
-                                 grid_dense_columns(n_design, groups))
         if isinstance(X, DataSource):
             mean = self._fit_glm_source(self._spec(), X, y, approximation=self.family,
-                                        method=method)
+                                        method=self._resolved_method(0))
         else:
             X_t, y_t = self._checked_tensors(X, y)
             mean = self._fit_glm(self._spec(), X_t, y_t, approximation=self.family,
-                                 method=method)
+                                 method=self._resolved_method(X_t.shape[1] + 1))
         self.noise_scale_ = float(mean["sigma"] if self.noise_scale is None else self.noise_scale)
         return self

@@ -13,7 +13,11 @@ of every quadratic exactly, which it does not credit (on a 60-row regression it 
 the error about 40-fold; far more where the Laplace curvature is a poor guide, as in
 hierarchical models). Where it exceeds ``tolerance`` the error is measured instead, from a
 second solve on fresh draws (``_replicate``), and ``M`` is raised until the error is below
-``tolerance`` posterior sds, or the evaluation budget says stop.
+``tolerance`` posterior sds, or the evaluation budget says stop. A solve that spends its
+``max_iter`` evaluations (the Laplace curvature a poor guide to ``q``'s scales, as for
+group-level sds, whose ``q`` is several times wider) is continued from its last point in
+coordinates re-whitened to that ``q`` (``GaussianFamily.recentre``), where the gradient
+tolerance again means about 0.01 sd, and the replicate starts there.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ __all__ = ["FixedDrawResult", "fit_fixed_draws"]
 # leaves the mean within about 0.01 sd of the fixed-draw optimum (half the Monte Carlo
 # tolerance); a tighter bound is below what float32 gradients on 10^5 rows resolve.
 _GRADIENT_TOLERANCE = 1e-2
+# Where a solve from the Laplace start spends its whole budget (the Laplace curvature a poor
+# guide to q's scales, as for group-level sds), it is continued this many times from its
+# last point in coordinates re-whitened to that q.
+_RECENTRES = 4
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,15 @@ def fit_fixed_draws(
         round_start = parameters_to_vector(family.parameters()).detach().clone()
         used, finite = _lbfgs(log_joint, family, data, noise, max_iter, trace, world)
         evaluations += used
+        if finite and used >= max_iter:  # stopped by the budget: poorly scaled coordinates
+            for _ in range(_RECENTRES):
+                curvature = _recentred(family, curvature)
+                used, finite = _lbfgs(log_joint, family, data, noise, max_iter, trace, world)
+                evaluations += used
+                if not finite or used < max_iter:
+                    break
+            curvature = _recentred(family, curvature)  # the replicate starts at the optimum
+            round_start = parameters_to_vector(family.parameters()).detach().clone()
         if finite:
             mean_error, sd_error = _monte_carlo_error(log_joint, family, data, curvature, noise,
                                                       world)
@@ -114,6 +131,13 @@ def fit_fixed_draws(
     return FixedDrawResult(
         False, f"{n_draws} fixed draws x {n_data} rows {why} the budget of "
         f"{max_row_draws:.0e}", n_draws, evaluations, mean_error, sd_error, trace)
+
+
+def _recentred(family: GaussianFamily, curvature: torch.Tensor) -> torch.Tensor:
+    """Re-whiten ``family`` at its current ``q`` (``GaussianFamily.recentre``) and return the
+    curvature in the new coordinates, ``D A D``."""
+    sd = family.recentre().to(curvature.dtype)
+    return sd[:, None] * curvature * sd[None, :]
 
 
 def _even(n: int) -> int:

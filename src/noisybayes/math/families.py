@@ -107,6 +107,24 @@ class GaussianFamily(nn.Module):
         """``q(z)`` as a ``torch.distributions`` object."""
         raise NotImplementedError
 
+    def _scale_rows(self, factor: torch.Tensor) -> None:
+        """``F <- diag(factor) F``: ``Sigma_z <- D Sigma_z D`` with ``D = diag(factor)``."""
+        raise NotImplementedError
+
+    def recentre(self) -> torch.Tensor:
+        """The same ``q`` in coordinates centred and scaled to it: ``shift <- E[theta]``,
+        ``T <- T D``, ``loc <- 0``, ``Sigma_z <- D^-1 Sigma_z D^-1`` with ``D`` the diagonal of
+        ``q(z)``'s sds, so that each ``z_j`` has sd 1. Returns ``D``'s diagonal (``P,``): old
+        ``z = loc + D z_new``."""
+        with torch.no_grad():
+            sd = self.z_factor().pow(2).sum(1).sqrt()
+            self.shift.copy_(self.mean())
+            self.loc.zero_()
+            self.precond.mul_(sd if self.precond.ndim == 1 else sd[None, :])
+            self.log_det_precond.add_(sd.log().sum())
+            self._scale_rows(sd.reciprocal())
+        return sd
+
     # --- shared ------------------------------------------------------------------------
     def to_theta(self, z: torch.Tensor) -> torch.Tensor:
         """``theta = shift + T z`` for ``z`` of shape ``(..., P)``."""
@@ -226,6 +244,9 @@ class MeanField(GaussianFamily):
         with torch.no_grad():
             self.raw_scale.copy_(inverse_softplus(cov.diagonal().clamp_min(1e-12).sqrt()))
 
+    def _scale_rows(self, factor: torch.Tensor) -> None:
+        self.raw_scale.copy_(inverse_softplus(self.scale * factor))
+
     def z_distribution(self) -> Distribution:
         return Independent(Normal(self.loc, self.scale), 1)
 
@@ -273,6 +294,10 @@ class FullRank(GaussianFamily):
         with torch.no_grad():
             self.raw_diag.copy_(inverse_softplus(tril.diagonal().clamp_min(1e-12)))
             self.off_diag.copy_(torch.tril(tril, -1))
+
+    def _scale_rows(self, factor: torch.Tensor) -> None:
+        self.raw_diag.copy_(inverse_softplus(F.softplus(self.raw_diag) * factor))
+        self.off_diag.mul_(factor[:, None])
 
 
 class LowRank(GaussianFamily):
@@ -323,6 +348,10 @@ class LowRank(GaussianFamily):
         with torch.no_grad():
             self.cov_factor.copy_(w.to(cov.dtype))
             self.raw_diag.copy_(inverse_softplus(s2.sqrt().expand(self.size).to(cov.dtype)))
+
+    def _scale_rows(self, factor: torch.Tensor) -> None:
+        self.raw_diag.copy_(inverse_softplus(self.diag * factor))
+        self.cov_factor.mul_(factor[:, None])
 
 
 FAMILIES: dict[str, type[GaussianFamily]] = {
