@@ -61,7 +61,7 @@ from noisybayes.estimators._streamed import (
     read_source,
     source_argument,
 )
-from noisybayes.infer.fit import fit
+from noisybayes.infer.fit import fit, threads_for
 from noisybayes.infer.posterior import GaussianPosterior
 from noisybayes.math.affine import AffineFamily
 from noisybayes.model.layout import ParamLayout
@@ -157,8 +157,9 @@ class GeneralizedLinearEstimator(RegressionEstimator):
         x_std = model.standardise_x(X)
         residual = _check_identified(spec, model, x_std, y)
         if method == "exact" and (groups or needs_scale_grid(spec)):
-            posterior = scale_grid_posterior(model, X, y, groups)
-        elif method == "exact":
+            with threads_for(X.numel()):  # many small operations, the summary draws' too
+                return self._fitted(scale_grid_posterior(model, X, y, groups))
+        if method == "exact":
             posterior = exact_posterior(spec, model, X, y)
         elif not residual and not groups:
             posterior = _without_mode(spec, model, X, y)
