@@ -14,8 +14,6 @@ import torch
 from torch.distributions import HalfNormal
 
 import noisybayes as nb
-from noisybayes.estimators._exact import grid_posterior
-from noisybayes.estimators._glm_model import glm_model
 from noisybayes.estimators.linear import auto_method
 from noisybayes.infer.scale_grid import ScaleGridPosterior
 
@@ -185,29 +183,6 @@ def regression_data(n: int = 60) -> tuple[torch.Tensor, torch.Tensor]:
     y = 2.0 + X @ torch.tensor([0.5, -0.05, 4.0], dtype=F64) + 0.7 * torch.randn(
         n, generator=gen, dtype=F64)
     return X, y
-
-
-def test_exact_with_proper_priors_is_the_noise_grid_posterior():
-    """``method="exact"`` with the default (proper) priors and no group terms integrates the
-    noise scale alone; the older one-dimensional grid (``noise_grid_posterior``, a singular
-    value decomposition of the whole design, used where ``X`` fits ``y`` exactly) computes the
-    same posterior another way: the means and sds of the intercept and coefficients (exact
-    moments, no draws) agree to 1e-4 sd (the lattice leaves out points under e^-10 of the
-    mode's density, the older grid under e^-30), sigma's (10,000 draws each) within four Monte Carlo
-    sds of their difference (a relative sd's Monte Carlo sd is about ``1 / sqrt(2 n)``)."""
-    X, y = regression_data()
-    reg = nb.BayesianLinearRegression(method="exact").fit(X, y)
-    model = glm_model(reg._spec(), X, y)
-    other = grid_posterior(model, X, y, "reference")
-    ours = reg.posterior_
-    assert ours.info.family == "exact" and "1 scale" in ours.info.reason
-    for name in ("intercept", "coef"):
-        torch.testing.assert_close(ours.mean[name], other.mean[name], rtol=0,
-                                   atol=1e-4 * float(other.sd[name].min()))
-        torch.testing.assert_close(ours.sd[name], other.sd[name], rtol=1e-4, atol=0)
-    mc = 4 * math.sqrt(2 / 10_000)
-    assert abs(float((ours.mean["sigma"] - other.mean["sigma"]) / other.sd["sigma"])) < mc
-    assert abs(float(ours.sd["sigma"] / other.sd["sigma"]) - 1) < 2 * mc
 
 
 def test_exact_from_a_data_source_is_exact_in_memory(tmp_path):

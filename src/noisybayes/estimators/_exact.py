@@ -4,12 +4,8 @@
 
 Known ``sigma`` with a Normal or flat prior on ``coef``: a Gaussian posterior of
 ``(intercept, coef)``. Unknown ``sigma`` with flat priors on ``coef`` and ``sigma``: the
-Normal-Inverse-Gamma limit (``p(s2) ∝ s2^(-1/2)``, i.e. ``a0 = -(p + 1) / 2``). Unknown
-``sigma`` with a Normal prior on ``coef`` and any prior on ``sigma``: Gaussian given
-``sigma``, with ``sigma`` integrated on a grid (``noise_grid_posterior``); the estimators
-use it where the data fit ``y`` exactly and the joint density has no mode to start VI from.
-Where ``X`` does not, ``method="exact"`` with proper priors or group terms integrates the
-scales as ``_exact_scales`` does.
+Normal-Inverse-Gamma limit (``p(s2) ∝ s2^(-1/2)``, i.e. ``a0 = -(p + 1) / 2``). With a
+proper prior on either, or group terms, ``_exact_scales`` integrates the scales on a grid.
 
 Everything is computed on the standardised data, ``theta_std`` in the coordinates of
 ``x_std`` and ``y_std``, and mapped to the user's scale by the affine ``theta = A theta_std
@@ -19,7 +15,6 @@ Everything is computed on the standardised data, ``theta_std`` in the coordinate
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, NamedTuple
 
 import torch
@@ -37,14 +32,13 @@ from noisybayes.math.conjugate import (
     NormalPosterior,
     gaussian_linear_posterior,
     gaussian_posterior_from_sums,
-    noise_grid_posterior,
     normal_inverse_gamma_from_sums,
     normal_inverse_gamma_posterior,
 )
 from noisybayes.math.families import FullRank
 from noisybayes.model.layout import ParamLayout
 
-__all__ = ["DesignSums", "exact_posterior", "exact_posterior_from_sums", "grid_posterior"]
+__all__ = ["DesignSums", "exact_posterior", "exact_posterior_from_sums"]
 
 
 class _MappedDraws(nn.Module):
@@ -196,26 +190,4 @@ def _solved(
         family.requires_grad_(False)
         return _posterior(model, family, data, info)
     draws = _MappedDraws(unknown(-(size + 1) / 2), *user_map(model))
-    return _posterior(model, draws, data, info)
-
-
-def grid_posterior(
-    model: GLMModel, X: torch.Tensor, y: torch.Tensor, reason: str
-) -> GaussianPosterior:
-    """The exact posterior of the gaussian identity-link ``model`` with unknown noise, a
-    Normal coefficient prior and a proper noise prior: Gaussian given ``sigma``, ``sigma``
-    integrated on a grid (``noise_grid_posterior``). ``reason`` goes to
-    ``info.family_reason``."""
-    coef_prior, noise_prior = (model.param_specs[name].prior for name in ("coef", "sigma"))
-    assert isinstance(coef_prior, Normal) and noise_prior is not None  # checked by the caller
-
-    def log_noise_prior(sigma_std: torch.Tensor) -> torch.Tensor:
-        return noise_prior.log_prob(sigma_std * model.y_scale)
-
-    prior_sd = coef_prior.scale * model.x_scale / model.y_scale  # of beta_std
-    grid = noise_grid_posterior(model.standardise_x(X), model.standardise_y(y), prior_sd,
-                                log_noise_prior, model.fit_intercept)
-    draws = _MappedDraws(grid, *user_map(model))
-    info = replace(FitInfo.closed_form(y.shape[0]), family_reason=reason)
-    data = ((model.standardise_x(X),), model.standardise_y(y))
     return _posterior(model, draws, data, info)

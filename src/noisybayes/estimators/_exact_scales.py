@@ -13,6 +13,7 @@ sd``) and mapped to the user's by ``user_map``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -187,11 +188,12 @@ class _ScalePrior:
 
 
 def scale_grid_posterior(model: GLMModel, X: torch.Tensor, y: torch.Tensor,
-                         groups: list[GroupData] | tuple[GroupData, ...] = ()) -> GaussianPosterior:
+                         groups: Sequence[GroupData] = (), reason: str | None = None
+                         ) -> GaussianPosterior:
     """The exact posterior of the gaussian identity-link ``model`` (a Normal or flat ``coef``
     prior; a learned or known noise scale; group terms with the rows ``groups``) given ``X``
     ``(N, d)`` and ``y`` ``(N,)`` on the user's scale; more than ``MAX_SCALES`` scales are a
-    ``ValueError`` naming ``method``."""
+    ``ValueError`` naming ``method``. ``reason`` (why it is exact) goes to ``info``."""
     n_scales = grid_scales(model.noise_scale is None, groups)
     if n_scales > MAX_SCALES:
         raise ValueError(
@@ -210,15 +212,16 @@ def scale_grid_posterior(model: GLMModel, X: torch.Tensor, y: torch.Tensor,
     data = ((x_std.to(X.dtype), *group_inputs(model.groups, groups, X.dtype)),
             y_std.to(X.dtype))
     return scale_grid_from_sums(model, DesignSums(gram, moment, y_std @ y_std, len(y)),
-                                order, last, data)
+                                order, last, data, reason)
 
 
 def scale_grid_from_sums(model: GLMModel, sums: DesignSums, order: Sequence[int] = (),
-                         blocked: tuple[int, int] = (0, 1), data: Data | None = None
-                         ) -> GaussianPosterior:
+                         blocked: tuple[int, int] = (0, 1), data: Data | None = None,
+                         reason: str | None = None) -> GaussianPosterior:
     """:func:`scale_grid_posterior` from the sums of ``G = [D, the group terms in order]``
     (``blocked``: the last term's levels and columns; the sums of a data source or of every
     process, without group terms), keeping the standardised rows ``data`` where given."""
+    started = time.perf_counter()
     twin = standardised_twin(model)
     n_fixed = len(model.x_scale) + int(model.fit_intercept)
     gram = sums.gram.double()
@@ -245,7 +248,8 @@ def scale_grid_from_sums(model: GLMModel, sums: DesignSums, order: Sequence[int]
     A, b = user_map(model)
     draws = _GridDraws(grid, twin, A.double(), b.double(), list(order), model.x_scale.dtype)
     counted = "1 scale" if grid.n_scales == 1 else f"{grid.n_scales} scales"
-    reason = (f"exact: Gaussian given its {counted}, integrated over them on "
-              f"{len(grid.points)} grid points")
-    info = replace(FitInfo.closed_form(sums.n_data), reason=reason, family_reason=reason)
+    how = (f"exact: Gaussian given its {counted}, integrated over them on "
+           f"{len(grid.points)} grid points")
+    info = replace(FitInfo.closed_form(sums.n_data), reason=how, family_reason=reason or how,
+                   seconds=time.perf_counter() - started)
     return GaussianPosterior(model, ParamLayout(model), draws, info, data)  # type: ignore[arg-type]

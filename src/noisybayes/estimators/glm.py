@@ -29,7 +29,6 @@ from noisybayes.estimators._exact import (
     DesignSums,
     exact_posterior,
     exact_posterior_from_sums,
-    grid_posterior,
 )
 from noisybayes.estimators._exact_scales import scale_grid_from_sums, scale_grid_posterior
 from noisybayes.estimators._glm_model import (
@@ -356,7 +355,8 @@ def _without_mode(spec: GLMSpec, model: GLMModel, X: torch.Tensor, y: torch.Tens
         "has no mode"
     )
     if spec.family == "gaussian" and spec.link == "identity" and spec.prior_scale is not None:
-        return grid_posterior(model, X, y, f"{why}: exact (sigma integrated on a grid)")
+        return scale_grid_posterior(model, X, y,
+                                    reason=f"{why}: exact (sigma integrated on a grid)")
     raise ValueError(
         f"X must have fewer columns than rows for family={spec.family!r} with "
         f"link={spec.link!r} and a learned noise scale: {why}, so VI cannot start from it. "

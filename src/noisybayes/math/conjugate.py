@@ -16,7 +16,6 @@ Unknown noise, Normal-Inverse-Gamma prior ``beta | s2 ~ N(m0, s2 Lambda0^{-1})``
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,12 +24,10 @@ from torch.distributions import Gamma, MultivariateNormal
 from noisybayes._rng import seeded_from
 
 __all__ = [
-    "NoiseGridPosterior",
     "NormalPosterior",
     "NormalInverseGammaPosterior",
     "gaussian_linear_posterior",
     "gaussian_posterior_from_sums",
-    "noise_grid_posterior",
     "normal_inverse_gamma_from_sums",
     "normal_inverse_gamma_posterior",
 ]
@@ -195,115 +192,3 @@ def normal_inverse_gamma_from_sums(
         )
     b = b0 + 0.5 * residual.clamp(min=0.0)
     return NormalInverseGammaPosterior(loc=loc, precision=gram, a=a, b=b)
-
-
-@dataclass(frozen=True)
-class NoiseGridPosterior:
-    """The posterior of ``y = intercept + X beta + sigma eps`` (``X`` ``(N, p)`` with centred
-    columns) given ``sigma``, ``beta ~ N(0, diag(prior_sd)^2)`` and a flat intercept:
-
-        gamma = beta / prior_sd,  X diag(prior_sd) = U diag(s) V^T,
-        V^T gamma | sigma, y ~ N(s (U^T y) / (s^2 + sigma^2), sigma^2 / (s^2 + sigma^2)),
-        intercept | sigma, y ~ N(mean(y), sigma^2 / N),
-
-    with ``P(sigma = sigma_k | y) = weight_k`` on a grid of noise sds ``sigma`` ``(K,)``.
-    ``s`` and ``uty = U^T y`` are padded with zeros to ``(p,)``; ``V`` is ``(p, p)``.
-    """
-
-    sigma: torch.Tensor
-    weight: torch.Tensor
-    s: torch.Tensor
-    uty: torch.Tensor
-    V: torch.Tensor
-    prior_sd: torch.Tensor
-    y_mean: float
-    n_data: int
-    intercept: bool
-
-    def _conditionals(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Means and variances ``(K, p)`` of ``V^T gamma`` given each ``sigma_k``."""
-        denominator = self.s.pow(2) + self.sigma.pow(2)[:, None]
-        return self.s * self.uty / denominator, self.sigma.pow(2)[:, None] / denominator
-
-    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and covariance of ``(intercept, beta, log sigma)`` (the intercept only when
-        fitted): the covariance of the conditional means plus the mean conditional
-        covariance; the intercept is uncorrelated with the rest."""
-        w = self.weight
-        loc, var = self._conditionals()
-        joint = torch.cat([loc, self.sigma.log()[:, None]], 1)  # (K, p + 1), rotated coords
-        mean = w @ joint
-        centred = joint - mean
-        covariance = centred.T @ (w[:, None] * centred)
-        covariance[:-1, :-1] += torch.diag(w @ var)
-        rotate = torch.block_diag(self.prior_sd[:, None] * self.V, torch.ones(1, 1, dtype=w.dtype))
-        mean, covariance = rotate @ mean, rotate @ covariance @ rotate.T
-        if not self.intercept:
-            return mean, covariance
-        intercept_var = w @ self.sigma.pow(2) / self.n_data
-        mean = torch.cat([mean.new_tensor([self.y_mean]), mean])
-        return mean, torch.block_diag(intercept_var.reshape(1, 1), covariance)
-
-    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` joint draws: ``(intercept, beta)`` ``(n, p + 1)`` (``beta`` ``(n, p)`` without
-        an intercept) and the noise sd ``sigma`` ``(n,)``."""
-        k = torch.multinomial(self.weight, n, replacement=True, generator=generator)
-        loc, var = self._conditionals()
-        p = self.s.shape[0]
-        eps = torch.randn(n, p + 1, dtype=loc.dtype, generator=generator)
-        # gamma = V (loc + var^(1/2) V^T eps): the same draws whatever signs and null-space
-        # basis the singular vectors came with
-        rotated = loc[k] + var[k].sqrt() * (eps[:, :p] @ self.V)
-        beta = (rotated @ self.V.T) * self.prior_sd
-        sigma = self.sigma[k]
-        if not self.intercept:
-            return beta, sigma
-        intercept = self.y_mean + sigma / self.n_data**0.5 * eps[:, p]
-        return torch.cat([intercept[:, None], beta], 1), sigma
-
-
-def noise_grid_posterior(
-    X: torch.Tensor,
-    y: torch.Tensor,
-    prior_sd: torch.Tensor,
-    log_noise_prior: Callable[[torch.Tensor], torch.Tensor],
-    intercept: bool,
-    n_grid: int = 400,
-) -> NoiseGridPosterior:
-    """``NoiseGridPosterior`` of ``y`` ``(N,)`` given ``X`` ``(N, p)`` (columns centred when
-    ``intercept``), any prior on ``sigma`` (``log_noise_prior`` gives ``log p(sigma)``):
-
-        p(log sigma | y) ∝ p(sigma) sigma p(y | sigma),
-        p(y | sigma) ∝ N(y; 0, Z Z^T + sigma^2 I) sigma^[intercept],  Z = X diag(prior_sd),
-
-    (the flat intercept integrates out the direction of ``1``, whose variance is
-    ``sigma^2``), integrated over ``log sigma`` on a uniform grid: a coarse pass over
-    ``(e^-25, e^5)`` (for ``y`` of unit sd), then ``n_grid`` points where the coarse weights
-    are within ``e^-30`` of their largest. Exact up to the grid's spacing, whatever the
-    rank of ``X``; stable as ``sigma -> 0`` because it works in ``Z``'s singular basis.
-    """
-    n, p = X.shape
-    y_mean = float(y.mean()) if intercept else 0.0
-    y_c = y - y_mean
-    U, s, Vh = torch.linalg.svd(X * prior_sd, full_matrices=True)
-    m = s.shape[0]
-    uty = U[:, :m].T @ y_c
-    residual = (y_c - U[:, :m] @ uty).pow(2).sum()
-
-    def log_weights(log_sigma: torch.Tensor) -> torch.Tensor:
-        s2 = log_sigma.mul(2).exp()[:, None]
-        log_det = (s.pow(2) + s2).log().sum(1) + (n - m) * 2 * log_sigma
-        quadratic = (uty.pow(2) / (s.pow(2) + s2)).sum(1) + residual / s2[:, 0]
-        log_lik = -0.5 * (log_det + quadratic) + (log_sigma if intercept else 0.0)
-        return log_noise_prior(log_sigma.exp()) + log_sigma + log_lik
-
-    coarse = torch.linspace(-25.0, 5.0, 301, dtype=X.dtype)
-    log_w = log_weights(coarse)
-    inside = (log_w > log_w.max() - 30).nonzero()[:, 0]
-    low, high = coarse[max(int(inside[0]) - 1, 0)], coarse[min(int(inside[-1]) + 1, 300)]
-    log_sigma = torch.linspace(float(low), float(high), n_grid, dtype=X.dtype)
-    pad = torch.zeros(p - m, dtype=X.dtype)
-    return NoiseGridPosterior(
-        log_sigma.exp(), torch.softmax(log_weights(log_sigma), 0), torch.cat([s, pad]),
-        torch.cat([uty, pad]), Vh.T, prior_sd, y_mean, n, intercept,
-    )
