@@ -15,7 +15,7 @@ from torch.distributions import HalfNormal
 
 import noisybayes as nb
 from noisybayes.estimators.linear import auto_method
-from noisybayes.infer.scale_grid import ScaleGridPosterior
+from noisybayes.infer.scale_grid import ScaleGridPosterior, _factor_blocks
 
 F64 = torch.float64
 LEVELS, ROWS = 5, 40  # a sixth level holds no rows: a new group's slot
@@ -217,3 +217,41 @@ def test_auto_is_exact_unless_vi_is_configured_or_the_scales_are_too_many():
     assert auto_method("auto", None, 4) == "exact" and auto_method("auto", None, 5) == "vi"
     assert auto_method("fullrank", None, 2) == "vi" and auto_method("auto", {}, 2) == "vi"
     assert auto_method("auto", None, 2, 2000) == "exact" and auto_method("auto", None, 2, 2001) == "vi"
+
+
+def test_small_blocks_are_factored_as_lapack_does():
+    """The square root (q = 1) and the 2 x 2 formulas (q = 2) give torch's Cholesky factor
+    and inverse to rounding, and flag a block that is not positive definite."""
+    gen = torch.Generator().manual_seed(5)
+    for q in (1, 2, 3):
+        A = torch.randn(6, 4, q, q, generator=gen, dtype=F64)
+        precision = A @ A.mT + 0.1 * torch.eye(q, dtype=F64)
+        chol, inverse, failed = _factor_blocks(precision)
+        torch.testing.assert_close(chol, torch.linalg.cholesky(precision))
+        torch.testing.assert_close(inverse, torch.linalg.inv(precision))
+        assert not failed.any()
+        precision[0, 0] = -torch.eye(q, dtype=F64)
+        assert _factor_blocks(precision)[2][0, 0] and not _factor_blocks(precision)[2][0, 1]
+
+
+def test_eliminating_levels_of_a_varying_slope_is_the_dense_algebra():
+    """``(1 + x | g)``: two columns and two scales per level, eliminated as 2 x 2 blocks,
+    give the dense Cholesky's lattice and moments to rounding."""
+    gen = torch.Generator().manual_seed(6)
+    levels, rows = 4, 40
+    x = torch.randn(rows, generator=gen, dtype=F64)
+    g = torch.arange(rows) % levels
+    y = 0.5 + x + torch.randn(levels, generator=gen, dtype=F64)[g] * (1 + 0.5 * x) + 0.5 * torch.randn(
+        rows, generator=gen, dtype=F64)
+    one_hot = torch.nn.functional.one_hot(g, levels).to(F64)
+    varying = torch.stack([one_hot, one_hot * x[:, None]], 2).reshape(rows, 2 * levels)
+    G = torch.cat([torch.ones(rows, 1, dtype=F64), x[:, None], varying], 1)
+    fixed = torch.cat([PRIOR_SD.pow(-2), torch.zeros(2 * levels, dtype=F64)])
+    column_scale = torch.tensor([-1, -1] + [0, 1] * levels)
+    grids = [ScaleGridPosterior(G.T @ G, G.T @ y, y @ y, rows, fixed, column_scale,
+                                half_normal_log_prior, blocked=blocked, n_joint=2)
+             for blocked in ((levels, 2), (0, 1))]
+    torch.testing.assert_close(grids[0].log_weight, grids[1].log_weight, rtol=0, atol=1e-9)
+    for name in ("joint_mean", "joint_covariance", "scaled_mean", "scaled_variance"):
+        torch.testing.assert_close(getattr(grids[0].moments, name),
+                                   getattr(grids[1].moments, name), rtol=1e-9, atol=1e-12)

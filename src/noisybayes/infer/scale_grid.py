@@ -104,8 +104,11 @@ class _Conditional:
         ``N(m_d, S^{-1})``, then each level's given them."""
         d = self.dense.shape[-1]
         dense = torch.linalg.solve_triangular(self.dense.mT, noise[:, :d, None], upper=True)[..., 0]
-        own = torch.linalg.solve_triangular(self.blocks.mT, noise[:, d:].reshape(
-            *self.blocks.shape[:-1], 1), upper=True)[..., 0]
+        blocked_noise = noise[:, d:].reshape(*self.blocks.shape[:-1], 1)
+        if self.blocks.shape[-1] == 1:  # scalar blocks: a division
+            own = (blocked_noise / self.blocks)[..., 0]
+        else:
+            own = torch.linalg.solve_triangular(self.blocks.mT, blocked_noise, upper=True)[..., 0]
         blocked = own - (self.coupling @ dense[:, None, :, None])[..., 0]
         return self.mean + torch.cat([dense, blocked.flatten(1)], 1)
 
@@ -184,9 +187,7 @@ class ScaleGridPosterior:
         inverse_variance = variance.reciprocal()
         block_precision = (self.gram_blocks * inverse_variance[:, None, None, None]
                            + torch.diag_embed(precision0[:, d:].reshape(len(log_scale), levels, q)))
-        blocks, failed_blocks = torch.linalg.cholesky_ex(block_precision)
-        # many tiny blocks: one inverse and products beat a triangular solve per right-hand side
-        block_inverse = torch.cholesky_inverse(blocks)
+        blocks, block_inverse, failed_blocks = _factor_blocks(block_precision)
         coupling_precision = self.gram_coupling * inverse_variance[:, None, None, None]
         coupling = block_inverse @ coupling_precision
         schur = (self.gram_dense * inverse_variance[:, None, None]
@@ -300,6 +301,27 @@ class ScaleGridPosterior:
         for rows in torch.split(torch.arange(n), self._chunk):
             theta[rows] = self._conditionals(log_scale[rows])[1].draw(noise[rows])
         return theta, log_scale
+
+
+def _factor_blocks(precision: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cholesky factors, inverses and failure flags of many tiny blocks ``(B, L, q, q)``: one
+    inverse and products beat a triangular solve per right-hand side; ``q = 1`` (a varying
+    intercept) is a square root and a reciprocal, ``q = 2`` the 2 x 2 formulas (LAPACK's
+    per-matrix overhead dominates such blocks)."""
+    if precision.shape[-1] == 1:
+        return precision.sqrt(), precision.reciprocal(), (precision <= 0)[..., 0, 0].int()
+    if precision.shape[-1] == 2:  # a varying intercept and slope: the 2 x 2 formulas
+        a, b, c = precision[..., 0, 0], precision[..., 1, 0], precision[..., 1, 1]
+        first = a.sqrt()
+        below = b / first
+        second = (c - below.square()).sqrt()
+        zero = torch.zeros_like(a)
+        chol = torch.stack([torch.stack([first, zero], -1), torch.stack([below, second], -1)], -2)
+        inverse = torch.stack([torch.stack([c, -b], -1), torch.stack([-b, a], -1)], -2)
+        failed = ~((a > 0) & (second > 0))
+        return chol, inverse / (a * c - b * b)[..., None, None], failed.int()
+    chol, failed = torch.linalg.cholesky_ex(precision)
+    return chol, torch.cholesky_inverse(chol), failed
 
 
 def _select(conditional: _Conditional, keep: torch.Tensor) -> _Conditional:
