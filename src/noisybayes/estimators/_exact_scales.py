@@ -102,12 +102,15 @@ class _GridDraws(nn.Module):
     ``GaussianPosterior`` reads a family."""
 
     def __init__(self, grid: ScaleGridPosterior, twin: GLMModel, A: torch.Tensor,
-                 b: torch.Tensor, order: list[int], dtype: torch.dtype) -> None:
+                 b: torch.Tensor, slots: list[tuple[slice, slice, slice, slice]],
+                 dtype: torch.dtype) -> None:
         super().__init__()
-        self.grid, self.A, self.b = grid, A, b
-        self.layout = ParamLayout(twin)
-        self.n_fixed = grid.n_joint
-        self.terms = _term_slots(twin, order, grid.n_joint)
+        self.grid, self.A, self.b, self.terms = grid, A, b, slots
+        blocks = {blk.name: blk for blk in ParamLayout(twin).blocks}
+        self.size = max(blk.stop for blk in blocks.values())
+        self.fixed = torch.cat([torch.arange(blocks[n].start, blocks[n].stop)
+                                for n in ("intercept", "coef") if n in blocks])
+        self.sigma = blocks["sigma"].start if "sigma" in blocks else None
         moments = grid.moments
         mean = self._unconstrained(moments.joint_mean[None], moments.log_scale_mean[None],
                                    moments.scaled_mean[None])[0]
@@ -115,30 +118,22 @@ class _GridDraws(nn.Module):
             moments.joint_covariance.diagonal()[None],
             moments.log_scale_covariance.diagonal()[None], moments.scaled_variance[None])[0]
         covariance = torch.diag(variance)
-        fixed = self._fixed_slots()
-        covariance[fixed[:, None], fixed] = moments.joint_covariance
+        covariance[self.fixed[:, None], self.fixed] = moments.joint_covariance
         self._mean = (A @ mean + b).to(dtype)
         self._variance = (A @ covariance @ A.T).diagonal().to(dtype)
-
-    def _fixed_slots(self) -> torch.Tensor:
-        """The positions in ``u`` of ``D``'s columns: the intercept, then ``coef``."""
-        names = [n for n in ("intercept", "coef") if n in self.layout.names]
-        blocks = {blk.name: blk for blk in self.layout.blocks}
-        return torch.cat([torch.arange(blocks[n].start, blocks[n].stop) for n in names])
 
     def _unconstrained(self, joint: torch.Tensor, log_scale: torch.Tensor,
                        scaled: torch.Tensor) -> torch.Tensor:
         """``u_std`` ``(n, size)`` from ``D``'s columns of ``theta`` ``(n, k + p)``, ``log s``
         ``(n, S)`` (each term's sds, then ``sigma``) and ``theta`` over its scales ``(n, M)``
         (or any quantities placed alike: moments)."""
-        u = joint.new_zeros(joint.shape[0], self.layout.size)
-        u[:, self._fixed_slots()] = joint[:, : self.n_fixed]
+        u = joint.new_zeros(joint.shape[0], self.size)
+        u[:, self.fixed] = joint[:, : self.grid.n_joint]
         for effect, sd, columns, scales in self.terms:
             u[:, effect] = scaled[:, columns]
             u[:, sd] = log_scale[:, scales]
-        blocks = {blk.name: blk for blk in self.layout.blocks}
-        if "sigma" in blocks:
-            u[:, blocks["sigma"].start] = log_scale[:, -1]
+        if self.sigma is not None:
+            u[:, self.sigma] = log_scale[:, -1]
         return u
 
     def mean(self) -> torch.Tensor:
@@ -209,7 +204,7 @@ def scale_grid_posterior(model: GLMModel, X: torch.Tensor, y: torch.Tensor,
     blocks = [(torch.zeros(len(y), dtype=torch.long), design, 1)] + [terms[t] for t in order]
     gram, moment = _gram(blocks, y_std)
     last = (terms[order[-1]][2], terms[order[-1]][1].shape[1]) if terms else (0, 1)
-    data = ((x_std.to(X.dtype), *group_inputs(model.groups, groups, X.dtype)),
+    data = (tuple(t.to(X.dtype) if t.is_floating_point() else t for t in (x_std, *inputs)),
             y_std.to(X.dtype))
     return scale_grid_from_sums(model, DesignSums(gram, moment, y_std @ y_std, len(y)),
                                 order, last, data, reason)
@@ -246,7 +241,7 @@ def scale_grid_from_sums(model: GLMModel, sums: DesignSums, order: Sequence[int]
                               fixed_precision, column_scale, _ScalePrior(priors, noise_prior),
                               noise_scale=twin.noise_scale, blocked=blocked, n_joint=n_fixed)
     A, b = user_map(model)
-    draws = _GridDraws(grid, twin, A.double(), b.double(), list(order), model.x_scale.dtype)
+    draws = _GridDraws(grid, twin, A.double(), b.double(), slots, model.x_scale.dtype)
     counted = "1 scale" if grid.n_scales == 1 else f"{grid.n_scales} scales"
     how = (f"exact: Gaussian given its {counted}, integrated over them on "
            f"{len(grid.points)} grid points")

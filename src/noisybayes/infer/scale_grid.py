@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import cached_property
 
 import torch
 
@@ -80,15 +81,17 @@ class _Conditional:
     block_inverse: torch.Tensor
     coupling: torch.Tensor
 
+    @cached_property
     def _dense_inverse_factor(self) -> torch.Tensor:
-        """``F = dense^{-1}``, so that ``S^{-1} = F^T F``."""
+        """``F = dense^{-1}``, so that ``S^{-1} = F^T F`` (once: the variances and the joint
+        covariance both read it)."""
         eye = torch.eye(self.dense.shape[-1], dtype=self.dense.dtype).expand_as(self.dense)
         return torch.linalg.solve_triangular(self.dense, eye, upper=False)
 
     def variance(self) -> torch.Tensor:
         """``diag(Lambda^{-1})`` ``(B, M)``: ``S^{-1}``'s for the dense columns and
         ``diag(Lambda_bb^{-1} + W S^{-1} W^T)`` for the blocked ones (``W = coupling``)."""
-        factor = self._dense_inverse_factor()
+        factor = self._dense_inverse_factor
         dense = factor.square().sum(-2)
         own = self.block_inverse.diagonal(dim1=-2, dim2=-1)
         shared = (self.coupling @ factor.mT[:, None]).square().sum(-1)
@@ -96,7 +99,7 @@ class _Conditional:
 
     def joint_covariance(self, n: int) -> torch.Tensor:
         """The covariance ``(B, n, n)`` of the first ``n <= d`` (dense) columns."""
-        factor = self._dense_inverse_factor()[..., :n]
+        factor = self._dense_inverse_factor[..., :n]
         return factor.mT @ factor
 
     def draw(self, noise: torch.Tensor) -> torch.Tensor:
@@ -325,9 +328,7 @@ def _factor_blocks(precision: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
 
 
 def _select(conditional: _Conditional, keep: torch.Tensor) -> _Conditional:
-    return _Conditional(*(part[keep] for part in (
-        conditional.mean, conditional.dense, conditional.blocks, conditional.block_inverse,
-        conditional.coupling)))
+    return _Conditional(*(getattr(conditional, f.name)[keep] for f in fields(conditional)))
 
 
 class _MomentSums:
