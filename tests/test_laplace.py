@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch.distributions import HalfCauchy, Normal
 
@@ -74,6 +75,28 @@ def test_a_search_past_an_overflowing_step_reaches_the_minimum():
     found = minimize(loss_and_grad, torch.zeros(1, dtype=torch.float64), max_evaluations=100,
                      gradient_tolerance=1e-9)
     assert abs(float(found.point[0]) - math.log(5)) < 1e-6
+
+
+@pytest.mark.parametrize("unit_curvature, evaluations", [(False, 3), (True, 2)])
+def test_a_unit_curvature_start_near_the_minimum_takes_the_newton_step(unit_curvature,
+                                                                       evaluations):
+    """``|u - c|^2 / 2`` from 0 with ``|c| = 0.05`` (a whitened fixed-draw ELBO started at
+    the Laplace answer): L-BFGS-B's unit first step overshoots twentyfold and its line search
+    interpolates back (3 evaluations); scaled to the gradient step, the first step lands on
+    the minimum (2)."""
+    from noisybayes.infer.minimize import minimize
+
+    centre = torch.tensor([0.03, -0.04], dtype=torch.float64)
+    calls = []
+
+    def loss_and_grad(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(u)
+        return 0.5 * (u - centre).square().sum(), u - centre
+
+    found = minimize(loss_and_grad, torch.zeros(2, dtype=torch.float64), max_evaluations=100,
+                     gradient_tolerance=1e-9, unit_curvature=unit_curvature)
+    assert torch.allclose(found.point, centre, atol=1e-12)
+    assert found.n_evaluations == len(calls) == evaluations
 
 
 def test_the_float32_seed_line_mode_search_reaches_the_mode():

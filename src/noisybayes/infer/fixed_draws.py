@@ -191,7 +191,7 @@ def _lbfgs(
 
     try:  # the point found has a finite value: the start's, or a lower one
         found = minimize(loss_and_grad, start, max_evaluations=max_iter,
-                         gradient_tolerance=_GRADIENT_TOLERANCE)
+                         gradient_tolerance=_GRADIENT_TOLERANCE, unit_curvature=True)
     except NonFinite:
         with torch.no_grad():
             vector_to_parameters(start, params)

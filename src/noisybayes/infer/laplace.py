@@ -26,6 +26,9 @@ from noisybayes.infer.objective import Data, LogJoint, batched_evaluation, gradi
 __all__ = ["LaplaceResult", "laplace", "laplace_from_subset", "whitening"]
 
 _ROW_BY_ROW_MAX = 32  # parameters up to which Hessian rows are taken one backward pass each
+# Rows x parameters per chunk of the curvature's sum: the batched Hessian's temporaries are
+# that large; fewer, larger chunks save the per-pass overhead of small models.
+_CURVATURE_ELEMENTS = 2**20
 # A Newton polish shorter than 0.1 posterior sd (squared: 0.01) keeps the curvature found
 # before it; a longer one has it evaluated again at the polished mode unless the gradient
 # of its rows changed over the polish as it says (``_secant_holds``).
@@ -98,7 +101,6 @@ class _NonFinite(Exception):
 
 def _curvature(
     log_joint: LogJoint, u: torch.Tensor, rows: Data, n_rows: int, world: World,
-    chunk: int = 8192,
 ) -> torch.Tensor:
     """``-grad^2 [log p(u) + (N/n) log p(y_rows | u)]``, summed over chunks of rows so the
     Hessian's temporaries stay small (``N = n_rows`` rows that ``rows`` sample; over
@@ -106,6 +108,7 @@ def _curvature(
     xs, y = rows
     scale = n_rows / y.shape[0]
     u = u.detach()
+    chunk = max(1, _CURVATURE_ELEMENTS // u.shape[0])
     with batched_evaluation():
         h = -world.share * _hessian(log_joint.log_prior, u)
         for start in range(0, y.shape[0], chunk):

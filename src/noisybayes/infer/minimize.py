@@ -44,6 +44,7 @@ def minimize(
     max_evaluations: int,
     gradient_tolerance: float,
     value_tolerance: float = 1e-15,
+    unit_curvature: bool = False,
 ) -> Minimum:
     """Minimise ``f`` from ``start`` (a flat tensor); ``loss_and_grad(u)`` returns
     ``(f(u), grad f(u))`` as tensors of ``start``'s dtype. Iterations stop when every
@@ -59,13 +60,22 @@ def minimize(
     unit length: the variables are scaled), up to ``_RESTARTS`` times within the
     evaluations. A NaN value
     anywhere, or anything non-finite at ``start``, raises :class:`NonFinite`.
+
+    ``unit_curvature`` says that ``f``'s curvature is about 1 in every direction (whitened
+    coordinates): the first step is then scaled to the gradient step ``-grad f(start)``,
+    the Newton step of such an ``f``, when that is shorter than L-BFGS-B's unit length
+    (from a start already near the minimum, a unit step overshoots and costs the line
+    search an evaluation more).
     """
     dtype, device = start.dtype, start.device
     wall = float(np.finfo(np.float64).max ** 0.5)
     first, walled = True, False
+    at_start: tuple[float, np.ndarray] | None = None  # f and its gradient at start, if taken
 
     def wrapped(v: np.ndarray) -> tuple[float, np.ndarray]:
         nonlocal first, walled
+        if at_start is not None and np.array_equal(v, start_point):  # evaluated already
+            return at_start
         u = torch.tensor(v, dtype=dtype, device=device)
         value, grad = loss_and_grad(u)
         if not (bool(torch.isfinite(value)) and bool(torch.isfinite(grad).all())):
@@ -76,7 +86,11 @@ def minimize(
         first = False
         return float(value), grad.detach().double().cpu().numpy()
 
-    point, evaluations, length = start.detach().double().cpu().numpy(), 0, 1.0
+    start_point = point = start.detach().double().cpu().numpy()
+    evaluations, length = 0, 1.0
+    if unit_curvature:
+        at_start = wrapped(start_point)
+        length = min(1.0, float(np.linalg.norm(at_start[1]))) or 1.0
     for _ in range(_RESTARTS + 1):
         walled, origin = False, point
 
