@@ -164,3 +164,31 @@ def test_summed_log_prob_equals_torch_normal_log_prob_for_every_kind_of_scale():
         rtol=1e-12)
     broadcasting = summed_log_prob(Normal(loc[:, 0], 1.0), y)  # (n,) against (n, 1): n x n
     assert torch.allclose(broadcasting, Normal(loc[:, 0], 1.0).log_prob(y).sum(), rtol=1e-12)
+
+
+def test_float32_log_likelihoods_sum_in_float64_with_float32_gradients():
+    """On float32 rows the value is the float64 sum of the float32 terms (to 1e-12), for a
+    shared scale's shortcut and for torch's ``log_prob``, alone and under vmap over draws,
+    and the gradient is float32's own (computed without a float64 copy of the rows')."""
+    from torch.func import vmap
+
+    from noisybayes.infer.objective import summed_log_prob
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(100_000, generator=g) * 30
+    loc = torch.zeros(100_000, requires_grad=True)
+    half_log_two_pi = 0.5 * math.log(2 * math.pi)
+    shortcut = -0.5 * (y * y).double().sum() - y.numel() * half_log_two_pi
+    per_row = Normal(0.0, torch.ones(100_000)).log_prob(y).double().sum()
+    for likelihood, exact in ((Normal(loc, 1.0), shortcut),
+                              (Normal(loc, torch.ones(100_000)), per_row)):
+        value = summed_log_prob(likelihood, y)
+        assert value.dtype == torch.float64
+        assert float((value - exact).abs()) <= 1e-12 * float(exact.abs())
+        (gradient,) = torch.autograd.grad(value, loc)
+        assert gradient.dtype == torch.float32 and torch.equal(gradient, y)
+    scales = torch.tensor([0.5, 2.0])
+    per_draw = vmap(lambda s: summed_log_prob(Normal(loc.detach(), s), y))(scales)
+    exact = torch.stack([-0.5 * ((y / s) ** 2).double().sum() - y.numel() * (
+        math.log(float(s)) + half_log_two_pi) for s in scales])
+    assert torch.allclose(per_draw, exact, rtol=1e-7)

@@ -45,6 +45,14 @@ def gradient_of(value: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(u) if gradient is None else gradient
 
 
+def _sum_in_float64(terms: torch.Tensor) -> torch.Tensor:
+    """``sum(terms)`` in float64, its gradient in ``terms``' dtype: the gradient of a sum is
+    the same for every term, so float64 gains it nothing, while ``sum(dtype=float64)``'s own
+    backward pass would make a float64 copy of every row's gradient and convert it back."""
+    low = terms.sum().to(_SUM_DTYPE)
+    return low + (terms.sum(dtype=_SUM_DTYPE) - low).detach()
+
+
 def summed_log_prob(likelihood: Distribution, y: torch.Tensor) -> torch.Tensor:
     """``sum_i log p(y_i)`` in float64. A ``Normal`` whose scale is one value for every row
     (broadcast: stride 0 along every dimension) sums ``-sum_i (y_i - mu_i)^2 / (2 sigma^2) - n log(sigma sqrt(2 pi))``:
@@ -56,9 +64,9 @@ def summed_log_prob(likelihood: Distribution, y: torch.Tensor) -> torch.Tensor:
                                                                  strict=True)):
             sigma = scale.reshape(-1)[0].to(_SUM_DTYPE)
             residual = y - likelihood.loc
-            squares = (residual * residual).sum(dtype=_SUM_DTYPE)
+            squares = _sum_in_float64(residual * residual)
             return -0.5 * squares / sigma**2 - y.numel() * (sigma.log() + _HALF_LOG_TWO_PI)
-    return likelihood.log_prob(y).sum(dtype=_SUM_DTYPE)
+    return _sum_in_float64(likelihood.log_prob(y))
 
 
 class _ValidationPause:
