@@ -111,6 +111,7 @@ class _GridDraws(nn.Module):
         self.fixed = torch.cat([torch.arange(blocks[n].start, blocks[n].stop)
                                 for n in ("intercept", "coef") if n in blocks])
         self.sigma = blocks["sigma"].start if "sigma" in blocks else None
+        self.groups = twin.groups  # each term's effect and sd parameters, in slots' order
         moments = grid.moments
         mean = self._unconstrained(moments.joint_mean[None], moments.log_scale_mean[None],
                                    moments.scaled_mean[None])[0]
@@ -141,6 +142,28 @@ class _GridDraws(nn.Module):
 
     def variance(self) -> torch.Tensor:
         return self._variance
+
+    def transformed_moments(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The means and sds of the constrained parameters from the grid's own moments, no
+        draws: each group term's sds ``s_k e^{b_k}`` (``b_k`` the ``log`` shift of
+        ``user_map``) and effects ``theta_c e^{b_k(c)}`` (``z s_k`` on the user's scale),
+        and ``sigma e^{b}``."""
+        moments, dtype = self.grid.moments, self._mean.dtype
+        found = {}
+        for group, (_, sd, columns, scales) in zip(self.groups, self.terms, strict=True):
+            unit = self.b[sd].exp()
+            width = len(unit)
+            found[group.sd] = (moments.scale_mean[scales] * unit,
+                              moments.scale_variance[scales].sqrt() * unit)
+            per_column = unit.repeat((columns.stop - columns.start) // width)
+            found[group.effect] = (
+                (moments.mean[columns] * per_column).reshape(-1, width),
+                (moments.variance[columns].sqrt() * per_column).reshape(-1, width))
+        if self.sigma is not None:
+            unit = self.b[self.sigma].exp()
+            found["sigma"] = (moments.scale_mean[-1] * unit,
+                              moments.scale_variance[-1].sqrt() * unit)
+        return {k: (mean.to(dtype), sd.to(dtype)) for k, (mean, sd) in found.items()}
 
     def rsample(self, n: int, *, generator: torch.Generator | None = None, **_: Any
                 ) -> torch.Tensor:

@@ -229,8 +229,12 @@ class GaussianPosterior(Posterior):
 
     @cached_property
     def _q_moments(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Exact moments for unconstrained parameters; Monte Carlo (10,000 draws) otherwise."""
+        """Exact moments for unconstrained parameters, and for the others where the family
+        knows them (an optional ``transformed_moments()`` giving ``{name: (mean, sd)}``: an
+        exact posterior's); Monte Carlo (10,000 draws) otherwise."""
         loc, variance = self.family.mean(), self.family.variance()
+        integrated = getattr(self.family, "transformed_moments", None)
+        known = {} if integrated is None else integrated()
         means, sds = {}, {}
         for block in self.layout.blocks:
             if self.layout.is_identity(block.name):
@@ -238,6 +242,10 @@ class GaussianPosterior(Posterior):
                 sds[block.name] = (
                     variance[block.start : block.stop].sqrt().reshape(block.spec.shape)
                 )
+            elif block.name in known:
+                mean, sd = known[block.name]
+                means[block.name] = mean.reshape(block.spec.shape)
+                sds[block.name] = sd.reshape(block.spec.shape)
             else:
                 draws = self._summary_draws[block.name]
                 means[block.name], sds[block.name] = draws.mean(0), draws.std(0)

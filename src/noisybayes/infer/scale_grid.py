@@ -55,16 +55,21 @@ MAX_DENSE = 2000  # columns outside the eliminated grouping factor, each point's
 @dataclass(frozen=True)
 class GridMoments:
     """Posterior moments: the joint mean ``(n,)`` and covariance ``(n, n)`` of ``theta``'s
-    first ``n`` columns (``n_joint``); the mean and variance ``(M,)`` of ``theta_c / s_k(c)``
-    (each column over its scale: the non-centred coordinates; ``theta_c`` itself for unscaled
-    columns); ``l = log s``'s mean ``(S,)`` and covariance ``(S, S)``."""
+    first ``n`` columns (``n_joint``); the mean and variance ``(M,)`` of every ``theta_c``
+    and of ``theta_c / s_k(c)`` (each column over its scale: the non-centred coordinates;
+    ``theta_c`` itself for unscaled columns); ``l = log s``'s mean ``(S,)`` and covariance
+    ``(S, S)``, and the mean and variance ``(S,)`` of ``s`` itself."""
 
     joint_mean: torch.Tensor
     joint_covariance: torch.Tensor
+    mean: torch.Tensor
+    variance: torch.Tensor
     scaled_mean: torch.Tensor
     scaled_variance: torch.Tensor
     log_scale_mean: torch.Tensor
     log_scale_covariance: torch.Tensor
+    scale_mean: torch.Tensor
+    scale_variance: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -340,8 +345,10 @@ class _MomentSums:
         self.n_joint = n_joint
         self.total = zeros(())
         self.joint, self.joint_outer = zeros(n_joint), zeros(n_joint, n_joint)
+        self.theta, self.theta_square = zeros(size), zeros(size)
         self.scaled, self.scaled_square = zeros(size), zeros(size)
         self.log_scale, self.log_scale_outer = zeros(n_scales), zeros(n_scales, n_scales)
+        self.scale, self.scale_square = zeros(n_scales), zeros(n_scales)
 
     def add(self, log_scale: torch.Tensor, log_weight: torch.Tensor, conditional: _Conditional,
             column_scale: torch.Tensor) -> None:
@@ -352,18 +359,24 @@ class _MomentSums:
         self.joint += w @ joint
         self.joint_outer += torch.einsum("b,bij->ij", w,
                                          covariance + joint[:, :, None] * joint[:, None, :])
-        variance = conditional.variance()
+        second = conditional.variance() + mean.square()
+        self.theta += w @ mean
+        self.theta_square += w @ second
         self.scaled += w @ (mean / column_scale)
-        self.scaled_square += w @ ((variance + mean.square()) / column_scale.square())
+        self.scaled_square += w @ (second / column_scale.square())
         self.log_scale += w @ log_scale
         self.log_scale_outer += (w[:, None] * log_scale).T @ log_scale
+        self.scale += w @ log_scale.exp()
+        self.scale_square += w @ log_scale.mul(2).exp()
 
     def moments(self) -> GridMoments:
         joint = self.joint / self.total
-        scaled = self.scaled / self.total
-        log_scale = self.log_scale / self.total
+        theta, scaled = self.theta / self.total, self.scaled / self.total
+        log_scale, scale = self.log_scale / self.total, self.scale / self.total
         return GridMoments(
             joint, self.joint_outer / self.total - joint[:, None] * joint,
+            theta, self.theta_square / self.total - theta.square(),
             scaled, self.scaled_square / self.total - scaled.square(),
             log_scale, self.log_scale_outer / self.total - log_scale[:, None] * log_scale,
+            scale, self.scale_square / self.total - scale.square(),
         )
