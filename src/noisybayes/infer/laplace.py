@@ -25,9 +25,8 @@ from noisybayes.infer.objective import Data, LogJoint, batched_evaluation, gradi
 
 __all__ = ["LaplaceResult", "laplace", "laplace_from_subset", "whitening"]
 
-_ROW_BY_ROW_MAX = 32  # parameters up to which Hessian rows are taken one backward pass each
-# Rows x parameters per chunk of the curvature's sum: the batched Hessian's temporaries are
-# that large; fewer, larger chunks save the per-pass overhead of small models.
+# Rows x parameters per chunk of the curvature's sum: a bound on the temporaries of the graph
+# each Hessian row is differentiated through; fewer, larger chunks take fewer passes.
 _CURVATURE_ELEMENTS = 2**20
 # A Newton polish shorter than 0.1 posterior sd (squared: 0.01) keeps the curvature found
 # before it; a longer one has it evaluated again at the polished mode unless the gradient
@@ -120,10 +119,10 @@ def _curvature(
 
 def _hessian(function: Callable[..., torch.Tensor], u: torch.Tensor, *args: Any) -> torch.Tensor:
     """``grad^2 function(u, *args)``, reverse over reverse: the gradient with its graph, then
-    its Jacobian, row by row for a few parameters and in one batched backward pass for
-    more. Plain autograd rather than ``torch.func`` (whose first use imports
-    ``torch._dynamo``), and rows one by one where they are cheap, because a batched
-    ``grad_outputs`` first imports sympy (each import costs longer than a small fit)."""
+    its Jacobian one row per backward pass. Plain autograd rather than ``torch.func`` (whose
+    first use imports ``torch._dynamo``), and row by row rather than one batched
+    ``grad_outputs`` pass, which first imports sympy and was no faster at any size measured
+    (21 to 1,001 parameters, linear models and small networks: ``benchmarks/RESULTS.md``)."""
     size = u.shape[0]
     u = u.detach().requires_grad_(True)
     zeros = torch.zeros(size, size, dtype=u.dtype, device=u.device)
@@ -133,11 +132,6 @@ def _hessian(function: Callable[..., torch.Tensor], u: torch.Tensor, *args: Any)
     (gradient,) = torch.autograd.grad(value, u, create_graph=True, allow_unused=True)
     if gradient is None or not gradient.requires_grad:  # linear in u
         return zeros
-    if size > _ROW_BY_ROW_MAX:
-        eye = torch.eye(size, dtype=u.dtype, device=u.device)
-        (rows,) = torch.autograd.grad(gradient, u, grad_outputs=eye, is_grads_batched=True,
-                                      allow_unused=True)
-        return zeros if rows is None else rows.detach()
     for i in range(size):
         (row,) = torch.autograd.grad(gradient[i], u, retain_graph=i < size - 1,
                                      allow_unused=True)
