@@ -140,6 +140,16 @@ def _bad_source(rank: int, size: int, folder: Path) -> dict[str, Any]:
     return {}
 
 
+def _bad_source_network(rank: int, size: int, folder: Path) -> dict[str, Any]:
+    """``nb.nn.train`` reads its rows batch by batch: the NaN reaches process 1 in a
+    training step, where process 0 is already in the step's all-reduce."""
+    net = nb.bayesian(torch.nn.Linear(3, 1))
+    nb.nn.train(net, nb.data.Parquet(folder / "bad.parquet", x=["one", "a", "b"], y="y"),
+                likelihood=nb.nn.Gaussian(), n_epochs=1, batch_size=250,
+                generator=torch.Generator().manual_seed(0))
+    return {}
+
+
 def _checkpoint(rank: int, size: int, folder: Path) -> dict[str, Any]:
     """A network run stopped in step 13 on both processes, after the checkpoint of step 10,
     then restarted; and the same run without a stop. The processes hold 120 and 80 rows
@@ -267,6 +277,7 @@ _TASKS = {"fit": _fit, "bad_rows": _bad_rows, "adam": _adam, "adam_resumed": _ad
           "estimator_vi": _estimator_vi, "estimator_source": _estimator_source,
           "estimator_refused": _estimator_refused,
           "same_rows": _same_rows, "bad_source": _bad_source,
+          "bad_source_network": _bad_source_network,
           "crash": _crash}  # the crash last: it ends the group
 
 
@@ -379,6 +390,15 @@ def test_a_bad_value_in_one_process_rows_of_a_source_stops_every_process(runs):
     too instead of waiting for it (the fixture fails on a hang)."""
     first, second = (process["bad_source"] for process in runs)
     assert second["error"] == "ValueError" and "'y'" in second["message"]
+    assert first["error"] == "RuntimeError" and "process(es) [1] of 2" in first["message"]
+
+
+def test_a_bad_value_met_by_one_process_in_training_stops_every_process(runs):
+    """The same NaN met by ``nb.nn.train`` in process 1's batch: it raises the error naming
+    the column, and process 0 raises too from the step's all-reduce, which carries the
+    failure (it waited for the timeout before)."""
+    first, second = (process["bad_source_network"] for process in runs)
+    assert second["error"] == "ValueError" and "'y'" in second["message"], second
     assert first["error"] == "RuntimeError" and "process(es) [1] of 2" in first["message"]
 
 

@@ -215,7 +215,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.learning_rate(self.step)
         self.optimizer.zero_grad(set_to_none=True)
-        value = self._loss_and_gradient(self._next_batch())
+        value = self._loss_and_gradient()
         if not math.isfinite(value):
             self._recover(value)
             return
@@ -230,24 +230,36 @@ class Trainer:
         if self.step % self.schedule.window == 0:
             self._end_window(bar)
 
-    def _loss_and_gradient(self, batch: Batch) -> float:
-        """The batch loss, its gradient left in the parameters' ``.grad``; for a
+    def _loss_and_gradient(self) -> float:
+        """The next batch's loss, its gradient left in the parameters' ``.grad``; for a
         :class:`WeightSampler`, the mean loss over its draws of the weights. In a
-        data-parallel run both are summed over the processes."""
-        if not isinstance(self.optimizer, WeightSampler):
-            value = self._backward(batch)
-            if not self.world.parallel:
-                return value
-            grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params]
-            total, *summed = self.world.sum(torch.tensor(value, dtype=torch.float64), *grads)
-            for p, g in zip(self.params, summed, strict=True):
-                p.grad = g
-            return float(total)
-        values = []
-        for _ in range(self.optimizer.mc_samples):
-            with self.optimizer.sampled_params(train=True):
-                values.append(self._backward(batch))
-        return sum(values) / len(values)
+        data-parallel run both are summed over the processes, with a flag saying whether
+        any process failed to read or evaluate its batch (a bad value in its rows of a
+        data source): then every process raises (``World.agree``) instead of the others
+        waiting for it in the next all-reduce."""
+        if isinstance(self.optimizer, WeightSampler):
+            batch = self._next_batch()
+            values = []
+            for _ in range(self.optimizer.mc_samples):
+                with self.optimizer.sampled_params(train=True):
+                    values.append(self._backward(batch))
+            return sum(values) / len(values)
+        if not self.world.parallel:
+            return self._backward(self._next_batch())
+        failed, value = None, 0.0
+        try:
+            value = self._backward(self._next_batch())
+        except Exception as error:
+            failed = error
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params]
+        flag = torch.tensor(float(failed is not None), dtype=torch.float64)
+        total, any_failed, *summed = self.world.sum(torch.tensor(value, dtype=torch.float64),
+                                                    flag, *grads)
+        if float(any_failed):
+            self.world.agree(failed)
+        for p, g in zip(self.params, summed, strict=True):
+            p.grad = g
+        return float(total)
 
     def _backward(self, batch: Batch) -> float:
         loss = self.objective.loss(batch)
