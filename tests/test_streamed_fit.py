@@ -167,12 +167,10 @@ def test_train_reads_minibatches_from_a_parquet_file(tmp_path):
         nb.nn.train(_network(), two, likelihood=nb.nn.Gaussian(), n_epochs=1)
 
 
-def test_the_subsample_keeps_distinct_rows_of_the_file_in_the_expected_number(
-        tmp_path, monkeypatch):
+def test_the_subsample_keeps_distinct_rows_of_the_file_in_the_expected_number(tmp_path):
     """About ``n`` of the 4,000 rows (a binomial count: within 4 sds), each a row of the
     file and none twice, also when the buffers must grow past their first size; all rows
     when ``n`` is their number or more; the first row read when the pass keeps none."""
-    import noisybayes.infer.streamed as streamed
     from noisybayes.infer.streamed import subsample
 
     frame = _write(tmp_path)
@@ -188,7 +186,6 @@ def test_the_subsample_keeps_distinct_rows_of_the_file_in_the_expected_number(
         9)} == known
     tiny = subsample(source, 1, torch.Generator().manual_seed(0))  # keep 1/4000 per row
     assert tiny[1].shape[0] >= 1
-    monkeypatch.setattr(streamed.math, "isqrt", lambda n: -(n // 8))  # buffers of 16 rows
-    (x,), y = subsample(source, 1000, torch.Generator().manual_seed(1))
+    (x,), y = subsample(source, 1000, torch.Generator().manual_seed(1), capacity=16)
     rows = {tuple(r) for r in torch.cat([x, y[:, None]], 1).numpy().round(9)}
     assert len(rows) == len(y) > 16 and rows <= known

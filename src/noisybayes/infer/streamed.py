@@ -33,16 +33,19 @@ from noisybayes.model.model import Model
 __all__ = ["check_source_inputs", "subsample"]
 
 
-def subsample(source: DataSource, n_rows: int, generator: torch.Generator) -> Data:
+def subsample(source: DataSource, n_rows: int, generator: torch.Generator, *,
+              capacity: int | None = None) -> Data:
     """One pass of ``source`` keeping each row with probability ``min(1, n_rows / N)``:
     a uniform random subset of about ``n_rows`` rows (every row when there are no more, at
     least the first row read).
 
     The kept rows are copied into buffers allocated before the pass (grown by doubling in
     the rare pass that keeps more): small tensors kept between the pass's large chunks
-    fragment the heap, which grew by about 1 MiB per chunk (2 GiB over 10^8 rows)."""
+    fragment the heap, which grew by about 1 MiB per chunk (2 GiB over 10^8 rows).
+    ``capacity``: the rows they first hold (by default 8 sds over ``n_rows``)."""
     keep = min(1.0, n_rows / source.n_rows)
-    capacity = min(source.n_rows, n_rows + 8 * math.isqrt(n_rows) + 16)  # 8 sds over
+    if capacity is None:
+        capacity = min(source.n_rows, n_rows + 8 * math.isqrt(n_rows) + 16)
     buffers: list[torch.Tensor] = []
     first: tuple[torch.Tensor, ...] = ()
     filled = 0
