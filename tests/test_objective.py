@@ -168,8 +168,10 @@ def test_summed_log_prob_equals_torch_normal_log_prob_for_every_kind_of_scale():
 
 def test_float32_log_likelihoods_sum_in_float64_with_float32_gradients():
     """On float32 rows the value is the float64 sum of the float32 terms (to 1e-12), for a
-    shared scale's shortcut and for torch's ``log_prob``, alone and under vmap over draws,
-    and the gradient is float32's own (computed without a float64 copy of the rows')."""
+    shared scale's shortcut and for torch's ``log_prob``, and the gradient is float32's;
+    under vmap over draws of the scale the same to float32's rounding of ``y / s`` (the
+    reference divides first); a row of density 0 keeps the sum at ``-inf`` (a line search
+    steps back from it; NaN would stop it)."""
     from torch.func import vmap
 
     from noisybayes.infer.objective import summed_log_prob
@@ -192,3 +194,6 @@ def test_float32_log_likelihoods_sum_in_float64_with_float32_gradients():
     exact = torch.stack([-0.5 * ((y / s) ** 2).double().sum() - y.numel() * (
         math.log(float(s)) + half_log_two_pi) for s in scales])
     assert torch.allclose(per_draw, exact, rtol=1e-7)
+    rate = torch.tensor([1.0, 0.0], requires_grad=True)
+    impossible = summed_log_prob(torch.distributions.Poisson(rate), torch.tensor([1.0, 2.0]))
+    assert float(impossible) == -math.inf

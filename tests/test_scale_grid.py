@@ -15,6 +15,7 @@ from torch.distributions import HalfNormal
 
 import noisybayes as nb
 from noisybayes.estimators.linear import auto_method
+from noisybayes.infer import scale_grid
 from noisybayes.infer.scale_grid import ScaleGridPosterior, _factor_blocks
 
 F64 = torch.float64
@@ -281,27 +282,34 @@ def test_eliminating_levels_of_a_varying_slope_is_the_dense_algebra():
                                    getattr(grids[1].moments, name), rtol=1e-9, atol=1e-12)
 
 
-def test_the_estimators_moments_are_the_grids_own_and_those_of_its_draws():
+@pytest.mark.parametrize("formula, options", [
+    ("y ~ x + (x | g)", {}),  # the noise learned: three scales
+    ("y ~ x + (1 | h) + (1 | g)", {"noise_scale": 20.0}),  # h (more levels) eliminated last
+])
+def test_the_estimators_moments_are_the_grids_own_and_those_of_its_draws(formula, options,
+                                                                          monkeypatch):
     """``posterior_.mean`` and ``sd`` of every parameter (the sds and effects on the user's
     scale included) come from the grid's moments, without drawing, and agree with 40,000
-    draws: means within four Monte Carlo sds and sds within four relative sds, each plus
-    the cells' spread of the drawn scales (``step^2 / 12``, a bound)."""
+    draws of a lattice of step 0.25 (whose histogram is close to the posterior's): means
+    within four Monte Carlo sds, sds within four of their own (``sqrt((kurtosis - 1) /
+    4n)`` relative, the kurtosis estimated from the draws: the group sds are skewed)."""
     gen = np.random.default_rng(4)
-    g = np.arange(120) % 6
+    g, h = np.arange(120) % 6, np.arange(120) % 15
     x = gen.normal(size=120) * 10
     y = 300 + 2 * x + gen.normal(size=6)[g] * 40 + gen.normal(size=6)[g] * x + gen.normal(
-        size=120) * 20
-    table = pd.DataFrame({"y": y, "x": x, "g": g})
-    reg = nb.BayesianLinearRegression.from_formula("y ~ x + (x | g)", table)
-    post = reg.posterior_
+        size=15)[h] * 30 + gen.normal(size=120) * 20
+    table = pd.DataFrame({"y": y, "x": x, "g": g, "h": h})
+    post = nb.BayesianLinearRegression.from_formula(formula, table, **options).posterior_
     mean, sd = post.mean, post.sd
     assert "_summary_draws" not in post.__dict__
+    monkeypatch.setitem(scale_grid._STEPS, post.family.grid.n_scales, 0.25)
+    fine = nb.BayesianLinearRegression.from_formula(formula, table, **options).posterior_
     n = 40_000
-    draws = post.sample(n, seed=1)
-    cells = float(post.family.grid.step) ** 2 / 12
-    for name, value in draws.items():
+    for name, value in fine.sample(n, seed=1).items():
         value = value.double()
-        spread = value.std(0)
-        assert ((mean[name].double() - value.mean(0)).abs() / spread).max() < (
-            4 / math.sqrt(n) + cells), name
-        assert (sd[name].double() / spread - 1).abs().max() < 4 * math.sqrt(1 / (2 * n)) + cells, name
+        centred = value - value.mean(0)
+        spread = centred.square().mean(0).sqrt()
+        kurtosis = centred.pow(4).mean(0) / spread.pow(4)
+        assert ((mean[name].double() - value.mean(0)).abs() / spread).max() < 4 / math.sqrt(n), name
+        assert ((sd[name].double() / spread - 1).abs() / ((kurtosis - 1) / (4 * n)).sqrt()
+                ).max() < 4, name

@@ -111,7 +111,7 @@ class _GridDraws(nn.Module):
         self.fixed = torch.cat([torch.arange(blocks[n].start, blocks[n].stop)
                                 for n in ("intercept", "coef") if n in blocks])
         self.sigma = blocks["sigma"].start if "sigma" in blocks else None
-        self.groups = twin.groups  # each term's effect and sd parameters, in slots' order
+        self.group_names = [(g.sd, g.effect) for g in twin.groups]  # in the slots' order
         moments = grid.moments
         mean = self._unconstrained(moments.joint_mean[None], moments.log_scale_mean[None],
                                    moments.scaled_mean[None])[0]
@@ -149,14 +149,17 @@ class _GridDraws(nn.Module):
         ``user_map``) and effects ``theta_c e^{b_k(c)}`` (``z s_k`` on the user's scale),
         and ``sigma e^{b}``."""
         moments, dtype = self.grid.moments, self._mean.dtype
+        if not hasattr(self, "group_names"):  # pickled before these moments: drawn instead
+            return {}
         found = {}
-        for group, (_, sd, columns, scales) in zip(self.groups, self.terms, strict=True):
+        for (sd_name, effect_name), (_, sd, columns, scales) in zip(
+                self.group_names, self.terms, strict=True):
             unit = self.b[sd].exp()
             width = len(unit)
-            found[group.sd] = (moments.scale_mean[scales] * unit,
+            found[sd_name] = (moments.scale_mean[scales] * unit,
                               moments.scale_variance[scales].sqrt() * unit)
             per_column = unit.repeat((columns.stop - columns.start) // width)
-            found[group.effect] = (
+            found[effect_name] = (
                 (moments.mean[columns] * per_column).reshape(-1, width),
                 (moments.variance[columns].sqrt() * per_column).reshape(-1, width))
         if self.sigma is not None:

@@ -27,7 +27,7 @@ __all__ = ["LaplaceResult", "laplace", "laplace_from_subset", "whitening"]
 
 # Rows x parameters per chunk of the curvature's sum: a bound on the temporaries of the graph
 # each Hessian row is differentiated through; fewer, larger chunks take fewer passes.
-_CURVATURE_ELEMENTS = 2**20
+_CURVATURE_ELEMENTS = 2**21
 # A Newton polish shorter than 0.1 posterior sd (squared: 0.01) keeps the curvature found
 # before it; a longer one has it evaluated again at the polished mode unless the gradient
 # of its rows changed over the polish as it says (``_secant_holds``).
@@ -107,7 +107,8 @@ def _curvature(
     xs, y = rows
     scale = n_rows / y.shape[0]
     u = u.detach()
-    chunk = max(1, _CURVATURE_ELEMENTS // u.shape[0])
+    chunks = math.ceil(y.shape[0] * u.shape[0] / _CURVATURE_ELEMENTS)
+    chunk = max(1, math.ceil(y.shape[0] / max(1, chunks)))  # equal chunks: no short last one
     with batched_evaluation():
         h = -world.share * _hessian(log_joint.log_prior, u)
         for start in range(0, y.shape[0], chunk):
@@ -122,7 +123,7 @@ def _hessian(function: Callable[..., torch.Tensor], u: torch.Tensor, *args: Any)
     its Jacobian one row per backward pass. Plain autograd rather than ``torch.func`` (whose
     first use imports ``torch._dynamo``), and row by row rather than one batched
     ``grad_outputs`` pass, which first imports sympy and was no faster at any size measured
-    (21 to 1,001 parameters, linear models and small networks: ``benchmarks/RESULTS.md``)."""
+    (``benchmarks/RESULTS.md``)."""
     size = u.shape[0]
     u = u.detach().requires_grad_(True)
     zeros = torch.zeros(size, size, dtype=u.dtype, device=u.device)

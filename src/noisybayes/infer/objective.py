@@ -49,10 +49,12 @@ def _sum_in_float64(terms: torch.Tensor) -> torch.Tensor:
     """``sum(terms)`` in float64, its gradient in ``terms``' dtype: the gradient of a sum is
     the same for every term, so float64 gains it nothing, while ``sum(dtype=float64)``'s own
     backward pass would make a float64 copy of every row's gradient and convert it back."""
-    if not terms.requires_grad:  # no gradient to keep cheap: one pass
+    if not terms.requires_grad or terms.dtype == _SUM_DTYPE:  # one pass does
         return terms.sum(dtype=_SUM_DTYPE)
     low = terms.sum().to(_SUM_DTYPE)
-    return low + (terms.sum(dtype=_SUM_DTYPE) - low).detach()
+    correction = terms.sum(dtype=_SUM_DTYPE) - low
+    # an infinite sum (a row's log-density -inf) keeps its value: inf - inf is no correction
+    return low + torch.where(torch.isfinite(low), correction, 0.0).detach()
 
 
 def summed_log_prob(likelihood: Distribution, y: torch.Tensor) -> torch.Tensor:

@@ -29,9 +29,8 @@ Draws take a lattice point by its weight and spread the scales uniformly over th
 cell (the posterior's histogram, whose covariance exceeds the lattice's by the cells'
 ``h^2 / 12 R R^T``), shrink them about their mean by the linear map that takes that excess
 out (so that their mean and covariance are the lattice's), and draw ``theta`` from the
-Gaussian given them. At the steps used the moments move by under 1e-4 (in posterior sds,
-relative for variances) when the step is halved; the steps keep the draws' histogram
-smooth.
+Gaussian given them. The steps are set so that a finer lattice moves the moments by far
+less than the accuracy asked of a fit (the comparisons are in ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
