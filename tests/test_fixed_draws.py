@@ -180,3 +180,29 @@ def test_a_solve_out_of_budget_continues_in_recentred_coordinates(monkeypatch):
         z = (short.mean[name] - default.mean[name]) / default.sd[name]
         assert z.abs().max() < 0.1, (name, z)
         assert (short.sd[name] / default.sd[name] - 1).abs().max() < 0.05, name
+
+
+@pytest.mark.parametrize("family_name", ["fullrank", "meanfield"])
+def test_the_error_estimate_from_the_solves_last_evaluation_is_the_recomputed_one(family_name):
+    """The per-draw gradients the solve's last evaluation leaves (without the closed-form
+    Normal priors of alpha and beta, which the estimate adds back) give the Monte Carlo error
+    estimate that a fresh evaluation over the rows gives, to rounding."""
+    from noisybayes.engine.distributed import World
+    from noisybayes.infer.fixed_draws import _lbfgs, _monte_carlo_error
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 1, generator=g, dtype=torch.float64)
+    y = 1 + 2 * x[:, 0] + 0.5 * torch.randn(60, generator=g, dtype=torch.float64)
+    model = Line()
+    log_joint = LogJoint(model, ParamLayout(model))
+    assert log_joint.closed_form == {"alpha", "beta"}
+    mode = laplace(log_joint, ((x,), y), torch.zeros(3, dtype=torch.float64), g, 50_000)
+    family = _build_family(family_name, mode.loc, mode.precision, 0)
+    curvature = _whitened_curvature(family, mode.precision)
+    noise = _moment_matched(32, family, torch.Generator().manual_seed(1))
+    world = World()
+    _, finite, per_draw = _lbfgs(log_joint, family, ((x,), y), noise, 100, [], world)
+    assert finite and per_draw is not None
+    folded = _monte_carlo_error(log_joint, family, ((x,), y), curvature, noise, world, per_draw)
+    fresh = _monte_carlo_error(log_joint, family, ((x,), y), curvature, noise, world)
+    assert folded == pytest.approx(fresh, rel=1e-9)

@@ -91,20 +91,23 @@ def fit_fixed_draws(
     while n_draws * n_data <= max_row_draws:
         noise = _moment_matched(n_draws, family, generator)
         round_start = parameters_to_vector(family.parameters()).detach().clone()
-        used, finite = _lbfgs(log_joint, family, data, noise, max_iter, trace, world)
+        used, finite, per_draw = _lbfgs(log_joint, family, data, noise, max_iter, trace,
+                                        world)
         evaluations += used
         if finite and used >= max_iter:  # stopped by the budget: poorly scaled coordinates
             for _ in range(_RECENTRES):
                 curvature = _recentred(family, curvature)
-                used, finite = _lbfgs(log_joint, family, data, noise, max_iter, trace, world)
+                used, finite, per_draw = _lbfgs(log_joint, family, data, noise, max_iter,
+                                                trace, world)
                 evaluations += used
                 if not finite or used < max_iter:
                     break
             curvature = _recentred(family, curvature)  # the replicate starts at the optimum
+            per_draw = None  # its z are the old coordinates'
             round_start = parameters_to_vector(family.parameters()).detach().clone()
         if finite:
             mean_error, sd_error = _monte_carlo_error(log_joint, family, data, curvature, noise,
-                                                      world)
+                                                      world, per_draw)
             how = "estimated"
             if max(mean_error, sd_error) > tolerance:  # the bound says no: measure it instead
                 used, finite, mean_error, sd_error = _replicate(
@@ -163,26 +166,30 @@ def _lbfgs(
     max_iter: int,
     trace: list[float],
     world: World,
-) -> tuple[int, bool]:
+) -> tuple[int, bool, torch.Tensor | None]:
     """Minimise ``-ELBO_M`` (in nats: gradients in whitened units) over ``family``'s
-    parameters, in place; returns the evaluations used, and False (parameters unchanged)
-    when the value is NaN somewhere or non-finite at the start. Over several processes each
-    evaluates ``-ELBO_M / W`` with its rows' log-likelihood scaled by ``W``, and the values
-    and gradients are summed (``World``)."""
+    parameters, in place; returns the evaluations used, False (parameters unchanged) when
+    the value is NaN somewhere or non-finite at the start, and, where the last evaluation
+    was at the point returned, this process's share of the per-draw gradients ``d log
+    p(theta(z_m)) / d z_m`` there without the closed-form priors (``(M, noise_dim)``, for
+    :func:`_monte_carlo_error`). Over several processes each evaluates ``-ELBO_M / W``
+    with its rows' log-likelihood scaled by ``W``, and the values and gradients are summed
+    (``World``)."""
     params = list(family.parameters())
     start = parameters_to_vector(params).detach()
     n_rows = data[1].shape[0]
     n_data = world.total(n_rows)
-
-    def negative_elbo(vector: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            vector_to_parameters(vector, params)
-        return -world.share * elbo_estimate(log_joint, family, data, world.size * n_rows,
-                                            noise.shape[0], None, noise=noise)
+    last: dict[str, torch.Tensor] = {}
 
     def loss_and_grad(vector: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss = negative_elbo(vector)
-        grad = parameters_to_vector(torch.autograd.grad(loss, params))
+        with torch.no_grad():
+            vector_to_parameters(vector, params)
+        draws = family.from_noise(noise)
+        loss = -world.share * elbo_estimate(log_joint, family, data, world.size * n_rows,
+                                            noise.shape[0], None, draws=draws)
+        *grads, per_draw = torch.autograd.grad(loss, [*params, draws.z])
+        last.update(point=vector, per_draw=-noise.shape[0] * per_draw)
+        grad = parameters_to_vector(grads)
         loss, grad = world.sum(loss.detach(), grad)
         value = float(loss) / n_data
         if math.isfinite(value) and (not trace or value < trace[-1]):
@@ -195,10 +202,11 @@ def _lbfgs(
     except NonFinite:
         with torch.no_grad():
             vector_to_parameters(start, params)
-        return 0, False
+        return 0, False, None
     with torch.no_grad():
         vector_to_parameters(found.point, params)
-    return found.n_evaluations, True
+    there = bool(last) and torch.equal(last["point"], found.point)
+    return found.n_evaluations, True, last["per_draw"] if there else None
 
 
 def _replicate(
@@ -225,7 +233,7 @@ def _replicate(
     with torch.no_grad():
         vector_to_parameters(start, list(family.parameters()))
     noise = _moment_matched(n_draws, family, generator)
-    used, finite = _lbfgs(log_joint, family, data, noise, max_iter, trace, world)
+    used, finite, _ = _lbfgs(log_joint, family, data, noise, max_iter, trace, world)
     if not finite:
         return used, False, math.inf, math.inf
     with torch.no_grad():
@@ -242,20 +250,29 @@ def _monte_carlo_error(
     curvature: torch.Tensor,
     noise: torch.Tensor,
     world: World,
+    likelihood_gradient: torch.Tensor | None = None,
 ) -> tuple[float, float]:
     """The estimated Monte Carlo sd of the fixed-draw optimum: the largest over coordinates,
     for the means in posterior sds and for the sds as a relative error (the per-draw
-    gradients summed over ``world``'s processes, each adding its share)."""
+    gradients summed over ``world``'s processes, each adding its share). Given the per-draw
+    gradients of the log density without the closed-form priors (``likelihood_gradient``,
+    from the solve's last evaluation), the data are not read again."""
     xs, y = data
     with torch.no_grad():
         z = family.from_noise(noise).z
         loc = family.loc.detach().clone()
     z.requires_grad_(True)
-    with batched_evaluation():
-        log_p = log_joint.batched(family.to_theta(z), xs, y, float(world.size))
+    theta = family.to_theta(z)
+    if likelihood_gradient is None:
+        with batched_evaluation():
+            log_p = log_joint.batched(theta, xs, y, float(world.size))
+    else:
+        log_p = log_joint.closed_form_log_prior(theta)
     quadratic = 0.5 * ((z @ curvature) * z).sum(-1)
     share = world.share * (log_p + quadratic).sum()
     (per_draw,) = torch.autograd.grad(share, z)  # residual gradients
+    if likelihood_gradient is not None:
+        per_draw = per_draw + likelihood_gradient
     (per_draw,) = world.sum(per_draw.double())
     half = noise.shape[0] // 2
     pair_mean = 0.5 * (per_draw[:half] + per_draw[half:])

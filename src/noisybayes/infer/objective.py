@@ -22,7 +22,7 @@ from torch.distributions import Distribution, Normal, kl_divergence
 from torch.func import functional_call, vmap
 
 from noisybayes.errors import ModelError
-from noisybayes.math.families import GaussianFamily
+from noisybayes.math.families import Draws, GaussianFamily
 from noisybayes.model.layout import ParamLayout
 from noisybayes.model.model import Model
 
@@ -220,6 +220,12 @@ class LogJoint:
                 theta, xs, y, scale, skip_prior
             )
 
+    def closed_form_log_prior(self, theta: torch.Tensor) -> torch.Tensor:
+        """``log p_k(theta_k)`` summed over the ``closed_form`` blocks, for each row of
+        ``theta`` (``(S, P)``): what :meth:`batched` leaves out when told to skip them."""
+        skip = frozenset(self.layout.names) - self.closed_form
+        return vmap(lambda u: self.layout.log_prior(self.layout.constrain(u)[0], skip))(theta)
+
     def log_lik_grad(self, u: torch.Tensor, xs: tuple[torch.Tensor, ...], y: torch.Tensor):
         """``grad_u sum_i log p(y_i | x_i, u)`` at one vector ``u``; plain autograd, as
         ``torch.func.grad``'s first call imports ``torch._dynamo`` (seconds)."""
@@ -254,11 +260,14 @@ def elbo_estimate(
     anchor: tuple[torch.Tensor, torch.Tensor] | None = None,
     curvature: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
+    draws: Draws | None = None,
 ) -> torch.Tensor:
     """An unbiased, differentiable estimate of the full-data ELBO from one minibatch.
 
     The entropy is exact. ``noise`` (``(n_samples, noise_dim)``), when given, is the
-    standard-normal noise of the draws instead of fresh antithetic draws from ``generator``.
+    standard-normal noise of the draws instead of fresh antithetic draws from ``generator``;
+    ``draws``, the draws ``family.from_noise(noise)`` made by the caller (who can then
+    differentiate with respect to their ``z``).
     ``anchor = (u0, g0)``, with ``g0`` the full-data log-likelihood gradient at ``u0``, adds
     the control variate ``<mean_s theta_s, g0 - (N/B) grad log p(y_B | u0)>`` to the gradient
     (its value is left unchanged): zero in expectation over batches, and it cancels most of
@@ -272,7 +281,9 @@ def elbo_estimate(
     """
     xs, y = batch
     scale = n_data / y.shape[0]
-    if noise is None:
+    if draws is not None:
+        theta, z = draws
+    elif noise is None:
         theta, z = family.draw(n_samples, generator=generator, antithetic=True)
     else:
         theta, z = family.from_noise(noise)
