@@ -25,6 +25,7 @@ so more).
     python benchmarks/uci.py                      # the full protocol, all six data sets
     python benchmarks/uci.py --quick yacht        # QUICK MODE: 2 splits, short training
     python benchmarks/uci.py --methods ivon       # one method only
+    python benchmarks/uci.py --defaults           # BNNRegressor() as a user gets it
     python benchmarks/uci.py --record benchmarks/RESULTS.md
 
 The networks are tiny, so each data set runs in its own process on one torch thread;
@@ -150,9 +151,11 @@ def choose_hyperparameters(x: np.ndarray, y: np.ndarray, budget: Budget,
 
 
 def run(name: str, root: Path, n_splits: int | None, budget: Budget, tune: bool,
-        method: str = "layers") -> Result:
+        method: str = "layers", defaults: bool = False) -> Result:
     """All splits of one data set by one method; ``tune`` chooses the hyper-parameters on
-    each split's training rows, else they are ``PRIOR_SCALE`` and ``LIKELIHOOD``."""
+    each split's training rows, else they are ``PRIOR_SCALE`` and ``LIKELIHOOD``;
+    ``defaults`` fits ``nb.BNNRegressor(method=method, seed=k)`` instead, every other
+    argument (training length, likelihood, components, draws) at its default."""
     torch.set_num_threads(1)
     x, y, available = load(name, root)
     n_splits = available if n_splits is None else min(n_splits, available)
@@ -160,11 +163,15 @@ def run(name: str, root: Path, n_splits: int | None, budget: Budget, tune: bool,
     rmse, loglik, choices = [], [], []
     for k in range(n_splits):
         train, test = split(name, root, k)
-        choice = (choose_hyperparameters(x[train], y[train], budget, seed=k, method=method)
-                  if tune else (PRIOR_SCALE, LIKELIHOOD))
-        choices.append(choice)
-        reg = regressor(*choice, budget, len(train), seed=k, n_components=N_COMPONENTS,
-                        method=method).fit(x[train], y[train])
+        if defaults:
+            reg = nb.BNNRegressor(method=method, seed=k).fit(x[train], y[train])
+            choices.append((reg.prior_scale, reg.likelihood))
+        else:
+            choice = (choose_hyperparameters(x[train], y[train], budget, seed=k, method=method)
+                      if tune else (PRIOR_SCALE, LIKELIHOOD))
+            choices.append(choice)
+            reg = regressor(*choice, budget, len(train), seed=k, n_components=N_COMPONENTS,
+                            method=method).fit(x[train], y[train])
         mean = reg.predict(x[test])
         rmse.append(float(np.sqrt(np.mean((mean - y[test]) ** 2))))
         loglik.append(reg.score(x[test], y[test]))
@@ -214,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune-per-split", action="store_true",
                         help="choose the hyper-parameters on each split's own training rows "
                              "(many times the time) instead of fixing them")
+    parser.add_argument("--defaults", action="store_true",
+                        help="nb.BNNRegressor at its defaults (only method and seed given), "
+                             "as a user gets it, instead of the fixed setting")
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps per fit")
     parser.add_argument("--data", type=Path, default=DATA, help="the uci data folder")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
@@ -239,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     begin = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = {(name, m): pool.submit(run, name, args.data, n_splits, budget,
-                                             args.tune_per_split, m)
+                                             args.tune_per_split, m, args.defaults)
                    for name in largest_first for m in methods}
         results = [futures[name, m].result() for name in names for m in methods]
     for r in results:
@@ -248,10 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     mode = ("QUICK MODE (not the protocol: few splits or short training)"
             if args.quick or args.splits else "full protocol")
     mode += (", hyper-parameters chosen on each split's training rows" if args.tune_per_split
+             else ", every argument at its default" if args.defaults
              else ", fixed hyper-parameters")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = (f"## UCI, nb.BNNRegressor (50 hidden units, temperature 1; layers: a mixture of "
-              f"{N_COMPONENTS} mean-field Gaussians, ivon: one): {mode}\n\n"
+    setting = ("nb.BNNRegressor() at its defaults" if args.defaults else
+               f"nb.BNNRegressor (50 hidden units, temperature 1; layers: a mixture of "
+               f"{N_COMPONENTS} mean-field Gaussians, ivon: one)")
+    header = (f"## UCI, {setting}: {mode}\n\n"
               f"{stamp}; {platform.node()} ({platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores, {args.jobs} data sets at once, 1 torch thread each); "
               f"wall time {wall:.0f} s; noisybayes {nb.__version__}, torch {torch.__version__}")
