@@ -7,9 +7,10 @@ the defaults a user gets: ``BayesianLinearRegression.from_formula`` with the Sta
 priors (``method="auto"``: exact, the scales integrated on a grid), the same with
 ``method="vi"`` (``nb.fit``), and NUTS with 4 chains of 1,000 warm-up and 1,000 draws
 (chains in parallel, one per core as NumPyro runs them). "fit s" is the time of the fit
-alone (after the imports), "NUTS / nb" the ratios of the fit times and of the whole times. Accuracy is against the long NUTS reference of
-``tests/data/radon_nuts.json``: the largest error of a posterior mean in reference sds,
-and the range of sd ratios, over the population parameters and the county effects.
+alone (after the imports), "NUTS / nb" the ratios of the fit times and of the whole times.
+Accuracy is against the long NUTS reference of ``tests/data/radon_nuts.json``: the largest
+error of a posterior mean in reference sds, and the range of sd ratios, over the population
+parameters and the county effects.
 """
 
 from __future__ import annotations

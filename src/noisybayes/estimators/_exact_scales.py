@@ -148,24 +148,26 @@ class _GridDraws(nn.Module):
         draws: each group term's sds ``s_k e^{b_k}`` (``b_k`` the ``log`` shift of
         ``user_map``) and effects ``theta_c e^{b_k(c)}`` (``z s_k`` on the user's scale),
         and ``sigma e^{b}``."""
-        moments, dtype = self.grid.moments, self._mean.dtype
         if not hasattr(self, "group_names"):  # pickled before these moments: drawn instead
             return {}
+        moments = self.grid.moments
+
+        def scales(index: slice | int, slot: slice | int) -> tuple[torch.Tensor, torch.Tensor]:
+            unit = self.b[slot].exp()
+            return moments.scale_mean[index] * unit, moments.scale_variance[index].sqrt() * unit
+
         found = {}
-        for (sd_name, effect_name), (_, sd, columns, scales) in zip(
+        for (sd_name, effect_name), (_, sd, columns, which) in zip(
                 self.group_names, self.terms, strict=True):
+            found[sd_name] = scales(which, sd)
             unit = self.b[sd].exp()
-            width = len(unit)
-            found[sd_name] = (moments.scale_mean[scales] * unit,
-                              moments.scale_variance[scales].sqrt() * unit)
-            per_column = unit.repeat((columns.stop - columns.start) // width)
+            per_column = unit.repeat((columns.stop - columns.start) // len(unit))
             found[effect_name] = (
-                (moments.mean[columns] * per_column).reshape(-1, width),
-                (moments.variance[columns].sqrt() * per_column).reshape(-1, width))
+                (moments.mean[columns] * per_column).reshape(-1, len(unit)),
+                (moments.variance[columns].sqrt() * per_column).reshape(-1, len(unit)))
         if self.sigma is not None:
-            unit = self.b[self.sigma].exp()
-            found["sigma"] = (moments.scale_mean[-1] * unit,
-                              moments.scale_variance[-1].sqrt() * unit)
+            found["sigma"] = scales(-1, self.sigma)
+        dtype = self._mean.dtype
         return {k: (mean.to(dtype), sd.to(dtype)) for k, (mean, sd) in found.items()}
 
     def rsample(self, n: int, *, generator: torch.Generator | None = None, **_: Any

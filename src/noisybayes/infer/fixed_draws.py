@@ -263,16 +263,16 @@ def _monte_carlo_error(
         loc = family.loc.detach().clone()
     z.requires_grad_(True)
     theta = family.to_theta(z)
-    if likelihood_gradient is None:
+    if likelihood_gradient is None:  # the log joint, read from the rows
         with batched_evaluation():
             log_p = log_joint.batched(theta, xs, y, float(world.size))
-    else:
+        likelihood_gradient = torch.zeros_like(z)
+    else:  # the rest of it: the closed-form priors
         log_p = log_joint.closed_form_log_prior(theta)
     quadratic = 0.5 * ((z @ curvature) * z).sum(-1)
     share = world.share * (log_p + quadratic).sum()
-    (per_draw,) = torch.autograd.grad(share, z)  # residual gradients
-    if likelihood_gradient is not None:
-        per_draw = per_draw + likelihood_gradient
+    (per_draw,) = torch.autograd.grad(share, z)
+    per_draw = per_draw + likelihood_gradient  # residual gradients
     (per_draw,) = world.sum(per_draw.double())
     half = noise.shape[0] // 2
     pair_mean = 0.5 * (per_draw[:half] + per_draw[half:])
