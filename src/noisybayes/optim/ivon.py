@@ -71,6 +71,38 @@ def mean_update(loc: torch.Tensor, momentum: torch.Tensor, hess: torch.Tensor, s
     return loc - step_size * direction.clamp(-clip_radius, clip_radius)
 
 
+def _flat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The entries of ``tensors`` as one new vector."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _views(vector: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``vector`` cut into views shaped like each of ``like`` (the inverse of :func:`_flat`)."""
+    parts = vector.split([t.numel() for t in like])
+    return [part.view_as(t) for part, t in zip(parts, like, strict=True)]
+
+
+class _GroupBuffers:
+    """One parameter group's posterior state as flat vectors, so that a step is a few
+    operations per group instead of per tensor. The optimizer's per-parameter state entries
+    (``state[p]["hess"]``, ...) are rebound to views of these vectors; ``loc`` and ``noise``
+    hold the means and the draw's offset while a draw is in place."""
+
+    KEYS = ("momentum", "hess", "grad_sum", "noise_grad_sum")
+
+    def __init__(self, params: list[torch.Tensor], state: dict) -> None:
+        self.params = params
+        self.flat: dict[str, torch.Tensor] = {}
+        self.views: dict[str, list[torch.Tensor]] = {}
+        for key in self.KEYS:
+            self.flat[key] = _flat([state[p][key] for p in params])
+            self.views[key] = _views(self.flat[key], params)
+            for p, view in zip(params, self.views[key], strict=True):
+                state[p][key] = view
+        self.loc, self.noise = torch.empty_like(self.flat["hess"]), torch.empty_like(self.flat["hess"])
+        self.loc_views, self.noise_views = _views(self.loc, params), _views(self.noise, params)
+
+
 def _check_unit(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
@@ -172,6 +204,20 @@ class IVON(torch.optim.Optimizer):
                 grad_sum=torch.zeros_like(p),
                 noise_grad_sum=torch.zeros_like(p),
             )
+        self._group_buffers: list[_GroupBuffers] | None = None  # rebuilt on first use
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As ``torch.optim.Optimizer``'s; the flat buffers are rebuilt from the loaded state."""
+        super().load_state_dict(state_dict)
+        self._group_buffers = None
+
+    def _buffers(self) -> list[_GroupBuffers]:
+        """Every group's flat buffers (built from the per-parameter state when missing)."""
+        if getattr(self, "_group_buffers", None) is None:
+            self._group_buffers = [_GroupBuffers(group["params"], self.state)
+                                   for group in self.param_groups]
+        assert self._group_buffers is not None
+        return self._group_buffers
 
     def _params(self) -> list[torch.Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
@@ -185,18 +231,17 @@ class IVON(torch.optim.Optimizer):
                                        group["ess"])
         raise ValueError("param must be one of the optimizer's parameters, got another tensor")
 
-    def _draw_noise(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """``(param, eps, scale)`` per parameter: one standard normal vector per group."""
-        for group in self.param_groups:
-            params = group["params"]
-            if not params:
+    def _draw_noise(self) -> Iterator[_GroupBuffers]:
+        """Each group's buffers with ``noise = sigma * eps`` drawn: one standard normal vector
+        per group."""
+        for group, buffers in zip(self.param_groups, self._buffers(), strict=True):
+            if not buffers.params:
                 continue
-            numel = sum(p.numel() for p in params)
-            eps = torch.randn(numel, generator=self.generator, dtype=params[0].dtype,
-                              device=self.generator.device).to(params[0].device)
-            for p, e in zip(params, eps.split([p.numel() for p in params]), strict=True):
-                scale = posterior_scale(self.state[p]["hess"], group["weight_decay"], group["ess"])
-                yield p, e.view_as(p), scale
+            eps = torch.randn(buffers.noise.numel(), generator=self.generator,
+                              dtype=buffers.noise.dtype, device=self.generator.device)
+            scale = posterior_scale(buffers.flat["hess"], group["weight_decay"], group["ess"])
+            torch.mul(scale, eps.to(buffers.noise.device), out=buffers.noise)
+            yield buffers
 
     @contextmanager
     def sampled_params(self, train: bool = False) -> Iterator[None]:
@@ -213,27 +258,29 @@ class IVON(torch.optim.Optimizer):
             for p in self._params():
                 p.grad = None
         self._sampling = True
-        drawn: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (param, loc, noise)
+        drawn: list[_GroupBuffers] = []
         try:
             with torch.no_grad():
-                for p, eps, scale in self._draw_noise():
-                    noise = scale * eps
-                    drawn.append((p, p.detach().clone(), noise))
-                    p.add_(noise)
+                for buffers in self._draw_noise():
+                    torch._foreach_copy_(buffers.loc_views, buffers.params)
+                    drawn.append(buffers)
+                    torch._foreach_add_(buffers.params, buffers.noise_views)
             yield
         finally:
             with torch.no_grad():
-                for p, loc, _ in drawn:
-                    p.copy_(loc)
+                for buffers in drawn:
+                    torch._foreach_copy_(buffers.params, buffers.loc_views)
             self._sampling = False
         if train:
             with torch.no_grad():
-                for p, _, noise in drawn:
-                    grad = torch.zeros_like(p) if p.grad is None else p.grad
-                    state = self.state[p]
-                    state["grad_sum"].add_(grad)
-                    state["noise_grad_sum"].add_(noise * grad)
-                    state["n_draws"] += 1
+                for buffers in drawn:
+                    grads = [torch.zeros_like(p) if p.grad is None else p.grad
+                             for p in buffers.params]
+                    torch._foreach_add_(buffers.views["grad_sum"], grads)
+                    torch._foreach_addcmul_(buffers.views["noise_grad_sum"],
+                                            buffers.noise_views, grads)
+                    for p in buffers.params:
+                        self.state[p]["n_draws"] += 1
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:  # type: ignore[override]
@@ -249,29 +296,33 @@ class IVON(torch.optim.Optimizer):
                 with torch.enable_grad():
                     losses.append(closure())
             loss = torch.stack(losses).mean()
-        for group in self.param_groups:
-            for p in group["params"]:
-                state = self.state[p]
-                n = state["n_draws"]
-                if n == 0:
-                    raise RuntimeError(
-                        "step() needs at least one gradient taken inside "
-                        "`with optimizer.sampled_params(train=True):` since the last step"
-                    )
-                wd, ess = group["weight_decay"], group["ess"]
+        for group, buffers in zip(self.param_groups, self._buffers(), strict=True):
+            if not buffers.params:
+                continue
+            states = [self.state[p] for p in buffers.params]
+            n = states[0]["n_draws"]
+            if n == 0:
+                raise RuntimeError(
+                    "step() needs at least one gradient taken inside "
+                    "`with optimizer.sampled_params(train=True):` since the last step"
+                )
+            for state in states:
                 state["step"] += 1
-                grad = state["grad_sum"] / n
-                hess_hat = hessian_estimate(state["noise_grad_sum"] / n, state["hess"], wd, ess)
-                state["momentum"] = momentum_update(state["momentum"], grad, group["beta1"])
-                state["hess"] = hessian_update(state["hess"], hess_hat, group["beta2"], wd)
-                p.copy_(mean_update(
-                    p, state["momentum"], state["hess"],
-                    step_size=group["lr"] * (group["hess_init"] + wd),
-                    weight_decay=wd,
-                    clip_radius=group["clip_radius"],
-                    debias=1.0 - group["beta1"] ** state["step"],
-                ))
                 state["n_draws"] = 0
-                state["grad_sum"].zero_()
-                state["noise_grad_sum"].zero_()
+            wd, ess, flat = group["weight_decay"], group["ess"], buffers.flat
+            torch._foreach_copy_(buffers.loc_views, buffers.params)
+            hess_hat = hessian_estimate(flat["noise_grad_sum"] / n, flat["hess"], wd, ess)
+            flat["momentum"].copy_(momentum_update(flat["momentum"], flat["grad_sum"] / n,
+                                                   group["beta1"]))
+            flat["hess"].copy_(hessian_update(flat["hess"], hess_hat, group["beta2"], wd))
+            buffers.loc.copy_(mean_update(
+                buffers.loc, flat["momentum"], flat["hess"],
+                step_size=group["lr"] * (group["hess_init"] + wd),
+                weight_decay=wd,
+                clip_radius=group["clip_radius"],
+                debias=1.0 - group["beta1"] ** states[0]["step"],
+            ))
+            torch._foreach_copy_(buffers.params, buffers.loc_views)
+            flat["grad_sum"].zero_()
+            flat["noise_grad_sum"].zero_()
         return loss
