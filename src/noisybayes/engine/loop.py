@@ -96,6 +96,12 @@ class WeightSampler(Protocol):
     def sampled_params(self, train: bool = False) -> AbstractContextManager[None]: ...
 
 
+def _weight_sampler(optimizer: Step) -> WeightSampler | None:
+    """``optimizer`` if it draws the weights itself, else ``None``: asked once per optimizer,
+    as a runtime ``Protocol``'s ``isinstance`` is slow next to a small network's step."""
+    return optimizer if isinstance(optimizer, WeightSampler) else None
+
+
 @dataclass(frozen=True)
 class WindowReport:
     """What a callback sees after each window: the step, the window's mean per-datum loss,
@@ -177,7 +183,8 @@ class Trainer:
             + ";".join(f"{tuple(p.shape)}:{p.dtype}" for p in self.params))
         self.make_optimizer = optimizer
         self.optimizer = optimizer(self.params, schedule.learning_rate(0))
-        if self.world.parallel and isinstance(self.optimizer, WeightSampler):
+        self.sampler = _weight_sampler(self.optimizer)
+        if self.world.parallel and self.sampler is not None:
             raise ValueError(
                 "optimizer must be a plain gradient step in a data-parallel run (its "
                 f"gradients are summed over processes), got {type(self.optimizer).__name__}, "
@@ -237,11 +244,11 @@ class Trainer:
         any process failed to read or evaluate its batch (a bad value in its rows of a
         data source): then every process raises (``World.agree``) instead of the others
         waiting for it in the next all-reduce."""
-        if isinstance(self.optimizer, WeightSampler):
+        if self.sampler is not None:
             batch = self._next_batch()
             values = []
-            for _ in range(self.optimizer.mc_samples):
-                with self.optimizer.sampled_params(train=True):
+            for _ in range(self.sampler.mc_samples):
+                with self.sampler.sampled_params(train=True):
                     values.append(self._backward(batch))
             return sum(values) / len(values)
         if not self.world.parallel:
@@ -313,6 +320,7 @@ class Trainer:
             )
         _assign(self.params, self.answer)
         self.optimizer = self.make_optimizer(self.params, self.schedule.diverged())
+        self.sampler = _weight_sampler(self.optimizer)
 
     def _float64_advice(self) -> str:
         """``", or fit in float64"`` unless the parameters already are."""
