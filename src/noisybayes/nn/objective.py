@@ -37,7 +37,15 @@ from noisybayes.nn.linear import BayesLinear
 from noisybayes.nn.mixture import Mixture
 from noisybayes.nn.priors import normal_kl_of_layers
 
-__all__ = ["elbo_loss", "kl_divergence", "resolve_likelihood", "sample_outputs"]
+__all__ = [
+    "check_rows",
+    "check_temperature",
+    "elbo_loss",
+    "kl_divergence",
+    "negative_elbo",
+    "resolve_likelihood",
+    "sample_outputs",
+]
 
 LikelihoodArg = Likelihood | str | nn.Module | Callable[..., torch.Tensor]
 _NAMED = ("categorical", "bernoulli")
@@ -174,18 +182,36 @@ def elbo_loss(
     """
     _refuse_mixture(model)
     lik = resolve_likelihood(likelihood)
+    x, y = check_rows(x, y)
+    n = _n_data(n_data, x.shape[0])
+    check_positive_int("n_samples", n_samples)
+    check_temperature(temperature)
+    with nullcontext() if generator is None else seeded_from(generator):
+        return negative_elbo(model, x, y, lik, n, n_samples, temperature)
+
+
+def check_rows(x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` and ``y`` if they are finite tensors with the same leading (row) dimension."""
     x = _check_finite("x", x)
     y = _check_finite("y", y)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"y must have as many rows as x ({x.shape[0]}), got {y.shape[0]}")
-    n = _n_data(n_data, x.shape[0])
-    check_positive_int("n_samples", n_samples)
+    return x, y
+
+
+def check_temperature(temperature: Any) -> float:
     if not (isinstance(temperature, (int, float)) and 0 <= temperature < math.inf):
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-    with nullcontext() if generator is None else seeded_from(generator):
-        outputs = sample_outputs(model, x, n_samples)
-        y_rep = y.expand(n_samples, *y.shape).reshape(n_samples * y.shape[0], *y.shape[1:])
-        nll = -lik.log_prob(outputs.reshape(-1, *outputs.shape[2:]), y_rep).mean()
-        if temperature == 0:
-            return nll
-        return nll + temperature * kl_divergence(model) / n
+    return float(temperature)
+
+
+def negative_elbo(model: nn.Module, x: torch.Tensor, y: torch.Tensor, likelihood: Likelihood,
+                  n_data: int, n_samples: int, temperature: float) -> torch.Tensor:
+    """:func:`elbo_loss` on arguments already checked (the training loop checks its rows and
+    settings once, not every batch)."""
+    outputs = sample_outputs(model, x, n_samples)
+    y_rep = y.expand(n_samples, *y.shape).reshape(n_samples * y.shape[0], *y.shape[1:])
+    nll = -likelihood.log_prob(outputs.reshape(-1, *outputs.shape[2:]), y_rep).mean()
+    if temperature == 0:
+        return nll
+    return nll + temperature * kl_divergence(model) / n_data

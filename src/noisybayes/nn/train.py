@@ -40,7 +40,7 @@ from noisybayes.infer.objective import batched_evaluation
 from noisybayes.infer.posterior import FitInfo
 from noisybayes.nn.likelihoods import Likelihood
 from noisybayes.nn.mixture import Mixture
-from noisybayes.nn.objective import elbo_loss
+from noisybayes.nn.objective import check_rows, check_temperature, negative_elbo
 from noisybayes.nn.posterior import NetworkPosterior
 
 __all__ = ["train"]
@@ -102,6 +102,8 @@ def train(
             f"nb.nn.Gaussian()), got {likelihood!r}"
         )
     n_epochs = check_positive_int("n_epochs", n_epochs)
+    n_samples = check_positive_int("n_samples", n_samples)
+    temperature = check_temperature(temperature)
     checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
     batch_size = check_positive_int("batch_size", batch_size)
     if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < math.inf):
@@ -117,7 +119,7 @@ def train(
     model.train()  # before the objective: a mixture's template copies the mode
     as_data_size, weight = world.shard_scale(source.n_rows, n)
     objective = NetworkObjective(model, likelihood, as_data_size, n_samples, temperature,
-                                 weight)
+                                 weight, check_batches=not isinstance(source, TensorSource))
     schedule = LinearDecay(float(learning_rate), total, per_epoch)
     trainer = Trainer(objective, source, schedule, batch_size=batch_size,
                       generator=world.same_generator(make_generator(None, generator)),
@@ -153,6 +155,7 @@ def _source(x: torch.Tensor | DataSource, y: torch.Tensor | None, world: World) 
     if not isinstance(x, DataSource):
         if y is None:
             raise ValueError("y must be given when x is a tensor, got None")
+        x, y = check_rows(x, y)  # once: the batches are not checked again
         world.check_own_rows("x and y", x, y)
         return TensorSource((x,), y, world.total(y.shape[0]))
     if y is not None:
@@ -175,8 +178,8 @@ class _Element(nn.Module):
         self.n, self.n_samples, self.temperature = n, n_samples, temperature
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return elbo_loss(self.network, x, y, likelihood=self.likelihood, n_data=self.n,
-                         n_samples=self.n_samples, temperature=self.temperature)
+        return negative_elbo(self.network, x, y, self.likelihood, self.n, self.n_samples,
+                             self.temperature)
 
 
 class NetworkObjective:
@@ -184,8 +187,8 @@ class NetworkObjective:
     over a mixture's components with their parameters stacked (one ``vmap`` pass)."""
 
     def __init__(self, model: nn.Module, likelihood: Likelihood, n: int, n_samples: int,
-                 temperature: float, weight: float = 1.0) -> None:
-        self.model, self.weight = model, weight
+                 temperature: float, weight: float = 1.0, *, check_batches: bool = True) -> None:
+        self.model, self.weight, self.check_batches = model, weight, check_batches
         first = next(model.parameters(), torch.empty(0))
         self.device, self.dtype = first.device, first.dtype
         if not isinstance(model, Mixture):
@@ -225,7 +228,10 @@ class NetworkObjective:
             shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
             raise ValueError(f"x must yield one input for the network, got a data source "
                              f"yielding {len(inputs)} inputs of shapes {shapes}")
-        return self.weight * self._loss(*(self._cast(t) for t in (inputs[0], y)))
+        x, y = (self._cast(t) for t in (inputs[0], y))
+        if self.check_batches:  # rows read from a source; tensors were checked whole
+            x, y = check_rows(x, y)
+        return self.weight * self._loss(x, y)
 
     def _cast(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` on the network's device, in its float dtype if a float (a no-op for
