@@ -59,6 +59,12 @@ def bayesian_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 generator=g, progress=False)
 
 
+def ivon_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> None:
+    """One epoch of the plain MLP whose optimizer, IVON, holds the posterior."""
+    nb.nn.train_ivon(model, x, y, likelihood=nb.nn.Gaussian(), n_epochs=1, batch_size=BATCH,
+                     generator=g, progress=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -67,16 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     x, y = data()
     torch.manual_seed(0)
-    plain, bayes = mlp(), nb.bayesian(mlp())
+    plain, bayes, ivon = mlp(), nb.bayesian(mlp()), mlp()
     g = torch.Generator().manual_seed(0)
-    times: dict[str, list[float]] = {"adam": [], "bayesian": []}
+    times: dict[str, list[float]] = {"adam": [], "bayesian": [], "ivon": []}
+    runs = (("adam", adam_epoch, plain), ("bayesian", bayesian_epoch, bayes),
+            ("ivon", ivon_epoch, ivon))
     for repeat in range(args.repeats + 1):
-        for name, run, model in (("adam", adam_epoch, plain), ("bayesian", bayesian_epoch, bayes)):
+        for name, run, model in runs:
             start = time.process_time()
             run(model, x, y, g)
             if repeat:  # the first round warms up
                 times[name].append(time.process_time() - start)
-    adam_s, bayes_s = (min(times[k]) for k in ("adam", "bayesian"))
+    adam_s, bayes_s, ivon_s = (min(times[k]) for k in ("adam", "bayesian", "ivon"))
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"{stamp}; {platform.node()} ({platform.machine()}, {os.cpu_count()} cores, "
           f"{args.threads} torch thread(s)); torch {torch.__version__}; fastest of "
@@ -84,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| training | s per epoch | ms per step | x Adam |\n|---|---|---|---|")
     steps = -(-N // BATCH)
     for name, seconds in (("deterministic MLP, Adam", adam_s),
-                          ("nb.bayesian(mlp), nb.nn.train", bayes_s)):
+                          ("nb.bayesian(mlp), nb.nn.train", bayes_s),
+                          ("plain mlp, nb.nn.train_ivon", ivon_s)):
         print(f"| {name} | {seconds:.3f} | {1000 * seconds / steps:.2f} | "
               f"{seconds / adam_s:.2f} |")
     return 0
