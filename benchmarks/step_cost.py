@@ -5,8 +5,9 @@ MLP of two hidden layers of 50 ReLU units, batch 128 (157 steps an epoch). The r
 the same deterministic MLP trained by the plain PyTorch loop a user writes (a random
 permutation, index slices, ``mse_loss``, ``torch.optim.Adam``); the Bayesian epoch is
 ``nb.nn.train(nb.bayesian(mlp), x, y, likelihood=nb.nn.Gaussian(), n_epochs=1,
-batch_size=128)``, the whole call. Each is timed ``--repeats`` times after one warm-up,
-alternating; the table gives the fastest epoch of each in CPU time of the process (the
+batch_size=128)``, the whole call; the IVON epoch is ``nb.nn.train_ivon`` on the plain MLP
+(the optimizer holds the posterior: ``BNNRegressor(method="ivon")``'s route). Each is timed
+``--repeats`` times after one warm-up, alternating; the table gives the fastest epoch of each in CPU time of the process (the
 measure least disturbed by other work on a shared machine) and the ratio.
 
     python benchmarks/step_cost.py
