@@ -52,7 +52,6 @@ __all__ = [
     "coef_prior",
     "location_and_scale",
     "one_where_zero",
-    "pooled_location_and_scale",
     "resolve_prior",
     "tensor_of",
     "unfitted_on_error",
@@ -61,22 +60,16 @@ __all__ = [
 _Estimator = TypeVar("_Estimator", bound="RegressionEstimator")
 
 
-def location_and_scale(values: torch.Tensor, centre: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Column means (zeros unless ``centre``) and population sds of ``values`` ``(N, d)``;
-    a zero or undefined sd (one row, a constant column) becomes 1 (``d`` may be 0)."""
-    mean = values.mean(0)
-    spread = values.shape[0] > 1 and values.shape[1] > 0  # torch warns on std of no columns
-    sd = values.std(0, unbiased=False) if spread else torch.ones_like(values[0])
-    return (mean if centre else torch.zeros_like(mean)), one_where_zero(sd, mean)
-
-
-def pooled_location_and_scale(
-    values: torch.Tensor, centre: bool, world: World
+def location_and_scale(
+    values: torch.Tensor, centre: bool, world: World | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`location_and_scale` of the rows of every process, ``values`` ``(N_r, d)`` being
-    this process's: ``mean = sum_r sum_i x_i / N`` and ``sd^2 = sum_r sum_i (x_i - mean)^2
-    / N``, each sum all-reduced in float64 (two passes, so no cancellation however far the
-    columns sit from 0), returned in ``values``' dtype, the same on every process."""
+    """Column means (zeros unless ``centre``) and population sds of ``values`` ``(N, d)``
+    (``d`` may be 0); a zero or undefined sd (one row, a constant column) becomes 1. Over a
+    ``world`` of several processes ``values`` are this process's rows and the moments are
+    every row's: ``mean = sum_r sum_i x_i / N``, ``sd^2 = sum_r sum_i (x_i - mean)^2 / N``,
+    each sum all-reduced, the same on every process. In float64 and two passes (no
+    cancellation however far the columns sit from 0), returned in ``values``' dtype."""
+    world = world or World()
     rows = values.double()
     n_data = world.total(rows.shape[0])
     (total,) = world.sum(rows.sum(0))
@@ -113,11 +106,11 @@ class Standardisation(NamedTuple):
         ``continuous`` response, of ``y`` ``(N,)``; other responses stay as they are
         (``y_mean = 0``, ``y_scale = 1``). Means are taken only when ``centre``. In a
         data-parallel ``world`` the rows are this process's share and the moments those of
-        every process's rows (``pooled_location_and_scale``)."""
+        every process's rows (one all-reduce for both)."""
         world = world or World()
         if world.parallel:
             rows = torch.cat([X, y[:, None]], 1) if continuous else X
-            mean, scale = pooled_location_and_scale(rows, centre, world)
+            mean, scale = location_and_scale(rows, centre, world)
             if not continuous:
                 return cls(mean, scale, 0.0, 1.0)
             return cls(mean[:-1], scale[:-1], float(mean[-1]), float(scale[-1]))
