@@ -29,16 +29,18 @@ def _regression(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
                                                                dtype=torch.float64)
 
 
-def test_updates_equal_the_reference_implementation_step_by_step():
+@pytest.mark.parametrize("rescale_lr", [True, False])
+def test_updates_equal_the_reference_implementation_step_by_step(rescale_lr):
     """Same hyper-parameters, same noise (the reference draws from the global generator,
-    seeded as ours), two draws per step: 20 steps agree to float64 rounding."""
+    seeded as ours), two draws per step: 20 steps agree to float64 rounding, with the step
+    size rescaled by ``hess_init + weight_decay`` (both's default) and without."""
     ivon = pytest.importorskip("ivon", reason="the reference implementation (pip install "
                                "ivon-opt) is not installed")
     x, y = _regression()
     net = _mlp()
     ref_net = copy.deepcopy(net)
     hyper = dict(lr=0.05, ess=64, hess_init=0.5, beta1=0.9, beta2=0.99, weight_decay=1e-2,
-                 clip_radius=1.0)
+                 clip_radius=1.0, rescale_lr=rescale_lr)
     ours = nb.optim.IVON([{"params": net[0].parameters()}, {"params": net[2].parameters()}],
                          **hyper, generator=_gen().manual_seed(5))
     ref = ivon.IVON([{"params": ref_net[0].parameters()}, {"params": ref_net[2].parameters()}],
@@ -282,6 +284,7 @@ def test_the_posterior_keeps_a_copy_of_the_optimizers_state():
         ({"mc_samples": 0}, ValueError, "mc_samples must be an integer >= 1, got 0"),
         ({"lr": "fast"}, TypeError, "lr must be a number > 0, got 'fast'"),
         ({"generator": 3}, TypeError, "generator must be a torch.Generator or None, got 3"),
+        ({"rescale_lr": "no"}, TypeError, "rescale_lr must be True or False, got 'no'"),
     ],
 )
 def test_argument_errors_name_the_argument_and_the_value(kwargs, error, message):

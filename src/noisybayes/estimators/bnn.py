@@ -58,7 +58,7 @@ from noisybayes.nn.train import train
 __all__ = ["BNNClassifier", "BNNRegressor"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
-_LEARNING_RATES = {"layers": 1e-2, "ivon": 0.1}  # the first step size of Adam, of IVON
+_LEARNING_RATES = {"layers": 1e-2, "ivon": 0.03}  # the first step size of Adam, of IVON
 RegressionLikelihood = Literal[
     "gaussian", "heteroscedastic", "student_t", "heteroscedastic_student_t"
 ]
@@ -223,9 +223,10 @@ class BNNRegressor(RegressorMixin, _BNN):
             passes; :class:`BNNClassifier` has its own rule).
         batch_size, learning_rate, n_samples: the training loop's settings (``n_samples``:
             weight draws per row, or for IVON per step). ``learning_rate=None`` is 1e-2
-            (Adam) for the layers and 0.1 (IVON's ``lr``) for IVON. Large batches (the
-            default 128, or all rows of a small data set) reduce the gradient noise of the
-            posterior scales, which sets how many steps the fit needs.
+            (Adam) for the layers and 0.03 (IVON's step size, not rescaled by its
+            ``hess_init``) for IVON. Large batches (the default 128, or all rows of a small
+            data set) reduce the gradient noise of the posterior scales, which sets how many
+            steps the fit needs.
         n_components: ``K > 1`` fits an equal-weight mixture of ``K`` mean-field
             posteriors from different random starts (:class:`noisybayes.nn.Mixture`),
             trained together in one vectorised pass (about 2.5x one network's time for

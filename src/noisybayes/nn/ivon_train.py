@@ -49,7 +49,7 @@ def train_ivon(
     likelihood: Likelihood,
     n_epochs: int,
     batch_size: int = 32,
-    learning_rate: float = 0.1,
+    learning_rate: float = 0.03,
     prior_scale: float = 1.0,
     init_scale: float = 0.1,
     temperature: float = 1.0,
@@ -68,11 +68,16 @@ def train_ivon(
     Args:
         model, likelihood: a deterministic network (e.g. ``nn.Linear`` layers) and its
             likelihood; both are trained in place. The likelihood's parameters (a noise
-            scale) are in the optimizer with no weight decay (a flat prior).
+            scale) are in the optimizer with no weight decay (a flat prior) and their own
+            ``hess_init = 1`` (about the per-datum information of a log noise scale, 2;
+            the network's, from ``init_scale``, shrinks with ``N``).
         x, y: all training rows, ``(N, ...)`` each.
         n_epochs, batch_size, progress, checkpoint, checkpoint_every: as in
             :func:`noisybayes.nn.train` (a checkpoint holds IVON's state with the rest).
-        learning_rate: IVON's ``lr``, decayed linearly to a tenth.
+        learning_rate: IVON's step size ``alpha`` (``rescale_lr=False``: the mean moves by
+            ``alpha (g_bar + delta m) / (h + delta)``, a damped Newton step that does not
+            shrink with ``hess_init``), decayed linearly to a tenth; the default was chosen
+            on validation rows (``benchmarks/uci_choice.py --settings``).
         temperature: ``T > 0`` tempers the likelihood to the power ``1 / T`` (the KL weight
             of :func:`noisybayes.nn.train`); 1 is the posterior.
         n_samples: weight draws per step.
@@ -109,9 +114,10 @@ def train_ivon(
         groups: list[dict[str, Any]] = [{"params": [p for p in params if id(p) in network]}]
         rest = [p for p in params if id(p) not in network]
         if rest:
-            groups.append({"params": rest, "weight_decay": 0.0})
+            groups.append({"params": rest, "weight_decay": 0.0, "hess_init": 1.0})
         made.append(IVON(groups, lr=lr, ess=n_data, hess_init=hess_init, beta2=beta2,
-                         clip_radius=clip_radius, weight_decay=weight_decay, mc_samples=n_samples, generator=gen))
+                         clip_radius=clip_radius, weight_decay=weight_decay, mc_samples=n_samples, generator=gen,
+                         rescale_lr=False))
         return made[-1]
 
     post = train(model, x, y, likelihood=likelihood, n_epochs=n_epochs, batch_size=batch_size,

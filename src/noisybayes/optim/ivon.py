@@ -13,7 +13,8 @@ inside the optimizer), the loss is differentiated there, and
     m     <- m - alpha * clip((g_bar / (1 - beta1^t) + delta * m) / (h + delta), rho)
 
 with ``delta`` the weight decay, ``rho`` the clip radius and ``alpha = lr * (hess_init +
-delta)`` (so the first step is ``lr`` times the gradient, as in SGD). The loss is the
+delta)`` (so the first step is ``lr`` times the gradient, as in SGD), or ``alpha = lr`` with
+``rescale_lr=False``. The loss is the
 per-datum negative log-likelihood (the mean over a minibatch), and the Gaussian prior
 ``N(0, 1 / (ess * delta))`` is implied by the weight decay.
 """
@@ -141,8 +142,8 @@ class IVON(torch.optim.Optimizer):
 
     Args:
         params: the parameters (or parameter groups) of the model, the posterior means.
-        lr: the learning rate ``> 0``; the mean moves by ``lr * (hess_init + weight_decay)
-            * (g_bar + weight_decay * m) / (h + weight_decay)``.
+        lr: the learning rate ``> 0``; the mean moves by ``alpha * (g_bar + weight_decay *
+            m) / (h + weight_decay)``, ``alpha = lr * (hess_init + weight_decay)``.
         ess: the effective sample size ``> 0``.
         hess_init: the initial Hessian estimate ``h > 0`` (the initial posterior sd is
             ``1 / sqrt(ess * (hess_init + weight_decay))``).
@@ -151,6 +152,8 @@ class IVON(torch.optim.Optimizer):
         weight_decay: ``delta >= 0``, the prior precision divided by ``ess``.
         clip_radius: ``rho > 0``, the elementwise clip of the preconditioned step.
         mc_samples: draws per :meth:`step` when it is given a closure.
+        rescale_lr: ``False`` takes ``alpha = lr``: the step then does not shrink with
+            ``hess_init`` (as the reference implementation's option of that name).
         generator: the only source of the weight noise (a new one, seeded from the
             operating system, when ``None``); noise is drawn on its device.
     """
@@ -167,6 +170,7 @@ class IVON(torch.optim.Optimizer):
         clip_radius: float = math.inf,
         mc_samples: int = 1,
         generator: torch.Generator | None = None,
+        rescale_lr: bool = True,
     ) -> None:
         defaults = dict(
             lr=check_positive("lr", lr),
@@ -179,6 +183,9 @@ class IVON(torch.optim.Optimizer):
         )
         super().__init__(params, defaults)
         self.mc_samples = check_positive_int("mc_samples", mc_samples)
+        if not isinstance(rescale_lr, bool):
+            raise TypeError(f"rescale_lr must be True or False, got {rescale_lr!r}")
+        self.rescale_lr = rescale_lr
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {generator!r}")
         if generator is None:
@@ -317,7 +324,7 @@ class IVON(torch.optim.Optimizer):
             flat["hess"].copy_(hessian_update(flat["hess"], hess_hat, group["beta2"], wd))
             buffers.loc.copy_(mean_update(
                 buffers.loc, flat["momentum"], flat["hess"],
-                step_size=group["lr"] * (group["hess_init"] + wd),
+                step_size=group["lr"] * ((group["hess_init"] + wd) if self.rescale_lr else 1.0),
                 weight_decay=wd,
                 clip_radius=group["clip_radius"],
                 debias=1.0 - group["beta1"] ** states[0]["step"],
