@@ -12,8 +12,14 @@ the splits) from a reference row:
 No test row is read; but every row of these data sets is a test row of some split, so the
 choice these tables made is one global choice for all data sets, never per split.
 
+``--settings`` instead compares ``nb.BNNRegressor(seed=k, **setting)`` at its defaults (its
+own training length, not ``uci.py``'s budget) on the same validation rows, each setting a
+string of keywords (``"method=ivon,learning_rate=0.03"``; ``""`` is the defaults), as
+paired differences from the first.
+
     python benchmarks/uci_choice.py               # both tables, all six data sets
     python benchmarks/uci_choice.py yacht         # one data set
+    python benchmarks/uci_choice.py --settings "" "method=ivon"
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import uci  # noqa: E402  (the benchmark's data loading and training budget)
+from classify_choice import _setting  # noqa: E402  (keyword strings)
+
+import noisybayes as nb  # noqa: E402
 
 SPLITS = {"bostonHousing": 5, "concrete": 4, "energy": 4, "kin8nm": 3, "wine-quality-red": 4,
           "yacht": 5}
@@ -46,6 +55,29 @@ PRIORS = (1.0, 0.25, 0.5, 2.0, 4.0)  # the reference first
 BUDGET = uci.Budget(steps=4000, epochs=500)
 
 
+def _validation_rows(name: str, root: Path, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``k``'s training rows cut 80/20 (seed ``100 + k``): fit rows, validation rows."""
+    train, _ = uci.split(name, root, k)
+    order = np.random.default_rng(100 + k).permutation(len(train))
+    cut = int(0.8 * len(train))
+    return train[order[:cut]], train[order[cut:]]
+
+
+def settings_logliks(name: str, root: Path, settings: list[str],
+                     n_splits: int) -> dict[str, list[float]]:
+    """``{setting: validation log-likelihood per split}`` of ``BNNRegressor`` at its
+    defaults plus each setting's keywords, on the first ``n_splits`` splits."""
+    torch.set_num_threads(1)
+    x, y, _ = uci.load(name, root)
+    scores: dict[str, list[float]] = {setting: [] for setting in settings}
+    for k in range(n_splits):
+        fit_rows, val_rows = _validation_rows(name, root, k)
+        for setting in settings:
+            reg = nb.BNNRegressor(seed=k, **_setting(setting)).fit(x[fit_rows], y[fit_rows])
+            scores[setting].append(reg.score(x[val_rows], y[val_rows]))
+    return scores
+
+
 def validation_logliks(name: str, root: Path) -> dict[str, list[float]]:
     """``{row label: validation log-likelihood per split}`` for both comparisons."""
     torch.set_num_threads(1)
@@ -54,10 +86,8 @@ def validation_logliks(name: str, root: Path) -> dict[str, list[float]]:
     settings |= {f"prior sd {p:g}": (p, "heteroscedastic_student_t", None) for p in PRIORS}
     scores: dict[str, list[float]] = {label: [] for label in settings}
     for k in range(SPLITS[name]):
-        train, _ = uci.split(name, root, k)
-        order = np.random.default_rng(100 + k).permutation(len(train))
-        cut = int(0.8 * len(train))
-        fit_rows, val_rows = train[order[:cut]], train[order[cut:]]
+        fit_rows, val_rows = _validation_rows(name, root, k)
+        cut = len(fit_rows)
         fitted: dict[tuple, float] = {}  # one fit per distinct setting
         for label, setting in settings.items():
             if setting not in fitted:
@@ -95,11 +125,27 @@ def tables(results: dict[str, dict[str, list[float]]]) -> str:
     return "\n".join(lines)
 
 
+def settings_table(results: dict[str, dict[str, list[float]]], settings: list[str]) -> str:
+    names = list(results)
+    lines = ["| setting | " + " | ".join(names) + " |", "|---" * (1 + len(names)) + "|"]
+    first = settings[0]
+    lines.append(f"| {first or 'defaults'} (validation LL) | " + " | ".join(
+        f"{np.mean(results[n][first]):.3f}" for n in names) + " |")
+    for setting in settings[1:]:
+        lines.append(f"| {setting or 'defaults'} | " + " | ".join(
+            _difference(results[n][setting], results[n][first]) for n in names) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", nargs="*", metavar="DATASET")
     parser.add_argument("--data", type=Path, default=uci.DATA, help="the uci data folder")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--settings", nargs="+", default=None,
+                        help='BNNRegressor keyword settings, e.g. "method=ivon"; "" = defaults')
+    parser.add_argument("--splits", type=int, default=None,
+                        help="with --settings: at most the first K splits of each data set")
     args = parser.parse_args(argv)
     names = args.datasets or list(uci.DATASETS)
     unknown = sorted(set(names) - set(uci.DATASETS))
@@ -110,9 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     begin = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {n: pool.submit(validation_logliks, n, args.data) for n in names}
+        if args.settings:
+            futures = {n: pool.submit(settings_logliks, n, args.data, args.settings,
+                                      min(SPLITS[n], args.splits or SPLITS[n]))
+                       for n in names}
+        else:
+            futures = {n: pool.submit(validation_logliks, n, args.data) for n in names}
         results = {n: futures[n].result() for n in names}
-    print(tables(results))
+    print(settings_table(results, args.settings) if args.settings else tables(results))
     print(f"\nwall time {time.perf_counter() - begin:.0f} s")
     return 0
 
