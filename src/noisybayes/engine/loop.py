@@ -96,12 +96,6 @@ class WeightSampler(Protocol):
     def sampled_params(self, train: bool = False) -> AbstractContextManager[None]: ...
 
 
-def _weight_sampler(optimizer: Step) -> WeightSampler | None:
-    """``optimizer`` if it draws the weights itself, else ``None``: asked once per optimizer,
-    as a runtime ``Protocol``'s ``isinstance`` is slow next to a small network's step."""
-    return optimizer if isinstance(optimizer, WeightSampler) else None
-
-
 @dataclass(frozen=True)
 class WindowReport:
     """What a callback sees after each window: the step, the window's mean per-datum loss,
@@ -183,7 +177,7 @@ class Trainer:
             + ";".join(f"{tuple(p.shape)}:{p.dtype}" for p in self.params))
         self.make_optimizer = optimizer
         self.optimizer = optimizer(self.params, schedule.learning_rate(0))
-        self.sampler = _weight_sampler(self.optimizer)
+        self._sampler_of: tuple[Step, WeightSampler | None] | None = None
         if self.world.parallel and self.sampler is not None:
             raise ValueError(
                 "optimizer must be a plain gradient step in a data-parallel run (its "
@@ -200,6 +194,17 @@ class Trainer:
         self._batches: Iterator[Batch] | None = None
 
     # --- running --------------------------------------------------------------------
+    @property
+    def sampler(self) -> WeightSampler | None:
+        """The optimizer if it draws the weights itself, else ``None``; asked once per
+        optimizer object (a runtime ``Protocol``'s ``isinstance`` is slow next to a small
+        network's step), so it follows every replacement of ``self.optimizer``."""
+        if self._sampler_of is None or self._sampler_of[0] is not self.optimizer:
+            optimizer = self.optimizer
+            found = optimizer if isinstance(optimizer, WeightSampler) else None
+            self._sampler_of = (optimizer, found)
+        return self._sampler_of[1]
+
     def run(self, until: int | None = None) -> RunResult | None:
         """Train until the schedule stops or ``max_steps``; with ``until``, pause after that
         many steps in all and return ``None`` (call again to go on)."""
@@ -320,7 +325,6 @@ class Trainer:
             )
         _assign(self.params, self.answer)
         self.optimizer = self.make_optimizer(self.params, self.schedule.diverged())
-        self.sampler = _weight_sampler(self.optimizer)
 
     def _float64_advice(self) -> str:
         """``", or fit in float64"`` unless the parameters already are."""
