@@ -120,6 +120,40 @@ def test_means_are_restored_when_the_block_raises():
         pass
 
 
+def _one_step(opt: nb.optim.IVON, w: torch.Tensor) -> None:
+    with opt.sampled_params(train=True):
+        (w - 1.0).square().sum().backward()
+    opt.step()
+
+
+def test_the_state_survives_empty_groups_inference_mode_and_loading_from_another():
+    """A group without parameters is skipped; a draw under ``torch.inference_mode`` leaves
+    the optimizer trainable; a state loaded from another optimizer is a copy (the other's
+    later steps do not reach it) and carries ``rescale_lr``."""
+    w = nn.Parameter(torch.zeros(3))
+    opt = nb.optim.IVON([{"params": [w]}, {"params": []}], lr=0.1, ess=10,
+                        generator=_gen().manual_seed(0))
+    with torch.inference_mode(), opt.sampled_params():
+        pass
+    _one_step(opt, w)
+    assert opt.state[w]["step"] == 1 and not torch.equal(w.detach(), torch.zeros(3))
+
+    v = nn.Parameter(torch.zeros(3))
+    source = nb.optim.IVON([v], lr=0.1, ess=10, rescale_lr=False,
+                           generator=_gen().manual_seed(1))
+    _one_step(source, v)
+    u = nn.Parameter(v.detach().clone())
+    loaded = nb.optim.IVON([u], lr=0.1, ess=10, generator=_gen().manual_seed(2))
+    loaded.load_state_dict(source.state_dict())
+    hess, momentum = (loaded.state[u][k].clone() for k in ("hess", "momentum"))
+    _one_step(source, v)
+    assert torch.equal(loaded.state[u]["hess"], hess)
+    assert torch.equal(loaded.state[u]["momentum"], momentum)
+    assert loaded.param_groups[0]["rescale_lr"] is False
+    _one_step(loaded, u)
+    assert loaded.state[u]["step"] == 2
+
+
 def test_blocks_cannot_be_nested():
     w = nn.Parameter(torch.zeros(2))
     opt = nb.optim.IVON([w], lr=0.1, ess=10, generator=_gen().manual_seed(0))

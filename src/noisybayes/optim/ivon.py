@@ -87,7 +87,8 @@ class _GroupBuffers:
     """One parameter group's posterior state as flat vectors, so that a step is a few
     operations per group instead of per tensor. The optimizer's per-parameter state entries
     (``state[p]["hess"]``, ...) are rebound to views of these vectors; ``loc`` and ``noise``
-    hold the means and the draw's offset while a draw is in place."""
+    hold the means and the draw's offset while a draw is in place (``loc`` the means also
+    while :meth:`IVON.step` computes the new ones)."""
 
     KEYS = ("momentum", "hess", "grad_sum", "noise_grad_sum")
 
@@ -114,6 +115,12 @@ def _check_non_negative(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < math.inf:
         raise ValueError(f"{name} must be >= 0 and finite, got {value!r}")
     return float(value)
+
+
+def _check_bool(name: str, value: bool) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def _check_radius(value: float) -> float:
@@ -143,7 +150,8 @@ class IVON(torch.optim.Optimizer):
     Args:
         params: the parameters (or parameter groups) of the model, the posterior means.
         lr: the learning rate ``> 0``; the mean moves by ``alpha * (g_bar + weight_decay *
-            m) / (h + weight_decay)``, ``alpha = lr * (hess_init + weight_decay)``.
+            m) / (h + weight_decay)``, ``alpha = lr * (hess_init + weight_decay)`` (``alpha =
+            lr`` with ``rescale_lr=False``).
         ess: the effective sample size ``> 0``.
         hess_init: the initial Hessian estimate ``h > 0`` (the initial posterior sd is
             ``1 / sqrt(ess * (hess_init + weight_decay))``).
@@ -153,7 +161,8 @@ class IVON(torch.optim.Optimizer):
         clip_radius: ``rho > 0``, the elementwise clip of the preconditioned step.
         mc_samples: draws per :meth:`step` when it is given a closure.
         rescale_lr: ``False`` takes ``alpha = lr``: the step then does not shrink with
-            ``hess_init`` (as the reference implementation's option of that name).
+            ``hess_init`` (as the reference implementation's option of that name); a group
+            setting, saved with the others.
         generator: the only source of the weight noise (a new one, seeded from the
             operating system, when ``None``); noise is drawn on its device.
     """
@@ -180,12 +189,10 @@ class IVON(torch.optim.Optimizer):
             beta2=_check_unit("beta2", beta2),
             weight_decay=_check_non_negative("weight_decay", weight_decay),
             clip_radius=_check_radius(clip_radius),
+            rescale_lr=_check_bool("rescale_lr", rescale_lr),
         )
         super().__init__(params, defaults)
         self.mc_samples = check_positive_int("mc_samples", mc_samples)
-        if not isinstance(rescale_lr, bool):
-            raise TypeError(f"rescale_lr must be True or False, got {rescale_lr!r}")
-        self.rescale_lr = rescale_lr
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {generator!r}")
         if generator is None:
@@ -211,20 +218,29 @@ class IVON(torch.optim.Optimizer):
                 grad_sum=torch.zeros_like(p),
                 noise_grad_sum=torch.zeros_like(p),
             )
-        self._group_buffers: list[_GroupBuffers] | None = None  # rebuilt on first use
+        self._rebuild_buffers()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As ``torch.optim.Optimizer``'s; the flat buffers are rebuilt from the loaded state."""
+        """As ``torch.optim.Optimizer``'s; the flat buffers are built from copies of the
+        loaded state (which may be another optimizer's tensors)."""
         super().load_state_dict(state_dict)
-        self._group_buffers = None
+        self._rebuild_buffers()
 
-    def _buffers(self) -> list[_GroupBuffers]:
-        """Every group's flat buffers (built from the per-parameter state when missing)."""
-        if getattr(self, "_group_buffers", None) is None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._rebuild_buffers()
+
+    def _rebuild_buffers(self) -> None:
+        """Every non-empty group's :class:`_GroupBuffers`, from the per-parameter state (as
+        ordinary tensors, also when called under ``torch.inference_mode``)."""
+        with torch.inference_mode(False), torch.no_grad():
             self._group_buffers = [_GroupBuffers(group["params"], self.state)
-                                   for group in self.param_groups]
-        assert self._group_buffers is not None
-        return self._group_buffers
+                                   if group["params"] else None for group in self.param_groups]
+
+    def _buffers(self) -> list[tuple[dict[str, Any], _GroupBuffers]]:
+        """``(group, its buffers)`` for every non-empty group."""
+        return [(group, buffers) for group, buffers in
+                zip(self.param_groups, self._group_buffers, strict=True) if buffers is not None]
 
     def _params(self) -> list[torch.Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
@@ -241,9 +257,7 @@ class IVON(torch.optim.Optimizer):
     def _draw_noise(self) -> Iterator[_GroupBuffers]:
         """Each group's buffers with ``noise = sigma * eps`` drawn: one standard normal vector
         per group."""
-        for group, buffers in zip(self.param_groups, self._buffers(), strict=True):
-            if not buffers.params:
-                continue
+        for group, buffers in self._buffers():
             eps = torch.randn(buffers.noise.numel(), generator=self.generator,
                               dtype=buffers.noise.dtype, device=self.generator.device)
             scale = posterior_scale(buffers.flat["hess"], group["weight_decay"], group["ess"])
@@ -303,9 +317,7 @@ class IVON(torch.optim.Optimizer):
                 with torch.enable_grad():
                     losses.append(closure())
             loss = torch.stack(losses).mean()
-        for group, buffers in zip(self.param_groups, self._buffers(), strict=True):
-            if not buffers.params:
-                continue
+        for group, buffers in self._buffers():
             states = [self.state[p] for p in buffers.params]
             n = states[0]["n_draws"]
             if n == 0:
@@ -324,7 +336,7 @@ class IVON(torch.optim.Optimizer):
             flat["hess"].copy_(hessian_update(flat["hess"], hess_hat, group["beta2"], wd))
             buffers.loc.copy_(mean_update(
                 buffers.loc, flat["momentum"], flat["hess"],
-                step_size=group["lr"] * ((group["hess_init"] + wd) if self.rescale_lr else 1.0),
+                step_size=group["lr"] * ((group["hess_init"] + wd) if group["rescale_lr"] else 1),
                 weight_decay=wd,
                 clip_radius=group["clip_radius"],
                 debias=1.0 - group["beta1"] ** states[0]["step"],
