@@ -280,3 +280,19 @@ def test_a_generator_makes_the_loss_reproducible():
     b = bnn.elbo_loss(net, x, y, likelihood=lik, n_data=100,
                       generator=torch.Generator().manual_seed(7))
     torch.testing.assert_close(a, b)
+
+
+def test_train_checks_the_rows_once_in_the_networks_dtype_and_a_sources_batches():
+    """``nb.nn.train`` refuses NaN rows before training, also a float64 value that is finite
+    only in float64 (the float32 network sees inf), and checks each batch of a data source
+    (here an in-memory ``TensorSource`` holding a NaN), naming the argument."""
+    from noisybayes.engine import TensorSource
+
+    x, y = _data(8)
+    wide = x.double()
+    wide[3, 0] = 1e300
+    with pytest.raises(ValueError, match=r"x must be finite, got 1 NaN/inf .* at index \(3, 0\)"):
+        bnn.train(_net(), wide, y, likelihood=bnn.Gaussian(), n_epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"x must be finite, got 1 NaN/inf .* nan"):
+        bnn.train(_net(), TensorSource((_nan_x,), y), likelihood=bnn.Gaussian(), n_epochs=1,
+                  batch_size=8, progress=False)

@@ -200,6 +200,7 @@ def check_rows(x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def check_temperature(temperature: Any) -> float:
+    """``temperature`` as a float if it is a finite number ``>= 0`` (the KL's weight)."""
     if not (isinstance(temperature, (int, float)) and 0 <= temperature < math.inf):
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     return float(temperature)

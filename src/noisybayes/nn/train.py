@@ -109,8 +109,9 @@ def train(
     if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < math.inf):
         raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
     world = World.current()
+    dtype = next(model.parameters(), torch.empty(0)).dtype
     with world.together():
-        source = _source(x, y, world)
+        source, checked = _source(x, y, world, dtype)
     n = source.n_data
     batch_size = min(batch_size, source.n_rows)
     per_epoch = world.largest(math.ceil(source.n_rows / batch_size))  # same steps everywhere
@@ -119,7 +120,7 @@ def train(
     model.train()  # before the objective: a mixture's template copies the mode
     as_data_size, weight = world.shard_scale(source.n_rows, n)
     objective = NetworkObjective(model, likelihood, as_data_size, n_samples, temperature,
-                                 weight, check_batches=not isinstance(source, TensorSource))
+                                 weight, check_batches=not checked)
     schedule = LinearDecay(float(learning_rate), total, per_epoch)
     trainer = Trainer(objective, source, schedule, batch_size=batch_size,
                       generator=world.same_generator(make_generator(None, generator)),
@@ -149,19 +150,24 @@ def train(
     return NetworkPosterior(model, likelihood, info, data)
 
 
-def _source(x: torch.Tensor | DataSource, y: torch.Tensor | None, world: World) -> DataSource:
-    """The training rows as an engine source: ``x`` itself, or tensors ``x`` and ``y`` (this
-    process's rows of ``world``'s)."""
+def _source(x: torch.Tensor | DataSource, y: torch.Tensor | None, world: World,
+            dtype: torch.dtype) -> tuple[DataSource, bool]:
+    """The training rows as an engine source, and whether its rows are already checked:
+    tensors ``x`` and ``y`` (this process's rows of ``world``'s), their floats in the
+    network's ``dtype``, checked here once; or ``x`` itself, a data source whose batches are
+    checked as they are read."""
     if not isinstance(x, DataSource):
         if y is None:
             raise ValueError("y must be given when x is a tensor, got None")
-        x, y = check_rows(x, y)  # once: the batches are not checked again
+        x, y = (t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+                for t in (x, y))
+        x, y = check_rows(x, y)
         world.check_own_rows("x and y", x, y)
-        return TensorSource((x,), y, world.total(y.shape[0]))
+        return TensorSource((x,), y, world.total(y.shape[0])), True
     if y is not None:
         raise ValueError(f"y must be None when x is a data source (it yields y), got {y!r}")
     whole = check_whole("x", x)
-    return whole.shard(world.rank, world.size) if world.parallel else whole
+    return (whole.shard(world.rank, world.size) if world.parallel else whole), False
 
 
 def _names(model: nn.Module) -> str:
