@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 _Estimator = TypeVar("_Estimator", bound="RegressionEstimator")
+_STANDARDISE_CHUNK = 1 << 20  # entries per float64 chunk of the standardisation's passes
 
 
 def location_and_scale(
@@ -67,14 +68,16 @@ def location_and_scale(
     (``d`` may be 0); a zero or undefined sd (one row, a constant column) becomes 1. Over a
     ``world`` of several processes ``values`` are this process's rows and the moments are
     every row's: ``mean = sum_r sum_i x_i / N``, ``sd^2 = sum_r sum_i (x_i - mean)^2 / N``,
-    each sum all-reduced, the same on every process. In float64 and two passes (no
-    cancellation however far the columns sit from 0), returned in ``values``' dtype."""
+    each sum all-reduced, the same on every process. Summed in float64 over row chunks, in
+    two passes (no cancellation however far the columns sit from 0, no float64 copy of all
+    rows), returned in ``values``' dtype."""
     world = world or World()
-    rows = values.double()
-    n_data = world.total(rows.shape[0])
-    (total,) = world.sum(rows.sum(0))
+    chunks = values.split(max(1, _STANDARDISE_CHUNK // max(1, values.shape[1])))
+    n_data = world.total(values.shape[0])
+    zeros = torch.zeros(values.shape[1], dtype=torch.float64)
+    (total,) = world.sum(sum((c.double().sum(0) for c in chunks), zeros))
     mean = total / n_data
-    (squares,) = world.sum((rows - mean).square().sum(0))
+    (squares,) = world.sum(sum(((c.double() - mean).square().sum(0) for c in chunks), zeros))
     sd = (squares / n_data).sqrt() if n_data > 1 else torch.ones_like(mean)
     mean, sd = mean.to(values.dtype), sd.to(values.dtype)
     return (mean if centre else torch.zeros_like(mean)), one_where_zero(sd, mean)
