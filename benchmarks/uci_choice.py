@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", type=int, default=None,
                         help="with --settings: at most the first K splits of each data set")
     args = parser.parse_args(argv)
+    if args.splits is not None and (args.splits < 2 or not args.settings):
+        parser.error(f"--splits must be >= 2 (a standard error needs two) and goes with "
+                     f"--settings, got {args.splits}")
     names = args.datasets or list(uci.DATASETS)
     unknown = sorted(set(names) - set(uci.DATASETS))
     if unknown:

@@ -69,8 +69,8 @@ def train_ivon(
         model, likelihood: a deterministic network (e.g. ``nn.Linear`` layers) and its
             likelihood; both are trained in place. The likelihood's parameters (a noise
             scale) are in the optimizer with no weight decay (a flat prior) and their own
-            ``hess_init = 1`` (about the per-datum information of a log noise scale, 2;
-            the network's, from ``init_scale``, shrinks with ``N``).
+            ``hess_init = 1`` (the order of the per-datum information of a noise scale's
+            log, 2 for a Gaussian; the network's, from ``init_scale``, shrinks with ``N``).
         x, y: all training rows, ``(N, ...)`` each.
         n_epochs, batch_size, progress, checkpoint, checkpoint_every: as in
             :func:`noisybayes.nn.train` (a checkpoint holds IVON's state with the rest).
