@@ -130,7 +130,8 @@ def _check_radius(value: float) -> float:
 
 
 class IVON(torch.optim.Optimizer):
-    """Improved Variational Online Newton: Adam's cost, a Gaussian posterior as the result.
+    """Improved Variational Online Newton: Adam-like state and steps, a Gaussian posterior as the
+    result.
 
     The posterior of every parameter entry is ``N(m, 1 / (ess * (h + weight_decay)))``, ``m``
     the parameter's value. Train with the perturbation inside the block::
