@@ -128,7 +128,7 @@ def test_classifier_ivon_predicts_probabilities_from_its_posterior():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"method": "foo"}, r"method must be one of 'layers', 'ivon', got 'foo'"),
+        ({"method": "foo"}, r"method must be one of 'auto', 'layers', 'ivon', got 'foo'"),
         ({"method": "ivon", "n_components": 3},
          r"n_components must be 1 with method='ivon' \(one optimizer holds one posterior\), got 3"),
         ({"method": "ivon", "init_scale": 2.0},
@@ -198,3 +198,20 @@ def test_the_seed_is_the_only_randomness_and_the_global_generator_is_left_alone(
     assert torch.equal(torch.get_rng_state(), state)
     np.testing.assert_array_equal(first.predict(X_NEW), again.predict(X_NEW))
     assert not np.array_equal(first.predict(X_NEW), other.predict(X_NEW))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "method"),
+    [({}, "ivon"), ({"n_components": 2}, "layers"), ({"likelihood": "student_t"}, "layers"),
+     ({"temperature": 0.0}, "layers"), ({"init_scale": 1.5}, "layers"),
+     ({"method": "layers"}, "layers")],
+)
+def test_the_regressors_auto_method_is_ivon_where_it_was_chosen_and_can_run(kwargs, method):
+    """``method="auto"`` (the default) fits IVON for one network with the Gaussian likelihood
+    (what the validation rows chose it for), the layers for a mixture, another likelihood,
+    or settings IVON refuses; ``method_`` says which, and the posterior is that route's."""
+    x, y = _data()
+    reg = nb.BNNRegressor(hidden=(3,), n_epochs=1, **kwargs).fit(x[:20], y[:20])
+    assert reg.method_ == method
+    assert isinstance(reg.posterior_, nb.nn.IVONPosterior) == (method == "ivon")
+    assert nb.BNNClassifier(hidden=(3,), n_epochs=1).fit(x[:20], y[:20] > 0).method_ == "layers"
