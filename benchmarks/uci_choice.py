@@ -14,12 +14,12 @@ choice these tables made is one global choice for all data sets, never per split
 
 ``--settings`` instead compares ``nb.BNNRegressor(seed=k, **setting)`` at its defaults (its
 own training length, not ``uci.py``'s budget) on the same validation rows, each setting a
-string of keywords (``"method=ivon,learning_rate=0.03"``; ``""`` is the defaults), as
-paired differences from the first.
+string of keywords (``"method=ivon,learning_rate=0.03"``; ``""`` is the defaults, which
+for the Gaussian likelihood is IVON), as paired differences from the first.
 
     python benchmarks/uci_choice.py               # both tables, all six data sets
     python benchmarks/uci_choice.py yacht         # one data set
-    python benchmarks/uci_choice.py --settings "" "method=ivon"
+    python benchmarks/uci_choice.py --settings "method=layers" "method=ivon"
 """
 
 from __future__ import annotations
