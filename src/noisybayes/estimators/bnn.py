@@ -207,10 +207,10 @@ class BNNRegressor(RegressorMixin, _BNN):
             Gaussian prior has sd ``prior_scale``; ``hess_init`` makes the initial posterior
             sd ``init_scale``); both end in a mean-field Gaussian posterior. ``"auto"`` (the
             default) is IVON for one network with the Gaussian likelihood in one process,
-            which on the validation rows of ``benchmarks/uci_choice.py --settings`` was
-            ahead of the layers or level on five UCI sets of six, in less time; the layers
-            otherwise (a mixture, another likelihood, a data-parallel fit). ``method_`` says
-            which ran; ``learning_rate`` is that method's.
+            which on the UCI validation rows of ``benchmarks/uci_choice.py --settings`` was
+            mostly ahead of the layers and in less time (``benchmarks/RESULTS.md``); the
+            layers otherwise (a mixture, another likelihood, a data-parallel fit).
+            ``method_`` says which ran; ``learning_rate`` is that method's.
         likelihood: ``"gaussian"`` (one learned noise sd), ``"heteroscedastic"`` (a noise
             sd per input, from a second output), ``"student_t"`` (one learned noise scale)
             or ``"heteroscedastic_student_t"`` (a noise scale per input and heavy tails;
