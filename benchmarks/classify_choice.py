@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits
 import noisybayes as nb
 
 
-def _setting(text: str) -> dict[str, object]:
+def parse_setting(text: str) -> dict[str, object]:
     """``"n_epochs=50,batch_size=256"`` as keyword arguments (numbers parsed; ``""``: none)."""
     out: dict[str, object] = {}
     for part in filter(None, text.split(",")):
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in ["mlp", *args.settings]:
                 model = (MLPClassifier(hidden_layer_sizes=(HIDDEN,), random_state=k)
                          if name == "mlp" else
-                         nb.BNNClassifier(hidden=(HIDDEN,), seed=k, **_setting(name)))
+                         nb.BNNClassifier(hidden=(HIDDEN,), seed=k, **parse_setting(name)))
                 start = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ConvergenceWarning)

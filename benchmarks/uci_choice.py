@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import uci  # noqa: E402  (the benchmark's data loading and training budget)
-from classify_choice import _setting  # noqa: E402  (keyword strings)
+from classify_choice import parse_setting  # noqa: E402  (keyword strings)
 
 import noisybayes as nb  # noqa: E402
 
@@ -73,7 +73,7 @@ def settings_logliks(name: str, root: Path, settings: list[str],
     for k in range(n_splits):
         fit_rows, val_rows = _validation_rows(name, root, k)
         for setting in settings:
-            reg = nb.BNNRegressor(seed=k, **_setting(setting)).fit(x[fit_rows], y[fit_rows])
+            reg = nb.BNNRegressor(seed=k, **parse_setting(setting)).fit(x[fit_rows], y[fit_rows])
             scores[setting].append(reg.score(x[val_rows], y[val_rows]))
     return scores
 

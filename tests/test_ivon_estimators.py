@@ -214,4 +214,9 @@ def test_the_regressors_auto_method_is_ivon_where_it_was_chosen_and_can_run(kwar
     reg = nb.BNNRegressor(hidden=(3,), n_epochs=1, **kwargs).fit(x[:20], y[:20])
     assert reg.method_ == method
     assert isinstance(reg.posterior_, nb.nn.IVONPosterior) == (method == "ivon")
-    assert nb.BNNClassifier(hidden=(3,), n_epochs=1).fit(x[:20], y[:20] > 0).method_ == "layers"
+
+
+def test_the_classifiers_auto_method_is_the_layers():
+    x, y = _data()
+    clf = nb.BNNClassifier(hidden=(3,), n_epochs=1, method="auto").fit(x[:20], y[:20] > 0)
+    assert clf.method_ == "layers"

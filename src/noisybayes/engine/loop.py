@@ -177,7 +177,6 @@ class Trainer:
             + ";".join(f"{tuple(p.shape)}:{p.dtype}" for p in self.params))
         self.make_optimizer = optimizer
         self.optimizer = optimizer(self.params, schedule.learning_rate(0))
-        self._sampler_of: tuple[Step, WeightSampler | None] | None = None
         if self.world.parallel and self.sampler is not None:
             raise ValueError(
                 "optimizer must be a plain gradient step in a data-parallel run (its "
@@ -195,15 +194,17 @@ class Trainer:
 
     # --- running --------------------------------------------------------------------
     @property
-    def sampler(self) -> WeightSampler | None:
-        """The optimizer if it draws the weights itself, else ``None``; asked once per
-        optimizer object (a runtime ``Protocol``'s ``isinstance`` is slow next to a small
-        network's step), so it follows every replacement of ``self.optimizer``."""
-        if self._sampler_of is None or self._sampler_of[0] is not self.optimizer:
-            optimizer = self.optimizer
-            found = optimizer if isinstance(optimizer, WeightSampler) else None
-            self._sampler_of = (optimizer, found)
-        return self._sampler_of[1]
+    def optimizer(self) -> Step:
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, optimizer: Step) -> None:
+        """Every new optimizer (at the start, after a recovery, on resuming) is asked once
+        whether it draws the weights itself: ``sampler`` is then it, else ``None`` (a runtime
+        ``Protocol``'s ``isinstance`` is slow next to a small network's step)."""
+        self._optimizer = optimizer
+        self.sampler: WeightSampler | None = (
+            optimizer if isinstance(optimizer, WeightSampler) else None)
 
     def run(self, until: int | None = None) -> RunResult | None:
         """Train until the schedule stops or ``max_steps``; with ``until``, pause after that

@@ -259,15 +259,13 @@ def elbo_estimate(
     generator: torch.Generator | None,
     anchor: tuple[torch.Tensor, torch.Tensor] | None = None,
     curvature: torch.Tensor | None = None,
-    noise: torch.Tensor | None = None,
     draws: Draws | None = None,
 ) -> torch.Tensor:
     """An unbiased, differentiable estimate of the full-data ELBO from one minibatch.
 
-    The entropy is exact. ``noise`` (``(n_samples, noise_dim)``), when given, is the
-    standard-normal noise of the draws instead of fresh antithetic draws from ``generator``;
-    ``draws``, the draws ``family.from_noise(noise)`` made by the caller (who can then
-    differentiate with respect to their ``z``).
+    The entropy is exact. ``draws`` (e.g. ``family.from_noise(noise)`` for fixed noise),
+    when given, are the draws instead of fresh antithetic ones from ``generator``; the
+    caller can then differentiate with respect to their ``z``.
     ``anchor = (u0, g0)``, with ``g0`` the full-data log-likelihood gradient at ``u0``, adds
     the control variate ``<mean_s theta_s, g0 - (N/B) grad log p(y_B | u0)>`` to the gradient
     (its value is left unchanged): zero in expectation over batches, and it cancels most of
@@ -281,12 +279,9 @@ def elbo_estimate(
     """
     xs, y = batch
     scale = n_data / y.shape[0]
-    if draws is not None:
-        theta, z = draws
-    elif noise is None:
-        theta, z = family.draw(n_samples, generator=generator, antithetic=True)
-    else:
-        theta, z = family.from_noise(noise)
+    if draws is None:
+        draws = family.draw(n_samples, generator=generator, antithetic=True)
+    theta, z = draws
     log_p = log_joint.batched(theta, xs, y, scale, log_joint.closed_form)
     if curvature is not None:
         quadratic = 0.5 * ((z @ curvature) * z).sum(-1)

@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -109,9 +110,8 @@ def train(
     if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < math.inf):
         raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
     world = World.current()
-    dtype = next(model.parameters(), torch.empty(0)).dtype
     with world.together():
-        source, checked = _source(x, y, world, dtype)
+        source, checked = _source(x, y, world, _first_parameter(model).dtype)
     n = source.n_data
     batch_size = min(batch_size, source.n_rows)
     per_epoch = world.largest(math.ceil(source.n_rows / batch_size))  # same steps everywhere
@@ -159,15 +159,26 @@ def _source(x: torch.Tensor | DataSource, y: torch.Tensor | None, world: World,
     if not isinstance(x, DataSource):
         if y is None:
             raise ValueError("y must be given when x is a tensor, got None")
-        x, y = (t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
-                for t in (x, y))
-        x, y = check_rows(x, y)
+        x, y = check_rows(*(_in_dtype(t, dtype) for t in (x, y)))
         world.check_own_rows("x and y", x, y)
         return TensorSource((x,), y, world.total(y.shape[0])), True
     if y is not None:
         raise ValueError(f"y must be None when x is a data source (it yields y), got {y!r}")
     whole = check_whole("x", x)
     return (whole.shard(world.rank, world.size) if world.parallel else whole), False
+
+
+def _first_parameter(model: nn.Module) -> torch.Tensor:
+    """The tensor whose dtype and device the network trains in."""
+    return next(model.parameters(), torch.empty(0))
+
+
+def _in_dtype(tensor: Any, dtype: torch.dtype) -> Any:
+    """``tensor`` in the network's float ``dtype`` if it is a float tensor; anything else
+    (integer class labels, or a non-tensor for the checks to name) as it is."""
+    if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+        return tensor.to(dtype)
+    return tensor
 
 
 def _names(model: nn.Module) -> str:
@@ -195,7 +206,7 @@ class NetworkObjective:
     def __init__(self, model: nn.Module, likelihood: Likelihood, n: int, n_samples: int,
                  temperature: float, weight: float = 1.0, *, check_batches: bool = True) -> None:
         self.model, self.weight, self.check_batches = model, weight, check_batches
-        first = next(model.parameters(), torch.empty(0))
+        first = _first_parameter(model)
         self.device, self.dtype = first.device, first.dtype
         if not isinstance(model, Mixture):
             element = _Element(model, likelihood, n, n_samples, temperature)
@@ -242,8 +253,7 @@ class NetworkObjective:
     def _cast(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` on the network's device, in its float dtype if a float (a no-op for
         tensors that already are: the rows of a data source come in their own)."""
-        dtype = self.dtype if tensor.is_floating_point() else tensor.dtype
-        return tensor.to(device=self.device, dtype=dtype)
+        return _in_dtype(tensor, self.dtype).to(self.device)
 
     def finish(self) -> None:
         """Write a mixture's stacked parameters and buffers (e.g. running statistics) back
