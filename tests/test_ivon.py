@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 
 import pytest
 import torch
@@ -152,6 +153,23 @@ def test_the_state_survives_empty_groups_inference_mode_and_loading_from_another
     assert loaded.param_groups[0]["rescale_lr"] is False
     _one_step(loaded, u)
     assert loaded.state[u]["step"] == 2
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_or_pickled_optimizer_continues_as_the_original(how):
+    """A copy keeps ``mc_samples`` and its generator's state (``torch.optim.Optimizer``
+    keeps only defaults, state and groups): the original and the copy take the same steps."""
+    w = nn.Parameter(torch.zeros(3))
+    opt = nb.optim.IVON([w], lr=0.1, ess=10, mc_samples=3, generator=_gen().manual_seed(0))
+    _one_step(opt, w)
+    both = (w, opt)
+    w2, opt2 = copy.deepcopy(both) if how == "deepcopy" else pickle.loads(pickle.dumps(both))
+    assert opt2.mc_samples == 3 and opt2.generator is not opt.generator
+    for _ in range(2):
+        _one_step(opt, w)
+        _one_step(opt2, w2)
+    assert torch.equal(w2.detach(), w.detach()) and not torch.equal(w.detach(), torch.zeros(3))
+    assert torch.equal(opt2.state[w2]["hess"], opt.state[w]["hess"])
 
 
 def test_blocks_cannot_be_nested():

@@ -227,8 +227,15 @@ class IVON(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         self._rebuild_buffers()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """``torch.optim.Optimizer``'s state (defaults, per-parameter state, groups) with the
+        draw count and the generator, so that a copy or an unpickled optimizer draws on."""
+        return {**super().__getstate__(), "mc_samples": self.mc_samples,
+                "generator": self.generator}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self._sampling = False
         self._rebuild_buffers()
 
     def _rebuild_buffers(self) -> None:
