@@ -42,7 +42,7 @@ from noisybayes.estimators._base import (
 )
 from noisybayes.infer.posterior import FitInfo
 from noisybayes.infer.prediction import Prediction
-from noisybayes.nn.ivon_train import train_ivon
+from noisybayes.nn.ivon_train import ivon_accepts, train_ivon
 from noisybayes.nn.likelihoods import (
     Categorical,
     Gaussian,
@@ -297,9 +297,7 @@ class BNNRegressor(RegressorMixin, _BNN):
         prior_scale`` (IVON's own conditions); the layers otherwise (a mixture, another
         likelihood, a data-parallel fit: IVON holds one posterior and cannot sum its steps
         over processes)."""
-        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                      for v in (self.temperature, self.init_scale, self.prior_scale))
-        usable = numbers and self.temperature > 0 and self.init_scale < self.prior_scale
+        usable = ivon_accepts(self.temperature, self.prior_scale, self.init_scale)
         one = n_components == 1 and not World.current().parallel
         return "ivon" if one and usable and self.likelihood == "gaussian" else "layers"
 

@@ -24,7 +24,7 @@ from noisybayes.nn.mixture import Mixture
 from noisybayes.nn.train import train
 from noisybayes.optim import IVON
 
-__all__ = ["ivon_hyperparameters", "train_ivon"]
+__all__ = ["ivon_accepts", "ivon_hyperparameters", "train_ivon"]
 
 
 def ivon_hyperparameters(n_data: float, prior_scale: float,
@@ -39,6 +39,17 @@ def ivon_hyperparameters(n_data: float, prior_scale: float,
                          f"posterior is narrower than the prior, got {init_scale!r}")
     weight_decay = 1.0 / (n_data * prior_scale**2)
     return weight_decay, 1.0 / (n_data * init_scale**2) - weight_decay
+
+
+def ivon_accepts(temperature: Any, prior_scale: Any, init_scale: Any) -> bool:
+    """Whether :func:`train_ivon` takes these settings: a temperature ``> 0`` and
+    ``init_scale < prior_scale``, all numbers (the checks it runs, without raising)."""
+    try:
+        check_positive("temperature", temperature)
+        ivon_hyperparameters(1.0, prior_scale, init_scale)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def train_ivon(
