@@ -15,7 +15,8 @@ choice these tables made is one global choice for all data sets, never per split
 ``--settings`` instead compares ``nb.BNNRegressor(seed=k, **setting)`` at its defaults (its
 own training length, not ``uci.py``'s budget) on the same validation rows, each setting a
 string of keywords (``"method=ivon,learning_rate=0.03"``; ``""`` is the defaults, which
-for the Gaussian likelihood is IVON), as paired differences from the first.
+for the Gaussian likelihood is IVON): validation LL as paired differences from the first,
+and the RMSE of the predictive mean as a ratio to the first's.
 
     python benchmarks/uci_choice.py               # both tables, all six data sets
     python benchmarks/uci_choice.py yacht         # one data set
@@ -63,18 +64,22 @@ def _validation_rows(name: str, root: Path, k: int) -> tuple[np.ndarray, np.ndar
     return train[order[:cut]], train[order[cut:]]
 
 
-def settings_logliks(name: str, root: Path, settings: list[str],
-                     n_splits: int) -> dict[str, list[float]]:
-    """``{setting: validation log-likelihood per split}`` of ``BNNRegressor`` at its
-    defaults plus each setting's keywords, on the first ``n_splits`` splits."""
+def settings_scores(name: str, root: Path, settings: list[str],
+                    n_splits: int) -> dict[str, dict[str, list[float]]]:
+    """``{"LL" | "RMSE": {setting: validation score per split}}`` of ``BNNRegressor`` at its
+    defaults plus each setting's keywords, on the first ``n_splits`` splits (the RMSE of
+    the predictive mean, in y's units)."""
     torch.set_num_threads(1)
     x, y, _ = uci.load(name, root)
-    scores: dict[str, list[float]] = {setting: [] for setting in settings}
+    scores: dict[str, dict[str, list[float]]] = {
+        kind: {setting: [] for setting in settings} for kind in ("LL", "RMSE")}
     for k in range(n_splits):
         fit_rows, val_rows = _validation_rows(name, root, k)
         for setting in settings:
             reg = nb.BNNRegressor(seed=k, **parse_setting(setting)).fit(x[fit_rows], y[fit_rows])
-            scores[setting].append(reg.score(x[val_rows], y[val_rows]))
+            scores["LL"][setting].append(reg.score(x[val_rows], y[val_rows]))
+            error = reg.predict(x[val_rows]) - y[val_rows]
+            scores["RMSE"][setting].append(float(np.sqrt(np.mean(error**2))))
     return scores
 
 
@@ -125,15 +130,24 @@ def tables(results: dict[str, dict[str, list[float]]]) -> str:
     return "\n".join(lines)
 
 
-def settings_table(results: dict[str, dict[str, list[float]]], settings: list[str]) -> str:
+def settings_table(results: dict[str, dict[str, dict[str, list[float]]]],
+                   settings: list[str]) -> str:
+    """Validation LL, then RMSE: the first setting's means and the others' paired
+    differences from it (for the RMSE as a ratio of the means)."""
     names = list(results)
-    lines = ["| setting | " + " | ".join(names) + " |", "|---" * (1 + len(names)) + "|"]
     first = settings[0]
-    lines.append(f"| {first or 'defaults'} (validation LL) | " + " | ".join(
-        f"{np.mean(results[n][first]):.3f}" for n in names) + " |")
-    for setting in settings[1:]:
-        lines.append(f"| {setting or 'defaults'} | " + " | ".join(
-            _difference(results[n][setting], results[n][first]) for n in names) + " |")
+    lines = []
+    for kind in ("LL", "RMSE"):
+        lines += ["| setting | " + " | ".join(names) + " |", "|---" * (1 + len(names)) + "|"]
+        lines.append(f"| {first or 'defaults'} (validation {kind}) | " + " | ".join(
+            f"{np.mean(results[n][kind][first]):.3f}" for n in names) + " |")
+        for setting in settings[1:]:
+            cells = (
+                _difference(results[n][kind][setting], results[n][kind][first]) if kind == "LL"
+                else f"{np.mean(results[n][kind][setting]) / np.mean(results[n][kind][first]):.2f}x"
+                for n in names)
+            lines.append(f"| {setting or 'defaults'} | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -160,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     begin = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         if args.settings:
-            futures = {n: pool.submit(settings_logliks, n, args.data, args.settings,
+            futures = {n: pool.submit(settings_scores, n, args.data, args.settings,
                                       min(SPLITS[n], args.splits or SPLITS[n]))
                        for n in names}
         else:
