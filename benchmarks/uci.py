@@ -26,7 +26,6 @@ so more).
     python benchmarks/uci.py --quick yacht        # QUICK MODE: 2 splits, short training
     python benchmarks/uci.py --methods ivon       # one method only
     python benchmarks/uci.py --defaults           # BNNRegressor() as a user gets it
-                                                  # (IVON: n_components=1, Gaussian)
     python benchmarks/uci.py --record benchmarks/RESULTS.md
 
 The networks are tiny, so each data set runs in its own process on one torch thread;
@@ -74,10 +73,6 @@ N_COMPONENTS = 5
 BATCH = 512
 N_PREDICT = 500  # weight draws per prediction: the log-mean-exp of the test density
 METHODS_RUN = ("layers", "ivon")  # nb.BNNRegressor's methods, side by side
-# --defaults: what each method gets beyond its name. The layers take every default (a
-# mixture); IVON holds one posterior, so one network, with the Gaussian likelihood for which
-# method="auto" picks it.
-DEFAULT_RUNS = {"layers": {}, "ivon": {"n_components": 1, "likelihood": "gaussian"}}
 
 
 @dataclass
@@ -159,9 +154,8 @@ def run(name: str, root: Path, n_splits: int | None, budget: Budget, tune: bool,
         method: str = "layers", defaults: bool = False) -> Result:
     """All splits of one data set by one method; ``tune`` chooses the hyper-parameters on
     each split's training rows, else they are ``PRIOR_SCALE`` and ``LIKELIHOOD``;
-    ``defaults`` fits ``nb.BNNRegressor(method=method, seed=k, **DEFAULT_RUNS[method])``
-    instead, every other argument (training length, likelihood, components, draws) at its
-    default."""
+    ``defaults`` fits ``nb.BNNRegressor(method=method, seed=k)`` instead, every other
+    argument (training length, likelihood, components, draws) at its default."""
     torch.set_num_threads(1)
     x, y, available = load(name, root)
     n_splits = available if n_splits is None else min(n_splits, available)
@@ -170,8 +164,7 @@ def run(name: str, root: Path, n_splits: int | None, budget: Budget, tune: bool,
     for k in range(n_splits):
         train, test = split(name, root, k)
         if defaults:
-            reg = nb.BNNRegressor(method=method, seed=k, **DEFAULT_RUNS[method])
-            reg.fit(x[train], y[train])
+            reg = nb.BNNRegressor(method=method, seed=k).fit(x[train], y[train])
             choices.append((reg.prior_scale, reg.likelihood))
         else:
             choice = (choose_hyperparameters(x[train], y[train], budget, seed=k, method=method)
@@ -229,9 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="choose the hyper-parameters on each split's own training rows "
                              "(many times the time) instead of fixing them")
     parser.add_argument("--defaults", action="store_true",
-                        help="nb.BNNRegressor at its defaults (the layers: only method and "
-                             "seed given; IVON: one network, Gaussian), as a user gets it, "
-                             "instead of the fixed setting")
+                        help="nb.BNNRegressor at its defaults (only method and seed given), "
+                             "as a user gets it, instead of the fixed setting")
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps per fit")
     parser.add_argument("--data", type=Path, default=DATA, help="the uci data folder")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),

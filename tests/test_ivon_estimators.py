@@ -219,16 +219,6 @@ def test_the_regressors_auto_method_is_ivon_where_it_was_chosen_and_can_run(kwar
     assert isinstance(reg.posterior_, nb.nn.IVONPosterior) == (method == "ivon")
 
 
-def test_the_regressors_defaults_are_a_mixture_fitted_by_the_layers():
-    """The default setting (five components, the heteroscedastic Student-t, as the validation
-    rows chose) is a mixture, which IVON cannot hold: ``auto`` fits the layers."""
-    x, y = _data()
-    reg = nb.BNNRegressor(hidden=(3,), n_epochs=1).fit(x[:20], y[:20])
-    assert reg.method_ == "layers" and isinstance(reg.model_, nb.nn.Mixture)
-    assert len(reg.model_.components) == 5
-    assert isinstance(reg.likelihood_, nb.nn.HeteroscedasticStudentT)
-
-
 def test_the_classifiers_auto_method_is_the_layers():
     x, y = _data()
     clf = nb.BNNClassifier(hidden=(3,), n_epochs=1, method="auto").fit(x[:20], y[:20] > 0)

@@ -25,10 +25,9 @@ ESTIMATORS = [
     nb.StudentTLinearRegression(family="fullrank", **SHORT),
     nb.BayesianGLM("gaussian", approximation="fullrank", **SHORT),
     nb.BayesianGLMClassifier(approximation="fullrank", **SHORT),
-    nb.BNNRegressor(hidden=(4,), n_epochs=2, n_predict_samples=20),  # a mixture: the layers
+    nb.BNNRegressor(hidden=(4,), method="layers", n_epochs=2, n_predict_samples=20),
     nb.BNNClassifier(hidden=(4,), n_epochs=100, n_predict_samples=20),  # 200 steps of 256 rows
-    nb.BNNRegressor(hidden=(4,), n_components=1, likelihood="gaussian", n_epochs=2,
-                    n_predict_samples=20),  # "auto": IVON
+    nb.BNNRegressor(hidden=(4,), n_epochs=2, n_predict_samples=20),  # "auto": IVON
     nb.BNNClassifier(hidden=(4,), method="ivon", n_epochs=20, n_predict_samples=20),
 ]
 
@@ -69,10 +68,8 @@ IVON_FAILED_CHECKS: dict[str, dict[str, str]] = {
 
 def expected_failed_checks(estimator) -> dict[str, str]:
     method = getattr(estimator, "method", None)
-    if method == "auto":  # the regressor fits IVON for one Gaussian network
-        one_gaussian = (isinstance(estimator, nb.BNNRegressor) and estimator.n_components == 1
-                        and estimator.likelihood == "gaussian")
-        method = "ivon" if one_gaussian else "layers"
+    if method == "auto":  # the regressor's default fits IVON here (one Gaussian network)
+        method = "ivon" if isinstance(estimator, nb.BNNRegressor) else "layers"
     if method == "ivon":
         return IVON_FAILED_CHECKS.get(type(estimator).__name__, {})
     return EXPECTED_FAILED_CHECKS.get(type(estimator).__name__, {})
@@ -164,7 +161,7 @@ def test_data_frame_columns_are_checked_by_name():
 def test_init_keeps_arguments_and_fit_checks_them():
     assert nb.BNNRegressor(hidden=50).get_params()["hidden"] == 50
     reg = nb.BNNRegressor(hidden=5, n_epochs=2).fit(*_regression())
-    assert reg.posterior_ is not None and reg.model_.components[0][0].in_features == 3
+    assert reg.posterior_ is not None and reg.model_[0].in_features == 3
     with pytest.raises(TypeError, match="unexpected keyword argument 'famly'"):
         nb.BayesianGLM(famly="poisson")  # type: ignore[call-arg]
     with pytest.raises(TypeError, match=r"^fit_options must be a dict of nb.fit arguments or "
