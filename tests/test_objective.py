@@ -171,7 +171,8 @@ def test_float32_log_likelihoods_sum_in_float64_with_float32_gradients():
     shared scale's shortcut and for torch's ``log_prob``, and the gradient is float32's;
     under vmap over draws of the scale the same to float32's rounding of ``y / s`` (the
     reference divides first); a row of density 0 keeps the sum at ``-inf`` (a line search
-    steps back from it; NaN would stop it)."""
+    steps back from it; NaN would stop it); a joint density of all rows, one number, is its
+    own sum."""
     from torch.func import vmap
 
     from noisybayes.infer.objective import summed_log_prob
@@ -197,3 +198,9 @@ def test_float32_log_likelihoods_sum_in_float64_with_float32_gradients():
     rate = torch.tensor([1.0, 0.0], requires_grad=True)
     impossible = summed_log_prob(torch.distributions.Poisson(rate), torch.tensor([1.0, 2.0]))
     assert float(impossible) == -math.inf
+    # a joint density over all rows is one number: its own sum
+    joint = torch.distributions.Independent(Normal(loc, 1.0), 1)
+    value = summed_log_prob(joint, y)
+    assert value.dtype == torch.float64 and float(value) == float(joint.log_prob(y))
+    (gradient,) = torch.autograd.grad(value, loc)
+    assert torch.equal(gradient, y)

@@ -49,8 +49,9 @@ def gradient_of(value: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 def _float64_sum(terms: torch.Tensor) -> torch.Tensor:
-    """``sum(terms)`` in float64, ``_SUM_ROWS`` rows (the first dimension) at a time."""
-    if terms.dtype == _SUM_DTYPE or terms.shape[0] <= _SUM_ROWS:
+    """``sum(terms)`` in float64, ``_SUM_ROWS`` rows (the first dimension) at a time (one
+    number, e.g. a joint density over all rows, is its own sum)."""
+    if terms.dtype == _SUM_DTYPE or terms.dim() == 0 or terms.shape[0] <= _SUM_ROWS:
         return terms.sum(dtype=_SUM_DTYPE)
     return torch.stack([chunk.sum(dtype=_SUM_DTYPE) for chunk in terms.split(_SUM_ROWS)]).sum()
 
