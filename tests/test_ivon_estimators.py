@@ -23,7 +23,8 @@ from noisybayes.nn.ivon_train import ivon_hyperparameters
 from noisybayes.optim.ivon import posterior_scale
 
 N, NOISE, STEPS, DRAWS = 500, 0.5, 2000, 4000
-ONE_GAUSSIAN = {"n_components": 1, "likelihood": "gaussian"}  # what IVON fits
+# what IVON fits (the defaults' setting; named so that these tests do not rest on them)
+ONE_GAUSSIAN = {"n_components": 1, "likelihood": "gaussian"}
 X_NEW = np.array([[-4.0], [2.0], [9.0]])
 
 

@@ -104,8 +104,7 @@ def test_check_says_why_it_is_not_computed_for_a_network():
 def test_the_network_estimators_expose_their_posterior():
     x = torch.randn(80, 3)
     y = x[:, 0] * 3 + 10
-    reg = nb.BNNRegressor(hidden=(8,), method="layers", n_components=1, likelihood="gaussian",
-                          n_epochs=20).fit(x, y)
+    reg = nb.BNNRegressor(hidden=(8,), n_epochs=20).fit(x, y)
     assert isinstance(reg.posterior_, nb.Posterior) and reg.info_ is reg.posterior_.info
     assert list(reg.posterior_.summary().index) == ["0.weight", "0.bias", "2.weight", "2.bias"]
     assert reg.posterior_.predict(((x - reg.x_mean_) / reg.x_scale_)[:3]).mean.shape == (3, 1)

@@ -182,6 +182,16 @@ def test_predictions_follow_the_corrected_posterior():
     torch.testing.assert_close(post.predict(new, n_samples=50, seed=2).mean, line[7])
 
 
+def test_a_budget_that_can_correct_is_spent_whole():
+    """15,000 rows: the k-hat budget (2,666 draws) keeps enough draws to correct the
+    summaries, so k-hat takes all of it (not half, as where no correction is possible)."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(15_000, 1, generator=g, dtype=torch.float64)
+    y = 1.0 + 2.0 * x[:, 0] + 0.5 * torch.randn(15_000, generator=g, dtype=torch.float64)
+    post = nb.fit(NoisyLine(), x, y, seed=0, progress=False)
+    assert post.info.khat_draws == 2666 and post.importance is not None, post.info
+
+
 def test_a_large_data_set_leaves_too_few_draws_to_correct_by():
     """40,000 rows: the k-hat budget of 4e7 row-draws allows 1,000 draws, under the 2,000
     a correction needs, so the summary is ``q``'s and both it and ``info`` say why (a

@@ -241,11 +241,11 @@ def sequential_khat(
     """k-hat at the fit's data (or at ``rows``, one pass per batch of draws) from as few
     draws as the 0.7 line needs.
 
-    Draws are added (doubling from ``start``, or from half the budget when the budget is
-    at most ``start``: large data, where each draw reads every row) until ``k + 2 se <
-    0.7`` (``se = (1 + k) / sqrt(M)``, :func:`~noisybayes.math.psis.khat_standard_error`)
-    or the draws of :func:`default_draws` (with at least ``floor`` instead of 2,000) are
-    spent. Only a
+    Draws are added (doubling from ``start``, or from half the budget where the whole
+    budget is too few draws to correct the summaries: large data, where each draw reads
+    every row) until ``k + 2 se < 0.7`` (``se = (1 + k) / sqrt(M)``,
+    :func:`~noisybayes.math.psis.khat_standard_error`) or the draws of
+    :func:`default_draws` (with at least ``floor`` instead of 2,000) are spent. Only a
     clearly usable fit stops early: on few draws k-hat reads high by more than its standard
     error (a good fit of kilpisjarvi: 0.97 from 8,000 draws, 0.32-0.44 from 100,000), so a
     high reading is confirmed on the whole budget before it is reported. A usable fit takes
@@ -261,7 +261,10 @@ def sequential_khat(
                 _CHEAP_DRAW_ELEMENTS // max(1, rows.n_elements))
     ratios = torch.zeros(0, dtype=torch.float64)
     kept: list[torch.Tensor] = []
-    n_draws = start if most > start else max(floor, most // 2)
+    if most > start or ImportanceDraws.could_correct(most, post.layout.size):
+        n_draws = min(start, most)
+    else:  # large data: no correction within the budget, k-hat alone from half of it
+        n_draws = max(floor, (most + 1) // 2)
     while True:
         theta, more = importance_log_ratios(post, rows, n_draws - ratios.numel(), generator)
         keep = ImportanceDraws.kept(theta.shape[1]) - ratios.numel()

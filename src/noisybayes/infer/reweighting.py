@@ -57,6 +57,12 @@ class ImportanceDraws:
         weights = (head - torch.logsumexp(head, 0)).exp().to(theta.device)
         return cls(theta.detach(), weights, khat, log_weights.numel())
 
+    @staticmethod
+    def could_correct(n_draws: int, width: int) -> bool:
+        """Whether ``n_draws`` draws of ``width`` parameters keep enough of them (2,000) to
+        correct ``q``'s moments, whatever their weights (:attr:`corrects` asks more)."""
+        return min(n_draws, ImportanceDraws.kept(width)) >= _MIN_DRAWS
+
     @property
     def effective_draws(self) -> float:
         """Kish's effective sample size of the kept weights, ``1 / sum_s w_s^2`` (0 with

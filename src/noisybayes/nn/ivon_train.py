@@ -43,11 +43,12 @@ def ivon_hyperparameters(n_data: float, prior_scale: float,
 
 def ivon_accepts(temperature: Any, prior_scale: Any, init_scale: Any) -> bool:
     """Whether :func:`train_ivon` takes these settings: a temperature ``> 0`` and
-    ``init_scale < prior_scale``, all numbers (the checks it runs, without raising)."""
+    ``init_scale < prior_scale``, all numbers whose hyper-parameters can be computed (the
+    checks it runs, answered instead of raised)."""
     try:
         check_positive("temperature", temperature)
         ivon_hyperparameters(1.0, prior_scale, init_scale)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, ArithmeticError):
         return False
     return True
 
