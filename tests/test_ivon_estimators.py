@@ -23,8 +23,6 @@ from noisybayes.nn.ivon_train import ivon_hyperparameters
 from noisybayes.optim.ivon import posterior_scale
 
 N, NOISE, STEPS, DRAWS = 500, 0.5, 2000, 4000
-# what IVON fits (the defaults' setting; named so that these tests do not rest on them)
-ONE_GAUSSIAN = {"n_components": 1, "likelihood": "gaussian"}
 X_NEW = np.array([[-4.0], [2.0], [9.0]])
 
 
@@ -36,7 +34,7 @@ def _data() -> tuple[np.ndarray, np.ndarray]:
 
 def _fit(method: str) -> nb.BNNRegressor:
     x, y = _data()  # full batches: no minibatch noise, only the weight draws'
-    return nb.BNNRegressor(hidden=(), method=method, **ONE_GAUSSIAN, batch_size=N, n_epochs=STEPS,
+    return nb.BNNRegressor(hidden=(), method=method, batch_size=N, n_epochs=STEPS,
                            n_predict_samples=DRAWS, progress=False).fit(x, y)
 
 
@@ -133,11 +131,10 @@ def test_classifier_ivon_predicts_probabilities_from_its_posterior():
         ({"method": "foo"}, r"method must be one of 'auto', 'layers', 'ivon', got 'foo'"),
         ({"method": "ivon", "n_components": 3},
          r"n_components must be 1 with method='ivon' \(one optimizer holds one posterior\), got 3"),
-        ({"method": "ivon", "n_components": 1, "init_scale": 2.0},
+        ({"method": "ivon", "init_scale": 2.0},
          r"init_scale must be < prior_scale \(1.0\): the initial posterior is narrower than "
          r"the prior, got 2.0"),
-        ({"method": "ivon", "n_components": 1, "temperature": 0.0},
-         r"temperature must be > 0, got 0.0"),
+        ({"method": "ivon", "temperature": 0.0}, r"temperature must be > 0, got 0.0"),
     ],
 )
 def test_method_errors_name_the_argument_and_the_value(kwargs, message):
@@ -194,7 +191,7 @@ def test_the_seed_is_the_only_randomness_and_the_global_generator_is_left_alone(
     state = torch.get_rng_state()
 
     def fit(seed):
-        return nb.BNNRegressor(hidden=(3,), method="ivon", **ONE_GAUSSIAN, n_epochs=3, seed=seed,
+        return nb.BNNRegressor(hidden=(3,), method="ivon", n_epochs=3, seed=seed,
                                n_predict_samples=20, progress=False).fit(x[:50], y[:50])
 
     first, again, other = fit(0), fit(0), fit(1)
@@ -214,8 +211,7 @@ def test_the_regressors_auto_method_is_ivon_where_it_was_chosen_and_can_run(kwar
     (what the validation rows chose it for), the layers for a mixture, another likelihood,
     or settings IVON refuses; ``method_`` says which, and the posterior is that route's."""
     x, y = _data()
-    reg = nb.BNNRegressor(hidden=(3,), n_epochs=1, **{**ONE_GAUSSIAN, **kwargs})
-    reg.fit(x[:20], y[:20])
+    reg = nb.BNNRegressor(hidden=(3,), n_epochs=1, **kwargs).fit(x[:20], y[:20])
     assert reg.method_ == method
     assert isinstance(reg.posterior_, nb.nn.IVONPosterior) == (method == "ivon")
 

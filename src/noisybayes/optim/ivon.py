@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from noisybayes._checks import check_positive, check_positive_int
+from noisybayes._checks import check_bool, check_positive, check_positive_int
 
 __all__ = [
     "IVON",
@@ -117,12 +117,6 @@ def _check_non_negative(name: str, value: float) -> float:
     return float(value)
 
 
-def _check_bool(name: str, value: bool) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
 def _check_radius(value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0.0:
         raise ValueError(f"clip_radius must be > 0 (inf: no clipping), got {value!r}")
@@ -190,7 +184,7 @@ class IVON(torch.optim.Optimizer):
             beta2=_check_unit("beta2", beta2),
             weight_decay=_check_non_negative("weight_decay", weight_decay),
             clip_radius=_check_radius(clip_radius),
-            rescale_lr=_check_bool("rescale_lr", rescale_lr),
+            rescale_lr=check_bool("rescale_lr", rescale_lr),
         )
         super().__init__(params, defaults)
         self.mc_samples = check_positive_int("mc_samples", mc_samples)
