@@ -1,0 +1,91 @@
+"""Where ``nb.fit``'s time goes on linear 1,000,000 x 101, next to the exact solve.
+
+The problem is ``speed.py``'s ``linear1m`` (known noise 1, prior N(0, 10^2), correlated
+features, float32). In one process, warm, alternating ``--repeats`` times: the exact solve
+(float64 Gram, the reference of ``speed.py``), the Laplace start alone (mode and curvature,
+``noisybayes.infer.laplace``), the ``family="auto"`` k-hat check alone on the default fit
+(``sequential_khat``), and the whole default fit with the stochastic phase's ``window`` at
+the default (100) and shorter. The table gives medians, the ratio to the exact solve's
+median and, for the fits, the largest error of a mean (in posterior sds) and of an sd.
+
+    python benchmarks/speed_phases.py
+    python benchmarks/speed_phases.py --windows 100 25 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import torch
+from linreg import KnownNoiseLinear, exact_posterior, make_data
+
+import noisybayes as nb
+from noisybayes.infer.diagnostics import sequential_khat
+from noisybayes.infer.laplace import laplace
+from noisybayes.infer.objective import LogJoint
+from noisybayes.model.layout import ParamLayout
+
+ROWS, COLUMNS = 1_000_000, 101
+
+
+def timed(run: Callable[[], object]) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = run()
+    return time.perf_counter() - started, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, nargs="+", default=[100, 50, 25])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    x, y = make_data(ROWS, COLUMNS)
+    model = KnownNoiseLinear(COLUMNS)
+    layout = ParamLayout(model)
+    log_joint = LogJoint(model, layout)
+    generator = torch.Generator().manual_seed(0)
+    times: dict[str, list[float]] = {}
+    accuracy: dict[str, tuple[float, float, int]] = {}
+    exact = exact_posterior(x, y)
+    default_fit = None
+    for _ in range(args.repeats):
+        seconds, _ = timed(lambda: exact_posterior(x, y))
+        times.setdefault("exact solve (float64 Gram)", []).append(seconds)
+        seconds, _ = timed(lambda: laplace(log_joint, ((x,), y), torch.zeros(COLUMNS),
+                                           generator, 50_000))
+        times.setdefault("Laplace start (mode and curvature)", []).append(seconds)
+        for window in args.windows:
+            seconds, post = timed(lambda w=window: nb.fit(model, x, y, seed=0, progress=False,
+                                                          window=w))
+            name = f"nb.fit, window {window}" + (" (default)" if window == 100 else "")
+            times.setdefault(name, []).append(seconds)
+            mean = post.family.mean().double()
+            sd = post.family.variance().double().sqrt()
+            accuracy[name] = (float(((mean - exact.loc) / exact.scale).abs().max()),
+                              float((sd / exact.scale - 1).abs().max()), post.info.n_steps)
+            if window == 100:
+                default_fit = post
+        if default_fit is not None:
+            seconds, _ = timed(lambda f=default_fit: sequential_khat(f, generator))
+            times.setdefault("k-hat check alone (default fit)", []).append(seconds)
+    reference = statistics.median(times["exact solve (float64 Gram)"])
+    print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.machine()}, "
+          f"{torch.get_num_threads()} torch threads; torch {torch.__version__}; "
+          f"{ROWS:,} x {COLUMNS}, {args.repeats} repeats, warm\n")
+    print("| phase | median s | range | x exact | Adam steps | max mean error (sd) | max sd error |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for name, values in times.items():
+        median = statistics.median(values)
+        z, r, steps = accuracy.get(name, (None, None, None))
+        extra = "| - | - | - |" if z is None else f"| {steps} | {z:.4f} | {r:.4f} |"
+        print(f"| {name} | {median:.2f} | {min(values):.2f}-{max(values):.2f} | "
+              f"{median / reference:.1f} {extra}")
+
+
+if __name__ == "__main__":
+    main()
