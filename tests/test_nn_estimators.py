@@ -12,6 +12,9 @@ from torch import nn
 
 import noisybayes as nb
 import noisybayes.nn as bnn
+from noisybayes.estimators.bnn import _mean_first
+from noisybayes.math.families import inverse_softplus
+from noisybayes.nn.likelihoods import MeanColumnGaussian
 from noisybayes.nn.train import train
 
 
@@ -57,6 +60,35 @@ def test_regressor_errors():
     with pytest.raises(ValueError, match=r"df must be None \(learned\) or a finite number > 2 "
                                          r"\(a finite noise variance\), got 1.5"):
         nb.BNNRegressor(likelihood="student_t", df=1.5).fit(x, y)
+
+
+def test_the_mean_first_start_hands_its_noise_sd_to_the_scale_column():
+    """After IVON's first half, every input's noise scale is the start's learned sd."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    likelihood = bnn.HeteroscedasticStudentT()
+    learned, calls = 0.37, []
+
+    def run(lik: bnn.Likelihood, epochs: int) -> bnn.NetworkPosterior:
+        calls.append((type(lik).__name__, epochs))
+        if isinstance(lik, MeanColumnGaussian):  # stands for training: the sd it learned
+            with torch.no_grad():
+                lik.scale_free.copy_(inverse_softplus(torch.tensor(learned)))
+        else:
+            with torch.no_grad():
+                scales = lik._scale(model(torch.randn(50, 3)))
+            torch.testing.assert_close(scales, torch.full((50,), learned))
+        info = nb.FitInfo(family="meanfield", n_steps=3 * epochs, converged=False, reason="ran",
+                          loss_trace=torch.ones(3 * epochs), n_data=9, batch_size=3,
+                          n_samples=1, seconds=1.0, n_epochs=float(epochs))
+        return bnn.NetworkPosterior(model, lik, info)
+
+    post = _mean_first(run, model, likelihood, n_epochs=7)
+    assert calls == [("MeanColumnGaussian", 3), ("HeteroscedasticStudentT", 4)]
+    assert post.likelihood is likelihood
+    assert post.info.n_steps == 21 and post.info.n_epochs == 7 and post.info.seconds == 2.0
+    assert post.info.loss_trace.shape == (21,)
+    assert post.info.reason.startswith("mean-first start: 3 epochs of the mean column")
 
 
 def test_student_t_degrees_of_freedom_are_learned_unless_given():

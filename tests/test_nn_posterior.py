@@ -107,7 +107,8 @@ def test_the_network_estimators_expose_their_posterior():
     reg = nb.BNNRegressor(hidden=(8,), n_epochs=20).fit(x, y)
     assert isinstance(reg.posterior_, nb.Posterior) and reg.info_ is reg.posterior_.info
     assert list(reg.posterior_.summary().index) == ["0.weight", "0.bias", "2.weight", "2.bias"]
-    assert reg.posterior_.predict(((x - reg.x_mean_) / reg.x_scale_)[:3]).mean.shape == (3, 1)
+    # the default heteroscedastic network was trained on y of shape (N,): predictions (B,)
+    assert reg.posterior_.predict(((x - reg.x_mean_) / reg.x_scale_)[:3]).mean.shape == (3,)
     assert reg.posterior_.to_arviz(n_draws=10).log_likelihood["y"].shape == (1, 10, 80)
     mixture = nb.BNNRegressor(hidden=(8,), n_components=5, n_epochs=2).fit(x, y)
     assert list(mixture.posterior_.summary().index)[:2] == ["components.0.0.weight",

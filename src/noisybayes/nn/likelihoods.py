@@ -28,6 +28,7 @@ __all__ = [
     "HeteroscedasticGaussian",
     "HeteroscedasticStudentT",
     "Likelihood",
+    "MeanColumnGaussian",
     "NoiseCollapseWarning",
     "StudentT",
 ]
@@ -138,6 +139,24 @@ class StudentT(Gaussian, _DegreesOfFreedom):
         return self._student_t(output, self.scale.to(output.dtype))
 
 
+def _two_columns(output: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A heteroscedastic network's output ``(*y.shape, 2)`` (mean, raw scale) and ``y``."""
+    if output.shape[-1:] == (2,) and output.shape[:-1] == y.shape:
+        return output, y
+    if y.ndim >= 1 and y.shape[-1:] == (1,) and output.shape == (*y.shape[:-1], 2):
+        return output, y.squeeze(-1)
+    raise _shape_error(output, y, "output shaped (*y.shape, 2): mean and raw scale")
+
+
+class MeanColumnGaussian(Gaussian):
+    """``y ~ N(f[..., 0], scale^2)``: a heteroscedastic network's mean column under one
+    learned noise sd, its scale column unused (``BNNRegressor``'s mean-first start)."""
+
+    def align(self, output: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output, y = _two_columns(output, y)
+        return output[..., 0], y
+
+
 class HeteroscedasticGaussian(Likelihood):
     """``y ~ N(f[..., 0], (softplus(f[..., 1]) + min_scale)^2)``: the model outputs 2 columns."""
 
@@ -148,11 +167,7 @@ class HeteroscedasticGaussian(Likelihood):
         self.min_scale = float(min_scale)
 
     def align(self, output: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if output.shape[-1:] == (2,) and output.shape[:-1] == y.shape:
-            return output, y
-        if y.ndim >= 1 and y.shape[-1:] == (1,) and output.shape == (*y.shape[:-1], 2):
-            return output, y.squeeze(-1)
-        raise _shape_error(output, y, "output shaped (*y.shape, 2): mean and raw scale")
+        return _two_columns(output, y)
 
     def _scale(self, output: torch.Tensor) -> torch.Tensor:
         return F.softplus(output[..., 1]) + self.min_scale
