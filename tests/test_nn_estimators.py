@@ -57,6 +57,9 @@ def test_regressor_errors():
         reg.predict(np.ones((3, 2)))
     with pytest.raises(ValueError, match=r"hidden must hold integers >= 1, got \(0,\)"):
         nb.BNNRegressor(hidden=(0,)).fit(x, y)
+    for epochs in ("3", 2.0):  # checked before the default's two-part training splits them
+        with pytest.raises(TypeError, match=f"n_epochs must be an integer >= 1, got {epochs!r}"):
+            nb.BNNRegressor(n_epochs=epochs).fit(x, y)
     with pytest.raises(ValueError, match=r"df must be None \(learned\) or a finite number > 2 "
                                          r"\(a finite noise variance\), got 1.5"):
         nb.BNNRegressor(likelihood="student_t", df=1.5).fit(x, y)
@@ -66,7 +69,7 @@ def test_the_mean_first_start_hands_its_noise_sd_to_the_scale_column():
     """After IVON's first half, every input's noise scale is the start's learned sd."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
-    likelihood = bnn.HeteroscedasticStudentT()
+    likelihood = bnn.HeteroscedasticStudentT(min_scale=0.05)
     learned, calls = 0.37, []
 
     def run(lik: bnn.Likelihood, epochs: int) -> bnn.NetworkPosterior:
@@ -83,7 +86,7 @@ def test_the_mean_first_start_hands_its_noise_sd_to_the_scale_column():
                           n_samples=1, seconds=1.0, n_epochs=float(epochs))
         return bnn.NetworkPosterior(model, lik, info)
 
-    post = _mean_first(run, model, likelihood, n_epochs=7)
+    post = _mean_first(run, model, likelihood, n_epochs=7, start_scale=0.1)
     assert calls == [("MeanColumnGaussian", 3), ("HeteroscedasticStudentT", 4)]
     assert post.likelihood is likelihood
     assert post.info.n_steps == 21 and post.info.n_epochs == 7 and post.info.seconds == 2.0

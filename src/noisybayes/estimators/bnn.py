@@ -70,7 +70,6 @@ RegressionLikelihood = Literal[
 ]
 _REGRESSION_LIKELIHOODS: tuple[str, ...] = get_args(RegressionLikelihood)
 _START_DF = 5.0  # where learned degrees of freedom start
-_START_NOISE_SCALE = 0.1  # the mean-first start's noise sd, in y's sds (init_noise_scale's default)
 Method = Literal["auto", "layers", "ivon"]
 _METHODS: tuple[str, ...] = get_args(Method)
 
@@ -84,17 +83,21 @@ def default_epochs(n_rows: int, batch_size: int, min_epochs: int, min_steps: int
 
 
 def _mean_first(run: Callable[[Likelihood, int], NetworkPosterior], model: nn.Module,
-                likelihood: HeteroscedasticGaussian, n_epochs: int) -> NetworkPosterior:
+                likelihood: HeteroscedasticGaussian, n_epochs: int,
+                start_scale: float) -> NetworkPosterior:
     """Train a heteroscedastic network of ``nn.Linear`` layers in two parts: half the epochs
-    of its mean column under one learned Gaussian noise sd (:class:`MeanColumnGaussian`),
-    then, with the scale column started at that sd (weights 0, bias ``softplus^{-1}(sd -
-    min_scale)``), the rest under ``likelihood``; ``run(likelihood, epochs)`` trains.
+    of its mean column under one learned Gaussian noise sd (:class:`MeanColumnGaussian`,
+    starting at ``start_scale``), then the rest under ``likelihood``, its scale column
+    started at that sd's value (weights 0, bias ``softplus^{-1}(sd - min_scale)``: the
+    Gaussian's sd, a Student-t's scale, a slightly wider start); ``run(likelihood,
+    epochs)`` trains, each part with a new optimizer and its own step-size decay.
     IVON's route: learned from the start, its noise scale per input explained the regions
     the mean did not yet fit as noise and the mean stopped fitting them (energy); started
-    from the mean it kept the mean and gained validation log-likelihood on every UCI set,
-    where for the layers (Adam) it did not help on balance (``benchmarks/RESULTS.md``)."""
+    from the mean it kept energy's predictive mean on the validation rows and was ahead of
+    the Gaussian network's log-likelihood on every UCI set, where for the layers (Adam) the
+    start did not help on balance (``benchmarks/RESULTS.md``)."""
     first = n_epochs // 2
-    start = MeanColumnGaussian(_START_NOISE_SCALE)
+    start = MeanColumnGaussian(start_scale)
     warm = run(start, first)
     free = inverse_softplus((start.scale.detach() - likelihood.min_scale).clamp_min(1e-6))
     last = list(model.modules())[-1]  # the output layer, as _network builds it for IVON
@@ -201,10 +204,11 @@ class _BNN(BaseEstimator):
         model = networks[0] if k == 1 else Mixture(networks)
         self.model_ = model.to(self.device)
         self.likelihood_ = lik.to(self.device)
-        n_epochs = self.n_epochs
-        if n_epochs is None:
+        if self.n_epochs is None:
             batch = check_positive_int("batch_size", self.batch_size)
             n_epochs = default_epochs(x.shape[0], batch, *self._TRAINING_LENGTH[self.method_])
+        else:
+            n_epochs = check_positive_int("n_epochs", self.n_epochs)
         settings = dict(
             likelihood=self.likelihood_, n_epochs=n_epochs, batch_size=self.batch_size,
             learning_rate=(_LEARNING_RATES[self.method_] if self.learning_rate is None
@@ -221,12 +225,15 @@ class _BNN(BaseEstimator):
                                   init_scale=self.init_scale, **chosen)
             return train(self.model_, x_std, target, **chosen)
 
-        if self.method_ == "ivon" and isinstance(lik, HeteroscedasticGaussian) and n_epochs >= 2:
-            self.posterior_ = _mean_first(run, self.model_, lik, n_epochs)
-        else:
-            self.posterior_ = run(self.likelihood_, n_epochs)
+        self.posterior_ = self._train(run, n_epochs)
         self.info_: FitInfo = self.posterior_.info
         self.model_.eval()
+
+    def _train(self, run: Callable[[Likelihood, int], NetworkPosterior],
+               n_epochs: int) -> NetworkPosterior:
+        """The posterior from ``run(likelihood, epochs)``: all epochs under ``likelihood_``
+        (the regressor starts IVON's heteroscedastic networks from the mean)."""
+        return run(self.likelihood_, n_epochs)
 
     def _outputs(self, X: Any) -> torch.Tensor:
         """``(S, B, n_out)`` network outputs at standardised ``X`` under ``S`` weight draws."""
@@ -250,10 +257,12 @@ class BNNRegressor(RegressorMixin, _BNN):
             Gaussian prior has sd ``prior_scale``; ``hess_init`` makes the initial posterior
             sd ``init_scale``); both end in a mean-field Gaussian posterior. ``"auto"`` (the
             default) is IVON for one network with the heteroscedastic Student-t or the
-            Gaussian likelihood in one process, which on the UCI validation rows of
-            ``benchmarks/uci_choice.py --settings`` were ahead of the layers on balance and
-            in less time (``benchmarks/RESULTS.md``); the layers otherwise (a mixture,
-            another likelihood, a data-parallel fit). ``method_`` says which ran;
+            Gaussian likelihood in one process, the layers otherwise (a mixture, another
+            likelihood, a data-parallel fit). On the UCI validation rows of
+            ``benchmarks/uci_choice.py --settings`` IVON was mostly ahead of the layers with
+            the Gaussian; with the heteroscedastic Student-t slightly behind them on four sets
+            and far ahead on energy, where the layers lose the predictive mean; in less time
+            for both (``benchmarks/RESULTS.md``). ``method_`` says which ran;
             ``learning_rate`` is that method's.
         likelihood: ``"heteroscedastic_student_t"`` (the default: a noise scale per input,
             from a second output, and heavy tails; as a likelihood it nests the other
@@ -261,17 +270,21 @@ class BNNRegressor(RegressorMixin, _BNN):
             per input) or ``"student_t"`` (one learned noise scale). With IVON a
             heteroscedastic network is started from the mean: the first half of the epochs
             fit its mean column under one noise sd, the rest the whole likelihood, so that
-            the noise scale does not take over regions the mean has not yet fitted. The
-            default had the highest predictive log-likelihood of the single-network settings
-            measured on the UCI sets (validation and test rows); ``"gaussian"`` is the
-            better point predictor (a lower RMSE of the predictive mean on most of them),
-            and ``n_components=5`` with the layers gains log-likelihood on some sets at
-            several times the time (``benchmarks/RESULTS.md``).
+            the noise scale does not take over regions the mean has not yet fitted; the
+            layers (``method="layers"``, a mixture, ``temperature=0``) fit it from the
+            start, where a noise scale per input can explain a hard region of the inputs as
+            noise instead of fitting it (energy's predictive mean). On the UCI sets the
+            default was ahead of the Gaussian network's log-likelihood on all six,
+            validation and test rows alike, in the same time; ``"gaussian"`` is the better
+            point predictor (a lower RMSE of the predictive mean on most of them), and
+            ``n_components=5`` with the layers gains log-likelihood on some sets at several
+            times the time (``benchmarks/RESULTS.md``).
         df: the Student-t likelihoods' degrees of freedom; ``None`` learns them (a point
             estimate, like the noise scale, on ``df > 2``, starting at 5; the linear
             ``StudentTLinearRegression`` puts a prior on them instead), a number fixes them.
         init_noise_scale: the learned noise scale's starting value, in units of y's sd
-            (``"gaussian"`` and ``"student_t"``). A small start (0.1) makes the network
+            (``"gaussian"`` and ``"student_t"``, and the one noise sd of IVON's mean-first
+            start of the heteroscedastic likelihoods). A small start (0.1) makes the network
             explain the data before the noise does; a large one (0.5) lets the fit settle
             where the noise explains much of y and most hidden units are pruned to the
             prior, which underfits small data sets. Not much smaller than the true noise
@@ -351,6 +364,16 @@ class BNNRegressor(RegressorMixin, _BNN):
         one = n_components == 1 and not World.current().parallel
         chosen = self.likelihood in ("gaussian", "heteroscedastic_student_t")
         return "ivon" if one and usable and chosen else "layers"
+
+    def _train(self, run: Callable[[Likelihood, int], NetworkPosterior],
+               n_epochs: int) -> NetworkPosterior:
+        """IVON's heteroscedastic networks start from the mean (:func:`_mean_first`, under
+        one noise sd starting at ``init_noise_scale``); every other fit is one run."""
+        lik = self.likelihood_
+        if self.method_ == "ivon" and isinstance(lik, HeteroscedasticGaussian) and n_epochs >= 2:
+            start = check_positive("init_noise_scale", self.init_noise_scale)
+            return _mean_first(run, self.model_, lik, n_epochs, start)
+        return run(lik, n_epochs)
 
     @unfitted_on_error
     def fit(self, X: Any, y: Any) -> BNNRegressor:
