@@ -19,6 +19,7 @@ from torch import nn
 
 import noisybayes as nb
 from noisybayes.engine import LinearDecay, TensorSource, Trainer
+from noisybayes.estimators.bnn import _BNN
 from noisybayes.nn.ivon_train import ivon_hyperparameters
 from noisybayes.optim.ivon import posterior_scale
 
@@ -253,10 +254,10 @@ def test_the_default_regressor_learns_the_noise_sd_of_each_input():
 
 
 class _FromTheStart(nb.BNNRegressor):
-    """The default regressor without the mean-first start: one run of the whole likelihood."""
+    """The default regressor without the mean-first start: one run of the whole likelihood
+    (the estimators' shared training, as the classifier's)."""
 
-    def _train(self, run, n_epochs):
-        return run(self.likelihood_, n_epochs)
+    _train = _BNN._train
 
 
 @pytest.mark.slow

@@ -210,7 +210,7 @@ class _BNN(BaseEstimator):
         else:
             n_epochs = check_positive_int("n_epochs", self.n_epochs)
         settings = dict(
-            likelihood=self.likelihood_, n_epochs=n_epochs, batch_size=self.batch_size,
+            batch_size=self.batch_size,
             learning_rate=(_LEARNING_RATES[self.method_] if self.learning_rate is None
                            else self.learning_rate),
             n_samples=self.n_samples,
