@@ -42,34 +42,40 @@ __all__ = [
 
 def posterior_scale(hess: torch.Tensor, weight_decay: float, ess: float) -> torch.Tensor:
     """``sigma = 1 / sqrt(ess * (h + delta))``, the posterior sd of every entry."""
-    return torch.rsqrt(ess * (hess + weight_decay))
+    return (hess + weight_decay).mul_(ess).rsqrt_()
 
 
 def hessian_estimate(noise_grad: torch.Tensor, hess: torch.Tensor, weight_decay: float,
                      ess: float) -> torch.Tensor:
     """``h_hat = E[g * (theta - m)] * ess * (h + delta)``: Price's theorem, ``E[g eps] / sigma``
     with ``theta - m = sigma * eps`` (``noise_grad`` is the average of ``g * (theta - m)``)."""
-    return noise_grad * (hess + weight_decay) * ess
+    return (hess + weight_decay).mul_(noise_grad).mul_(ess)
 
 
-def momentum_update(momentum: torch.Tensor, grad: torch.Tensor, beta1: float) -> torch.Tensor:
-    """``g_bar <- beta1 * g_bar + (1 - beta1) * g_hat``."""
-    return beta1 * momentum + (1.0 - beta1) * grad
+def momentum_update(momentum: torch.Tensor, grad: torch.Tensor, beta1: float,
+                    out: torch.Tensor | None = None) -> torch.Tensor:
+    """``g_bar <- beta1 * g_bar + (1 - beta1) * g_hat`` (into ``out`` when given)."""
+    return torch.lerp(momentum, grad, 1.0 - beta1, out=out)
 
 
 def hessian_update(hess: torch.Tensor, hess_hat: torch.Tensor, beta2: float,
-                   weight_decay: float) -> torch.Tensor:
+                   weight_decay: float, out: torch.Tensor | None = None) -> torch.Tensor:
     """``h <- beta2 h + (1 - beta2) h_hat + (1 - beta2)^2 / 2 (h - h_hat)^2 / (h + delta)``
-    (the last term keeps ``h`` positive: a Riemannian-gradient correction)."""
-    return (beta2 * hess + (1.0 - beta2) * hess_hat
-            + 0.5 * (1.0 - beta2) ** 2 * (hess - hess_hat).square() / (hess + weight_decay))
+    (the last term keeps ``h`` positive: a Riemannian-gradient correction; into ``out`` when
+    given, which may be ``hess``)."""
+    squared, damping = (hess - hess_hat).square_(), hess + weight_decay
+    new = torch.lerp(hess, hess_hat, 1.0 - beta2, out=out)
+    return new.addcdiv_(squared, damping, value=0.5 * (1.0 - beta2) ** 2)
 
 
 def mean_update(loc: torch.Tensor, momentum: torch.Tensor, hess: torch.Tensor, step_size: float,
-                weight_decay: float, clip_radius: float, debias: float) -> torch.Tensor:
-    """``m <- m - alpha * clip((g_bar / debias + delta * m) / (h + delta), rho)``."""
-    direction = (momentum / debias + weight_decay * loc) / (hess + weight_decay)
-    return loc - step_size * direction.clamp(-clip_radius, clip_radius)
+                weight_decay: float, clip_radius: float, debias: float,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """``m <- m - alpha * clip((g_bar / debias + delta * m) / (h + delta), rho)`` (into
+    ``out`` when given, which may be ``loc``)."""
+    direction = torch.mul(loc, weight_decay).add_(momentum, alpha=1.0 / debias)
+    direction.div_(hess + weight_decay).clamp_(-clip_radius, clip_radius)
+    return torch.add(loc, direction, alpha=-step_size, out=out)
 
 
 def _flat(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -332,17 +338,18 @@ class IVON(torch.optim.Optimizer):
                 state["n_draws"] = 0
             wd, ess, flat = group["weight_decay"], group["ess"], buffers.flat
             torch._foreach_copy_(buffers.loc_views, buffers.params)
-            hess_hat = hessian_estimate(flat["noise_grad_sum"] / n, flat["hess"], wd, ess)
-            flat["momentum"].copy_(momentum_update(flat["momentum"], flat["grad_sum"] / n,
-                                                   group["beta1"]))
-            flat["hess"].copy_(hessian_update(flat["hess"], hess_hat, group["beta2"], wd))
-            buffers.loc.copy_(mean_update(
+            hess_hat = hessian_estimate(flat["noise_grad_sum"].div_(n), flat["hess"], wd, ess)
+            momentum_update(flat["momentum"], flat["grad_sum"].div_(n), group["beta1"],
+                            out=flat["momentum"])
+            hessian_update(flat["hess"], hess_hat, group["beta2"], wd, out=flat["hess"])
+            mean_update(
                 buffers.loc, flat["momentum"], flat["hess"],
                 step_size=group["lr"] * ((group["hess_init"] + wd) if group["rescale_lr"] else 1),
                 weight_decay=wd,
                 clip_radius=group["clip_radius"],
                 debias=1.0 - group["beta1"] ** states[0]["step"],
-            ))
+                out=buffers.loc,
+            )
             torch._foreach_copy_(buffers.params, buffers.loc_views)
             flat["grad_sum"].zero_()
             flat["noise_grad_sum"].zero_()
