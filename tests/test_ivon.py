@@ -34,7 +34,11 @@ def _regression(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
 def test_updates_equal_the_reference_implementation_step_by_step(rescale_lr):
     """Same hyper-parameters, same noise (the reference draws from the global generator,
     seeded as ours), two draws per step: 20 steps agree to float64 rounding, with the step
-    size rescaled by ``hess_init + weight_decay`` (both's default) and without."""
+    size rescaled by ``hess_init + weight_decay`` (both's default) and without. The second
+    group has its own weight decay and ``hess_init`` (as a likelihood's noise scale under
+    ``train_ivon``): without the rescaling the two groups step as one run with a weight decay
+    per entry, with it as two; after 10 steps the second group's step size changes, and the
+    groups step as two runs from the state they had as one."""
     ivon = pytest.importorskip("ivon", reason="the reference implementation (pip install "
                                "ivon-opt) is not installed")
     x, y = _regression()
@@ -42,14 +46,20 @@ def test_updates_equal_the_reference_implementation_step_by_step(rescale_lr):
     ref_net = copy.deepcopy(net)
     hyper = dict(lr=0.05, ess=64, hess_init=0.5, beta1=0.9, beta2=0.99, weight_decay=1e-2,
                  clip_radius=1.0, rescale_lr=rescale_lr)
-    ours = nb.optim.IVON([{"params": net[0].parameters()}, {"params": net[2].parameters()}],
+    own = {"weight_decay": 0.0, "hess_init": 1.0}
+    ours = nb.optim.IVON([{"params": net[0].parameters()}, {"params": net[2].parameters(), **own}],
                          **hyper, generator=_gen().manual_seed(5))
-    ref = ivon.IVON([{"params": ref_net[0].parameters()}, {"params": ref_net[2].parameters()}],
-                    **hyper)
+    ref = ivon.IVON([{"params": ref_net[0].parameters()},
+                     {"params": ref_net[2].parameters(), **own}], **hyper)
+    assert len(ours._buffers()) == (2 if rescale_lr else 1)
+    runs = []
     rng = torch.get_rng_state()
     try:
         torch.manual_seed(5)
-        for _ in range(20):
+        for step in range(20):
+            if step == 10:  # the groups' settings part: ours steps them as two runs from here
+                for optimizer in (ours, ref):
+                    optimizer.param_groups[1]["lr"] = 0.02
             for _ in range(2):
                 with ref.sampled_params(train=True):
                     ref.zero_grad()
@@ -58,6 +68,7 @@ def test_updates_equal_the_reference_implementation_step_by_step(rescale_lr):
                     ((net(x) - y) ** 2).mean().backward()
             ref.step()
             ours.step()
+            runs.append(len(ours._buffers()))
             for p, q in zip(net.parameters(), ref_net.parameters(), strict=True):
                 torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
     finally:
@@ -65,6 +76,7 @@ def test_updates_equal_the_reference_implementation_step_by_step(rescale_lr):
     for group, ref_group in zip(ours.param_groups, ref.param_groups, strict=True):
         hess = torch.cat([ours.state[p]["hess"].flatten() for p in group["params"]])
         torch.testing.assert_close(hess, ref_group["hess"], rtol=1e-12, atol=1e-12)
+    assert runs == ([2] * 20 if rescale_lr else [1] * 10 + [2] * 10)
     assert not torch.equal(net[0].weight, _mlp()[0].weight)  # it did move
 
 

@@ -40,12 +40,12 @@ __all__ = [
 ]
 
 
-def posterior_scale(hess: torch.Tensor, weight_decay: float, ess: float) -> torch.Tensor:
+def posterior_scale(hess: torch.Tensor, weight_decay: float | torch.Tensor, ess: float) -> torch.Tensor:
     """``sigma = 1 / sqrt(ess * (h + delta))``, the posterior sd of every entry."""
     return (hess + weight_decay).mul_(ess).rsqrt_()
 
 
-def hessian_estimate(noise_grad: torch.Tensor, hess: torch.Tensor, weight_decay: float,
+def hessian_estimate(noise_grad: torch.Tensor, hess: torch.Tensor, weight_decay: float | torch.Tensor,
                      ess: float) -> torch.Tensor:
     """``h_hat = E[g * (theta - m)] * ess * (h + delta)``: Price's theorem, ``E[g eps] / sigma``
     with ``theta - m = sigma * eps`` (``noise_grad`` is the average of ``g * (theta - m)``)."""
@@ -59,7 +59,7 @@ def momentum_update(momentum: torch.Tensor, grad: torch.Tensor, beta1: float,
 
 
 def hessian_update(hess: torch.Tensor, hess_hat: torch.Tensor, beta2: float,
-                   weight_decay: float, out: torch.Tensor | None = None) -> torch.Tensor:
+                   weight_decay: float | torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``h <- beta2 h + (1 - beta2) h_hat + (1 - beta2)^2 / 2 (h - h_hat)^2 / (h + delta)``
     (the last term keeps ``h`` positive: a Riemannian-gradient correction; into ``out`` when
     given, which may be ``hess``)."""
@@ -69,7 +69,7 @@ def hessian_update(hess: torch.Tensor, hess_hat: torch.Tensor, beta2: float,
 
 
 def mean_update(loc: torch.Tensor, momentum: torch.Tensor, hess: torch.Tensor, step_size: float,
-                weight_decay: float, clip_radius: float, debias: float,
+                weight_decay: float | torch.Tensor, clip_radius: float, debias: float,
                 out: torch.Tensor | None = None) -> torch.Tensor:
     """``m <- m - alpha * clip((g_bar / debias + delta * m) / (h + delta), rho)`` (into
     ``out`` when given, which may be ``loc``)."""
@@ -89,17 +89,31 @@ def _views(vector: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]
     return [part.view_as(t) for part, t in zip(parts, like, strict=True)]
 
 
-class _GroupBuffers:
-    """One parameter group's posterior state as flat vectors, so that a step is a few
-    operations per group instead of per tensor. The optimizer's per-parameter state entries
+def _shared_settings(group: dict[str, Any]) -> tuple[Any, ...]:
+    """What groups stepping as one must agree on: every setting but the weight decay, which
+    may differ per entry (with ``rescale_lr`` the step size depends on it and on
+    ``hess_init``, so then they must agree too), and their dtype, device and step count."""
+    first = group["params"][0]
+    rescaled = (group["hess_init"], group["weight_decay"]) if group["rescale_lr"] else ()
+    return (first.dtype, first.device, group["lr"], group["ess"], group["beta1"],
+            group["beta2"], group["clip_radius"], group["rescale_lr"], *rescaled)
+
+
+class _Buffers:
+    """The posterior state of consecutive parameter groups that agree on their settings but
+    the weight decay (:func:`_shared_settings`, e.g. a network and its likelihood's noise
+    scale) as flat vectors, so that a step is a few operations for all of them instead of
+    per group or per tensor. The optimizer's per-parameter state entries
     (``state[p]["hess"]``, ...) are rebound to views of these vectors; ``loc`` and ``noise``
     hold the means and the draw's offset while a draw is in place (``loc`` the means also
-    while :meth:`IVON.step` computes the new ones)."""
+    while :meth:`IVON.step` computes the new ones). ``weight_decay`` is the groups' one
+    value, or a vector of every entry's when they differ."""
 
     KEYS = ("momentum", "hess", "grad_sum", "noise_grad_sum")
 
-    def __init__(self, params: list[torch.Tensor], state: dict) -> None:
-        self.params = params
+    def __init__(self, groups: list[dict[str, Any]], state: dict) -> None:
+        self.groups = groups
+        self.params = params = [p for group in groups for p in group["params"]]
         self.flat: dict[str, torch.Tensor] = {}
         self.views: dict[str, list[torch.Tensor]] = {}
         for key in self.KEYS:
@@ -109,6 +123,24 @@ class _GroupBuffers:
                 state[p][key] = view
         self.loc, self.noise = torch.empty_like(self.flat["hess"]), torch.empty_like(self.flat["hess"])
         self.loc_views, self.noise_views = _views(self.loc, params), _views(self.noise, params)
+        self.sizes = [sum(p.numel() for p in group["params"]) for group in groups]
+        self.decays = [group["weight_decay"] for group in groups]
+        self.weight_decay: float | torch.Tensor = self.decays[0]
+        if len(set(self.decays)) > 1:
+            self.weight_decay = torch.cat([
+                torch.full((size,), decay, dtype=params[0].dtype, device=params[0].device)
+                for size, decay in zip(self.sizes, self.decays, strict=True)])
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings the groups share (the first group's)."""
+        return self.groups[0]
+
+    def stale(self) -> bool:
+        """Whether the groups' settings have changed apart since these buffers were made."""
+        shared = _shared_settings(self.groups[0])
+        return ([group["weight_decay"] for group in self.groups] != self.decays
+                or any(_shared_settings(group) != shared for group in self.groups[1:]))
 
 
 def _check_unit(name: str, value: float) -> float:
@@ -239,16 +271,27 @@ class IVON(torch.optim.Optimizer):
         self._rebuild_buffers()
 
     def _rebuild_buffers(self) -> None:
-        """Every non-empty group's :class:`_GroupBuffers`, from the per-parameter state (as
-        ordinary tensors, also when called under ``torch.inference_mode``)."""
+        """The :class:`_Buffers` of every run of consecutive non-empty groups that share their
+        settings, from the per-parameter state (as ordinary tensors, also when called under
+        ``torch.inference_mode``)."""
+        runs: list[list[dict[str, Any]]] = []
+        for group in self.param_groups:
+            if not group["params"]:
+                continue
+            key = (_shared_settings(group), self.state[group["params"][0]]["step"])
+            if runs and key == (_shared_settings(runs[-1][0]),
+                                self.state[runs[-1][0]["params"][0]]["step"]):
+                runs[-1].append(group)
+            else:
+                runs.append([group])
         with torch.inference_mode(False), torch.no_grad():
-            self._group_buffers = [_GroupBuffers(group["params"], self.state)
-                                   if group["params"] else None for group in self.param_groups]
+            self._all_buffers = [_Buffers(run, self.state) for run in runs]
 
-    def _buffers(self) -> list[tuple[dict[str, Any], _GroupBuffers]]:
-        """``(group, its buffers)`` for every non-empty group."""
-        return [(group, buffers) for group, buffers in
-                zip(self.param_groups, self._group_buffers, strict=True) if buffers is not None]
+    def _buffers(self) -> list[_Buffers]:
+        """Every run of groups' buffers, made anew when a group's settings have changed."""
+        if any(buffers.stale() for buffers in self._all_buffers):
+            self._rebuild_buffers()
+        return self._all_buffers
 
     def _params(self) -> list[torch.Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
@@ -262,13 +305,16 @@ class IVON(torch.optim.Optimizer):
                                        group["ess"])
         raise ValueError("param must be one of the optimizer's parameters, got another tensor")
 
-    def _draw_noise(self) -> Iterator[_GroupBuffers]:
-        """Each group's buffers with ``noise = sigma * eps`` drawn: one standard normal vector
-        per group."""
-        for group, buffers in self._buffers():
-            eps = torch.randn(buffers.noise.numel(), generator=self.generator,
-                              dtype=buffers.noise.dtype, device=self.generator.device)
-            scale = posterior_scale(buffers.flat["hess"], group["weight_decay"], group["ess"])
+    def _draw_noise(self) -> Iterator[_Buffers]:
+        """Each run of groups' buffers with ``noise = sigma * eps`` drawn: one standard normal
+        vector per group (the draws do not depend on how groups are run together)."""
+        for buffers in self._buffers():
+            eps = torch.empty(buffers.noise.numel(), dtype=buffers.noise.dtype,
+                              device=self.generator.device)
+            for part in eps.split(buffers.sizes):
+                torch.randn(part.shape, generator=self.generator, out=part)
+            scale = posterior_scale(buffers.flat["hess"], buffers.weight_decay,
+                                    buffers.settings["ess"])
             torch.mul(scale, eps.to(buffers.noise.device), out=buffers.noise)
             yield buffers
 
@@ -287,7 +333,7 @@ class IVON(torch.optim.Optimizer):
             for p in self._params():
                 p.grad = None
         self._sampling = True
-        drawn: list[_GroupBuffers] = []
+        drawn: list[_Buffers] = []
         try:
             with torch.no_grad():
                 for buffers in self._draw_noise():
@@ -325,8 +371,8 @@ class IVON(torch.optim.Optimizer):
                 with torch.enable_grad():
                     losses.append(closure())
             loss = torch.stack(losses).mean()
-        for group, buffers in self._buffers():
-            states = [self.state[p] for p in buffers.params]
+        for buffers in self._buffers():
+            group, states = buffers.settings, [self.state[p] for p in buffers.params]
             n = states[0]["n_draws"]
             if n == 0:
                 raise RuntimeError(
@@ -336,7 +382,7 @@ class IVON(torch.optim.Optimizer):
             for state in states:
                 state["step"] += 1
                 state["n_draws"] = 0
-            wd, ess, flat = group["weight_decay"], group["ess"], buffers.flat
+            wd, ess, flat = buffers.weight_decay, group["ess"], buffers.flat
             torch._foreach_copy_(buffers.loc_views, buffers.params)
             hess_hat = hessian_estimate(flat["noise_grad_sum"].div_(n), flat["hess"], wd, ess)
             momentum_update(flat["momentum"], flat["grad_sum"].div_(n), group["beta1"],
