@@ -369,6 +369,15 @@ def test_misuse_errors_say_what_to_do():
     with pytest.raises(TypeError, match="optimizer must be a noisybayes.optim.IVON"):
         nb.nn.IVONPosterior(nn.Linear(2, 1), nb.nn.Gaussian(),
                             torch.optim.SGD([w], lr=0.1))  # type: ignore[arg-type]
+    # a group added after a draw has no gradient of its own: it is not stepped with zeros
+    # alongside the group drawn before it (which shares its settings)
+    with opt.sampled_params(train=True):
+        w.sum().backward()
+    later = nn.Parameter(torch.ones(2))
+    opt.add_param_group({"params": [later]})
+    with pytest.raises(RuntimeError, match=r"sampled_params\(train=True\)"):
+        opt.step()
+    assert torch.equal(later, torch.ones(2))
 
 
 def test_step_with_a_closure_averages_mc_samples_draws():

@@ -89,8 +89,7 @@ class Objective(Protocol):
 class WeightSampler(Protocol):
     """An optimiser that holds a posterior over the weights (``noisybayes.optim.IVON``): the
     loop takes each step's gradient at ``mc_samples`` draws, each inside the optimiser's
-    ``sampled_params(train=True)`` block, which clears the gradients on entering and keeps
-    the gradient for its ``step``."""
+    ``sampled_params(train=True)`` block, which keeps the gradient for its ``step``."""
 
     mc_samples: int
 
@@ -228,8 +227,7 @@ class Trainer:
     def _one_step(self, bar: Any) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.learning_rate(self.step)
-        if self.sampler is None:  # a sampler's block clears the gradients itself
-            self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         value = self._loss_and_gradient()
         if not math.isfinite(value):
             self._recover(value)

@@ -16,7 +16,8 @@ with ``delta`` the weight decay, ``rho`` the clip radius and ``alpha = lr * (hes
 delta)`` (so the first step is ``lr`` times the gradient, as in SGD), or ``alpha = lr`` with
 ``rescale_lr=False``. The loss is the
 per-datum negative log-likelihood (the mean over a minibatch), and the Gaussian prior
-``N(0, 1 / (ess * delta))`` is implied by the weight decay.
+``N(0, 1 / (ess * delta))`` is implied by the weight decay. The functions below state one
+equation each, on tensors of one shape and dtype (the optimizer's flat state).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def _views(vector: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]
 def _shared_settings(group: dict[str, Any]) -> tuple[Any, ...]:
     """What groups stepping as one must agree on: every setting but the weight decay, which
     may differ per entry (with ``rescale_lr`` the step size depends on it and on
-    ``hess_init``, so then they must agree too), and their dtype, device and step count."""
+    ``hess_init``, so then they must agree too), and their dtype and device."""
     first = group["params"][0]
     rescaled = (group["hess_init"], group["weight_decay"]) if group["rescale_lr"] else ()
     return (first.dtype, first.device, group["lr"], group["ess"], group["beta1"],
@@ -132,8 +133,8 @@ class _Buffers:
                 for size, decay in zip(self.sizes, self.decays, strict=True)])
 
     @property
-    def settings(self) -> dict[str, Any]:
-        """The settings the groups share (the first group's)."""
+    def group(self) -> dict[str, Any]:
+        """The first group, whose settings but the weight decay are every group's."""
         return self.groups[0]
 
     def stale(self) -> bool:
@@ -275,15 +276,17 @@ class IVON(torch.optim.Optimizer):
         settings, from the per-parameter state (as ordinary tensors, also when called under
         ``torch.inference_mode``)."""
         runs: list[list[dict[str, Any]]] = []
+        previous = None
         for group in self.param_groups:
             if not group["params"]:
                 continue
-            key = (_shared_settings(group), self.state[group["params"][0]]["step"])
-            if runs and key == (_shared_settings(runs[-1][0]),
-                                self.state[runs[-1][0]["params"][0]]["step"]):
+            first = self.state[group["params"][0]]  # and the same steps and draws so far
+            key = (_shared_settings(group), first["step"], first["n_draws"])
+            if key == previous:
                 runs[-1].append(group)
             else:
                 runs.append([group])
+            previous = key
         with torch.inference_mode(False), torch.no_grad():
             self._all_buffers = [_Buffers(run, self.state) for run in runs]
 
@@ -314,7 +317,7 @@ class IVON(torch.optim.Optimizer):
             for part in eps.split(buffers.sizes):
                 torch.randn(part.shape, generator=self.generator, out=part)
             scale = posterior_scale(buffers.flat["hess"], buffers.weight_decay,
-                                    buffers.settings["ess"])
+                                    buffers.group["ess"])
             torch.mul(scale, eps.to(buffers.noise.device), out=buffers.noise)
             yield buffers
 
@@ -372,7 +375,7 @@ class IVON(torch.optim.Optimizer):
                     losses.append(closure())
             loss = torch.stack(losses).mean()
         for buffers in self._buffers():
-            group, states = buffers.settings, [self.state[p] for p in buffers.params]
+            group, states = buffers.group, [self.state[p] for p in buffers.params]
             n = states[0]["n_draws"]
             if n == 0:
                 raise RuntimeError(
@@ -384,6 +387,7 @@ class IVON(torch.optim.Optimizer):
                 state["n_draws"] = 0
             wd, ess, flat = buffers.weight_decay, group["ess"], buffers.flat
             torch._foreach_copy_(buffers.loc_views, buffers.params)
+            # the sums become means here (zeroed for the next draws below)
             hess_hat = hessian_estimate(flat["noise_grad_sum"].div_(n), flat["hess"], wd, ess)
             momentum_update(flat["momentum"], flat["grad_sum"].div_(n), group["beta1"],
                             out=flat["momentum"])
