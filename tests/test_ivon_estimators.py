@@ -36,7 +36,8 @@ def _data() -> tuple[np.ndarray, np.ndarray]:
 def _fit(method: str) -> nb.BNNRegressor:
     x, y = _data()  # full batches: no minibatch noise, only the weight draws'
     return nb.BNNRegressor(hidden=(), method=method, likelihood="gaussian", batch_size=N,
-                           n_epochs=STEPS, n_predict_samples=DRAWS, progress=False).fit(x, y)
+                           n_epochs=STEPS, n_predict_samples=DRAWS, temperature=1.0,
+                           progress=False).fit(x, y)
 
 
 @pytest.fixture(scope="module")

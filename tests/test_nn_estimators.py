@@ -36,7 +36,7 @@ def test_regressor_follows_the_estimator_contract_on_the_original_scale(likeliho
     # targets live around 100 with sd ~15: predictions must be in those units
     assert abs(float(mean.mean()) - y[:50].mean()) < 5 and 1 < float(sd.mean()) < 20
     assert math.isfinite(reg.score(x, y)) and reg.score(x, y) > -5
-    assert reg.info_.temperature == 1.0 and reg.info_.n_epochs == 300
+    assert reg.info_.temperature == 0.5 and reg.info_.n_epochs == 300  # the default
     assert reg.info_.loss_trace.shape == (reg.info_.n_steps,)  # one per-datum loss per step
 
 
