@@ -1,5 +1,6 @@
-"""``BNNRegressor(method="ivon")``: the exact variational optimum of a linear-Gaussian model,
-agreement with the layer route, and its argument errors.
+"""``BNNRegressor(method="ivon")``: the exact variational optimum of a linear-Gaussian model
+(at ``temperature=1``, the posterior itself), agreement with the layer route, and its argument
+errors.
 
 With ``hidden=()`` the network is ``t = b + w z + e``, ``e ~ N(0, s^2)`` on the standardised
 data (``z`` centred, so ``Z^T Z`` is diagonal and the mean-field optimum is the exact

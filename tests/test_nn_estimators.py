@@ -106,6 +106,18 @@ def test_student_t_degrees_of_freedom_are_learned_unless_given():
     assert repr(fixed) == "BNNRegressor(df=3.0, hidden=(5,), likelihood='student_t', n_epochs=2)"
 
 
+def test_the_regressor_defaults_to_a_tempered_posterior_and_the_classifier_to_the_posterior():
+    """The validation rows' choice for the regressor (``benchmarks/RESULTS.md``), 1 for the
+    classifier; a fit records the temperature it used, and 1 is a setting like any other."""
+    assert nb.BNNRegressor().get_params()["temperature"] == 0.5
+    assert nb.BNNClassifier().get_params()["temperature"] == 1.0
+    x, y = _toy(40, 0)
+    assert nb.BNNRegressor(hidden=(3,), n_epochs=1).fit(x, y).info_.temperature == 0.5
+    posterior = nb.BNNRegressor(hidden=(3,), n_epochs=1, temperature=1.0)
+    assert repr(posterior) == "BNNRegressor(hidden=(3,), n_epochs=1, temperature=1.0)"
+    assert posterior.fit(x, y).info_.temperature == 1.0
+
+
 def test_classifier_probabilities_labels_and_score():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(200, 2))

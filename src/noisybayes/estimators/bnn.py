@@ -6,8 +6,8 @@ layers (local reparameterization) trained by :func:`noisybayes.nn.train` on the 
 negative ELBO, or ``method="ivon"``, a plain ``nn.Linear`` network whose optimizer,
 :class:`noisybayes.optim.IVON`, holds the posterior (:func:`noisybayes.nn.train_ivon`);
 ``method="auto"``, the regressor's default, picks IVON where it was chosen and can run.
-``temperature`` is 1 (the Bayesian posterior) unless set, except the regressor's default 0.5
-(a tempered posterior, chosen on validation rows). ``score`` is the mean test log predictive
+The classifier's default ``temperature`` is 1 (the posterior), the regressor's 0.5 (a tempered
+posterior, chosen on validation rows). ``score`` is the mean test log predictive
 density, ``mean_i log mean_s p(y_i | x_i, w_s)``, in the target's original units (not
 scikit-learn's R^2 or accuracy: a proper score of the whole predictive distribution).
 """
@@ -260,10 +260,11 @@ class BNNRegressor(RegressorMixin, _BNN):
             default) is IVON for one network with the heteroscedastic Student-t or the
             Gaussian likelihood in one process, the layers otherwise (a mixture, another
             likelihood, a data-parallel fit). On the UCI validation rows of
-            ``benchmarks/uci_choice.py --settings`` IVON was mostly ahead of the layers with
-            the Gaussian; with the heteroscedastic Student-t slightly behind them on four sets
-            and far ahead on energy, where the layers lose the predictive mean; in less time
-            for both (``benchmarks/RESULTS.md``). ``method_`` says which ran;
+            ``benchmarks/uci_choice.py --settings``, at the default likelihood and
+            temperature, IVON was ahead of the layers on five of six sets (behind on yacht),
+            in about 0.6x their time (at temperature 1 too, with the Gaussian mostly ahead);
+            on the test rows the layers were ahead on four (``benchmarks/RESULTS.md``).
+            ``method_`` says which ran;
             ``learning_rate`` is that method's.
         likelihood: ``"heteroscedastic_student_t"`` (the default: a noise scale per input,
             from a second output, and heavy tails; as a likelihood it nests the other
@@ -274,9 +275,9 @@ class BNNRegressor(RegressorMixin, _BNN):
             the noise scale does not take over regions the mean has not yet fitted; the
             layers (``method="layers"``, a mixture, ``temperature=0``) fit it from the
             start, where a noise scale per input can explain a hard region of the inputs as
-            noise instead of fitting it (energy's predictive mean). On the UCI sets the
-            default was ahead of the Gaussian network's log-likelihood on all six,
-            validation and test rows alike, in the same time; ``"gaussian"`` is the better
+            noise instead of fitting it (energy's predictive mean). On the UCI sets (at
+            temperature 1) the heteroscedastic Student-t was ahead of the Gaussian network's
+            log-likelihood on all six, validation and test rows alike, in the same time; ``"gaussian"`` is the better
             point predictor (a lower RMSE of the predictive mean on most of them) and the
             better density where the noise is close to constant (scikit-learn's diabetes), and
             ``n_components=5`` with the layers gains log-likelihood on some sets at several
@@ -297,12 +298,14 @@ class BNNRegressor(RegressorMixin, _BNN):
             prior_scale`` for IVON).
         temperature: ``T > 0`` tempers the likelihood to the power ``1 / T`` against the
             prior (the KL weight; for IVON ``ess = N / T``); 1 is the Bayesian posterior of
-            the model as written. The default 0.5 is a tempered ("cold") posterior, the
-            likelihood counted twice: on the UCI validation rows of
-            ``benchmarks/uci_choice.py --settings`` it was ahead of 1 in log-likelihood on all
-            six sets' means (clearly on bostonHousing, concrete and wine;
-            ``benchmarks/RESULTS.md``). Set 1 for the posterior itself (e.g. to compare
-            with MCMC).
+            the model as written; 0 drops the KL (the likelihood alone, layers only). The
+            default 0.5 is a tempered ("cold") posterior, the likelihood counted twice: on
+            the UCI validation rows of ``benchmarks/uci_choice.py --settings`` it was ahead
+            of 1 in log-likelihood on all six sets' means with both methods (clearly on
+            bostonHousing, concrete and wine with IVON, on energy and yacht with the layers;
+            ``benchmarks/RESULTS.md``; the other defaults were chosen at 1). Set 1 for the
+            posterior itself (e.g. to compare with MCMC); ``info_.temperature`` records
+            the one used.
         n_epochs: passes over the data; ``None`` gives about 5000 steps (at least 40
             passes; :class:`BNNClassifier` has its own rule).
         batch_size, learning_rate, n_samples: the training loop's settings (``n_samples``:
