@@ -275,11 +275,12 @@ class BNNRegressor(RegressorMixin, _BNN):
             the noise scale does not take over regions the mean has not yet fitted; the
             layers (``method="layers"``, a mixture, ``temperature=0``) fit it from the
             start, where a noise scale per input can explain a hard region of the inputs as
-            noise instead of fitting it (energy's predictive mean). On the UCI sets (at
-            temperature 1) the heteroscedastic Student-t was ahead of the Gaussian network's
-            log-likelihood on all six, validation and test rows alike, in the same time; ``"gaussian"`` is the better
-            point predictor (a lower RMSE of the predictive mean on most of them) and the
-            better density where the noise is close to constant (scikit-learn's diabetes), and
+            noise instead of fitting it (energy's predictive mean). On the UCI sets the
+            heteroscedastic Student-t was ahead of the Gaussian network's log-likelihood on
+            all six, validation and test rows alike (at temperature 1; at 0.5 the validation
+            rows again), in the same time; ``"gaussian"`` is the better point predictor (a
+            lower RMSE of the predictive mean on most of them) and the better density where
+            the noise is close to constant (scikit-learn's diabetes), and
             ``n_components=5`` with the layers gains log-likelihood on some sets at several
             times the time (``benchmarks/RESULTS.md``).
         df: the Student-t likelihoods' degrees of freedom; ``None`` learns them (a point
@@ -296,16 +297,16 @@ class BNNRegressor(RegressorMixin, _BNN):
             are standardised, so 1 is a neutral default).
         init_scale: initial posterior sds, see :class:`noisybayes.nn.BayesLinear` (``<
             prior_scale`` for IVON).
-        temperature: ``T > 0`` tempers the likelihood to the power ``1 / T`` against the
-            prior (the KL weight; for IVON ``ess = N / T``); 1 is the Bayesian posterior of
-            the model as written; 0 drops the KL (the likelihood alone, layers only). The
-            default 0.5 is a tempered ("cold") posterior, the likelihood counted twice: on
-            the UCI validation rows of ``benchmarks/uci_choice.py --settings`` it was ahead
-            of 1 in log-likelihood on all six sets' means with both methods (clearly on
-            bostonHousing, concrete and wine with IVON, on energy and yacht with the layers;
-            ``benchmarks/RESULTS.md``; the other defaults were chosen at 1). Set 1 for the
-            posterior itself (e.g. to compare with MCMC); ``info_.temperature`` records
-            the one used.
+        temperature: the KL weight ``T >= 0``: ``T > 0`` tempers the likelihood to the
+            power ``1 / T`` against the prior (for IVON ``ess = N / T``), 1 being the
+            Bayesian posterior of the model as written; 0 drops the KL (the likelihood
+            alone, layers only). The default 0.5 is a tempered ("cold") posterior, the
+            likelihood counted twice: on the UCI validation rows of
+            ``benchmarks/uci_choice.py --settings`` it was ahead of 1 in log-likelihood on
+            all six sets' means with both methods (clearly on bostonHousing, concrete and
+            wine with IVON, on energy and yacht with the layers; ``benchmarks/RESULTS.md``;
+            the other defaults were chosen at 1). Set 1 for the posterior itself (e.g. to
+            compare with MCMC); ``info_.temperature`` records the one used.
         n_epochs: passes over the data; ``None`` gives about 5000 steps (at least 40
             passes; :class:`BNNClassifier` has its own rule).
         batch_size, learning_rate, n_samples: the training loop's settings (``n_samples``:
@@ -474,10 +475,11 @@ class BNNRegressor(RegressorMixin, _BNN):
 class BNNClassifier(ClassifierMixin, _BNN):
     """A Bayesian MLP classifier (softmax output); arguments as :class:`BNNRegressor`,
     except ``temperature=1`` (the posterior: a colder one was not better on the validation
-    rows of ``benchmarks/classify_choice.py``) and the training length: with the layers, ``n_epochs=None`` is 50 passes over the
-    data (at least 200 steps) in batches of ``batch_size=256``, the setting chosen on
-    validation rows cut from the training rows (``benchmarks/classify_choice.py``); longer
-    training lowered the validation log-likelihood and raised the calibration error there.
+    rows of ``benchmarks/classify_choice.py``) and the training length: with the layers,
+    ``n_epochs=None`` is 50 passes over the data (at least 200 steps) in batches of
+    ``batch_size=256``, the setting chosen on validation rows cut from the training rows
+    (``benchmarks/classify_choice.py``); longer training lowered the validation
+    log-likelihood and raised the calibration error there.
     IVON keeps the regressor's length (about 5000 steps, at least 40 passes); ``method="auto"``
     is the layers here (IVON's classifier was not better on the validation rows).
 

@@ -41,13 +41,14 @@ __all__ = [
 ]
 
 
-def posterior_scale(hess: torch.Tensor, weight_decay: float | torch.Tensor, ess: float) -> torch.Tensor:
+def posterior_scale(hess: torch.Tensor, weight_decay: float | torch.Tensor,
+                    ess: float) -> torch.Tensor:
     """``sigma = 1 / sqrt(ess * (h + delta))``, the posterior sd of every entry."""
     return (hess + weight_decay).mul_(ess).rsqrt_()
 
 
-def hessian_estimate(noise_grad: torch.Tensor, hess: torch.Tensor, weight_decay: float | torch.Tensor,
-                     ess: float) -> torch.Tensor:
+def hessian_estimate(noise_grad: torch.Tensor, hess: torch.Tensor,
+                     weight_decay: float | torch.Tensor, ess: float) -> torch.Tensor:
     """``h_hat = E[g * (theta - m)] * ess * (h + delta)``: Price's theorem, ``E[g eps] / sigma``
     with ``theta - m = sigma * eps`` (``noise_grad`` is the average of ``g * (theta - m)``)."""
     return (hess + weight_decay).mul_(noise_grad).mul_(ess)
@@ -60,7 +61,8 @@ def momentum_update(momentum: torch.Tensor, grad: torch.Tensor, beta1: float,
 
 
 def hessian_update(hess: torch.Tensor, hess_hat: torch.Tensor, beta2: float,
-                   weight_decay: float | torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+                   weight_decay: float | torch.Tensor,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
     """``h <- beta2 h + (1 - beta2) h_hat + (1 - beta2)^2 / 2 (h - h_hat)^2 / (h + delta)``
     (the last term keeps ``h`` positive: a Riemannian-gradient correction; into ``out`` when
     given, which may be ``hess``)."""
