@@ -26,7 +26,7 @@ from functools import partial
 from typing import TypeVar
 
 import torch
-from linreg import KnownNoiseLinear, exact_posterior, make_data
+from speed import errors, posterior_moments, problem
 
 import noisybayes as nb
 from noisybayes.infer.diagnostics import sequential_khat
@@ -35,7 +35,6 @@ from noisybayes.infer.objective import LogJoint
 from noisybayes.model.layout import ParamLayout
 
 T = TypeVar("T")
-ROWS, COLUMNS = 1_000_000, 101
 DEFAULT_WINDOW = inspect.signature(nb.fit).parameters["window"].default
 
 
@@ -52,19 +51,18 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    x, y = make_data(ROWS, COLUMNS)
-    model = KnownNoiseLinear(COLUMNS)
+    model, x, y, exact = problem("linear1m")
     layout = ParamLayout(model)
     log_joint = LogJoint(model, layout)
     generator = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {}
     accuracy: dict[str, tuple[float, float, int]] = {}
-    exact = exact_posterior(x, y)
+    exact_mean, exact_sd = exact()
     nb.fit(model, x, y, seed=0, progress=False, window=12)  # the first call's costs, untimed
     for _ in range(args.repeats):
-        seconds, _ = timed(lambda: exact_posterior(x, y))
+        seconds, _ = timed(exact)
         times.setdefault("exact solve (float64 Gram)", []).append(seconds)
-        seconds, _ = timed(lambda: laplace(log_joint, ((x,), y), torch.zeros(COLUMNS),
+        seconds, _ = timed(lambda: laplace(log_joint, ((x,), y), torch.zeros(layout.size),
                                            generator, 50_000))
         times.setdefault("Laplace start (mode and curvature)", []).append(seconds)
         for window in args.windows:
@@ -72,10 +70,8 @@ def main() -> None:
                                           window=window))
             name = f"nb.fit, window {window}" + (" (default)" if window == DEFAULT_WINDOW else "")
             times.setdefault(name, []).append(seconds)
-            mean = post.family.mean().double()
-            sd = post.family.variance().double().sqrt()
-            accuracy[name] = (float(((mean - exact.loc) / exact.scale).abs().max()),
-                              float((sd / exact.scale - 1).abs().max()), post.info.n_steps)
+            accuracy[name] = (*errors(*posterior_moments(post), exact_mean, exact_sd),
+                              post.info.n_steps)
             if window == args.windows[0]:
                 checked = post
         seconds, _ = timed(partial(sequential_khat, checked, generator))
@@ -84,7 +80,7 @@ def main() -> None:
     reference = statistics.median(times["exact solve (float64 Gram)"])
     print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.machine()}, "
           f"{torch.get_num_threads()} torch threads; torch {torch.__version__}; "
-          f"{ROWS:,} x {COLUMNS}, {args.repeats} repeats, warm\n")
+          f"{x.shape[0]:,} x {x.shape[1]}, {args.repeats} repeats, warm\n")
     print("| phase | median s | range | x exact | Adam steps | max mean error (sd) | max sd error |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for name, values in times.items():

@@ -9,9 +9,10 @@ equal-weight mixture of ``N_COMPONENTS`` mean-field Gaussians (``n_components``)
 ``"ivon"``, one mean-field Gaussian learned by ``nb.optim.IVON`` (``method="ivon"``; it
 holds one posterior), both at temperature 1 (the posterior; ``--defaults`` uses the
 estimator's 0.5) with the same steps, and the table gives each method's wall time. The
-hyper-parameters are one setting for every data set and split, fixed before the run: ``Normal(0, 1)`` priors on the standardised scale
-and the heteroscedastic Student-t likelihood with learned degrees of freedom, which nests
-the Gaussian, Student-t and heteroscedastic Gaussian likelihoods (``uci_choice.py`` runs
+hyper-parameters are one setting for every data set and split, fixed before the run:
+``Normal(0, 1)`` priors on the standardised scale and the heteroscedastic Student-t
+likelihood with learned degrees of freedom, which nests the Gaussian, Student-t and
+heteroscedastic Gaussian likelihoods (``uci_choice.py`` runs
 the validation comparisons behind that choice; ``RESULTS.md`` has them); nothing is
 chosen per data set or split. ``--tune-per-split`` instead chooses on each split's own training
 rows, by the validation log-likelihood of single-component fits averaged over

@@ -264,8 +264,7 @@ class BNNRegressor(RegressorMixin, _BNN):
             temperature, IVON was ahead of the layers on five of six sets (behind on yacht),
             in about 0.6x their time (at temperature 1 too, with the Gaussian mostly ahead);
             on the test rows the layers were ahead on four (``benchmarks/RESULTS.md``).
-            ``method_`` says which ran;
-            ``learning_rate`` is that method's.
+            ``method_`` says which ran; ``learning_rate`` is that method's.
         likelihood: ``"heteroscedastic_student_t"`` (the default: a noise scale per input,
             from a second output, and heavy tails; as a likelihood it nests the other
             three), ``"gaussian"`` (one learned noise sd), ``"heteroscedastic"`` (a noise sd
