@@ -1,8 +1,12 @@
 """The loop's default step: Adam by torch's own update function, without an ``Optimizer``.
 
 ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``, ``p -= lr m_hat / (sqrt(v_hat) + eps)``
-with bias-corrected ``m_hat``, ``v_hat`` (Kingma & Ba 2015), computed by
-``torch.optim.adam.adam``, fused into one kernel where torch has one. The moments are held
+with bias-corrected ``m_hat``, ``v_hat`` (Kingma & Ba 2015), by torch's fused kernel
+(``torch._fused_adam_``) where it applies, else ``torch.optim.adam.adam``. The step counts
+of parameters on one device are entries of one vector, so a step that updates every
+parameter counts in one operation (``torch.optim.adam.adam`` adds 1 to each parameter's
+count and groups its tensors in Python every step, more than the kernel's own time on a
+small network). The moments are held
 here rather than in a ``torch.optim.Adam`` because constructing the first
 ``torch.optim.Optimizer`` of a process imports ``torch._dynamo`` (its ``add_param_group``
 is wrapped to disable compilation), which takes longer than a small fit
@@ -32,8 +36,11 @@ class Adam:
         self.fused = bool(self.params) and all(
             p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in self.params)
         scalar = torch.float32 if self.fused else torch.get_default_dtype()
-        self.steps = [torch.zeros((), dtype=scalar, device=p.device if self.fused else "cpu")
-                      for p in self.params]
+        devices = {p.device for p in self.params} if self.fused else {torch.device("cpu")}
+        self.counts = (torch.zeros(len(self.params), dtype=scalar, device=devices.pop())
+                       if len(devices) == 1 else None)
+        self.steps = (list(self.counts.unbind()) if self.counts is not None else
+                      [torch.zeros((), dtype=scalar, device=p.device) for p in self.params])
         self.exp_avgs = [torch.zeros_like(p, memory_format=torch.preserve_format)
                          for p in self.params]
         self.exp_avg_sqs = [torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -50,6 +57,23 @@ class Adam:
         have = [i for i, p in enumerate(self.params) if p.grad is not None]
         if not have:
             return
+        lr = float(self.param_groups[0]["lr"])
+        if self.fused:
+            if len(have) == len(self.params) and self.counts is not None:
+                self.counts += 1
+            else:
+                torch._foreach_add_([self.steps[i] for i in have], 1)
+            torch._fused_adam_(
+                [self.params[i] for i in have],
+                [self.params[i].grad for i in have],  # type: ignore[misc]
+                [self.exp_avgs[i] for i in have],
+                [self.exp_avg_sqs[i] for i in have],
+                [],
+                [self.steps[i] for i in have],
+                lr=lr, beta1=_BETAS[0], beta2=_BETAS[1], weight_decay=0.0, eps=_EPS,
+                amsgrad=False, maximize=False,
+            )
+            return
         adam_update(
             [self.params[i] for i in have],
             [self.params[i].grad for i in have],  # type: ignore[misc]
@@ -57,11 +81,10 @@ class Adam:
             [self.exp_avg_sqs[i] for i in have],
             [],
             [self.steps[i] for i in have],
-            fused=self.fused or None,
             amsgrad=False,
             beta1=_BETAS[0],
             beta2=_BETAS[1],
-            lr=float(self.param_groups[0]["lr"]),
+            lr=lr,
             weight_decay=0.0,
             eps=_EPS,
             maximize=False,
