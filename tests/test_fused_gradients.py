@@ -66,10 +66,17 @@ def test_softplus_normal_kl_matches_torch_distributions_and_its_gradient():
     reference = sum(kl_divergence(Normal(loc, F.softplus(free)), prior).sum()
                     for loc, free in zip(locs, frees, strict=True))
     torch.testing.assert_close(fused, reference, rtol=1e-12, atol=1e-12)
-    for a, b in zip(torch.autograd.grad(fused, args), torch.autograd.grad(reference, args),
-                    strict=True):
+    want = torch.autograd.grad(reference, args)
+    for a, b in zip(torch.autograd.grad(fused, args), want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert torch.autograd.gradcheck(SoftplusNormalKL.apply, args)
+    fixed = (prior_loc.detach(), prior_scale.detach())  # the gradient written in the forward
+    shaped = (prior_loc.detach().reshape(1), prior_scale.detach().reshape(1))  # autograd's
+    for prior_args in (fixed, shaped):
+        fused = SoftplusNormalKL.apply(*prior_args, *args[2:])
+        torch.testing.assert_close(fused, reference, rtol=1e-12, atol=1e-12)
+        for a, b in zip(torch.autograd.grad(fused, args[2:]), want[2:], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     scale = F.softplus(frees[0])
     torch.testing.assert_close(normal_kl(locs[0], scale, prior_loc, prior_scale),
                                kl_divergence(Normal(locs[0], scale), prior), rtol=1e-12,
@@ -93,11 +100,11 @@ def test_the_loops_adam_is_fused_and_takes_torchs_adam_steps():
     fused = adam(fused_params, 0.01)
     plain = torch.optim.Adam(plain_params, lr=0.01, foreach=False)
     assert fused.fused is True
-    for _ in range(20):  # the same gradients, a quadratic bowl around 1
-        for opt, params in ((fused, fused_params), (plain, plain_params)):
-            opt.zero_grad()
+    for step in range(20):  # the same gradients, a quadratic bowl around 1; every third
+        for opt, params in ((fused, fused_params), (plain, plain_params)):  # step the first
+            opt.zero_grad()                                 # parameter alone has a gradient
             sum(((p - 1) ** 2 * torch.arange(1, p.numel() + 1).view(p.shape)).sum()
-                for p in params).backward()
+                for p in (params[:1] if step % 3 == 2 else params)).backward()
             opt.step()
     for a, b in zip(fused_params, plain_params, strict=True):  # float64: rounding only
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -168,12 +168,13 @@ def normal_kl(
 class SoftplusNormalKL(torch.autograd.Function):
     """``sum_k sum_i KL(N(loc_ki, scale_ki^2) || N(prior_loc, prior_scale^2))`` over pairs
     ``(loc_k, scale_free_k)``, ``scale = softplus(scale_free)`` (:func:`normal_kl`), as one
-    autograd node with its gradient written out: ``d/d loc = (loc - prior_loc) /
-    prior_scale^2``, ``d/d scale_free = (scale / prior_scale^2 - 1 / scale)
-    sigmoid(scale_free)``. A scalar prior sees all pairs concatenated (one set of
-    elementwise operations for every tensor); not for ``torch.func`` transforms. Under
-    ``create_graph=True`` the gradient is autograd's of :func:`softplus_normal_kl`
-    (``graph_gradients.plain_gradients``), so second derivatives hold.
+    autograd node. With a scalar prior all pairs are one flat vector, and the forward pass
+    also writes out the gradient, ``d/d loc = (loc - prior_loc) / prior_scale^2`` and ``d/d
+    scale_free = (scale / prior_scale^2 - 1 / scale) sigmoid(scale_free)``, which the
+    backward pass scales and splits into the tensors' shapes. Otherwise (a prior with
+    shape, or one whose parameters are learned) and under ``create_graph=True`` the gradient
+    is autograd's of :func:`softplus_normal_kl` (``graph_gradients.plain_gradients``), so
+    second derivatives hold; not for ``torch.func`` transforms.
 
     ``apply(prior_loc, prior_scale, loc_1, scale_free_1, loc_2, scale_free_2, ...)``.
     """
@@ -181,47 +182,37 @@ class SoftplusNormalKL(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, prior_loc: torch.Tensor, prior_scale: torch.Tensor,
                 *tensors: torch.Tensor) -> torch.Tensor:
-        locs, frees = tensors[::2], tensors[1::2]
-        ctx.shapes = [t.shape for t in locs]
-        ctx.scalar = prior_loc.ndim == 0 and prior_scale.ndim == 0
-        ctx.n_inputs = len(tensors)
-        if ctx.scalar:  # one pass over all entries
-            locs = (torch.cat([t.reshape(-1) for t in locs]),)
-            frees = (torch.cat([t.reshape(-1) for t in frees]),)
-        ctx.save_for_backward(prior_loc, prior_scale, *tensors, *locs, *frees)
-        pairs = [t for pair in zip(locs, frees, strict=True) for t in pair]
-        return softplus_normal_kl(prior_loc, prior_scale, *pairs)
+        ctx.save_for_backward(prior_loc, prior_scale, *tensors)
+        ctx.gradient = None
+        if prior_loc.ndim or prior_scale.ndim:
+            return softplus_normal_kl(prior_loc, prior_scale, *tensors)
+        ordered = [*tensors[::2], *tensors[1::2]]  # every loc, then every scale_free
+        flat = torch.cat([t.reshape(-1) for t in ordered])
+        n = flat.shape[0] // 2
+        loc, free = flat[:n], flat[n:]
+        scale = F.softplus(free)
+        value = normal_kl(loc, scale, prior_loc, prior_scale).sum()
+        if any(ctx.needs_input_grad[2:]) and not any(ctx.needs_input_grad[:2]):
+            precision = prior_scale.square().reciprocal()
+            gradient = torch.empty_like(flat)
+            torch.mul(loc - prior_loc, precision, out=gradient[:n])
+            torch.mul(scale * precision - scale.reciprocal(), torch.sigmoid(free),
+                      out=gradient[n:])
+            ctx.gradient, ctx.sizes = gradient, [t.numel() for t in ordered]
+        return value
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        prior_loc, prior_scale, *rest = ctx.saved_tensors
-        inputs, saved = rest[: ctx.n_inputs], rest[ctx.n_inputs :]
-        if torch.is_grad_enabled():  # create_graph: a second derivative may follow
-            return plain_gradients(softplus_normal_kl, (prior_loc, prior_scale, *inputs),
+        prior_loc, prior_scale, *tensors = ctx.saved_tensors
+        if ctx.gradient is None or torch.is_grad_enabled():  # a second derivative may follow
+            return plain_gradients(softplus_normal_kl, (prior_loc, prior_scale, *tensors),
                                    ctx.needs_input_grad, grad)
-        half = len(saved) // 2
-        precision = prior_scale.square().reciprocal()
-        grad_locs, grad_frees = [], []
-        grad_prior_loc = grad_prior_scale = None
-        for loc, free in zip(saved[:half], saved[half:], strict=True):
-            scale, diff = F.softplus(free), loc - prior_loc
-            grad_locs.append(grad * diff * precision)
-            grad_frees.append(grad * (scale * precision - scale.reciprocal()) * torch.sigmoid(free))
-            if ctx.needs_input_grad[0]:
-                term = (-grad * diff * precision).sum_to_size(prior_loc.shape)
-                grad_prior_loc = term if grad_prior_loc is None else grad_prior_loc + term
-            if ctx.needs_input_grad[1]:  # d/d s0 = 1 / s0 - (scale^2 + diff^2) / s0^3
-                term = (grad * (prior_scale.reciprocal() - (scale.square() + diff.square())
-                                * precision / prior_scale)).sum_to_size(prior_scale.shape)
-                grad_prior_scale = term if grad_prior_scale is None else grad_prior_scale + term
-        if ctx.scalar:  # back to the tensors' shapes
-            sizes = [shape.numel() for shape in ctx.shapes]
-            grad_locs = [g.reshape(shape) for g, shape in
-                         zip(grad_locs[0].split(sizes), ctx.shapes, strict=True)]
-            grad_frees = [g.reshape(shape) for g, shape in
-                          zip(grad_frees[0].split(sizes), ctx.shapes, strict=True)]
-        pairs = [g for pair in zip(grad_locs, grad_frees, strict=True) for g in pair]
-        return (grad_prior_loc, grad_prior_scale, *pairs)
+        parts = (ctx.gradient * grad).split(ctx.sizes)
+        half = len(parts) // 2
+        shaped = [part.view(t.shape) for part, t in
+                  zip(parts, [*tensors[::2], *tensors[1::2]], strict=True)]
+        pairs = [g for pair in zip(shaped[:half], shaped[half:], strict=True) for g in pair]
+        return (None, None, *pairs)
 
 
 def softplus_normal_kl(prior_loc: torch.Tensor, prior_scale: torch.Tensor,
