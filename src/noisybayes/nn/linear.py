@@ -36,12 +36,12 @@ def rademacher(shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> torch
 class LocalReparameterization(torch.autograd.Function):
     """``y = x loc^T + b + sqrt(x^2 scale^2^T + bias_scale^2) * noise``, ``scale =
     softplus(scale_free)``, as one autograd node with its gradient written out (with ``g =
-    dL/dy`` and ``h = g * noise / (2 sd)``, ``sd`` the square root): ``dL/dx = g loc + 2 x (h
-    scale^2)``, ``dL/d loc = g^T x``, ``dL/db = sum g``, ``dL/d scale_free = (h^T x^2) 2 scale
-    sigmoid(scale_free)``, the bias scale's likewise with ``sum h``. The same numbers as the
-    dozen operations it replaces, at a fraction of their cost per step on small layers; not
-    for ``torch.func`` transforms (``BayesLinear`` then uses the operations). Under
-    ``create_graph=True`` the gradient is autograd's of those operations
+    dL/dy`` and ``h = g * noise / sd = 2 dL/d variance``, ``sd`` the square root): ``dL/dx =
+    g loc + x (h scale^2)``, ``dL/d loc = g^T x``, ``dL/db = sum g``, ``dL/d scale_free = (h^T
+    x^2) scale sigmoid(scale_free)``, the bias scale's likewise with ``sum h``. The same
+    numbers as the dozen operations it replaces, at a fraction of their cost per step on small
+    layers; not for ``torch.func`` transforms (``BayesLinear`` then uses the operations).
+    Under ``create_graph=True`` the gradient is autograd's of those operations
     (:func:`~noisybayes.nn.graph_gradients.plain_gradients`), so second derivatives hold."""
 
     @staticmethod
@@ -49,37 +49,40 @@ class LocalReparameterization(torch.autograd.Function):
                 bias_loc: torch.Tensor | None, bias_scale_free: torch.Tensor | None,
                 noise: torch.Tensor) -> torch.Tensor:
         scale = F.softplus(scale_free)
+        scale_square = scale.square()
         bias_scale = None if bias_scale_free is None else F.softplus(bias_scale_free)
         square = x * x
-        variance = F.linear(square, scale.square(),
+        variance = F.linear(square, scale_square,
                             None if bias_scale is None else bias_scale.square())
         sd = variance.clamp_min(1e-30).sqrt()
-        ctx.save_for_backward(x, loc, scale_free, bias_loc, bias_scale_free, noise, scale, sd)
-        ctx.inside = variance >= 1e-30  # where the clamp passes the gradient
+        # h / g, zero where the clamp holds the variance (its gradient does not pass there)
+        ratio = torch.where(variance >= 1e-30, noise / sd, 0.0)
+        ctx.save_for_backward(x, loc, scale_free, bias_loc, bias_scale_free, noise, scale,
+                              scale_square, bias_scale, square, sd, ratio)
         return torch.addcmul(F.linear(x, loc, bias_loc), sd, noise)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, loc, scale_free, bias_loc, bias_scale_free, noise, scale, sd = ctx.saved_tensors
+        (x, loc, scale_free, bias_loc, bias_scale_free, noise, scale, scale_square, bias_scale,
+         square, sd, ratio) = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: a second derivative may follow
             inputs = (x, loc, scale_free, bias_loc, bias_scale_free, noise)
             return plain_gradients(local_reparameterization, inputs, ctx.needs_input_grad, grad)
-        half = grad * noise / (2 * sd) * ctx.inside  # dL/d variance
-        g, h = grad.reshape(-1, grad.shape[-1]), half.reshape(-1, half.shape[-1])
-        rows = x.reshape(-1, x.shape[-1])
+        twice = grad * ratio  # 2 dL/d variance
+        g, h = grad.reshape(-1, grad.shape[-1]), twice.reshape(-1, twice.shape[-1])
         need = ctx.needs_input_grad
         grad_x = grad_loc = grad_scale_free = grad_bias = grad_bias_scale_free = None
         if need[0]:
-            grad_x = grad @ loc + 2 * x * (half @ scale.square())
+            grad_x = torch.addcmul(grad @ loc, x, twice @ scale_square)
         if need[1]:
-            grad_loc = g.t() @ rows
+            grad_loc = g.t() @ x.reshape(-1, x.shape[-1])
         if need[2]:
-            grad_scale_free = (h.t() @ (rows * rows)) * 2 * scale * torch.sigmoid(scale_free)
+            grad_scale_free = (h.t() @ square.reshape(-1, square.shape[-1])) * scale
+            grad_scale_free *= torch.sigmoid(scale_free)
         if need[3]:
             grad_bias = g.sum(0)
         if need[4]:
-            bias_scale = F.softplus(bias_scale_free)
-            grad_bias_scale_free = h.sum(0) * 2 * bias_scale * torch.sigmoid(bias_scale_free)
+            grad_bias_scale_free = h.sum(0) * bias_scale * torch.sigmoid(bias_scale_free)
         grad_noise = grad * sd if need[5] else None
         return grad_x, grad_loc, grad_scale_free, grad_bias, grad_bias_scale_free, grad_noise
 

@@ -71,7 +71,7 @@ def kl_divergence(model: nn.Module, *, generator: torch.Generator | None = None)
     if not terms:
         raise ValueError("model must have Bayesian parameters (see nb.bayesian), got none in "
                          f"{type(model).__name__}")
-    return torch.stack(terms).sum()
+    return terms[0] if len(terms) == 1 else torch.stack(terms).sum()
 
 
 def resolve_likelihood(likelihood: LikelihoodArg) -> Likelihood:
@@ -211,9 +211,12 @@ def negative_elbo(model: nn.Module, x: torch.Tensor, y: torch.Tensor, likelihood
                   n_data: int, n_samples: int, temperature: float) -> torch.Tensor:
     """:func:`elbo_loss` on arguments already checked (the training loop checks its rows and
     settings once, not every batch)."""
-    outputs = sample_outputs(model, x, n_samples)
-    y_rep = y.expand(n_samples, *y.shape).reshape(n_samples * y.shape[0], *y.shape[1:])
-    nll = -likelihood.log_prob(outputs.reshape(-1, *outputs.shape[2:]), y_rep).mean()
+    if n_samples == 1:
+        nll = -likelihood.log_prob(model(x), y).mean()
+    else:
+        outputs = sample_outputs(model, x, n_samples)
+        y_rep = y.expand(n_samples, *y.shape).reshape(n_samples * y.shape[0], *y.shape[1:])
+        nll = -likelihood.log_prob(outputs.reshape(-1, *outputs.shape[2:]), y_rep).mean()
     if temperature == 0:
         return nll
     return nll + temperature * kl_divergence(model) / n_data

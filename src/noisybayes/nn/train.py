@@ -248,7 +248,8 @@ class NetworkObjective:
         x, y = (self._cast(t) for t in (inputs[0], y))
         if self.check_batches:  # rows read from a source; tensors were checked whole
             x, y = check_rows(x, y)
-        return self.weight * self._loss(x, y)
+        loss = self._loss(x, y)
+        return loss if self.weight == 1 else self.weight * loss
 
     def _cast(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` on the network's device, in its float dtype if a float (a no-op for
