@@ -34,10 +34,14 @@ import noisybayes as nb
 
 
 def parse_setting(text: str) -> dict[str, object]:
-    """``"n_epochs=50,batch_size=256"`` as keyword arguments (numbers parsed; ``""``: none)."""
+    """``"n_epochs=50,batch_size=256"`` as keyword arguments (numbers parsed, ``50/50`` a
+    tuple of integers; ``""``: none)."""
     out: dict[str, object] = {}
     for part in filter(None, text.split(",")):
         key, value = part.split("=")
+        if "/" in value:
+            out[key] = tuple(int(v) for v in value.split("/"))
+            continue
         try:
             out[key] = int(value)
         except ValueError:
