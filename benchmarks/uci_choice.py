@@ -160,10 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", nargs="+", default=None,
                         help='BNNRegressor keyword settings, e.g. "method=ivon"; "" = defaults')
     parser.add_argument("--splits", type=int, default=None,
-                        help="with --settings: at most the first K splits of each data set")
+                        help="with --settings: the first K splits of each data set (default: "
+                             "SPLITS, 3 to 5; at most 20)")
     args = parser.parse_args(argv)
-    if args.splits is not None and (args.splits < 2 or not args.settings):
-        parser.error(f"--splits must be >= 2 (a standard error needs two) and goes with "
+    if args.splits is not None and (not 2 <= args.splits <= 20 or not args.settings):
+        parser.error(f"--splits must be 2 to 20 (a standard error needs two) and goes with "
                      f"--settings, got {args.splits}")
     names = args.datasets or list(uci.DATASETS)
     unknown = sorted(set(names) - set(uci.DATASETS))
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         if args.settings:
             futures = {n: pool.submit(settings_scores, n, args.data, args.settings,
-                                      min(SPLITS[n], args.splits or SPLITS[n]))
+                                      args.splits or SPLITS[n])
                        for n in names}
         else:
             futures = {n: pool.submit(validation_logliks, n, args.data) for n in names}
