@@ -3,6 +3,8 @@ operations they replace (float64, so agreement to 1e-10 is rounding, not approxi
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
@@ -109,6 +111,35 @@ def test_the_loops_adam_is_fused_and_takes_torchs_adam_steps():
     for a, b in zip(fused_params, plain_params, strict=True):  # float64: rounding only
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert adam([torch.zeros(2, dtype=torch.int64)], 0.01).fused is False
+
+
+def test_the_loops_adam_groups_dtypes_and_its_state_continues_in_torchs_adam():
+    """Parameters of two dtypes (two calls of the fused kernel, each with its own step
+    counts) take torch.optim.Adam's steps; after 5 steps its ``state_dict`` loads into a
+    ``torch.optim.Adam``, which continues as the loop's Adam does."""
+    g = torch.Generator().manual_seed(7)
+    start = [torch.randn(4, generator=g, dtype=torch.float64), torch.randn(3, generator=g)]
+    ours, theirs = ([p.clone().requires_grad_() for p in start] for _ in range(2))
+    fused = adam(ours, 0.05)
+    assert len(fused.groups) == 2
+
+    def bowl(params):
+        return sum(((p.double() - 1) ** 2 * torch.arange(1, p.numel() + 1)).sum()
+                   for p in params)
+
+    for step in range(10):
+        if step == 5:  # torch's Adam takes over from the loop's state
+            with torch.no_grad():
+                for a, b in zip(theirs, ours, strict=True):
+                    a.copy_(b)
+            plain = torch.optim.Adam(theirs, lr=0.05, foreach=False)
+            plain.load_state_dict(copy.deepcopy(fused.state_dict()))  # not shared buffers
+        for opt, params in ((fused, ours), (plain, theirs)) if step >= 5 else ((fused, ours),):
+            opt.zero_grad()
+            bowl(params).backward()
+            opt.step()
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
 
 
 def test_a_networks_kl_in_one_pass_equals_the_sum_over_its_layers():

@@ -2,11 +2,11 @@
 
 ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``, ``p -= lr m_hat / (sqrt(v_hat) + eps)``
 with bias-corrected ``m_hat``, ``v_hat`` (Kingma & Ba 2015), by torch's fused kernel
-(``torch._fused_adam_``) where it applies, else ``torch.optim.adam.adam``. The step counts
-of parameters on one device are entries of one vector, so a step that updates every
-parameter counts in one operation (``torch.optim.adam.adam`` adds 1 to each parameter's
-count and groups its tensors in Python every step, more than the kernel's own time on a
-small network). The moments are held
+(``torch._fused_adam_``, one call per device and dtype, as it requires) where it applies,
+else ``torch.optim.adam.adam``. The parameters are grouped once, and the step counts of a
+group are entries of one vector, so a step that updates every parameter counts in one
+operation (``torch.optim.adam.adam`` adds 1 to each parameter's count and groups its tensors
+in Python every step, more than the kernel's own time on a small network). The moments are held
 here rather than in a ``torch.optim.Adam`` because constructing the first
 ``torch.optim.Optimizer`` of a process imports ``torch._dynamo`` (its ``add_param_group``
 is wrapped to disable compilation), which takes longer than a small fit
@@ -23,6 +23,10 @@ from torch.optim.adam import adam as adam_update
 __all__ = ["Adam"]
 
 _BETAS, _EPS = (0.9, 0.999), 1e-8
+# the rest of a torch.optim.Adam param group, so that it can load this state and step
+_FIXED_SETTINGS = {"weight_decay": 0.0, "amsgrad": False, "maximize": False, "foreach": None,
+                   "capturable": False, "differentiable": False, "fused": None,
+                   "decoupled_weight_decay": False}
 
 
 class Adam:
@@ -36,11 +40,16 @@ class Adam:
         self.fused = bool(self.params) and all(
             p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in self.params)
         scalar = torch.float32 if self.fused else torch.get_default_dtype()
-        devices = {p.device for p in self.params} if self.fused else {torch.device("cpu")}
-        self.counts = (torch.zeros(len(self.params), dtype=scalar, device=devices.pop())
-                       if len(devices) == 1 else None)
-        self.steps = (list(self.counts.unbind()) if self.counts is not None else
-                      [torch.zeros((), dtype=scalar, device=p.device) for p in self.params])
+        groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+        for i, p in enumerate(self.params):  # the fused kernel's groups; one otherwise
+            key = (p.device, p.dtype) if self.fused else (torch.device("cpu"), scalar)
+            groups.setdefault(key, []).append(i)
+        self.groups = [(indices, torch.zeros(len(indices), dtype=scalar, device=device))
+                       for (device, _), indices in groups.items()]
+        self.steps: list[torch.Tensor] = [torch.empty(0)] * len(self.params)
+        for indices, counts in self.groups:
+            for i, count in zip(indices, counts.unbind(), strict=True):
+                self.steps[i] = count
         self.exp_avgs = [torch.zeros_like(p, memory_format=torch.preserve_format)
                          for p in self.params]
         self.exp_avg_sqs = [torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -54,25 +63,29 @@ class Adam:
     @torch.no_grad()
     def step(self) -> None:
         """One Adam update of every parameter that has a gradient."""
-        have = [i for i, p in enumerate(self.params) if p.grad is not None]
-        if not have:
-            return
         lr = float(self.param_groups[0]["lr"])
         if self.fused:
-            if len(have) == len(self.params) and self.counts is not None:
-                self.counts += 1
-            else:
-                torch._foreach_add_([self.steps[i] for i in have], 1)
-            torch._fused_adam_(
-                [self.params[i] for i in have],
-                [self.params[i].grad for i in have],  # type: ignore[misc]
-                [self.exp_avgs[i] for i in have],
-                [self.exp_avg_sqs[i] for i in have],
-                [],
-                [self.steps[i] for i in have],
-                lr=lr, beta1=_BETAS[0], beta2=_BETAS[1], weight_decay=0.0, eps=_EPS,
-                amsgrad=False, maximize=False,
-            )
+            for indices, counts in self.groups:
+                have = [i for i in indices if self.params[i].grad is not None]
+                if len(have) == len(indices):
+                    counts += 1
+                elif have:
+                    torch._foreach_add_([self.steps[i] for i in have], 1)
+                else:
+                    continue
+                torch._fused_adam_(
+                    [self.params[i] for i in have],
+                    [self.params[i].grad for i in have],  # type: ignore[misc]
+                    [self.exp_avgs[i] for i in have],
+                    [self.exp_avg_sqs[i] for i in have],
+                    [],
+                    [self.steps[i] for i in have],
+                    lr=lr, beta1=_BETAS[0], beta2=_BETAS[1], weight_decay=0.0, eps=_EPS,
+                    amsgrad=False, maximize=False,
+                )
+            return
+        have = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not have:
             return
         adam_update(
             [self.params[i] for i in have],
@@ -98,7 +111,7 @@ class Adam:
             for i in range(len(self.params))
         }
         group = {"lr": self.param_groups[0]["lr"], "betas": _BETAS, "eps": _EPS,
-                 "params": list(range(len(self.params)))}
+                 **_FIXED_SETTINGS, "params": list(range(len(self.params)))}
         return {"state": state, "param_groups": [group]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
