@@ -26,12 +26,15 @@ def plain_gradients(
     inputs: Sequence[torch.Tensor | None],
     needs: Sequence[bool],
     grad: torch.Tensor,
+    *,
+    create_graph: bool = True,
 ) -> tuple[torch.Tensor | None, ...]:
-    """``grad``'s vector-Jacobian product with ``function(*inputs)``, with its graph, for the
-    inputs that ``needs`` marks (``None`` for the others)."""
+    """``grad``'s vector-Jacobian product with ``function(*inputs)``, with its graph unless
+    ``create_graph=False``, for the inputs that ``needs`` marks (``None`` for the others)."""
     wanted = [t for t, need in zip(inputs, needs, strict=True) if need and t is not None]
     with torch.enable_grad():
         out = function(*inputs)
-    found = iter(torch.autograd.grad(out, wanted, grad, create_graph=True, allow_unused=True))
+    found = iter(torch.autograd.grad(out, wanted, grad, create_graph=create_graph,
+                                     allow_unused=True))
     return tuple(next(found) if need and t is not None else None
                  for t, need in zip(inputs, needs, strict=True))

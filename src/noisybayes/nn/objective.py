@@ -71,7 +71,7 @@ def kl_divergence(model: nn.Module, *, generator: torch.Generator | None = None)
     if not terms:
         raise ValueError("model must have Bayesian parameters (see nb.bayesian), got none in "
                          f"{type(model).__name__}")
-    return terms[0] if len(terms) == 1 else torch.stack(terms).sum()
+    return terms[0].sum() if len(terms) == 1 else torch.stack(terms).sum()
 
 
 def resolve_likelihood(likelihood: LikelihoodArg) -> Likelihood:

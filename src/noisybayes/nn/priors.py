@@ -204,9 +204,10 @@ class SoftplusNormalKL(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         prior_loc, prior_scale, *tensors = ctx.saved_tensors
-        if ctx.gradient is None or torch.is_grad_enabled():  # a second derivative may follow
+        if ctx.gradient is None or torch.is_grad_enabled():  # grad mode: create_graph
             return plain_gradients(softplus_normal_kl, (prior_loc, prior_scale, *tensors),
-                                   ctx.needs_input_grad, grad)
+                                   ctx.needs_input_grad, grad,
+                                   create_graph=torch.is_grad_enabled())
         parts = (ctx.gradient * grad).split(ctx.sizes)
         half = len(parts) // 2
         shaped = [part.view(t.shape) for part, t in
@@ -242,8 +243,9 @@ def normal_kl_of_layers(modules: list[Any]) -> tuple[list[torch.Tensor], list[An
             pairs += [m.bias_loc, m.bias_scale_free]
         key = (id(prior), m.weight_loc.dtype, m.weight_loc.device)
         groups.setdefault(key, (prior, []))[1].extend(pairs)
-    terms = [SoftplusNormalKL.apply(prior.loc, prior.scale, *pairs)
-             for prior, pairs in groups.values()]
+    # without grad mode (an evaluation) no gradient is wanted: the plain operations
+    kl = SoftplusNormalKL.apply if torch.is_grad_enabled() else softplus_normal_kl
+    terms = [kl(prior.loc, prior.scale, *pairs) for prior, pairs in groups.values()]
     return terms, rest
 
 
