@@ -1,4 +1,5 @@
-"""The UCI regression benchmark for ``nb.BNNRegressor`` (one hidden layer of 50 units).
+"""The UCI regression benchmark for ``nb.BNNRegressor`` (one hidden layer of 50 units, as the
+protocol fixes; ``--defaults``: the estimator's default network, two hidden layers of 50).
 
 Protocol (``../shared/data/uci/README.md``): on each of the 20 published splits,
 standardise on the training rows, fit, and report on the test rows in the target's
@@ -26,7 +27,8 @@ so more).
     python benchmarks/uci.py                      # the full protocol, all six data sets
     python benchmarks/uci.py --quick yacht        # QUICK MODE: 2 splits, short training
     python benchmarks/uci.py --methods ivon       # one method only
-    python benchmarks/uci.py --defaults           # BNNRegressor() as a user gets it
+    python benchmarks/uci.py --defaults           # BNNRegressor() as a user gets it (two
+                                                  # hidden layers: not the protocol's one)
     python benchmarks/uci.py --record benchmarks/RESULTS.md
 
 The networks are tiny, so each data set runs in its own process on one torch thread;

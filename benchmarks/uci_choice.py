@@ -14,9 +14,10 @@ choice these tables made is one global choice for all data sets, never per split
 
 ``--settings`` instead compares ``nb.BNNRegressor(seed=k, **setting)`` at its defaults (its
 own training length, not ``uci.py``'s budget) on the same validation rows, each setting a
-string of keywords (``"method=ivon,likelihood=gaussian"``; ``""`` is the defaults: IVON,
-the heteroscedastic Student-t started from the mean, temperature 0.5; runs recorded before
-that default pass ``temperature=1.0`` to be reproduced): validation LL as paired differences
+string of keywords (``"method=ivon,likelihood=gaussian"``; ``""`` is the defaults: the
+layers, two hidden layers of 50, the heteroscedastic Student-t, temperature 0.5; runs
+recorded before those defaults pass ``hidden=50``, ``method=ivon`` or ``temperature=1.0`` as
+they name to be reproduced): validation LL as paired differences
 from the first, and the RMSE of the predictive mean as a ratio to the first's.
 
     python benchmarks/uci_choice.py               # both tables, all six data sets

@@ -57,9 +57,10 @@ def test_regressor_errors():
         reg.predict(np.ones((3, 2)))
     with pytest.raises(ValueError, match=r"hidden must hold integers >= 1, got \(0,\)"):
         nb.BNNRegressor(hidden=(0,)).fit(x, y)
-    for epochs in ("3", 2.0):  # checked before the default's two-part training splits them
-        with pytest.raises(TypeError, match=f"n_epochs must be an integer >= 1, got {epochs!r}"):
-            nb.BNNRegressor(n_epochs=epochs).fit(x, y)
+    for epochs, method in (("3", "auto"), (2.0, "auto"), (2.0, "ivon")):  # IVON: checked
+        with pytest.raises(TypeError,  # before its two-part training splits them
+                           match=f"n_epochs must be an integer >= 1, got {epochs!r}"):
+            nb.BNNRegressor(n_epochs=epochs, method=method).fit(x, y)
     with pytest.raises(ValueError, match=r"df must be None \(learned\) or a finite number > 2 "
                                          r"\(a finite noise variance\), got 1.5"):
         nb.BNNRegressor(likelihood="student_t", df=1.5).fit(x, y)

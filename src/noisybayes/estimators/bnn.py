@@ -282,7 +282,8 @@ class BNNRegressor(RegressorMixin, _BNN):
             all six, validation and test rows alike (at temperature 1; at 0.5 the validation
             rows again), in the same time; ``"gaussian"`` is the better point predictor (a
             lower RMSE of the predictive mean on most of them) and the better density where
-            the noise is close to constant (scikit-learn's diabetes), and
+            the noise is close to constant (scikit-learn's diabetes; both with IVON at one
+            hidden layer), and
             ``n_components=5`` with the layers gains log-likelihood on some sets at several
             times the time (``benchmarks/RESULTS.md``).
         df: the Student-t likelihoods' degrees of freedom; ``None`` learns them (a point
