@@ -5,7 +5,8 @@ targets, for regression): ``method="layers"``, a network of :class:`noisybayes.n
 layers (local reparameterization) trained by :func:`noisybayes.nn.train` on the per-datum
 negative ELBO, or ``method="ivon"``, a plain ``nn.Linear`` network whose optimizer,
 :class:`noisybayes.optim.IVON`, holds the posterior (:func:`noisybayes.nn.train_ivon`);
-``method="auto"``, the regressor's default, picks IVON where it was chosen and can run.
+``method="auto"``, the regressor's default, picks IVON for one network with the Gaussian
+likelihood (where it was chosen and can run), the layers otherwise.
 The classifier's default ``temperature`` is 1 (the posterior) and network one hidden layer of
 50 units; the regressor's are 0.5 (a tempered posterior) and two layers of 50, chosen on
 validation rows. ``score`` is the mean test log predictive
@@ -254,7 +255,7 @@ class BNNRegressor(RegressorMixin, _BNN):
         hidden: hidden layer widths (one integer is one layer; ``()`` is a linear model).
             The default, two layers of 50, was ahead of one layer of 50 on the UCI
             validation rows of five of six sets with both methods (behind on bostonHousing).
-            activation: ``"relu"``, ``"tanh"`` or ``"gelu"``.
+        activation: ``"relu"``, ``"tanh"`` or ``"gelu"``.
         method: ``"layers"`` (``BayesLinear`` layers, Adam on the ELBO) or ``"ivon"`` (plain
             ``nn.Linear`` layers, :class:`noisybayes.optim.IVON` with ``ess = N /
             temperature`` and ``weight_decay = 1 / (ess prior_scale^2)``, so that its implied
@@ -291,7 +292,8 @@ class BNNRegressor(RegressorMixin, _BNN):
             ``StudentTLinearRegression`` puts a prior on them instead), a number fixes them.
         init_noise_scale: the learned noise scale's starting value, in units of y's sd
             (``"gaussian"`` and ``"student_t"``, and the one noise sd of IVON's mean-first
-            start of the heteroscedastic likelihoods). A small start (0.1) makes the network
+            start of the heteroscedastic likelihoods; unused by the default fit, whose scale
+            column is learned from the start). A small start (0.1) makes the network
             explain the data before the noise does; a large one (0.5) lets the fit settle
             where the noise explains much of y and most hidden units are pruned to the
             prior, which underfits small data sets. Not much smaller than the true noise
@@ -306,9 +308,11 @@ class BNNRegressor(RegressorMixin, _BNN):
             alone, layers only). The default 0.5 is a tempered ("cold") posterior, the
             likelihood counted twice: on the UCI validation rows of
             ``benchmarks/uci_choice.py --settings`` it was ahead of 1 in log-likelihood on
-            all six sets' means with both methods (clearly on bostonHousing, concrete and
-            wine with IVON, on energy and yacht with the layers; ``benchmarks/RESULTS.md``;
-            the other defaults were chosen at 1). Set 1 for the posterior itself (e.g. to
+            all six sets' means with both methods at one hidden layer (clearly on
+            bostonHousing, concrete and wine with IVON, on energy and yacht with the layers),
+            and with the layers at the default two layers on all six (clearly on five),
+            where the prior sd, initial sd and step size were re-checked and kept
+            (``benchmarks/RESULTS.md``). Set 1 for the posterior itself (e.g. to
             compare with MCMC); ``info_.temperature`` records the one used.
         n_epochs: passes over the data; ``None`` gives about 5000 steps (at least 40
             passes; :class:`BNNClassifier` has its own rule).
@@ -478,6 +482,7 @@ class BNNRegressor(RegressorMixin, _BNN):
 class BNNClassifier(ClassifierMixin, _BNN):
     """A Bayesian MLP classifier (softmax output); arguments as :class:`BNNRegressor`,
     except ``hidden=(50,)`` (one layer; the regressor's two were not validated here),
+    ``method="layers"`` (``"auto"`` gives the same here),
     ``temperature=1`` (the posterior: a colder one was not better on the validation
     rows of ``benchmarks/classify_choice.py``) and the training length: with the layers,
     ``n_epochs=None`` is 50 passes over the data (at least 200 steps) in batches of

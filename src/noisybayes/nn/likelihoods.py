@@ -150,7 +150,8 @@ def _two_columns(output: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, t
 
 class MeanColumnGaussian(Gaussian):
     """``y ~ N(f[..., 0], scale^2)``: a heteroscedastic network's mean column under one
-    learned noise sd, its scale column unused (``BNNRegressor``'s mean-first start)."""
+    learned noise sd, its scale column unused (``BNNRegressor(method="ivon")``'s mean-first
+    start)."""
 
     def align(self, output: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         output, y = _two_columns(output, y)
