@@ -46,10 +46,9 @@ class Adam:
             groups.setdefault(key, []).append(i)
         self.groups = [(indices, torch.zeros(len(indices), dtype=scalar, device=device))
                        for (device, _), indices in groups.items()]
-        self.steps: list[torch.Tensor] = [torch.empty(0)] * len(self.params)
-        for indices, counts in self.groups:
-            for i, count in zip(indices, counts.unbind(), strict=True):
-                self.steps[i] = count
+        count_of = {i: count for indices, counts in self.groups
+                    for i, count in zip(indices, counts.unbind(), strict=True)}
+        self.steps = [count_of[i] for i in range(len(self.params))]
         self.exp_avgs = [torch.zeros_like(p, memory_format=torch.preserve_format)
                          for p in self.params]
         self.exp_avg_sqs = [torch.zeros_like(p, memory_format=torch.preserve_format)

@@ -16,9 +16,11 @@ __all__ = ["fused_nodes_allowed", "plain_gradients"]
 
 
 def fused_nodes_allowed() -> bool:
-    """Whether the fused nodes may run: not inside a ``torch.func`` transform (``vmap``,
-    ``grad``), which needs the plain operations."""
-    return not torch._C._are_functorch_transforms_active()
+    """Whether the fused nodes may run and are worth it: under grad mode (without it no
+    gradient is taken, and the plain operations do less: no gradient written, no tensors
+    saved) and not inside a ``torch.func`` transform (``vmap``, ``grad``), which needs the
+    plain operations."""
+    return torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active()
 
 
 def plain_gradients(

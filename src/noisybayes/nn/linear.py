@@ -166,7 +166,7 @@ class BayesLinear(NoisyWeightLayer):
         noise = torch.randn((*x.shape[:-1], self.out_features), dtype=x.dtype, device=x.device)
         inputs = (x, self.weight_loc, self.weight_scale_free, self._bias_mean(),
                   self.bias_scale_free, noise)
-        if fused_nodes_allowed() and torch.is_grad_enabled():  # one autograd node
+        if fused_nodes_allowed():  # one autograd node
             return LocalReparameterization.apply(*inputs)
         return local_reparameterization(*inputs)
 

@@ -187,6 +187,7 @@ class SoftplusNormalKL(torch.autograd.Function):
         if prior_loc.ndim or prior_scale.ndim:
             return softplus_normal_kl(prior_loc, prior_scale, *tensors)
         ordered = [*tensors[::2], *tensors[1::2]]  # every loc, then every scale_free
+        ctx.shapes = [t.shape for t in ordered]
         flat = torch.cat([t.reshape(-1) for t in ordered])
         n = flat.shape[0] // 2
         loc, free = flat[:n], flat[n:]
@@ -198,7 +199,7 @@ class SoftplusNormalKL(torch.autograd.Function):
             torch.mul(loc - prior_loc, precision, out=gradient[:n])
             torch.mul(scale * precision - scale.reciprocal(), torch.sigmoid(free),
                       out=gradient[n:])
-            ctx.gradient, ctx.sizes = gradient, [t.numel() for t in ordered]
+            ctx.gradient = gradient
         return value
 
     @staticmethod
@@ -208,10 +209,9 @@ class SoftplusNormalKL(torch.autograd.Function):
             return plain_gradients(softplus_normal_kl, (prior_loc, prior_scale, *tensors),
                                    ctx.needs_input_grad, grad,
                                    create_graph=torch.is_grad_enabled())
-        parts = (ctx.gradient * grad).split(ctx.sizes)
+        parts = (ctx.gradient * grad).split([shape.numel() for shape in ctx.shapes])
         half = len(parts) // 2
-        shaped = [part.view(t.shape) for part, t in
-                  zip(parts, [*tensors[::2], *tensors[1::2]], strict=True)]
+        shaped = [part.view(shape) for part, shape in zip(parts, ctx.shapes, strict=True)]
         pairs = [g for pair in zip(shaped[:half], shaped[half:], strict=True) for g in pair]
         return (None, None, *pairs)
 
@@ -243,9 +243,8 @@ def normal_kl_of_layers(modules: list[Any]) -> tuple[list[torch.Tensor], list[An
             pairs += [m.bias_loc, m.bias_scale_free]
         key = (id(prior), m.weight_loc.dtype, m.weight_loc.device)
         groups.setdefault(key, (prior, []))[1].extend(pairs)
-    # without grad mode (an evaluation) no gradient is wanted: the plain operations
-    kl = SoftplusNormalKL.apply if torch.is_grad_enabled() else softplus_normal_kl
-    terms = [kl(prior.loc, prior.scale, *pairs) for prior, pairs in groups.values()]
+    terms = [SoftplusNormalKL.apply(prior.loc, prior.scale, *pairs)
+             for prior, pairs in groups.values()]
     return terms, rest
 
 

@@ -249,7 +249,7 @@ class NetworkObjective:
         if self.check_batches:  # rows read from a source; tensors were checked whole
             x, y = check_rows(x, y)
         loss = self._loss(x, y)
-        return loss if self.weight == 1 else self.weight * loss
+        return loss if self.weight == 1 else self.weight * loss  # one process: no product
 
     def _cast(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` on the network's device, in its float dtype if a float (a no-op for
