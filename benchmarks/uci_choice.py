@@ -14,7 +14,8 @@ choice these tables made is one global choice for all data sets, never per split
 
 ``--settings`` instead compares ``nb.BNNRegressor(seed=k, **setting)`` at its defaults (its
 own training length, not ``uci.py``'s budget) on the same validation rows, each setting a
-string of keywords (``"method=ivon,likelihood=gaussian"``; ``""`` is the defaults: the
+string of keywords (``"method=ivon,likelihood=gaussian"``; ``"method=layers|ivon"`` chooses
+among values on the fit rows, see :func:`_estimator`; ``""`` is the defaults: the
 layers, two hidden layers of 50, the heteroscedastic Student-t, temperature 0.5; runs
 recorded before those defaults pass ``hidden=50``, ``method=ivon`` or ``temperature=1.0`` as
 they name to be reproduced): validation LL as paired differences
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.model_selection import GridSearchCV, ShuffleSplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import uci  # noqa: E402  (the benchmark's data loading and training budget)
@@ -66,6 +68,23 @@ def _validation_rows(name: str, root: Path, k: int) -> tuple[np.ndarray, np.ndar
     return train[order[:cut]], train[order[cut:]]
 
 
+def _estimator(setting: str, k: int) -> nb.BNNRegressor | GridSearchCV:
+    """``BNNRegressor(seed=k, **setting)``; a keyword whose values are joined by ``|``
+    (``"method=layers|ivon"``) is chosen among them by scikit-learn's ``GridSearchCV`` on one
+    80/20 cut of the rows it is fitted on (its ``score``, the log predictive density), then
+    refitted on all of them."""
+    chosen = [part for part in setting.split(",") if "|" in part]
+    fixed = parse_setting(",".join(part for part in setting.split(",") if "|" not in part))
+    grid = {}
+    for part in chosen:
+        key, values = part.split("=")
+        grid[key] = [parse_setting(f"{key}={v}")[key] for v in values.split("|")]
+    reg = nb.BNNRegressor(seed=k, **fixed)
+    if not grid:
+        return reg
+    return GridSearchCV(reg, grid, cv=ShuffleSplit(n_splits=1, test_size=0.2, random_state=k))
+
+
 def settings_scores(name: str, root: Path, settings: list[str],
                     n_splits: int) -> dict[str, dict[str, list[float]]]:
     """``{"LL" | "RMSE": {setting: validation score per split}}`` of ``BNNRegressor`` at its
@@ -78,7 +97,7 @@ def settings_scores(name: str, root: Path, settings: list[str],
     for k in range(n_splits):
         fit_rows, val_rows = _validation_rows(name, root, k)
         for setting in settings:
-            reg = nb.BNNRegressor(seed=k, **parse_setting(setting)).fit(x[fit_rows], y[fit_rows])
+            reg = _estimator(setting, k).fit(x[fit_rows], y[fit_rows])
             scores["LL"][setting].append(reg.score(x[val_rows], y[val_rows]))
             error = reg.predict(x[val_rows]) - y[val_rows]
             scores["RMSE"][setting].append(float(np.sqrt(np.mean(error**2))))

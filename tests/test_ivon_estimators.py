@@ -240,8 +240,9 @@ def test_the_regressor_learns_the_noise_sd_of_each_input(method):
     """``BNNRegressor(hidden=(32,))`` at its default method (the layers, heteroscedastic
     Student-t) and by IVON (started from the mean) on ``y = 2 sin(2x) + s(x) e``: the
     aleatoric sd follows ``s(x)`` (a 5.3-fold rise over the grid, where one
-    noise scale would give none) within 15% on average (a local estimate from ~300 rows
-    has a relative standard error near 4%), and its mean follows ``2 sin(2x)`` within a
+    noise scale would give none) within 10% on average (a local estimate from ~300 rows
+    has a relative standard error near 4%: 2.5 of them, room for the smoothing's bias),
+    and its mean follows ``2 sin(2x)`` within a
     quarter of the noise sd on average (a local mean from ~100 rows has a standard error
     near a tenth of it, plus the smoothing's bias)."""
     rng = np.random.default_rng(0)
@@ -253,7 +254,7 @@ def test_the_regressor_learns_the_noise_sd_of_each_input(method):
     pred = reg.predict_distribution(grid)
     truth = _noise_sd(grid[:, 0])
     relative = pred.aleatoric_sd.numpy() / truth - 1.0
-    assert np.abs(relative).mean() < 0.15, relative
+    assert np.abs(relative).mean() < 0.10, relative
     rise = float(pred.aleatoric_sd[-1] / pred.aleatoric_sd[0])
     assert 3.5 < rise < 8.0, rise
     error = np.abs(pred.mean.numpy() - 2.0 * np.sin(2.0 * grid[:, 0])) / truth
