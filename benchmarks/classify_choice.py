@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in ["mlp", *args.settings]:
                 model = (MLPClassifier(hidden_layer_sizes=(HIDDEN,), random_state=k)
                          if name == "mlp" else
-                         nb.BNNClassifier(hidden=(HIDDEN,), seed=k, **parse_setting(name)))
+                         nb.BNNClassifier(**{"hidden": (HIDDEN,), "seed": k, **parse_setting(name)}))
                 start = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ConvergenceWarning)
