@@ -124,6 +124,10 @@ def test_formula_estimator_predicts_from_raw_rows():
     from_rows = reg.predict(frame.head(5))
     from_design = reg.predict(reg.formula_.transform(frame.head(5)).X)
     torch.testing.assert_close(torch.as_tensor(from_rows), torch.as_tensor(from_design))
+    holed = frame.head(3).copy()
+    holed.loc[1, "a"] = np.nan  # one prediction per row: a hole is refused, not skipped
+    with pytest.raises(ValueError, match=r"no missing values .* \(a: 1\)"):
+        reg.predict(holed)
 
 
 def test_student_t_regression_predicts_with_the_t_variance():

@@ -333,7 +333,8 @@ class RegressionEstimator(BaseEstimator):
             and hasattr(X, "columns")
             and (from_formula or names is None or list(X.columns) != list(names))
         ):
-            design = formula.transform(X)  # raw rows: build their design as the formula says
+            # raw rows: their design as the formula says, one row of it per row of X
+            design = formula.transform(X, missing="error")
             X = design.X
         X_a = validate_data(self, array_input("X", X), reset=False, dtype=FLOAT_DTYPES,
                             ensure_min_features=min(1, self.n_features_in_))

@@ -116,8 +116,9 @@ def _drop_missing(
     if n_bad and missing == "error":
         detail = name_list(f"{c}: {n}" for c, n in counts.items())
         raise ValueError(
-            f"data must have no missing values in the formula's columns when missing='error', "
-            f"got {n_bad} row(s) with missing values ({detail})"
+            f"data must have no missing values in the formula's columns when missing='error' "
+            f"(as for predictions: one per row), got {n_bad} row(s) with missing values "
+            f"({detail})"
         )
     if n_bad == len(table):
         raise ValueError(
