@@ -124,11 +124,28 @@ def test_clone_pipeline_cross_validation_and_grid_search(estimator):
     scores = cross_val_score(clone(estimator), X, y, cv=2)
     assert scores.shape == (2,) and np.isfinite(scores).all()
     grid = {"fit_intercept": [True, False]} if hasattr(estimator, "fit_intercept") else {
-        "prior_scale": [0.5, 1.0]
+        "prior_scale": np.arange(1, 3)  # numpy's integers, as a user's grid holds them
     }
-    search = GridSearchCV(clone(estimator), grid, cv=2).fit(X, y)
+    search = GridSearchCV(clone(estimator), grid, cv=2, error_score="raise").fit(X, y)
     (name, values), = grid.items()
     assert search.best_params_[name] in values and hasattr(search, "best_estimator_")
+
+
+def test_numpy_scalars_are_numbers():
+    """Hyper-parameters given as numpy scalars (``np.float32``, ``np.int64``: not Python
+    ``float`` or ``int`` subclasses) fit the same model as the Python numbers."""
+    X, y = _regression()
+    settings = {"temperature": 0.5, "prior_scale": 2, "learning_rate": 0.01, "n_epochs": 3}
+    numpy = {"temperature": np.float32(0.5), "prior_scale": np.int64(2),
+             "learning_rate": np.float32(0.01), "n_epochs": np.int64(3)}
+    for method in ("layers", "ivon"):
+        python_fit = nb.BNNRegressor(hidden=(4,), method=method, **settings).fit(X, y)
+        numpy_fit = nb.BNNRegressor(hidden=(4,), method=method, **numpy).fit(X, y)
+        np.testing.assert_array_equal(numpy_fit.predict(X[:5]), python_fit.predict(X[:5]))
+    exact = {"method": "exact", "noise_prior": None}
+    np.testing.assert_array_equal(
+        nb.BayesianLinearRegression(prior_scale=np.float32(2.0), **exact).fit(X, y).coef_,
+        nb.BayesianLinearRegression(prior_scale=2.0, **exact).fit(X, y).coef_)
 
 
 def test_numpy_outputs():

@@ -6,6 +6,7 @@ Every message names the argument, the rule and the offending value, in the form
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ __all__ = [
     "check_numeric_columns",
     "check_positive",
     "check_positive_int",
+    "is_number",
     "name_list",
 ]
 
@@ -101,9 +103,15 @@ def check_finite(name: str, tensor: torch.Tensor) -> torch.Tensor:
     )
 
 
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is a real number: Python's or numpy's (``np.float32(0.5)``,
+    ``np.int64(2)``, as from ``np.arange``), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def check_positive(name: str, value: float) -> float:
     """Return ``value`` as a float if it is a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise TypeError(f"{name} must be a number > 0, got {value!r}")
     if not (np.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be > 0, got {value!r}")
@@ -121,7 +129,7 @@ def check_positive_int(name: str, value: int) -> int:
 
 def check_probability(name: str, value: float) -> float:
     """Return ``value`` if it is a number strictly between 0 and 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+    if not is_number(value):
         raise TypeError(f"{name} must be a number in (0, 1), got {value!r}")
     if not 0.0 < value < 1.0:
         raise ValueError(f"{name} must be in (0, 1), got {value!r}")

@@ -36,6 +36,7 @@ from noisybayes._checks import (
     check_label_types,
     check_positive,
     check_positive_int,
+    is_number,
 )
 from noisybayes._rng import make_generator, seeded_from
 from noisybayes.engine.distributed import World
@@ -432,7 +433,7 @@ class BNNRegressor(RegressorMixin, _BNN):
         df, learn_df = self.df, self.df is None
         if df is None:
             df = _START_DF
-        elif isinstance(df, bool) or not (isinstance(df, (int, float)) and 2 < df < math.inf):
+        elif not (is_number(df) and 2 < df < math.inf):
             raise ValueError(f"df must be None (learned) or a finite number > 2 (a finite "
                              f"noise variance), got {df!r}")
         if self.likelihood == "student_t":

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.func import functional_call, vmap
 
-from noisybayes._checks import as_float_tensor, check_positive_int
+from noisybayes._checks import as_float_tensor, check_positive_int, is_number
 from noisybayes._rng import make_generator, seeded_from
 from noisybayes.infer.data import as_inputs
 from noisybayes.infer.objective import batched_evaluation
@@ -121,7 +121,7 @@ class CalibrationReport:
 
 def _check_levels(levels: Sequence[float]) -> tuple[float, ...]:
     values = tuple(levels)
-    bad = [v for v in values if not (isinstance(v, (int, float)) and 0.0 < v < 1.0)]
+    bad = [v for v in values if not (is_number(v) and 0.0 < v < 1.0)]
     if not values or bad:
         raise ValueError(f"levels must be numbers in (0, 1), got {list(values)!r}")
     return tuple(float(v) for v in values)

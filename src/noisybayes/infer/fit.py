@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import torch
 
-from noisybayes._checks import check_choice, check_positive_int
+from noisybayes._checks import check_choice, check_positive_int, is_number
 from noisybayes._progress import show_progress
 from noisybayes._rng import make_generator
 from noisybayes.engine import DataSource, StallSchedule, TensorSource, Trainer, WindowReport
@@ -255,8 +255,9 @@ def fit(
     window = check_positive_int("window", window)
     average_windows = check_positive_int("average_windows", average_windows)
     max_steps = check_positive_int("max_steps", max_steps)
-    if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < math.inf):
+    if not (is_number(learning_rate) and 0 < learning_rate < math.inf):
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+    learning_rate = float(learning_rate)
     max_curvature_rows = check_positive_int("max_curvature_rows", max_curvature_rows)
     checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
     gen = make_generator(seed, generator)

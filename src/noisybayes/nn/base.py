@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from noisybayes._checks import is_number
 from noisybayes.math.families import inverse_softplus
 
 __all__ = ["NoisyModule", "free_scale", "initial_scale", "posterior_mean"]
@@ -29,7 +30,7 @@ def initial_scale(init_scale: float, fan_in: int) -> float:
     initialisation): enough for the gradient to see the scales from the first step, small
     enough that training starts like a deterministic network.
     """
-    if not (isinstance(init_scale, (int, float)) and 0 < init_scale < math.inf):
+    if not (is_number(init_scale) and 0 < init_scale < math.inf):
         raise ValueError(f"init_scale must be a finite number > 0, got {init_scale!r}")
     return float(init_scale) / math.sqrt(max(fan_in, 1))
 

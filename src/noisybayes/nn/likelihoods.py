@@ -18,6 +18,7 @@ from torch import distributions as td
 from torch import nn
 from torch.distributions import constraints, transform_to
 
+from noisybayes._checks import is_number
 from noisybayes.math.distributions import FiniteVarianceStudentT
 from noisybayes.math.families import inverse_softplus
 
@@ -39,7 +40,7 @@ class NoiseCollapseWarning(UserWarning):
 
 
 def _scale_parameter(scale: float, learn: bool) -> nn.Parameter | torch.Tensor:
-    if not (isinstance(scale, (int, float)) and 0 < scale < math.inf):
+    if not (is_number(scale) and 0 < scale < math.inf):
         raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
     free = inverse_softplus(torch.tensor(float(scale)))
     return nn.Parameter(free) if learn else free
@@ -102,7 +103,7 @@ class _DegreesOfFreedom(nn.Module):
     df_value: torch.Tensor
 
     def _init_df(self, df: float, learn: bool) -> None:
-        if isinstance(df, bool) or not (isinstance(df, (int, float)) and 0 < df < math.inf):
+        if not (is_number(df) and 0 < df < math.inf):
             raise ValueError(f"df must be a finite number > 0, got {df!r}")
         if learn and df <= 2:
             raise ValueError(f"df must be > 2 to be learned (a finite noise variance), got {df!r}")
@@ -163,7 +164,7 @@ class HeteroscedasticGaussian(Likelihood):
 
     def __init__(self, min_scale: float = 1e-4) -> None:
         super().__init__()
-        if not (isinstance(min_scale, (int, float)) and 0 <= min_scale < math.inf):
+        if not (is_number(min_scale) and 0 <= min_scale < math.inf):
             raise ValueError(f"min_scale must be a finite number >= 0, got {min_scale!r}")
         self.min_scale = float(min_scale)
 

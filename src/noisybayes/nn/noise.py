@@ -26,11 +26,13 @@ import math
 import torch
 from torch import nn
 
+from noisybayes._checks import is_number
+
 __all__ = ["GaussianDropout", "GaussianNoise"]
 
 
 def _check_rate(p: float) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+    if not is_number(p) or not 0 <= p < 1:
         raise ValueError(f"p must be a number in [0, 1), got {p!r}")
     return float(p)
 
@@ -73,7 +75,7 @@ class GaussianNoise(nn.Module):
 
     def __init__(self, scale: float) -> None:
         super().__init__()
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (
+        if not is_number(scale) or not (
             0 <= scale < math.inf
         ):
             raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")

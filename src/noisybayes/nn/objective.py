@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noisybayes._checks import check_finite, check_positive_int
+from noisybayes._checks import check_finite, check_positive_int, is_number
 from noisybayes._rng import seeded_from
 from noisybayes.nn.base import NoisyModule
 from noisybayes.nn.conv import BayesConv2d
@@ -202,7 +202,7 @@ def check_rows(x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 def check_temperature(temperature: Any) -> float:
     """``temperature`` as a float if it is a finite number ``>= 0`` (the KL's weight)."""
-    if not (isinstance(temperature, (int, float)) and 0 <= temperature < math.inf):
+    if not (is_number(temperature) and 0 <= temperature < math.inf):
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     return float(temperature)
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.distributions import Distribution, Normal, constraints, kl_divergence, register_kl
 from torch.types import _size
 
+from noisybayes._checks import is_number
 from noisybayes.math.log_uniform import log_alpha, log_uniform_kl
 from noisybayes.nn.graph_gradients import plain_gradients
 
@@ -59,7 +60,7 @@ class ScaleMixturePrior(Distribution):
         if not 0.0 < weight < 1.0:
             raise ValueError(f"weight must be in (0, 1), got {weight!r}")
         for name, value in (("scale_1", scale_1), ("scale_2", scale_2)):
-            if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+            if not (is_number(value) and 0 < value < math.inf):
                 raise ValueError(f"{name} must be > 0, got {value!r}")
         self.weight, self.scale_1, self.scale_2 = float(weight), float(scale_1), float(scale_2)
         super().__init__(torch.Size(), validate_args=False)

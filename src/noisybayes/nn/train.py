@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from noisybayes._checks import check_positive_int
+from noisybayes._checks import check_positive_int, is_number
 from noisybayes._progress import show_progress
 from noisybayes._rng import make_generator
 from noisybayes.engine import (
@@ -107,8 +107,9 @@ def train(
     temperature = check_temperature(temperature)
     checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
     batch_size = check_positive_int("batch_size", batch_size)
-    if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < math.inf):
+    if not (is_number(learning_rate) and 0 < learning_rate < math.inf):
         raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
+    learning_rate = float(learning_rate)
     world = World.current()
     with world.together():
         source, checked = _source(x, y, world, _first_parameter(model).dtype)

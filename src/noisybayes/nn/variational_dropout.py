@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from noisybayes._checks import is_number
 from noisybayes.math.log_uniform import log_alpha
 from noisybayes.nn.linear import BayesLinear
 from noisybayes.nn.priors import LogUniform
@@ -63,7 +64,7 @@ class VariationalDropoutLinear(BayesLinear):
     def sparsity(self, threshold: float = 3.0) -> float:
         """The fraction of weights with ``log alpha > threshold``, those that can be set to
         zero (``threshold = 3``: noise sd over 4.5 times the mean, Molchanov et al. 2017)."""
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (
+        if not is_number(threshold) or not (
             math.isfinite(threshold)
         ):
             raise ValueError(f"threshold must be a finite number, got {threshold!r}")

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from noisybayes._checks import check_bool, check_positive, check_positive_int
+from noisybayes._checks import check_bool, check_positive, check_positive_int, is_number
 
 __all__ = [
     "IVON",
@@ -147,19 +147,19 @@ class _Buffers:
 
 
 def _check_unit(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+    if not is_number(value) or not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
     return float(value)
 
 
 def _check_non_negative(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < math.inf:
+    if not is_number(value) or not 0.0 <= value < math.inf:
         raise ValueError(f"{name} must be >= 0 and finite, got {value!r}")
     return float(value)
 
 
 def _check_radius(value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0.0:
+    if not is_number(value) or not value > 0.0:
         raise ValueError(f"clip_radius must be > 0 (inf: no clipping), got {value!r}")
     return float(value)
 
