@@ -320,6 +320,42 @@ def test_plot_path_needs_a_figure_suffix(line_csv, tmp_path, capsys):
     assert ".png" in err and ".pdf" in err and err.endswith(f", got '{tmp_path}/fit.xyz'\n")
 
 
+def test_an_existing_file_is_replaced_only_with_force_and_a_table_read_never(
+        line_csv, tmp_path, capsys):
+    """Nothing the user saved is lost: an output that exists needs ``--force``; one that
+    names a table the command reads, or another output's file, is refused even then; all
+    before any fit, leaving every file as it was."""
+    kept = tmp_path / "results.json"
+    kept.write_text("precious")
+    new = tmp_path / "new.csv"
+    pd.read_csv(line_csv).head(3).to_csv(new, index=False)
+    fit = ["fit", line_csv, "--formula", "y ~ x", *FLAT]
+    cases = [
+        (["--json", kept], f"--json must not name an existing file unless --force is given "
+                           f"(to replace it), got '{kept}'"),
+        (["--json", line_csv, "--force"],
+         f"--json must not name the table it reads as data, got '{line_csv}'"),
+        (["--predict", new, "--out", new, "--force"],
+         f"--out must not name the table it reads as --predict, got '{new}'"),
+        (["--predict", new, "--out", tmp_path / "a.csv", "--json", tmp_path / "a.csv"],
+         f"--json must name another file than --out, got '{tmp_path}/a.csv' for both"),
+    ]
+    for flags, message in cases:
+        code, out, err = run([*fit, *flags], capsys)
+        assert (code, out, err) == (1, "", f"noisybayes: error: {message}\n")
+    assert kept.read_text() == "precious" and not (tmp_path / "a.csv").exists()
+    assert len(pd.read_csv(line_csv)) == 80 and len(pd.read_csv(new)) == 3
+    code, _, _ = run([*fit, "--json", kept, "--force"], capsys)
+    assert code == 0 and json.loads(kept.read_text())["formula"] == "y ~ x"
+
+
+def test_the_demo_checks_its_outputs_before_it_runs(tmp_path, capsys):
+    missing = tmp_path / "nowhere" / "demo.json"
+    for flags in (["--json", missing], ["--layers", "--plot", tmp_path / "demo.xyz"]):
+        code, out, err = run(["demo", "--quick", "--no-mcmc", *flags], capsys)
+        assert code == 1 and out == "" and err.startswith("noisybayes: error: --")
+
+
 def test_unknown_column_of_a_wide_table_is_named_in_a_short_line(tmp_path, capsys):
     wide = tmp_path / "wide.csv"
     pd.DataFrame(np.ones((3, 3000)), columns=[f"c{i}" for i in range(3000)]).to_csv(

@@ -8,14 +8,14 @@ A fit can take minutes; a missing folder for ``--json`` or an unknown column in 
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["FitInputs", "check_flags", "check_output", "read_inputs"]
+from noisybayes.cli.output import check_outputs
+
+__all__ = ["FitInputs", "check_flags", "read_inputs"]
 
 
 @dataclass(frozen=True)
@@ -33,36 +33,6 @@ class FitInputs:
     new_design: Any
 
 
-def check_output(flag: str, path: Path, suffixes: tuple[str, ...] = ()) -> None:
-    """Raise unless ``path`` can be written: a file name (not a folder) in an existing,
-    writable folder, ending in one of ``suffixes`` when any are given."""
-    folder = path.parent
-    if path.is_dir():
-        raise ValueError(f"{flag} must name a file, got {str(path)!r} (a directory)")
-    if not folder.is_dir():
-        raise ValueError(
-            f"{flag} must name a file in an existing folder, got {str(path)!r} "
-            f"(no folder {str(folder)!r})"
-        )
-    if not os.access(folder, os.W_OK):
-        raise ValueError(
-            f"{flag} must name a file in a writable folder, got {str(path)!r} "
-            f"(cannot write in {str(folder)!r})"
-        )
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise ValueError(
-            f"{flag} must end in one of {', '.join(suffixes)}, "
-            f"got {str(path)!r}"
-        )
-
-
-def _figure_suffixes() -> tuple[str, ...]:
-    """The file types matplotlib can write (``.png``, ``.pdf``, ``.svg``, ...)."""
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    return tuple(f".{kind}" for kind in FigureCanvasBase.get_supported_filetypes())
-
-
 def check_flags(args: argparse.Namespace) -> None:
     """Raise for flags that cannot work together or outputs that cannot be written."""
     if args.out is not None and args.predict is None:
@@ -77,12 +47,7 @@ def check_flags(args: argparse.Namespace) -> None:
             raise ValueError("--reweight needs --method vi: the exact posterior needs no correction")
         if args.max_steps is not None:
             raise ValueError("--max-steps needs --method vi: the exact posterior takes no steps")
-    if args.out is not None:
-        check_output("--out", args.out)
-    if args.json is not None:
-        check_output("--json", args.json)
-    if args.plot is not None:
-        check_output("--plot", args.plot, _figure_suffixes())
+    check_outputs(args, {"data": args.data, "--predict": args.predict})
 
 
 def estimator_method(args: argparse.Namespace) -> Any:

@@ -19,7 +19,7 @@ import torch
 from torch.distributions import Distribution, Exponential, HalfCauchy, HalfNormal
 
 from noisybayes.cli.fit_command import run_fit
-from noisybayes.cli.output import print_table, write_json
+from noisybayes.cli.output import check_outputs, print_table, write_json
 from noisybayes.errors import DivergenceError
 
 __all__ = ["main"]
@@ -96,11 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
         "small regressions run fastest on one); the library itself never changes it",
     }
 
+    force: dict[str, Any] = {
+        "action": "store_true",
+        "help": "replace output files that exist (never the tables read)",
+    }
+
     demo = commands.add_parser(
         "demo", help="replay the seed's experiment against VI, the exact posterior and MCMC"
     )
     demo.add_argument("--plot", metavar="FILE", type=Path, help="write the figure (PNG)")
     demo.add_argument("--json", metavar="FILE", type=Path, help="write all numbers (JSON)")
+    demo.add_argument("--force", **force)
     demo.add_argument("--quick", action="store_true",
                       help="100 epochs instead of 200 (with --layers: 300 instead of 2000)")
     demo.add_argument("--layers", action="store_true",
@@ -135,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--predict", metavar="FILE", type=Path, help="a table of new rows")
     fit.add_argument("--out", metavar="FILE", type=Path,
                      help="where --predict writes its CSV (default: print it)")
+    fit.add_argument("--force", **force)
     fit.add_argument("--reweight", action="store_true",
                      help="also print PSIS-corrected means and sds (Pareto smoothed importance "
                      "sampling) from fresh draws; with --family auto the summary is corrected "
@@ -151,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    check_outputs(args, {})  # before the run, which takes seconds to minutes
     if args.layers:
         from noisybayes.cli.demo_layers_command import run_layers_command
 

@@ -1,15 +1,18 @@
-"""What the command writes: tables on the terminal or as plain text, and strict JSON."""
+"""What the command writes: tables on the terminal or as plain text, strict JSON, and the
+checks, before any work, that every output file can be written without losing a file."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, TextIO
 
 import pandas as pd
 
-__all__ = ["print_table", "write_json"]
+__all__ = ["check_outputs", "print_table", "write_json"]
 
 
 def print_table(frame: pd.DataFrame, out: TextIO, title: str | None = None) -> None:
@@ -50,3 +53,62 @@ def write_json(path: Path, record: Any) -> None:
         return value
 
     path.write_text(json.dumps(clean(record), indent=2, allow_nan=False))
+
+
+def check_output(flag: str, path: Path, suffixes: tuple[str, ...] = ()) -> None:
+    """Raise unless ``path`` can be written: a file name (not a folder) in an existing,
+    writable folder, ending in one of ``suffixes`` when any are given."""
+    folder = path.parent
+    if path.is_dir():
+        raise ValueError(f"{flag} must name a file, got {str(path)!r} (a directory)")
+    if not folder.is_dir():
+        raise ValueError(
+            f"{flag} must name a file in an existing folder, got {str(path)!r} "
+            f"(no folder {str(folder)!r})"
+        )
+    if not os.access(folder, os.W_OK):
+        raise ValueError(
+            f"{flag} must name a file in a writable folder, got {str(path)!r} "
+            f"(cannot write in {str(folder)!r})"
+        )
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ValueError(
+            f"{flag} must end in one of {', '.join(suffixes)}, "
+            f"got {str(path)!r}"
+        )
+
+
+def _figure_suffixes() -> tuple[str, ...]:
+    """The file types matplotlib can write (``.png``, ``.pdf``, ``.svg``, ...)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return tuple(f".{kind}" for kind in FigureCanvasBase.get_supported_filetypes())
+
+
+# the output flags of both commands: (flag, attribute), the figure's needing a known suffix
+_OUTPUTS = (("--out", "out"), ("--json", "json"), ("--plot", "plot"))
+
+
+def check_outputs(args: argparse.Namespace, inputs: dict[str, Path | None]) -> None:
+    """Raise unless every output flag given (``--out``, ``--json``, ``--plot``) can be
+    written (:func:`check_output`) without losing a file: never one of the ``inputs`` (a
+    flag or argument name and the table it reads), never one file for two flags, and no
+    existing file unless ``args.force``."""
+    read = {path.resolve(): name for name, path in inputs.items() if path is not None}
+    written: dict[Path, str] = {}
+    for flag, key in _OUTPUTS:
+        path = getattr(args, key, None)
+        if path is None:
+            continue
+        check_output(flag, path, _figure_suffixes() if key == "plot" else ())
+        target = path.resolve()
+        if target in read:
+            raise ValueError(f"{flag} must not name the table it reads as {read[target]}, "
+                             f"got {str(path)!r}")
+        if target in written:
+            raise ValueError(f"{flag} must name another file than {written[target]}, got "
+                             f"{str(path)!r} for both")
+        written[target] = flag
+        if path.exists() and not args.force:
+            raise ValueError(f"{flag} must not name an existing file unless --force is given "
+                             f"(to replace it), got {str(path)!r}")
