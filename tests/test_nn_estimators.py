@@ -107,6 +107,28 @@ def test_student_t_degrees_of_freedom_are_learned_unless_given():
     assert repr(fixed) == "BNNRegressor(df=3.0, hidden=(5,), likelihood='student_t', n_epochs=2)"
 
 
+@pytest.mark.parametrize("method", ["layers", "ivon"])
+def test_columns_and_targets_far_from_zero_keep_their_variation(method):
+    """The network computes in float32, whose spacing near 1e8 is 8: X and y are centred and
+    scaled in float64 first (and predictions shifted back in float64), so a shift by 1e8 of
+    a column or of the target changes neither the fit nor the scores (a float32 cast first
+    made the column constant, or the target one value)."""
+    x, y = _toy(60, 3)
+    y = (y - 100.0) / 20.0  # sd about 1, 0.15 noise: each row's value matters
+    fits = {}
+    for dx, dy in ((0.0, 0.0), (1e8, 0.0), (0.0, 1e8)):
+        reg = nb.BNNRegressor(hidden=(5,), method=method, n_epochs=20, seed=0)
+        reg.fit(x + dx, y + dy)
+        fits[dx, dy] = (reg.predict(x[:10] + dx) - dy, reg.score(x + dx, y + dy))
+    (plain, plain_ll), *shifted = fits.values()
+    for predicted, ll in shifted:
+        np.testing.assert_allclose(predicted, plain, atol=1e-6)
+        assert abs(ll - plain_ll) < 1e-5
+    with pytest.raises(ValueError, match=r"y must have shape \(60,\) or \(60, 1\), one value "
+                                         r"per row of X, got \(30, 2\)"):
+        reg.score(x, y.reshape(30, 2))
+
+
 def test_the_regressor_defaults_to_a_tempered_posterior_and_the_classifier_to_the_posterior():
     """The validation rows' choice for the regressor (``benchmarks/RESULTS.md``), 1 for the
     classifier; a fit records the temperature it used, and 1 is a setting like any other."""
@@ -132,6 +154,9 @@ def test_classifier_probabilities_labels_and_score():
     with pytest.raises(ValueError, match=r"y must hold labels seen in fit \['no', 'yes'\], "
                                          r"got 'maybe'"):
         clf.score(x[:2], ["yes", "maybe"])
+    with pytest.raises(ValueError, match=r"y must have shape \(N,\) or \(N, 1\), one label per "
+                                         r"row, got \(100, 2\)"):
+        clf.score(x, y.reshape(100, 2))
     with pytest.raises(ValueError, match=r"y must hold at least 2 classes, got 1 class: \['yes'\]"):
         nb.BNNClassifier().fit(x[:3], ["yes"] * 3)
 
@@ -192,7 +217,8 @@ def test_converted_mlp_90_percent_interval_covers_about_90_percent():
         (lambda x, y: nb.BNNClassifier().fit(x, np.r_[np.nan, np.ones(19)]), ValueError,
          r"Input y contains NaN"),
         (lambda x, y: nb.BNNRegressor(hidden=(2,), n_epochs=1).fit(x, y).score(x, y[:5]),
-         ValueError, r"y must have as many rows as X \(20\), got 5"),
+         ValueError, r"y must have shape \(20,\) or \(20, 1\), one value per row of X, got "
+                     r"\(5,\)"),
         (lambda x, y: nb.BNNClassifier(hidden=(2,), n_epochs=1).fit(x, y > 100).score(x, y[:5] > 0),
          ValueError, r"y must have as many rows as X \(20\), got 5"),
         (lambda x, y: train(nb.bayesian(nn.Linear(1, 1)), torch.ones(4, 1), torch.ones(4, 1),

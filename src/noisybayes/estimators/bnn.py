@@ -194,7 +194,8 @@ class _BNN(BaseEstimator):
         return nn.Sequential(*layers)
 
     def _fit_network(self, x: torch.Tensor, target: torch.Tensor, n_out: int, lik: Likelihood) -> None:
-        """Train on checked inputs ``x`` ``(N, d)`` (float32) and the model's ``target``."""
+        """Train on checked inputs ``x`` ``(N, d)`` (float64: standardised before the network's
+        float32, so that columns far from 0 keep their variation) and the model's ``target``."""
         check_choice("method", self.method, _METHODS)
         self.x_mean_, self.x_scale_ = location_and_scale(x, centre=True)
         gen = make_generator(self.seed)
@@ -220,7 +221,8 @@ class _BNN(BaseEstimator):
             n_samples=self.n_samples,
             temperature=self.temperature, generator=gen, progress=self.progress,
         )
-        x_std, target = ((x - self.x_mean_) / self.x_scale_).to(self.device), target.to(self.device)
+        x_std = ((x - self.x_mean_) / self.x_scale_).to(self.device, torch.float32)
+        target = target.to(self.device)
 
         def run(likelihood: Likelihood, epochs: int) -> NetworkPosterior:
             chosen = {**settings, "likelihood": likelihood.to(self.device), "n_epochs": epochs}
@@ -242,10 +244,10 @@ class _BNN(BaseEstimator):
     def _outputs(self, X: Any) -> torch.Tensor:
         """``(S, B, n_out)`` network outputs at standardised ``X`` under ``S`` weight draws."""
         check_is_fitted(self, "model_")
-        x = tensor_of(validate_data(self, array_input("X", X), reset=False, dtype=np.float32))
+        x = tensor_of(validate_data(self, array_input("X", X), reset=False, dtype=np.float64))
         gen = make_generator(self.seed)
         with torch.no_grad(), seeded_from(gen):
-            x_std = ((x - self.x_mean_) / self.x_scale_).to(self.device)
+            x_std = ((x - self.x_mean_) / self.x_scale_).to(self.device, torch.float32)
             return self.posterior_.sample_outputs(x_std, self.n_predict_samples, gen)
 
 
@@ -401,21 +403,15 @@ class BNNRegressor(RegressorMixin, _BNN):
         """Fit the posterior to ``X`` ``(N, d)`` and ``y`` ``(N,)``; returns ``self``."""
         check_choice("likelihood", self.likelihood, _REGRESSION_LIKELIHOODS)
         X_a, y_a = validate_data(  # 2 rows at least: y's sd sets the units of the prior
-            self, array_input("X", X), array_input("y", y), dtype=np.float32, y_numeric=True,
+            self, array_input("X", X), array_input("y", y), dtype=np.float64, y_numeric=True,
             ensure_min_samples=2,
         )
-        y_t = torch.as_tensor(np.asarray(y_a, dtype=np.float32))
+        y_t = torch.as_tensor(np.asarray(y_a, dtype=np.float64))
         y_mean, y_scale = location_and_scale(y_t[:, None], centre=True)
         self.y_mean_, self.y_scale_ = float(y_mean[0]), float(y_scale[0])
         lik, n_out = self._likelihood()
-        self._fit_network(
-            tensor_of(X_a),
-            ((y_t - self.y_mean_) / self.y_scale_)[:, None]
-            if n_out == 1
-            else (y_t - self.y_mean_) / self.y_scale_,
-            n_out,
-            lik,
-        )
+        z = ((y_t - self.y_mean_) / self.y_scale_).float()  # in float64, then the network's
+        self._fit_network(tensor_of(X_a), z[:, None] if n_out == 1 else z, n_out, lik)
         return self
 
     def __sklearn_tags__(self) -> Tags:
@@ -446,8 +442,8 @@ class BNNRegressor(RegressorMixin, _BNN):
         outputs = self._outputs(X)
         with torch.no_grad():
             pred = predict_regression(outputs, self.likelihood_, level)
-        flat = pred.apply(lambda field: field.reshape(-1).cpu())
-        return flat.affine(self.y_mean_, self.y_scale_)
+        flat = pred.apply(lambda field: field.reshape(-1).cpu().double())
+        return flat.affine(self.y_mean_, self.y_scale_)  # in float64: y may sit far from 0
 
     def predict(self, X: Any, return_std: bool = False):
         """Predictive mean ``(B,)``, a numpy array; with ``return_std`` also the total
@@ -458,12 +454,12 @@ class BNNRegressor(RegressorMixin, _BNN):
     def log_predictive_density(self, X: Any, y: Any) -> np.ndarray:
         """``log mean_s p(y_i | x_i, w_s)`` per row, ``(B,)``, in y's original units."""
         outputs = self._outputs(X)
-        y_t = as_float_tensor("y", y, ndim=(1, 2), dtype=torch.float32).reshape(-1)
-        if y_t.shape[0] != outputs.shape[1]:
-            raise ValueError(
-                f"y must have as many rows as X ({outputs.shape[1]}), got {y_t.shape[0]}"
-            )
-        z = ((y_t - self.y_mean_) / self.y_scale_).to(outputs.device)
+        y_t = as_float_tensor("y", y, ndim=(1, 2), dtype=torch.float64)
+        if y_t.shape[1:] not in ((), (1,)) or y_t.shape[0] != outputs.shape[1]:
+            raise ValueError(f"y must have shape ({outputs.shape[1]},) or "
+                             f"({outputs.shape[1]}, 1), one value per row of X, got "
+                             f"{tuple(y_t.shape)}")
+        z = ((y_t.reshape(-1) - self.y_mean_) / self.y_scale_).to(outputs.device, torch.float32)
         with torch.no_grad():
             lp = torch.stack(
                 [
@@ -530,7 +526,7 @@ class BNNClassifier(ClassifierMixin, _BNN):
     def fit(self, X: Any, y: Any) -> BNNClassifier:
         """Fit the posterior to ``X`` ``(N, d)`` and labels ``y`` ``(N,)``; returns ``self``."""
         X_a, labels = validate_data(
-            self, array_input("X", X), array_input("y", y), dtype=np.float32
+            self, array_input("X", X), array_input("y", y), dtype=np.float64
         )
         check_label_types("y", labels)
         check_classification_targets(labels)
@@ -544,7 +540,11 @@ class BNNClassifier(ClassifierMixin, _BNN):
         return self
 
     def _encode(self, y: Any) -> torch.Tensor:
-        labels = np.asarray(y).reshape(-1)
+        labels = np.asarray(y)
+        if labels.ndim not in (1, 2) or labels.ndim == 2 and labels.shape[1] != 1:
+            raise ValueError(f"y must have shape (N,) or (N, 1), one label per row, got "
+                             f"{labels.shape}")
+        labels = labels.reshape(-1)
         index = np.searchsorted(self.classes_, labels).clip(0, len(self.classes_) - 1)
         unseen = self.classes_[index] != labels
         if unseen.any():
