@@ -89,6 +89,22 @@ def test_unknown_names_raise_naming_them(arg):
         bnn.bayesian(TextModel(), **{arg: ["head.9", "nope", "emb"]})
 
 
+def test_a_model_bayesian_already_is_refused_where_it_would_be_converted_again():
+    """Noise on a Bayesian layer's own means and scales is never meant: refused, naming
+    them; the plain parts of a partly Bayesian model are converted with those excluded."""
+    once = nn.Sequential(bnn.bayesian(nn.Embedding(5, 2)), nn.Linear(2, 1))
+    with pytest.raises(ValueError, match=r"^module must not be Bayesian already where it is "
+                       r"converted, got 2 parameter\(s\) of Bayesian layers \(0\.parametriz"):
+        bnn.bayesian(once)
+    twice = bnn.bayesian(once, exclude="0")
+    assert isinstance(twice[1], bnn.BayesLinear) and len(list(twice.parameters())) == 6
+
+
+def test_a_prior_off_the_real_line_is_refused():
+    with pytest.raises(ValueError, match=r"^prior must be a distribution on the real line"):
+        bnn.bayesian(nn.Linear(2, 1), prior=torch.distributions.HalfNormal(1.0))
+
+
 def test_a_non_module_is_rejected():
     with pytest.raises(TypeError, match=r"module must be a torch.nn.Module, got list"):
         bnn.bayesian([nn.Linear(1, 1)])

@@ -177,6 +177,12 @@ def test_train_argument_errors():
         train(net, x, x, likelihood=bnn.Gaussian(), n_epochs=0)
     with pytest.raises(ValueError, match=r"learning_rate must be a finite number > 0, got -1"):
         train(net, x, x, likelihood=bnn.Gaussian(), n_epochs=1, learning_rate=-1)
+    for run in (train, bnn.train_ivon):  # no rows: named, not a division by zero
+        with pytest.raises(ValueError, match=r"^x must have at least one row, got 0$"):
+            run(nn.Linear(1, 1) if run is bnn.train_ivon else net, x[:0], x[:0],
+                likelihood=bnn.Gaussian(), n_epochs=1)
+    with pytest.raises(ValueError, match=r"^model must be a plain network \(IVON holds"):
+        bnn.train_ivon(net, x, x, likelihood=bnn.Gaussian(), n_epochs=1)
 
 
 @pytest.mark.slow
@@ -212,6 +218,8 @@ def test_converted_mlp_90_percent_interval_covers_about_90_percent():
          r"activation must be one of 'relu', 'tanh', 'gelu', got 'sigmoid'"),
         (lambda x, y: nb.BNNRegressor(prior_scale=0.0).fit(x, y), ValueError,
          r"prior_scale must be > 0, got 0.0"),
+        (lambda x, y: nb.BNNClassifier(n_predict_samples=0).fit(x, y > 100), ValueError,
+         r"n_predict_samples must be an integer >= 1, got 0"),
         (lambda x, y: nb.BNNClassifier().fit(x, np.zeros((20, 2))), ValueError,
          r"y should be a 1d array, got an array of shape \(20, 2\) instead"),
         (lambda x, y: nb.BNNClassifier().fit(x, np.r_[np.nan, np.ones(19)]), ValueError,

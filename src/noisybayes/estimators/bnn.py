@@ -197,6 +197,7 @@ class _BNN(BaseEstimator):
         """Train on checked inputs ``x`` ``(N, d)`` (float64: standardised before the network's
         float32, so that columns far from 0 keep their variation) and the model's ``target``."""
         check_choice("method", self.method, _METHODS)
+        check_positive_int("n_predict_samples", self.n_predict_samples)  # before training
         self.x_mean_, self.x_scale_ = location_and_scale(x, centre=True)
         gen = make_generator(self.seed)
         k = check_positive_int("n_components", self.n_components)

@@ -99,6 +99,13 @@ def _owner(model: nn.Module, dotted: str) -> nn.Module:
     return model.get_submodule(dotted) if dotted else model
 
 
+def _variational_parameters(model: nn.Module) -> set[int]:
+    """The ids of ``model``'s posterior parameters: those of its Bayesian layers and noise
+    parametrizations, and the means these perturb."""
+    found = {id(p) for m in model.modules() if isinstance(m, NoisyModule) for p in m.parameters()}
+    return found | {id(loc) for _, loc in noise_parametrizations(model)}
+
+
 def bayesian(
     module: nn.Module,
     include: Iterable[str] | str | None = None,
@@ -130,6 +137,16 @@ def bayesian(
     included = _expand(include, "include", all_names)
     excluded = _expand(exclude, "exclude", all_names) or set()
     selected = (set(all_names) if included is None else included) - excluded
+    variational = _variational_parameters(module)
+    noisy = sorted(name for name, p in module.named_parameters() if name in selected
+                   and id(p) in variational)
+    if noisy:
+        raise ValueError(
+            f"module must not be Bayesian already where it is converted, got {len(noisy)} "
+            f"parameter(s) of Bayesian layers ({', '.join(noisy[:4])}"
+            f"{', ...' if len(noisy) > 4 else ''}): their posterior means and scales would get "
+            f"noise of their own; convert the plain network, or exclude those layers"
+        )
     model = copy.deepcopy(module)
     done: set[str] = set()
     options = {"prior": prior, "init_scale": init_scale}

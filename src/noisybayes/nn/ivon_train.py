@@ -18,9 +18,11 @@ from torch import nn
 
 from noisybayes._checks import check_positive, check_positive_int
 from noisybayes._rng import make_generator
+from noisybayes.nn.base import NoisyModule
 from noisybayes.nn.ivon_posterior import IVONPosterior
 from noisybayes.nn.likelihoods import Likelihood
 from noisybayes.nn.mixture import Mixture
+from noisybayes.nn.objective import check_rows
 from noisybayes.nn.train import train
 from noisybayes.optim import IVON
 
@@ -111,6 +113,11 @@ def train_ivon(
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a tensor (train_ivon reads its rows in memory), got "
                         f"{type(x).__name__}")
+    if any(isinstance(m, NoisyModule) for m in model.modules()):
+        raise ValueError("model must be a plain network (IVON holds the posterior of its "
+                         "weights), got one with Bayesian layers: train those with "
+                         "nb.nn.train, or pass the network before nb.bayesian")
+    x, y = check_rows(x, y)
     n_data = x.shape[0] / check_positive("temperature", temperature)
     weight_decay, hess_init = ivon_hyperparameters(n_data, prior_scale, init_scale)
     n_samples = check_positive_int("n_samples", n_samples)

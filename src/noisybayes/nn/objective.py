@@ -197,6 +197,8 @@ def check_rows(x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
     y = _check_finite("y", y)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"y must have as many rows as x ({x.shape[0]}), got {y.shape[0]}")
+    if x.shape[0] == 0:
+        raise ValueError("x must have at least one row, got 0")
     return x, y
 
 

@@ -144,6 +144,13 @@ def check_prior(prior: Distribution | None, name: str = "prior") -> Distribution
             f"{name} must be a per-weight (scalar-event) distribution, "
             f"got event_shape {tuple(prior.event_shape)}"
         )
+    try:
+        support = prior.support
+    except NotImplementedError:  # a custom distribution that does not say: taken on trust
+        return prior
+    if support is not constraints.real:
+        raise ValueError(f"{name} must be a distribution on the real line (a weight may take "
+                         f"any value), got {prior!r} with support {support}")
     return prior
 
 
