@@ -167,6 +167,21 @@ def test_the_state_survives_empty_groups_inference_mode_and_loading_from_another
     assert loaded.state[u]["step"] == 2
 
 
+def test_a_state_of_other_parameters_or_another_optimizer_is_refused_and_changes_nothing():
+    w = nn.Parameter(torch.zeros(1, 3))
+    opt = nb.optim.IVON([w], lr=0.1, ess=10, generator=_gen().manual_seed(0))
+    other = nb.optim.IVON([nn.Parameter(torch.zeros(2, 4))], lr=0.1, ess=10)
+    with pytest.raises(ValueError, match=r"^state_dict must hold the state of these parameters, "
+                       r"got momentum \(2, 4\) for parameter 0, shaped \(1, 3\)$"):
+        opt.load_state_dict(other.state_dict())
+    with pytest.raises(ValueError, match=r"^state_dict must be an IVON optimizer's, got param "
+                       r"groups without beta1, beta2, clip_radius, ess, hess_init, rescale_lr$"):
+        opt.load_state_dict(torch.optim.Adam([w]).state_dict())
+    assert opt.posterior_scale(w).shape == (1, 3)
+    _one_step(opt, w)
+    assert opt.state[w]["step"] == 1
+
+
 @pytest.mark.parametrize("how", ["deepcopy", "pickle"])
 def test_a_copied_or_pickled_optimizer_continues_as_the_original(how):
     """A copy keeps ``mc_samples`` and its generator's state (``torch.optim.Optimizer``

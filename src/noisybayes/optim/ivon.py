@@ -257,8 +257,27 @@ class IVON(torch.optim.Optimizer):
         self._rebuild_buffers()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As ``torch.optim.Optimizer``'s; the flat buffers are built from copies of the
-        loaded state (which may be another optimizer's tensors)."""
+        """As ``torch.optim.Optimizer``'s, after checking that ``state_dict`` is an IVON state
+        of these parameters (every group's settings; every entry's posterior state shaped
+        like its parameter), so that a mismatch changes nothing; the flat buffers are built
+        from copies of the loaded state (which may be another optimizer's tensors)."""
+        groups = state_dict.get("param_groups", [])
+        ours = [p for group in self.param_groups for p in group["params"]]
+        for group in groups:
+            missing = sorted(set(self.defaults) - set(group))
+            if missing:
+                raise ValueError(f"state_dict must be an IVON optimizer's, got param groups "
+                                 f"without {', '.join(missing)}")
+        saved = [i for group in groups for i in group["params"]]
+        for index, param in zip(saved, ours, strict=False):
+            entry = state_dict.get("state", {}).get(index, {})
+            for key in _Buffers.KEYS:
+                value = entry.get(key)
+                if not isinstance(value, torch.Tensor) or value.shape != param.shape:
+                    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else value
+                    raise ValueError(
+                        f"state_dict must hold the state of these parameters, got {key} "
+                        f"{shape} for parameter {index}, shaped {tuple(param.shape)}")
         super().load_state_dict(state_dict)
         self._rebuild_buffers()
 
