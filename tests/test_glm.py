@@ -193,6 +193,29 @@ def test_count_families_and_formula():
     assert bool((pred.lower == pred.lower.round()).all())  # counts
 
 
+def test_the_classifier_formula_takes_labels_as_they_are():
+    """A classifier's formula response is one column of labels: booleans, strings and 0/1
+    integers give the same fit, ``classes_`` and predictions in the column's own type; a
+    transformed response is refused, naming it."""
+    rng = np.random.default_rng(6)
+    table = pd.DataFrame({"a": rng.normal(size=150), "b": rng.normal(size=150)})
+    table["flag"] = table["a"] - table["b"] + rng.normal(size=150) > 0
+    table["label"] = np.where(table["flag"], "yes", "no")
+    table["code"] = table["flag"].astype(int)
+    fits = {column: nb.BayesianGLMClassifier.from_formula(
+        f"{column} ~ a + b", table, approximation="fullrank", fit_options={"max_steps": 300})
+        for column in ("flag", "label", "code")}
+    for column, classes in (("flag", [False, True]), ("label", ["no", "yes"]), ("code", [0, 1])):
+        fit = fits[column]
+        assert list(fit.classes_) == classes
+        np.testing.assert_array_equal(fit.coef_, fits["flag"].coef_)
+        assert set(fit.predict(table.head(20))) <= set(classes)
+    assert fits["flag"].classes_.dtype == bool and fits["code"].classes_.dtype.kind == "i"
+    with pytest.raises(ValueError, match=r"^formula must have one column of class labels as its "
+                       r"response, got 'np.log1p\(code\)' in 'np.log1p\(code\) ~ a'$"):
+        nb.BayesianGLMClassifier.from_formula("np.log1p(code) ~ a", table)
+
+
 def test_student_t_and_probit_and_log_link_fit():
     rng = np.random.default_rng(6)
     X = rng.normal(size=(120, 1))

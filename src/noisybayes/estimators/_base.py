@@ -278,6 +278,8 @@ class RegressionEstimator(BaseEstimator):
     every process together (``glm``); formulas are refused there (:meth:`from_design`)."""
 
     fits_data_parallel: ClassVar[bool] = False
+    # how from_formula reads the response: a numeric expression, or (a classifier's) labels
+    formula_response: ClassVar[Literal["numeric", "labels"]] = "numeric"
     fit_intercept: bool
     seed: int | None
     posterior_: GaussianPosterior
@@ -477,7 +479,8 @@ class RegressionEstimator(BaseEstimator):
         from noisybayes.tables.formula import design_matrices
 
         _refuse_formula_in_parallel(cls.__name__)
-        return cls.from_design(design_matrices(formula, data, missing=missing), **params)
+        design = design_matrices(formula, data, missing=missing, response=cls.formula_response)
+        return cls.from_design(design, **params)
 
     @classmethod
     def from_design(cls: type[_Estimator], design: Any, **params: Any) -> _Estimator:

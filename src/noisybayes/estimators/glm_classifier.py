@@ -52,8 +52,11 @@ class BayesianGLMClassifier(ClassifierMixin, GeneralizedLinearEstimator):
 
     ``fit(nb.data.Parquet(path, x=[...], y="label"))`` fits from a data source (numeric
     labels), as ``BayesianLinearRegression`` does; ``prior_scale=None`` is refused there
-    (the check for separation needs all rows at once).
+    (the check for separation needs all rows at once). ``from_formula("label ~ x1 + x2",
+    table)`` takes the response column's labels as they are (strings, booleans, numbers).
     """
+
+    formula_response = "labels"
 
     def __init__(
         self,

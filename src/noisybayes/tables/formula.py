@@ -25,6 +25,7 @@ from noisybayes.tables.group_terms import GroupData, GroupTerm, fit_group_term, 
 __all__ = ["Design", "FormulaSpec", "MissingPolicy", "design_matrices"]
 
 MissingPolicy = Literal["drop", "error"]
+Response = Literal["numeric", "labels"]
 _INTERCEPT = "Intercept"
 
 
@@ -142,8 +143,13 @@ def _check_no_columns(formula: str, intercept: bool, variables: list[str]) -> No
             f"formula must have an intercept or a fixed term with columns, got {formula!r}")
 
 
-def design_matrices(formula: str, data: Any, *, missing: MissingPolicy = "drop") -> Design:
+def design_matrices(formula: str, data: Any, *, missing: MissingPolicy = "drop",
+                    response: Response = "numeric") -> Design:
     """Build ``y`` and ``X`` of ``formula`` (``"response ~ terms"``) from the DataFrame ``data``.
+
+    ``response="labels"`` (a classifier's) takes the response as one column of class
+    labels, of any type (strings, booleans, numbers), as it is; ``"numeric"`` evaluates it
+    as a numeric expression (``np.log(y)``).
 
     Raises ``ValueError`` naming the problem for a formula without ``~``, an unknown column,
     a non-numeric response, missing values with ``missing="error"``, an empty table, or
@@ -166,20 +172,30 @@ def design_matrices(formula: str, data: Any, *, missing: MissingPolicy = "drop")
         raise ValueError(f"formula could not be parsed: {first} (got {formula!r})") from None
     variables = tuple(dict.fromkeys(lhs_vars + rhs_vars + group_vars))
     _check_columns(formula, table, variables)
-    for name in lhs_vars:
+    labels = check_choice("response", response, ("numeric", "labels")) == "labels"
+    if labels and [str(term) for term in parsed.lhs] != list(lhs_vars[:1]):
+        raise ValueError(f"formula must have one column of class labels as its response, got "
+                         f"{fixed.split('~')[0].strip()!r} in {formula!r}")
+    for name in () if labels else lhs_vars:
         dtype = table[name].dtype
         if not (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)):
             raise ValueError(f"the response column {name!r} must be numeric, got dtype {dtype}")
     kept, missing_counts, n_dropped = _drop_missing(table, variables, missing)
-    matrices = evaluate(lambda: parsed.get_model_matrix(kept, na_action="ignore"))
-    lhs, rhs = matrices.lhs, matrices.rhs
-    if lhs.shape[1] != 1:
-        raise ValueError(
-            f"formula must have one numeric response, got {lhs.shape[1]} columns "
-            f"{list(map(str, lhs.columns))} from {formula!r}"
-        )
-    y = finite_frame(pd.DataFrame(lhs), "response").iloc[:, 0]
-    y.index = kept.index
+    if labels:
+        rhs: Any = evaluate(lambda: parsed.rhs.get_model_matrix(kept, na_action="ignore"))
+        response_name = lhs_vars[0]
+        y: pd.Series = kept[response_name]
+    else:
+        matrices = evaluate(lambda: parsed.get_model_matrix(kept, na_action="ignore"))
+        lhs, rhs = matrices.lhs, matrices.rhs
+        if lhs.shape[1] != 1:
+            raise ValueError(
+                f"formula must have one numeric response, got {lhs.shape[1]} columns "
+                f"{list(map(str, lhs.columns))} from {formula!r}"
+            )
+        y = finite_frame(pd.DataFrame(lhs), "response").iloc[:, 0]
+        response_name = str(lhs.columns[0])
+        y.index = kept.index
     intercept = _INTERCEPT in rhs.columns
     X = finite_frame(pd.DataFrame(rhs), "design column")
     X = X.drop(columns=[_INTERCEPT], errors="ignore")
@@ -188,7 +204,7 @@ def design_matrices(formula: str, data: Any, *, missing: MissingPolicy = "drop")
         _check_no_columns(formula, intercept, [v for v in rhs_vars if v not in group_vars])
     rows = tuple(fit_group_term(expr, group, kept) for expr, group in group_exprs)
     spec = FormulaSpec(
-        formula=formula, response=str(lhs.columns[0]), columns=tuple(map(str, X.columns)),
+        formula=formula, response=response_name, columns=tuple(map(str, X.columns)),
         intercept=intercept, variables=rhs_vars, rhs_spec=rhs.model_spec,
         groups=tuple(r.term for r in rows),
     )
