@@ -77,6 +77,11 @@ def test_generic_noise_models_draw_once_per_sample():
         ({"n_samples": 1}, r"n_samples must be an integer >= 2, got 1"),
         ({"level": 1.5}, r"level must be in \(0, 1\), got 1.5"),
         ({"x": torch.tensor([[float("nan"), 0.0]])}, r"x must be finite"),
+        ({"x": torch.randn(2, 3)}, r"^x of shape \(2, 3\) must fit the model's input, got this "
+                                   r"error from its forward pass: mat1 and mat2 shapes"),
+        ({"likelihood": bnn.HeteroscedasticGaussian()},
+         r"^output must end in 2 columns for HeteroscedasticGaussian \(mean and raw scale\), "
+         r"got shape \(100, 2, 1\)$"),
     ],
 )
 def test_predict_errors(changes, message):
@@ -84,6 +89,14 @@ def test_predict_errors(changes, message):
     args.update(changes)
     with pytest.raises(ValueError, match=message):
         bnn.predict(nb.bayesian(nn.Linear(2, 1)), args.pop("x"), **args)
+
+
+def test_float64_rows_are_predicted_by_a_float32_network_as_float32_rows():
+    net, x = nb.bayesian(nn.Linear(2, 1)), torch.randn(5, 2)
+    one = bnn.predict(net, x, likelihood=bnn.Gaussian(), generator=torch.Generator().manual_seed(0))
+    two = bnn.predict(net, x.double(), likelihood=bnn.Gaussian(),
+                      generator=torch.Generator().manual_seed(0))
+    assert torch.equal(one.mean, two.mean) and torch.equal(one.sd, two.sd)
 
 
 def test_fields_follow_the_targets_shape():

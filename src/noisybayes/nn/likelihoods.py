@@ -172,6 +172,9 @@ class HeteroscedasticGaussian(Likelihood):
         return _two_columns(output, y)
 
     def _scale(self, output: torch.Tensor) -> torch.Tensor:
+        if output.shape[-1:] != (2,):
+            raise ValueError(f"output must end in 2 columns for {type(self).__name__} (mean and "
+                             f"raw scale), got shape {tuple(output.shape)}")
         return F.softplus(output[..., 1]) + self.min_scale
 
     def distribution(self, output: torch.Tensor) -> td.Normal:

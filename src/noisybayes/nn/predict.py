@@ -148,6 +148,9 @@ def predict_with(
     which returns the outputs ``(n_samples, B, ...)`` of ``model`` (in eval mode)."""
     lik = resolve_likelihood(likelihood)
     x = _check_finite("x", x)
+    first = next(model.parameters(), None)
+    if first is not None and x.is_floating_point():
+        x = x.to(first.dtype)  # float64 rows into a float32 network, as training takes them
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
         raise ValueError(f"n_samples must be an integer >= 2, got {n_samples!r}")
     if not 0.0 < level < 1.0:
@@ -156,7 +159,13 @@ def predict_with(
     model.eval()
     try:
         with seeded_from(generator) if generator is not None else nullcontext():
-            outputs = sampler(x, n_samples, generator)
+            try:
+                outputs = sampler(x, n_samples, generator)
+            except torch.OutOfMemoryError:
+                raise
+            except RuntimeError as error:
+                raise ValueError(f"x of shape {tuple(x.shape)} must fit the model's input, got "
+                                 f"this error from its forward pass: {error}") from error
             if lik.task == "classification":
                 return predict_classes(outputs, lik, level)
             return predict_regression(outputs, lik, level, target_shape)
