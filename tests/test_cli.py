@@ -151,6 +151,8 @@ def test_json_and_plot_are_written(line_csv, tmp_path, capsys):
          "--reweight needs --method vi: the exact posterior needs no correction"),
         (["fit", "{csv}", "--formula", "y ~ x", *FLAT, "--max-steps", "10"],
          "--max-steps needs --method vi: the exact posterior takes no steps"),
+        (["fit", "{csv}", "--formula", "y ~ x", *FLAT, "--family", "meanfield"],
+         "--family meanfield needs --method vi: the exact posterior has no variational family"),
         (["fit", "{dir}/empty.csv", "--formula", "y ~ x"],
          "the table in '{dir}/empty.csv' must have at least one row, got none (columns: y, x)"),
         (["fit", "{dir}/blank.csv", "--formula", "y ~ x"],

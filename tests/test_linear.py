@@ -144,6 +144,13 @@ def test_student_t_regression_predicts_with_the_t_variance():
     assert (pred.aleatoric_sd > 0.8).all() and (pred.aleatoric_sd < 1.5).all()
 
 
+def test_exact_refuses_a_variational_family():
+    X, y = np.arange(20.0).reshape(10, 2), np.arange(10.0)
+    with pytest.raises(ValueError, match=r"^family must be 'auto' with method='exact' \(the "
+                       r"exact posterior has no variational family\), got 'meanfield'$"):
+        nb.BayesianLinearRegression(method="exact", family="meanfield").fit(X, y)
+
+
 def test_exact_with_too_few_rows_for_the_noise():
     """Flat priors on p coefficients and sigma need n > p + 1 rows for a proper posterior of
     the noise, and n > p + 3 for a finite variance of the coefficients."""

@@ -45,6 +45,9 @@ def check_flags(args: argparse.Namespace) -> None:
             )
         if args.reweight:
             raise ValueError("--reweight needs --method vi: the exact posterior needs no correction")
+        if args.family != "auto":
+            raise ValueError(f"--family {args.family} needs --method vi: the exact posterior has "
+                             f"no variational family")
         if args.max_steps is not None:
             raise ValueError("--max-steps needs --method vi: the exact posterior takes no steps")
     check_outputs(args, {"data": args.data, "--predict": args.predict})

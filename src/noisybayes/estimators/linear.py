@@ -137,6 +137,9 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
         ``y=None``, read in passes (``method="exact"``: one pass summing ``X^T X`` and ``X^T y``
         in float64; ``"vi"``: ``nb.fit`` on its standardised rows)."""
         check_choice("method", self.method, ("auto", "vi", "exact"))
+        if self.method == "exact" and self.family != "auto":
+            raise ValueError(f"family must be 'auto' with method='exact' (the exact posterior "
+                             f"has no variational family), got {self.family!r}")
         check_seed(self.seed)
         if isinstance(X, DataSource):
             mean = self._fit_glm_source(self._spec(), X, y, approximation=self.family,
