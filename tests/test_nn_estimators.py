@@ -183,6 +183,9 @@ def test_train_argument_errors():
                 likelihood=bnn.Gaussian(), n_epochs=1)
     with pytest.raises(ValueError, match=r"^model must be a plain network \(IVON holds"):
         bnn.train_ivon(net, x, x, likelihood=bnn.Gaussian(), n_epochs=1)
+    with pytest.raises(ValueError, match=r"^x of shape \(4, 1\) and dtype torch.int64 must fit "
+                       r"the model's input, got this error from its forward pass: "):
+        train(net, x.long(), x, likelihood=bnn.Gaussian(), n_epochs=1)
 
 
 @pytest.mark.slow

@@ -77,8 +77,9 @@ def test_generic_noise_models_draw_once_per_sample():
         ({"n_samples": 1}, r"n_samples must be an integer >= 2, got 1"),
         ({"level": 1.5}, r"level must be in \(0, 1\), got 1.5"),
         ({"x": torch.tensor([[float("nan"), 0.0]])}, r"x must be finite"),
-        ({"x": torch.randn(2, 3)}, r"^x of shape \(2, 3\) must fit the model's input, got this "
-                                   r"error from its forward pass: mat1 and mat2 shapes"),
+        ({"x": torch.randn(2, 3)}, r"^x of shape \(2, 3\) and dtype torch.float32 must fit the "
+                                   r"model's input, got this error from its forward pass: mat1 "
+                                   r"and mat2 shapes"),
         ({"likelihood": bnn.HeteroscedasticGaussian()},
          r"^output must end in 2 columns for HeteroscedasticGaussian \(mean and raw scale\), "
          r"got shape \(100, 2, 1\)$"),

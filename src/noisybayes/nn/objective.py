@@ -202,6 +202,13 @@ def check_rows(x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def forward_error(x: torch.Tensor, error: RuntimeError) -> ValueError:
+    """The error to raise when the network's forward pass refuses rows ``x`` (torch's
+    message, e.g. of a shape or dtype mismatch, with what the rows were)."""
+    return ValueError(f"x of shape {tuple(x.shape)} and dtype {x.dtype} must fit the model's "
+                      f"input, got this error from its forward pass: {error}")
+
+
 def check_temperature(temperature: Any) -> float:
     """``temperature`` as a float if it is a finite number ``>= 0`` (the KL's weight)."""
     if not (is_number(temperature) and 0 <= temperature < math.inf):

@@ -24,7 +24,13 @@ from torch import nn
 from noisybayes._rng import seeded_from
 from noisybayes.infer.prediction import Prediction
 from noisybayes.nn.likelihoods import Bernoulli, Likelihood
-from noisybayes.nn.objective import LikelihoodArg, _check_finite, resolve_likelihood, sample_outputs
+from noisybayes.nn.objective import (
+    LikelihoodArg,
+    _check_finite,
+    forward_error,
+    resolve_likelihood,
+    sample_outputs,
+)
 
 __all__ = ["predict", "predict_classes", "predict_regression", "predict_with"]
 
@@ -164,8 +170,7 @@ def predict_with(
             except torch.OutOfMemoryError:
                 raise
             except RuntimeError as error:
-                raise ValueError(f"x of shape {tuple(x.shape)} must fit the model's input, got "
-                                 f"this error from its forward pass: {error}") from error
+                raise forward_error(x, error) from error
             if lik.task == "classification":
                 return predict_classes(outputs, lik, level)
             return predict_regression(outputs, lik, level, target_shape)
