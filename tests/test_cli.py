@@ -115,9 +115,8 @@ def test_missing_values_are_dropped_with_a_warning(line_csv, capsys):
     code, out, err = run(["fit", line_csv, "--formula", "y ~ x", "--missing", "error"], capsys)
     assert code == 1 and out == ""
     assert err == (
-        "noisybayes: error: data must have no missing values in the formula's columns when "
-        "missing='error' (as for predictions: one per row), got 3 row(s) with missing values "
-        "(y: 1, x: 2)\n"
+        "noisybayes: error: data must have no missing values in the formula's columns, got 3 "
+        "row(s) with missing values (y: 1, x: 2)\n"
     )
 
 

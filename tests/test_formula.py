@@ -66,8 +66,8 @@ def test_missing_error_refuses(table):
     with pytest.raises(ValueError) as info:
         design_matrices("y ~ x1", table, missing="error")
     assert str(info.value) == (
-        "data must have no missing values in the formula's columns when missing='error' "
-        "(as for predictions: one per row), got 2 row(s) with missing values (x1: 2)"
+        "data must have no missing values in the formula's columns, got 2 row(s) with "
+        "missing values (x1: 2)"
     )
 
 

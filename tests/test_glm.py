@@ -214,6 +214,9 @@ def test_the_classifier_formula_takes_labels_as_they_are():
     with pytest.raises(ValueError, match=r"^formula must have one column of class labels as its "
                        r"response, got 'np.log1p\(code\)' in 'np.log1p\(code\) ~ a'$"):
         nb.BayesianGLMClassifier.from_formula("np.log1p(code) ~ a", table)
+    quoted = nb.BayesianGLMClassifier.from_formula(
+        'Q("label") ~ a + b', table, approximation="fullrank", fit_options={"max_steps": 300})
+    np.testing.assert_array_equal(quoted.coef_, fits["label"].coef_)
 
 
 def test_student_t_and_probit_and_log_link_fit():

@@ -149,6 +149,8 @@ def test_exact_refuses_a_variational_family():
     with pytest.raises(ValueError, match=r"^family must be 'auto' with method='exact' \(the "
                        r"exact posterior has no variational family\), got 'meanfield'$"):
         nb.BayesianLinearRegression(method="exact", family="meanfield").fit(X, y)
+    with pytest.raises(ValueError, match=r"^fit_options must be None with method='exact'"):
+        nb.BayesianLinearRegression(method="exact", fit_options={"max_steps": 5}).fit(X, y)
 
 
 def test_exact_with_too_few_rows_for_the_noise():

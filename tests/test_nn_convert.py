@@ -100,9 +100,14 @@ def test_a_model_bayesian_already_is_refused_where_it_would_be_converted_again()
     assert isinstance(twice[1], bnn.BayesLinear) and len(list(twice.parameters())) == 6
 
 
-def test_a_prior_off_the_real_line_is_refused():
+def test_a_prior_off_the_real_line_is_refused_and_a_mixture_on_it_is_not():
     with pytest.raises(ValueError, match=r"^prior must be a distribution on the real line"):
         bnn.bayesian(nn.Linear(2, 1), prior=torch.distributions.HalfNormal(1.0))
+    D = torch.distributions
+    mixture = D.MixtureSameFamily(D.Categorical(torch.ones(2)),
+                                  D.Normal(torch.zeros(2), torch.tensor([1.0, 0.1])))
+    net = bnn.bayesian(nn.Linear(2, 1), prior=mixture)  # a wrapped real support
+    assert torch.isfinite(bnn.kl_divergence(net))
 
 
 def test_a_non_module_is_rejected():

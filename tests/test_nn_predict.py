@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -77,9 +78,6 @@ def test_generic_noise_models_draw_once_per_sample():
         ({"n_samples": 1}, r"n_samples must be an integer >= 2, got 1"),
         ({"level": 1.5}, r"level must be in \(0, 1\), got 1.5"),
         ({"x": torch.tensor([[float("nan"), 0.0]])}, r"x must be finite"),
-        ({"x": torch.randn(2, 3)}, r"^x of shape \(2, 3\) and dtype torch.float32 must fit the "
-                                   r"model's input, got this error from its forward pass: mat1 "
-                                   r"and mat2 shapes"),
         ({"likelihood": bnn.HeteroscedasticGaussian()},
          r"^output must end in 2 columns for HeteroscedasticGaussian \(mean and raw scale\), "
          r"got shape \(100, 2, 1\)$"),
@@ -90,6 +88,15 @@ def test_predict_errors(changes, message):
     args.update(changes)
     with pytest.raises(ValueError, match=message):
         bnn.predict(nb.bayesian(nn.Linear(2, 1)), args.pop("x"), **args)
+
+
+def test_rows_the_model_refuses_keep_torchs_error_with_their_shape_noted():
+    with pytest.raises(RuntimeError, match="mat1 and mat2 shapes") as info:
+        bnn.predict(nb.bayesian(nn.Linear(2, 1)), torch.randn(2, 3), likelihood=bnn.Gaussian(),
+                    n_samples=np.int64(10))  # numpy's integers are integers
+    assert info.value.__notes__ == [
+        "noisybayes: raised drawing the model's outputs on rows x of shape (2, 3) and dtype "
+        "torch.float32"]
 
 
 def test_float64_rows_are_predicted_by_a_float32_network_as_float32_rows():

@@ -37,12 +37,12 @@ def file_format(path: Path) -> Literal["parquet", "csv"]:
 
 def run_fit_streamed(args: argparse.Namespace) -> int:
     """Check the flags, fit from the files, print the summary and how the fit ended."""
-    check_flags(args)
-    for name in _IN_MEMORY_FLAGS:
+    for name in _IN_MEMORY_FLAGS:  # before the outputs' checks: these flags cannot run
         if getattr(args, name):
             flag = "--" + name.replace("_", "-")
             raise ValueError(f"{flag} is not available with --stream: it needs the rows in "
                              "memory; fit without --stream for it")
+    check_flags(args)
     from noisybayes.tables.formula_source import formula_source
 
     source = formula_source(args.data, args.formula, file_format=file_format(args.data))

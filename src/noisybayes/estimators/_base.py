@@ -471,8 +471,10 @@ class RegressionEstimator(BaseEstimator):
         The design is built by formulaic (``noisybayes.tables.formula``): rows missing a
         used value are dropped (``missing="drop"``, counted in ``design_.n_dropped``) or
         refused (``"error"``); the formula's intercept sets ``fit_intercept``; ``summary()``
-        names coefficients after the design columns. ``formula_.transform(new).X`` builds the
-        design of new rows for ``predict``. ``params`` go to the constructor. The intercept
+        names coefficients after the design columns. ``predict(new)`` and the other
+        predictions take raw rows, one prediction per row (a row missing a used value is
+        refused), and ``formula_.transform(new).X`` is their design. ``params`` go to the
+        constructor. The intercept
         may be the whole fixed part (``"y ~ 1 + (1 | g)"``, ``"y ~ 1"``): ``coef_`` is then
         empty and ``intercept_`` a parameter as ever.
         """

@@ -140,6 +140,9 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
         if self.method == "exact" and self.family != "auto":
             raise ValueError(f"family must be 'auto' with method='exact' (the exact posterior "
                              f"has no variational family), got {self.family!r}")
+        if self.method == "exact" and self.fit_options is not None:
+            raise ValueError(f"fit_options must be None with method='exact' (they are nb.fit's, "
+                             f"which the exact posterior does not run), got {self.fit_options!r}")
         check_seed(self.seed)
         if isinstance(X, DataSource):
             mean = self._fit_glm_source(self._spec(), X, y, approximation=self.family,

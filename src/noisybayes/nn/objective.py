@@ -12,6 +12,7 @@ validation rows).
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -116,12 +117,12 @@ def _check_finite(name: str, value: Any) -> torch.Tensor:
 def _n_data(n_data: Any, batch: int) -> int:
     if isinstance(n_data, torch.utils.data.DataLoader):
         n_data = len(n_data.dataset)  # type: ignore[arg-type]
-    if isinstance(n_data, bool) or not isinstance(n_data, int) or n_data < 1:
+    if isinstance(n_data, bool) or not isinstance(n_data, numbers.Integral) or n_data < 1:
         raise ValueError(f"n_data must be an integer >= 1 or a DataLoader, got {n_data!r}")
     if n_data < batch:
         raise ValueError(f"n_data must be >= the batch size {batch} (the training set size), "
                          f"got {n_data}")
-    return n_data
+    return int(n_data)
 
 
 def has_shared_noise(model: nn.Module) -> bool:
@@ -202,11 +203,12 @@ def check_rows(x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def forward_error(x: torch.Tensor, error: RuntimeError) -> ValueError:
-    """The error to raise when the network's forward pass refuses rows ``x`` (torch's
-    message, e.g. of a shape or dtype mismatch, with what the rows were)."""
-    return ValueError(f"x of shape {tuple(x.shape)} and dtype {x.dtype} must fit the model's "
-                      f"input, got this error from its forward pass: {error}")
+def note_rows(error: Exception, x: torch.Tensor, where: str) -> None:
+    """Add to ``error`` (raised ``where``, e.g. in the model's forward pass) the shape and
+    dtype of the rows ``x`` it was given: torch's own message (a shape or dtype mismatch)
+    rarely says which rows; the error keeps its type and message."""
+    error.add_note(f"noisybayes: raised {where} on rows x of shape {tuple(x.shape)} and dtype "
+                   f"{x.dtype}")
 
 
 def check_temperature(temperature: Any) -> float:

@@ -14,6 +14,7 @@ For classification, with ``p_s`` the class probabilities of draw ``s`` and ``H``
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import replace
@@ -27,7 +28,7 @@ from noisybayes.nn.likelihoods import Bernoulli, Likelihood
 from noisybayes.nn.objective import (
     LikelihoodArg,
     _check_finite,
-    forward_error,
+    note_rows,
     resolve_likelihood,
     sample_outputs,
 )
@@ -157,7 +158,7 @@ def predict_with(
     first = next(model.parameters(), None)
     if first is not None and x.is_floating_point():
         x = x.to(first.dtype)  # float64 rows into a float32 network, as training takes them
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
+    if not isinstance(n_samples, numbers.Integral) or isinstance(n_samples, bool) or n_samples < 2:
         raise ValueError(f"n_samples must be an integer >= 2, got {n_samples!r}")
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
@@ -167,10 +168,9 @@ def predict_with(
         with seeded_from(generator) if generator is not None else nullcontext():
             try:
                 outputs = sampler(x, n_samples, generator)
-            except torch.OutOfMemoryError:
-                raise
             except RuntimeError as error:
-                raise forward_error(x, error) from error
+                note_rows(error, x, "drawing the model's outputs")
+                raise
             if lik.task == "classification":
                 return predict_classes(outputs, lik, level)
             return predict_regression(outputs, lik, level, target_shape)

@@ -148,7 +148,7 @@ def check_prior(prior: Distribution | None, name: str = "prior") -> Distribution
         support = prior.support
     except NotImplementedError:  # a custom distribution that does not say: taken on trust
         return prior
-    if support is not constraints.real:
+    if support is not None and not bool(support.check(torch.tensor([-1e3, 1e3])).all()):
         raise ValueError(f"{name} must be a distribution on the real line (a weight may take "
                          f"any value), got {prior!r} with support {support}")
     return prior

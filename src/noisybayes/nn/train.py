@@ -41,7 +41,7 @@ from noisybayes.infer.objective import batched_evaluation
 from noisybayes.infer.posterior import FitInfo
 from noisybayes.nn.likelihoods import Likelihood
 from noisybayes.nn.mixture import Mixture
-from noisybayes.nn.objective import check_rows, check_temperature, forward_error, negative_elbo
+from noisybayes.nn.objective import check_rows, check_temperature, negative_elbo, note_rows
 from noisybayes.nn.posterior import NetworkPosterior
 
 __all__ = ["train"]
@@ -251,10 +251,9 @@ class NetworkObjective:
             x, y = check_rows(x, y)
         try:
             loss = self._loss(x, y)
-        except torch.OutOfMemoryError:
-            raise
         except RuntimeError as error:  # e.g. integer rows into a Bayesian layer
-            raise forward_error(x, error) from error
+            note_rows(error, x, "in the loss (the model's forward pass, likelihood and KL)")
+            raise
         return loss if self.weight == 1 else self.weight * loss  # one process: no product
 
     def _cast(self, tensor: torch.Tensor) -> torch.Tensor:

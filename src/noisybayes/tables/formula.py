@@ -117,9 +117,8 @@ def _drop_missing(
     if n_bad and missing == "error":
         detail = name_list(f"{c}: {n}" for c, n in counts.items())
         raise ValueError(
-            f"data must have no missing values in the formula's columns when missing='error' "
-            f"(as for predictions: one per row), got {n_bad} row(s) with missing values "
-            f"({detail})"
+            f"data must have no missing values in the formula's columns, got {n_bad} row(s) "
+            f"with missing values ({detail})"
         )
     if n_bad == len(table):
         raise ValueError(
@@ -173,7 +172,9 @@ def design_matrices(formula: str, data: Any, *, missing: MissingPolicy = "drop",
     variables = tuple(dict.fromkeys(lhs_vars + rhs_vars + group_vars))
     _check_columns(formula, table, variables)
     labels = check_choice("response", response, ("numeric", "labels")) == "labels"
-    if labels and [str(term) for term in parsed.lhs] != list(lhs_vars[:1]):
+    bare = {f"{quote}{name}{end}" for name in lhs_vars[:1]
+            for quote, end in (("", ""), ('Q("', '")'), ("Q('", "')"))}
+    if labels and (len(parsed.lhs) != 1 or str(parsed.lhs[0]) not in bare):
         raise ValueError(f"formula must have one column of class labels as its response, got "
                          f"{fixed.split('~')[0].strip()!r} in {formula!r}")
     for name in () if labels else lhs_vars:
