@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -144,13 +146,18 @@ def test_student_t_regression_predicts_with_the_t_variance():
     assert (pred.aleatoric_sd > 0.8).all() and (pred.aleatoric_sd < 1.5).all()
 
 
-def test_exact_refuses_a_variational_family():
-    X, y = np.arange(20.0).reshape(10, 2), np.arange(10.0)
-    with pytest.raises(ValueError, match=r"^family must be 'auto' with method='exact' \(the "
-                       r"exact posterior has no variational family\), got 'meanfield'$"):
-        nb.BayesianLinearRegression(method="exact", family="meanfield").fit(X, y)
-    with pytest.raises(ValueError, match=r"^fit_options must be None with method='exact'"):
-        nb.BayesianLinearRegression(method="exact", fit_options={"max_steps": 5}).fit(X, y)
+def test_exact_says_it_ignores_the_variational_settings():
+    """As scikit-learn's estimators do with a setting another one makes moot (a grid over
+    ``method`` shares the others): a warning, and the exact posterior."""
+    X, y = np.random.default_rng(0).normal(size=(10, 2)), np.arange(10.0)
+    exact = nb.BayesianLinearRegression(method="exact").fit(X, y)
+    for setting in ({"family": "meanfield"}, {"fit_options": {"max_steps": 5}}):
+        (name, value), = setting.items()
+        with pytest.warns(UserWarning, match=re.escape(
+                f"{name}={value!r} is ignored with method='exact': the exact posterior runs "
+                f"no variational fit")):
+            fit = nb.BayesianLinearRegression(method="exact", **setting).fit(X, y)
+        np.testing.assert_array_equal(fit.coef_, exact.coef_)
 
 
 def test_exact_with_too_few_rows_for_the_noise():

@@ -16,6 +16,7 @@ or ``fit_options`` configure VI.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
 from sklearn.base import RegressorMixin
@@ -137,12 +138,13 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
         ``y=None``, read in passes (``method="exact"``: one pass summing ``X^T X`` and ``X^T y``
         in float64; ``"vi"``: ``nb.fit`` on its standardised rows)."""
         check_choice("method", self.method, ("auto", "vi", "exact"))
-        if self.method == "exact" and self.family != "auto":
-            raise ValueError(f"family must be 'auto' with method='exact' (the exact posterior "
-                             f"has no variational family), got {self.family!r}")
-        if self.method == "exact" and self.fit_options is not None:
-            raise ValueError(f"fit_options must be None with method='exact' (they are nb.fit's, "
-                             f"which the exact posterior does not run), got {self.fit_options!r}")
+        if self.method == "exact":  # ignored, as scikit-learn does (a grid over method)
+            for name, unused in (("family", self.family != "auto"),
+                                 ("fit_options", self.fit_options is not None)):
+                if unused:
+                    warnings.warn(f"{name}={getattr(self, name)!r} is ignored with "
+                                  f"method='exact': the exact posterior runs no variational "
+                                  f"fit", UserWarning, stacklevel=3)
         check_seed(self.seed)
         if isinstance(X, DataSource):
             mean = self._fit_glm_source(self._spec(), X, y, approximation=self.family,
