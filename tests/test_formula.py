@@ -61,6 +61,20 @@ def test_rows_with_missing_values_are_dropped_and_counted(table):
     assert len(design.X) == 57 and not {3, 7, 9} & set(design.X.index)
 
 
+def test_a_numeric_column_with_stray_text_is_refused_unless_asked_as_categories():
+    """Read from a CSV, one text value makes a numeric column text, which a bare name would
+    turn into one dummy per value; ``C(x)`` still asks for categories, and a column of
+    category names is a categorical as ever."""
+    frame = pd.DataFrame({"y": np.arange(6.0), "x": ["0.1", "0.2z", "0.3", "0.4", "0.5", "0.6"],
+                          "g": list("ababab")})
+    with pytest.raises(ValueError, match=r"^column 'x' must hold numbers or categories, got "
+                       r"numbers stored as text \(e.g. '0.2z' in row 1\): clean the column, or "
+                       r"write C\(x\) in the formula"):
+        design_matrices("y ~ x", frame)
+    assert design_matrices("y ~ C(x)", frame).X.shape == (6, 5)
+    assert list(design_matrices("y ~ g", frame).X.columns) == ["g[T.b]"]
+
+
 def test_missing_error_refuses(table):
     table.loc[[3, 7], "x1"] = np.nan
     with pytest.raises(ValueError) as info:

@@ -128,6 +128,26 @@ def _drop_missing(
     return table.loc[~rows], counts, n_bad
 
 
+def _check_numbers_as_text(table: pd.DataFrame, bare: set[str]) -> None:
+    """Refuse a text column named bare in the formula (which would become a categorical, one
+    dummy per distinct value) when at least half its values read as numbers: a numeric
+    column with stray text, as a CSV reader leaves it. ``C(x)`` asks for the categorical."""
+    for name in sorted(bare & set(map(str, table.columns))):
+        column = table[name]
+        if not (pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)):
+            continue
+        values = column.dropna()
+        as_numbers = pd.to_numeric(values, errors="coerce")
+        if len(values) == 0 or as_numbers.notna().mean() < 0.5:
+            continue
+        text = values[as_numbers.isna()]
+        example = (f"e.g. {text.iloc[0]!r} in row {text.index[0]!r}" if len(text)
+                   else "every value")
+        raise ValueError(f"column {name!r} must hold numbers or categories, got numbers stored "
+                         f"as text ({example}): clean the column, or write C({name}) in the "
+                         f"formula to use its values as categories")
+
+
 def _check_no_columns(formula: str, intercept: bool, variables: list[str]) -> None:
     """Refuse a design without fixed columns unless the formula asked for none: ``y ~ 1``
     and ``y ~ 1 + (1 | g)`` keep the intercept alone, while terms in ``variables`` that
@@ -171,6 +191,8 @@ def design_matrices(formula: str, data: Any, *, missing: MissingPolicy = "drop",
         raise ValueError(f"formula could not be parsed: {first} (got {formula!r})") from None
     variables = tuple(dict.fromkeys(lhs_vars + rhs_vars + group_vars))
     _check_columns(formula, table, variables)
+    _check_numbers_as_text(table, {str(factor.expr) for term in parsed.rhs
+                                   for factor in term.factors if factor.eval_method.value == "lookup"})
     labels = check_choice("response", response, ("numeric", "labels")) == "labels"
     bare = {f"{quote}{name}{end}" for name in lhs_vars[:1]
             for quote, end in (("", ""), ('Q("', '")'), ("Q('", "')"))}
