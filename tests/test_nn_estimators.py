@@ -133,6 +133,9 @@ def test_the_regressor_defaults_to_a_tempered_posterior_and_the_classifier_to_th
     """The validation rows' choice for the regressor (``benchmarks/RESULTS.md``), 1 for the
     classifier; a fit records the temperature it used, and 1 is a setting like any other."""
     assert nb.BNNRegressor().get_params()["temperature"] == 0.5
+    defaults = nb.BNNRegressor().get_params()  # the rest of the validation rows' choice
+    assert defaults["hidden"] == (50, 50) and defaults["method"] == "auto"
+    assert defaults["likelihood"] == "heteroscedastic_student_t"
     assert nb.BNNClassifier().get_params()["temperature"] == 1.0
     x, y = _toy(40, 0)
     assert nb.BNNRegressor(hidden=(3,), n_epochs=1).fit(x, y).info_.temperature == 0.5
