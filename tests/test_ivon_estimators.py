@@ -198,9 +198,12 @@ def test_the_seed_is_the_only_randomness_and_the_global_generator_is_left_alone(
                                n_predict_samples=20, progress=False).fit(x[:50], y[:50])
 
     first, again, other = fit(0), fit(0), fit(1)
-    assert torch.equal(torch.get_rng_state(), state)
     np.testing.assert_array_equal(first.predict(X_NEW), again.predict(X_NEW))
     assert not np.array_equal(first.predict(X_NEW), other.predict(X_NEW))
+    one, two = first.predict_distribution(X_NEW), first.predict_distribution(X_NEW)
+    for field in ("lower", "upper", "sd"):  # the intervals' own draws come from the seed too
+        assert torch.equal(getattr(one, field), getattr(two, field))
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 @pytest.mark.parametrize(

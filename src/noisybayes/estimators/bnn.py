@@ -242,11 +242,12 @@ class _BNN(BaseEstimator):
         (the regressor starts IVON's heteroscedastic networks from the mean)."""
         return run(self.likelihood_, n_epochs)
 
-    def _outputs(self, X: Any) -> torch.Tensor:
-        """``(S, B, n_out)`` network outputs at standardised ``X`` under ``S`` weight draws."""
+    def _outputs(self, X: Any, gen: torch.Generator | None = None) -> torch.Tensor:
+        """``(S, B, n_out)`` network outputs at standardised ``X`` under ``S`` weight draws,
+        drawn from ``gen`` (a new one from ``seed`` when ``None``)."""
         check_is_fitted(self, "model_")
         x = tensor_of(validate_data(self, array_input("X", X), reset=False, dtype=np.float64))
-        gen = make_generator(self.seed)
+        gen = make_generator(self.seed) if gen is None else gen
         with torch.no_grad(), seeded_from(gen):
             x_std = ((x - self.x_mean_) / self.x_scale_).to(self.device, torch.float32)
             return self.posterior_.sample_outputs(x_std, self.n_predict_samples, gen)
@@ -440,8 +441,9 @@ class BNNRegressor(RegressorMixin, _BNN):
 
     def predict_distribution(self, X: Any, level: float = 0.9) -> Prediction:
         """The posterior predictive at ``X``: an ``nb.Prediction``, fields ``(B,)``, y's units."""
-        outputs = self._outputs(X)
-        with torch.no_grad():
+        gen = make_generator(self.seed)  # the weights' draws, then the intervals' (from seed)
+        outputs = self._outputs(X, gen)
+        with torch.no_grad(), seeded_from(gen):
             pred = predict_regression(outputs, self.likelihood_, level)
         flat = pred.apply(lambda field: field.reshape(-1).cpu().double())
         return flat.affine(self.y_mean_, self.y_scale_)  # in float64: y may sit far from 0
