@@ -13,6 +13,7 @@ from sklearn.exceptions import NotFittedError
 
 import noisybayes as nb
 from noisybayes.estimators._base import Standardisation
+from noisybayes.math.intervals import equal_tailed
 
 Z_90 = 1.6448536269514722  # the 95% standard normal quantile: 90% central intervals
 
@@ -191,6 +192,23 @@ def test_count_families_and_formula():
     pred = nbin.predict_distribution(table.iloc[:4], level=0.9)
     assert pred.level == 0.9 and bool((pred.lower <= pred.upper).all())
     assert bool((pred.lower == pred.lower.round()).all())  # counts
+    assert bool((pred.upper == pred.upper.round()).all())
+
+
+def test_a_count_interval_is_bounded_by_counts_and_holds_at_least_its_level():
+    """Equal-tailed intervals of whole-number draws take the draws next outside the
+    quantiles: for the counts 0..9 the 90% interval is [0, 9], where interpolation gave
+    [0.45, 8.55] (and an upper bound of 2.05 drops the count 3); on Poisson(2.3) draws the
+    bounds are counts and each interval holds at least 90% of its draws."""
+    lower, upper = equal_tailed(torch.arange(10.0)[:, None], 0.9)
+    assert (lower.item(), upper.item()) == (0.0, 9.0)
+    draws = torch.poisson(torch.full((4000, 50), 2.3), generator=torch.Generator().manual_seed(0))
+    lower, upper = equal_tailed(draws, 0.9)
+    assert torch.equal(lower, lower.round()) and torch.equal(upper, upper.round())
+    assert bool((((draws >= lower) & (draws <= upper)).double().mean(0) >= 0.9).all())
+    jitter = torch.rand(10, 1, generator=torch.Generator().manual_seed(1))
+    continuous = torch.arange(10.0)[:, None] + 0.5 * jitter  # as before: interpolated
+    assert equal_tailed(continuous, 0.9)[0].item() == torch.quantile(continuous, 0.05).item()
 
 
 def test_the_classifier_formula_takes_labels_as_they_are():

@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from noisybayes.math.intervals import equal_tailed
+
 __all__ = [
     "central_coverage",
     "crps_from_draws",
@@ -26,8 +28,7 @@ __all__ = [
 def central_coverage(draws: torch.Tensor, y: torch.Tensor, level: float) -> torch.Tensor:
     """``1[q_{(1-level)/2} <= y <= q_{(1+level)/2}]``: whether ``y`` lies in the central
     interval of ``level`` of the draws (empirical quantiles), as 0./1. per observation."""
-    tails = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=draws.dtype)
-    lower, upper = torch.quantile(draws, tails.to(draws.device), dim=0)
+    lower, upper = equal_tailed(draws, level)
     return ((lower <= y) & (y <= upper)).to(draws.dtype)
 
 

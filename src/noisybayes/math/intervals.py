@@ -66,9 +66,15 @@ def _weighted_hdi(
 
 
 def equal_tailed(draws: torch.Tensor, prob: float = 0.94) -> tuple[torch.Tensor, torch.Tensor]:
-    """Central interval: the ``(1-prob)/2`` and ``(1+prob)/2`` quantiles along dim 0."""
+    """Central interval: the ``(1-prob)/2`` and ``(1+prob)/2`` quantiles along dim 0,
+    interpolated between draws; for whole-number draws (counts, a discrete predictive) the
+    draws next outside them, so that the bounds are values the variable takes (an
+    interpolated upper bound of 2.05 would leave out the count 3)."""
     if not 0.0 < prob < 1.0:
         raise ValueError(f"prob must be in (0, 1), got {prob!r}")
     q = torch.tensor([(1 - prob) / 2, (1 + prob) / 2], dtype=draws.dtype, device=draws.device)
-    lower, upper = torch.quantile(draws, q, dim=0)
-    return lower, upper
+    if not bool((draws == draws.round()).all()):
+        lower, upper = torch.quantile(draws, q, dim=0)
+        return lower, upper
+    return (torch.quantile(draws, q[0], dim=0, interpolation="lower"),
+            torch.quantile(draws, q[1], dim=0, interpolation="higher"))
