@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -173,6 +174,28 @@ def test_exact_with_too_few_rows_for_the_noise():
     X5 = np.vstack([X, [[9.0, 2.0]]])
     reg = nb.BayesianLinearRegression(**flat).fit(X5, np.append(y, 4.0))
     assert torch.isinf(reg.posterior_.family.variance()[:3]).all()  # a = 1/2: no variance
+
+
+@pytest.mark.parametrize("n_rows", [5, 6, 7, 12])
+def test_the_flat_prior_noise_moments_are_the_closed_form_and_infinite_where_it_is(n_rows):
+    """Flat priors, p = 3 coefficients: ``sigma^2 ~ InvGamma(a, RSS / 2)``, ``a = (n - p - 1)
+    / 2``; ``E sigma = sqrt(b) Gamma(a - 1/2) / Gamma(a)`` (infinite for ``a <= 1/2``),
+    ``Var sigma`` infinite for ``a <= 1``, and then the Student-t predictive (``2a``
+    degrees of freedom) has no variance: reported as such, not as an average of draws."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(n_rows, 2))
+    y = 1 + X @ [0.5, -1.0] + 0.7 * rng.normal(size=n_rows)
+    reg = nb.BayesianLinearRegression(method="exact", prior_scale=None, noise_prior=None)
+    sigma = reg.fit(X, y).summary().loc["sigma"]
+    design = np.c_[np.ones(n_rows), X]
+    rss = float(np.sum((y - design @ np.linalg.lstsq(design, y, rcond=None)[0]) ** 2))
+    a, b = (n_rows - 4) / 2, rss / 2
+    mean = math.sqrt(b) * math.exp(math.lgamma(a - 0.5) - math.lgamma(a)) if a > 0.5 else math.inf
+    sd = math.sqrt(b / (a - 1) - mean**2) if a > 1 else math.inf
+    np.testing.assert_allclose([sigma["mean"], sigma["sd"], reg.noise_scale_], [mean, sd, mean],
+                               rtol=1e-9)
+    predictive_sd = reg.predict(np.zeros((1, 2)), return_std=True)[1][0]
+    assert math.isinf(predictive_sd) == (a <= 1)
 
 
 def test_a_column_constant_to_rounding_is_left_unscaled():

@@ -68,6 +68,25 @@ class _MappedDraws(nn.Module):
         beta, sigma = self.exact.sample(n, make_generator(None, generator))
         return torch.cat([beta, sigma.log()[:, None]], dim=1) @ self.A.T + self.b
 
+    @property
+    def noise_shape(self) -> float:
+        """``a`` of ``sigma_std^2 ~ InvGamma(a, b)``: the predictive is a Student-t with
+        ``2a`` degrees of freedom, whose variance is infinite for ``a <= 1``."""
+        return float(self.exact.a)
+
+    def transformed_moments(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``sigma``'s mean and sd in closed form (not from draws, which give finite numbers
+        where there are none): ``sigma = e^c sigma_std`` (``c`` the log-scale shift) with
+        ``E sigma_std = sqrt(b) Gamma(a - 1/2) / Gamma(a)``, infinite for ``a <= 1/2``, and
+        ``E sigma_std^2 = b / (a - 1)``, infinite for ``a <= 1``."""
+        a, b = self.exact.a, self.exact.b
+        scale = self.b[-1].exp()
+        mean = torch.where(a > 0.5, (b.log() / 2 + torch.lgamma(a - 0.5) - torch.lgamma(a)).exp(),
+                           torch.inf)
+        square = torch.where(a > 1, b / (a - 1), torch.inf)
+        sd = torch.where(a > 1, (square - mean**2).clamp_min(0).sqrt(), torch.inf)
+        return {"sigma": (scale * mean, scale * sd)}
+
 
 def _design(model: GLMModel, X: torch.Tensor) -> torch.Tensor:
     """``[1, x_std]`` (or ``x_std`` without an intercept), ``(N, k + p)``."""

@@ -16,9 +16,12 @@ or ``fit_options`` configure VI.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import warnings
 from typing import Any, Literal
 
+import torch
 from sklearn.base import RegressorMixin
 from torch.distributions import Distribution
 
@@ -28,6 +31,7 @@ from noisybayes.estimators._base import unfitted_on_error
 from noisybayes.estimators._exact_scales import grid_dense_columns, grid_scales
 from noisybayes.estimators._glm_model import GLMSpec
 from noisybayes.estimators.glm import Approximation, GeneralizedLinearEstimator
+from noisybayes.infer.prediction import Prediction
 from noisybayes.infer.scale_grid import MAX_DENSE, MAX_SCALES
 
 __all__ = ["BayesianLinearRegression", "auto_method"]
@@ -155,3 +159,16 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
                                  method=self._resolved_method(X_t.shape[1] + 1))
         self.noise_scale_ = float(mean["sigma"] if self.noise_scale is None else self.noise_scale)
         return self
+
+    def predict_distribution(self, X: Any, level: float = 0.94,
+                             n_samples: int = 2000) -> Prediction:
+        """As the other estimators'; where the exact posterior's noise variance has no
+        finite mean (a flat prior on sigma and at most ``p + 3`` rows: ``a <= 1``), the
+        predictive, a Student-t with ``2a`` degrees of freedom, has no finite variance, nor
+        has ``E[y | x]``: the sds are infinite, which averages of draws would hide."""
+        pred = super().predict_distribution(X, level, n_samples)
+        if getattr(self.posterior_.family, "noise_shape", math.inf) > 1:
+            return pred
+        infinite = torch.full_like(pred.sd, math.inf)
+        return dataclasses.replace(pred, sd=infinite, epistemic_sd=infinite,
+                                   aleatoric_sd=infinite)
