@@ -68,11 +68,16 @@ def test_a_numeric_column_with_stray_text_is_refused_unless_asked_as_categories(
     frame = pd.DataFrame({"y": np.arange(6.0), "x": ["0.1", "0.2z", "0.3", "0.4", "0.5", "0.6"],
                           "g": list("ababab")})
     with pytest.raises(ValueError, match=r"^column 'x' must hold numbers or categories, got "
-                       r"numbers stored as text \(e.g. '0.2z' in row 1\): clean the column, or "
-                       r"write C\(x\) in the formula"):
+                       r"numbers stored as text with some other text \(e.g. '0.2z' at index 1\): "
+                       r"clean the column, or write C\(x\) in the formula"):
         design_matrices("y ~ x", frame)
     assert design_matrices("y ~ C(x)", frame).X.shape == (6, 5)
     assert list(design_matrices("y ~ g", frame).X.columns) == ["g[T.b]"]
+    frame["code"] = ["01", "02", "03", "01", "02", "03"]  # codes as text: categories
+    frame["flag"] = [True, False, None, True, False, True]  # a CSV's booleans with a blank
+    frame["declared"] = frame["x"].astype("category")
+    for column, width in (("code", 2), ("flag", 1), ("declared", 5)):
+        assert design_matrices(f"y ~ {column}", frame).X.shape[1] == width, column
 
 
 def test_missing_error_refuses(table):

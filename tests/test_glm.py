@@ -209,6 +209,8 @@ def test_a_count_interval_is_bounded_by_counts_and_holds_at_least_its_level():
     jitter = torch.rand(10, 1, generator=torch.Generator().manual_seed(1))
     continuous = torch.arange(10.0)[:, None] + 0.5 * jitter  # as before: interpolated
     assert equal_tailed(continuous, 0.9)[0].item() == torch.quantile(continuous, 0.05).item()
+    large = (3e7 + 1e4 * jitter).float()  # float32 from 2^24 on holds whole numbers only
+    assert equal_tailed(large, 0.9)[1].item() == torch.quantile(large, 0.95).item()
 
 
 def test_the_classifier_formula_takes_labels_as_they_are():

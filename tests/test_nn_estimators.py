@@ -153,6 +153,10 @@ def test_classifier_probabilities_labels_and_score():
     torch.testing.assert_close(torch.as_tensor(probs).sum(1), torch.ones(200))
     assert list(clf.classes_) == ["no", "yes"]
     assert (clf.predict(x) == y).mean() > 0.9
+    state = torch.get_rng_state()  # the intervals' draws come from the seed, as the weights'
+    one, two = clf.predict_distribution(x), clf.predict_distribution(x)
+    assert torch.equal(one.lower, two.lower) and torch.equal(one.upper, two.upper)
+    assert torch.equal(torch.get_rng_state(), state)
     assert -0.4 < clf.score(x, y) < 0  # mean log p(y): far better than log(1/2)
     with pytest.raises(ValueError, match=r"y must hold labels seen in fit \['no', 'yes'\], "
                                          r"got 'maybe'"):

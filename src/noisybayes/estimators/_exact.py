@@ -79,13 +79,14 @@ class _MappedDraws(nn.Module):
         where there are none): ``sigma = e^c sigma_std`` (``c`` the log-scale shift) with
         ``E sigma_std = sqrt(b) Gamma(a - 1/2) / Gamma(a)``, infinite for ``a <= 1/2``, and
         ``E sigma_std^2 = b / (a - 1)``, infinite for ``a <= 1``."""
-        a, b = self.exact.a, self.exact.b
-        scale = self.b[-1].exp()
+        a, b = self.exact.a.double(), self.exact.b.double()  # lgamma(a) - lgamma(a - 1/2):
+        scale = self.b[-1].exp().double()  # a difference of two large numbers for large n
         mean = torch.where(a > 0.5, (b.log() / 2 + torch.lgamma(a - 0.5) - torch.lgamma(a)).exp(),
                            torch.inf)
         square = torch.where(a > 1, b / (a - 1), torch.inf)
         sd = torch.where(a > 1, (square - mean**2).clamp_min(0).sqrt(), torch.inf)
-        return {"sigma": (scale * mean, scale * sd)}
+        dtype = self.b.dtype
+        return {"sigma": ((scale * mean).to(dtype), (scale * sd).to(dtype))}
 
 
 def _design(model: GLMModel, X: torch.Tensor) -> torch.Tensor:

@@ -560,8 +560,10 @@ class BNNClassifier(ClassifierMixin, _BNN):
     def predict_distribution(self, X: Any, level: float = 0.9) -> Prediction:
         """Predictive probabilities ``probs`` ``(B, K)``, entropy and mutual information
         ``(B,)`` (and the moments of the one-hot label, see ``nb.nn.predict``)."""
-        with torch.no_grad():
-            pred = predict_classes(self._outputs(X), self.likelihood_, level)
+        gen = make_generator(self.seed)  # the weights' draws, then the intervals' (from seed)
+        outputs = self._outputs(X, gen)
+        with torch.no_grad(), seeded_from(gen):
+            pred = predict_classes(outputs, self.likelihood_, level)
         return pred.apply(lambda field: field.cpu())
 
     def predict_proba(self, X: Any) -> np.ndarray:

@@ -163,7 +163,8 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
     def predict_distribution(self, X: Any, level: float = 0.94,
                              n_samples: int = 2000) -> Prediction:
         """As the other estimators'; where the exact posterior's noise variance has no
-        finite mean (a flat prior on sigma and at most ``p + 3`` rows: ``a <= 1``), the
+        finite mean (a flat prior on sigma and at most ``k + 3`` rows for ``k`` coefficients
+        with the intercept: ``a = (n - k - 1) / 2 <= 1``), the
         predictive, a Student-t with ``2a`` degrees of freedom, has no finite variance, nor
         has ``E[y | x]``: the sds are infinite, which averages of draws would hide."""
         pred = super().predict_distribution(X, level, n_samples)

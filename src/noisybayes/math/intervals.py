@@ -73,7 +73,8 @@ def equal_tailed(draws: torch.Tensor, prob: float = 0.94) -> tuple[torch.Tensor,
     if not 0.0 < prob < 1.0:
         raise ValueError(f"prob must be in (0, 1), got {prob!r}")
     q = torch.tensor([(1 - prob) / 2, (1 + prob) / 2], dtype=draws.dtype, device=draws.device)
-    if not bool((draws == draws.round()).all()):
+    whole = bool((draws == draws.round()).all()) and bool(draws.abs().max() < 2**24)
+    if not whole:  # (float32 holds only whole numbers from 2^24 on: those are continuous)
         lower, upper = torch.quantile(draws, q, dim=0)
         return lower, upper
     return (torch.quantile(draws, q[0], dim=0, interpolation="lower"),

@@ -134,17 +134,17 @@ def _check_numbers_as_text(table: pd.DataFrame, bare: set[str]) -> None:
     column with stray text, as a CSV reader leaves it. ``C(x)`` asks for the categorical."""
     for name in sorted(bare & set(map(str, table.columns))):
         column = table[name]
-        if not (pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)):
-            continue
-        values = column.dropna()
-        as_numbers = pd.to_numeric(values, errors="coerce")
-        if len(values) == 0 or as_numbers.notna().mean() < 0.5:
-            continue
-        text = values[as_numbers.isna()]
-        example = (f"e.g. {text.iloc[0]!r} in row {text.index[0]!r}" if len(text)
-                   else "every value")
+        if isinstance(column.dtype, pd.CategoricalDtype) or not (
+                pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)):
+            continue  # numbers, booleans, or categories the user declared
+        strings = column[column.map(lambda value: isinstance(value, str))]
+        as_numbers = pd.to_numeric(strings, errors="coerce")
+        text = strings[as_numbers.isna()]
+        if len(strings) == 0 or len(text) == 0 or as_numbers.notna().mean() < 0.5:
+            continue  # all text (categories), or all numbers as text (codes such as "01")
         raise ValueError(f"column {name!r} must hold numbers or categories, got numbers stored "
-                         f"as text ({example}): clean the column, or write C({name}) in the "
+                         f"as text with some other text (e.g. {text.iloc[0]!r} at index "
+                         f"{text.index[0]!s}): clean the column, or write C({name}) in the "
                          f"formula to use its values as categories")
 
 
