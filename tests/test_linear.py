@@ -159,6 +159,9 @@ def test_exact_says_it_ignores_the_variational_settings():
                 f"no variational fit")):
             fit = nb.BayesianLinearRegression(method="exact", **setting).fit(X, y)
         np.testing.assert_array_equal(fit.coef_, exact.coef_)
+    with pytest.raises(ValueError, match=r"^family must be one of 'auto', 'meanfield', "
+                       r"'lowrank', 'fullrank', got 'bogus'$"):
+        nb.BayesianLinearRegression(method="exact", family="bogus").fit(X, y)
 
 
 def test_exact_with_too_few_rows_for_the_noise():

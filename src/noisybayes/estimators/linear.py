@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from sklearn.base import RegressorMixin
@@ -142,6 +142,7 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
         ``y=None``, read in passes (``method="exact"``: one pass summing ``X^T X`` and ``X^T y``
         in float64; ``"vi"``: ``nb.fit`` on its standardised rows)."""
         check_choice("method", self.method, ("auto", "vi", "exact"))
+        check_choice("family", self.family, get_args(Approximation))  # also where unused
         if self.method == "exact":  # ignored, as scikit-learn does (a grid over method)
             for name, unused in (("family", self.family != "auto"),
                                  ("fit_options", self.fit_options is not None)):
