@@ -139,6 +139,21 @@ def test_several_inputs_and_the_dtype(tmp_path):
     assert next(ints.epoch(5, torch.Generator(), drop_last=False))[1].dtype == torch.float32
 
 
+def test_wide_integers_are_read_in_float64_as_in_memory(tmp_path):
+    """int64 timestamps near 1.7e9: float32's spacing there is 128, so the 400 distinct
+    values read in float32 collapsed to a few (a silently different fit than in memory,
+    where they are float64); int16 and float32 columns alone stay in float32."""
+    t = 1_700_000_000 + np.arange(400, dtype=np.int64)
+    small = np.arange(400, dtype=np.int16)
+    path = tmp_path / "stamps.parquet"
+    pd.DataFrame({"t": t, "small": small, "f": small.astype(np.float32)}).to_parquet(path)
+    source = nb.data.Parquet(path, x=["t"], y="small")
+    x, _ = next(source.epoch(400, torch.Generator(), drop_last=False))
+    assert x[0].dtype == torch.float64 and torch.unique(x[0]).numel() == 400
+    narrow = nb.data.Parquet(path, x=["small"], y="f")
+    assert next(narrow.epoch(5, torch.Generator(), drop_last=False))[1].dtype == torch.float32
+
+
 def test_unknown_columns_are_named_and_many_are_shortened(tmp_path):
     path = _parquet(tmp_path)
     with pytest.raises(ValueError, match=r"^x must name columns of the data, got unknown "

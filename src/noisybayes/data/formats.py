@@ -33,8 +33,10 @@ def Parquet(path_or_glob: str | Path, x: Columns, y: str, *, buffer_rows: int = 
         y: the target column.
         buffer_rows: rows shuffled together in a pass (and read at a time); memory grows
             with it, not with the data.
-        dtype: the tensors' float type; by default float64 when a chosen column is float64,
-            else torch's default dtype.
+        dtype: the tensors' float type; by default float64 when a chosen column holds
+            numbers float32 does not (float64, or integers wider than 16 bits: int64 values
+            above 2^24 would round, where in memory they are float64), else torch's default
+            dtype.
     """
     return _open(path_or_glob, "parquet", x, y, buffer_rows, dtype)
 
@@ -66,9 +68,18 @@ def _open(path_or_glob: str | Path, file_format: Literal["parquet", "csv"], x: C
         raise ValueError(f"path_or_glob must name files with rows, got {str(path_or_glob)!r} "
                          "(no rows)")
     if dtype is None:
-        doubles = [name for name in (*columns, y) if str(schema.field(name).type) == "double"]
-        dtype = torch.float64 if doubles else torch.get_default_dtype()
+        wide = [name for name in (*columns, y) if _wider_than_float32(schema.field(name).type)]
+        dtype = torch.float64 if wide else torch.get_default_dtype()
     return FileSource(pieces, schema, inputs, y, n_data, dtype, buffer_rows)
+
+
+def _wider_than_float32(arrow_type: Any) -> bool:
+    """Whether a column of ``arrow_type`` holds numbers float32 would round: float64, or
+    integers of more than 16 bits."""
+    import pyarrow as pa  # present: _open asked _pyarrow_dataset first
+
+    return bool(pa.types.is_float64(arrow_type)
+                or (pa.types.is_integer(arrow_type) and arrow_type.bit_width > 16))
 
 
 def open_dataset(path_or_glob: str | Path, file_format: Literal["parquet", "csv"]) -> Any:
