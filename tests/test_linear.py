@@ -197,8 +197,11 @@ def test_the_flat_prior_noise_moments_are_the_closed_form_and_infinite_where_it_
     sd = math.sqrt(b / (a - 1) - mean**2) if a > 1 else math.inf
     np.testing.assert_allclose([sigma["mean"], sigma["sd"], reg.noise_scale_], [mean, sd, mean],
                                rtol=1e-9)
-    predictive_sd = reg.predict(np.zeros((1, 2)), return_std=True)[1][0]
+    new = np.array([[1.0, -0.5]])
+    predictive_mean, predictive_sd = (v[0] for v in reg.predict(new, return_std=True))
     assert math.isinf(predictive_sd) == (a <= 1)
+    if a <= 1:  # the t's centre, not an average of draws without a variance
+        assert predictive_mean == pytest.approx(reg.intercept_ + new[0] @ reg.coef_, rel=1e-9)
 
 
 def test_a_column_constant_to_rounding_is_left_unscaled():

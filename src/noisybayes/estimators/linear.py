@@ -165,12 +165,18 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
                              n_samples: int = 2000) -> Prediction:
         """As the other estimators'; where the exact posterior's noise variance has no
         finite mean (a flat prior on sigma and at most ``k + 3`` rows for ``k`` coefficients
-        with the intercept: ``a = (n - k - 1) / 2 <= 1``), the
-        predictive, a Student-t with ``2a`` degrees of freedom, has no finite variance, nor
-        has ``E[y | x]``: the sds are infinite, which averages of draws would hide."""
+        with the intercept: ``a = (n - k - 1) / 2 <= 1``), the predictive, a Student-t with
+        ``2a`` degrees of freedom, has no finite variance, nor has ``E[y | x]``: the sds are
+        infinite, which averages of draws would hide, and the mean is the t's centre
+        ``intercept_ + x . coef_`` (the mean where ``a > 1/2``, which an average of
+        infinite-variance draws estimates badly; as for the coefficients, the centre where
+        there is no mean)."""
         pred = super().predict_distribution(X, level, n_samples)
         if getattr(self.posterior_.family, "noise_shape", math.inf) > 1:
             return pred
+        x_std, _ = self._standardised(X)
+        design = x_std * self._model.x_scale + self._model.x_mean
+        centre = self.intercept_ + design @ torch.as_tensor(self.coef_, dtype=design.dtype)
         infinite = torch.full_like(pred.sd, math.inf)
-        return dataclasses.replace(pred, sd=infinite, epistemic_sd=infinite,
-                                   aleatoric_sd=infinite)
+        return dataclasses.replace(pred, mean=centre.to(pred.mean.dtype), sd=infinite,
+                                   epistemic_sd=infinite, aleatoric_sd=infinite)
