@@ -22,6 +22,7 @@ __all__ = [
     "check_numeric_columns",
     "check_positive",
     "check_positive_int",
+    "is_integer",
     "is_number",
     "name_list",
 ]
@@ -109,6 +110,11 @@ def is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
+def is_integer(value: Any) -> bool:
+    """Whether ``value`` is an integer, Python's or numpy's, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def check_positive(name: str, value: float) -> float:
     """Return ``value`` as a float if it is a finite number > 0."""
     if not is_number(value):
@@ -120,7 +126,7 @@ def check_positive(name: str, value: float) -> float:
 
 def check_positive_int(name: str, value: int) -> int:
     """Return ``value`` if it is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not is_integer(value):
         raise TypeError(f"{name} must be an integer >= 1, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -141,7 +147,7 @@ def check_seed(value: Any) -> int | None:
     ``0 <= seed < 2**64``."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not is_integer(value):
         raise TypeError(f"seed must be an integer in [0, 2**64) or None, got {value!r}")
     if not 0 <= value < 2**64:
         raise ValueError(f"seed must be an integer in [0, 2**64) or None, got {value!r}")

@@ -55,7 +55,7 @@ def write_json(path: Path, record: Any) -> None:
     path.write_text(json.dumps(clean(record), indent=2, allow_nan=False))
 
 
-def check_output(flag: str, path: Path, suffixes: tuple[str, ...] = ()) -> None:
+def _check_output(flag: str, path: Path, suffixes: tuple[str, ...] = ()) -> None:
     """Raise unless ``path`` can be written: a file name (not a folder) in an existing,
     writable folder, ending in one of ``suffixes`` when any are given."""
     folder = path.parent
@@ -91,7 +91,7 @@ _OUTPUTS = (("--out", "out"), ("--json", "json"), ("--plot", "plot"))
 
 def check_outputs(args: argparse.Namespace, inputs: dict[str, Path | None]) -> None:
     """Raise unless every output flag given (``--out``, ``--json``, ``--plot``) can be
-    written (:func:`check_output`) without losing a file: never one of the ``inputs`` (a
+    written (:func:`_check_output`) without losing a file: never one of the ``inputs`` (a
     flag or argument name and the table it reads), never one file for two flags, and no
     existing file unless ``args.force``."""
     read = {path.resolve(): name for name, path in inputs.items() if path is not None}
@@ -100,7 +100,7 @@ def check_outputs(args: argparse.Namespace, inputs: dict[str, Path | None]) -> N
         path = getattr(args, key, None)
         if path is None:
             continue
-        check_output(flag, path, _figure_suffixes() if key == "plot" else ())
+        _check_output(flag, path, _figure_suffixes() if key == "plot" else ())
         target = path.resolve()
         if target in read:
             raise ValueError(f"{flag} must not name the table it reads as {read[target]}, "

@@ -252,6 +252,15 @@ class _BNN(BaseEstimator):
             x_std = ((x - self.x_mean_) / self.x_scale_).to(self.device, torch.float32)
             return self.posterior_.sample_outputs(x_std, self.n_predict_samples, gen)
 
+    def _prediction(self, X: Any,
+                    summarise: Callable[[torch.Tensor], Prediction]) -> Prediction:
+        """``summarise(outputs)`` of the weight draws at ``X``; the draws it makes itself
+        (the intervals' observations) come from ``seed`` as well, after the weights'."""
+        gen = make_generator(self.seed)
+        outputs = self._outputs(X, gen)
+        with torch.no_grad(), seeded_from(gen):
+            return summarise(outputs)
+
 
 class BNNRegressor(RegressorMixin, _BNN):
     """A Bayesian MLP for regression (one target), learning its noise scale.
@@ -441,10 +450,7 @@ class BNNRegressor(RegressorMixin, _BNN):
 
     def predict_distribution(self, X: Any, level: float = 0.9) -> Prediction:
         """The posterior predictive at ``X``: an ``nb.Prediction``, fields ``(B,)``, y's units."""
-        gen = make_generator(self.seed)  # the weights' draws, then the intervals' (from seed)
-        outputs = self._outputs(X, gen)
-        with torch.no_grad(), seeded_from(gen):
-            pred = predict_regression(outputs, self.likelihood_, level)
+        pred = self._prediction(X, lambda out: predict_regression(out, self.likelihood_, level))
         flat = pred.apply(lambda field: field.reshape(-1).cpu().double())
         return flat.affine(self.y_mean_, self.y_scale_)  # in float64: y may sit far from 0
 
@@ -560,10 +566,7 @@ class BNNClassifier(ClassifierMixin, _BNN):
     def predict_distribution(self, X: Any, level: float = 0.9) -> Prediction:
         """Predictive probabilities ``probs`` ``(B, K)``, entropy and mutual information
         ``(B,)`` (and the moments of the one-hot label, see ``nb.nn.predict``)."""
-        gen = make_generator(self.seed)  # the weights' draws, then the intervals' (from seed)
-        outputs = self._outputs(X, gen)
-        with torch.no_grad(), seeded_from(gen):
-            pred = predict_classes(outputs, self.likelihood_, level)
+        pred = self._prediction(X, lambda out: predict_classes(out, self.likelihood_, level))
         return pred.apply(lambda field: field.cpu())
 
     def predict_proba(self, X: Any) -> np.ndarray:

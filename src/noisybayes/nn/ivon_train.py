@@ -22,7 +22,7 @@ from noisybayes.nn.base import NoisyModule
 from noisybayes.nn.ivon_posterior import IVONPosterior
 from noisybayes.nn.likelihoods import Likelihood
 from noisybayes.nn.mixture import Mixture
-from noisybayes.nn.objective import check_rows
+from noisybayes.nn.objective import check_has_rows
 from noisybayes.nn.train import train
 from noisybayes.optim import IVON
 
@@ -117,7 +117,7 @@ def train_ivon(
         raise ValueError("model must be a plain network (IVON holds the posterior of its "
                          "weights), got one with Bayesian layers: train those with "
                          "nb.nn.train, or pass the network before nb.bayesian")
-    x, y = check_rows(x, y)
+    check_has_rows(x)  # before the hyper-parameters divide by the row count
     n_data = x.shape[0] / check_positive("temperature", temperature)
     weight_decay, hess_init = ivon_hyperparameters(n_data, prior_scale, init_scale)
     n_samples = check_positive_int("n_samples", n_samples)

@@ -12,7 +12,6 @@ validation rows).
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noisybayes._checks import check_finite, check_positive_int, is_number
+from noisybayes._checks import check_finite, check_positive_int, is_integer, is_number
 from noisybayes._rng import seeded_from
 from noisybayes.nn.base import NoisyModule
 from noisybayes.nn.conv import BayesConv2d
@@ -117,7 +116,7 @@ def _check_finite(name: str, value: Any) -> torch.Tensor:
 def _n_data(n_data: Any, batch: int) -> int:
     if isinstance(n_data, torch.utils.data.DataLoader):
         n_data = len(n_data.dataset)  # type: ignore[arg-type]
-    if isinstance(n_data, bool) or not isinstance(n_data, numbers.Integral) or n_data < 1:
+    if not is_integer(n_data) or n_data < 1:
         raise ValueError(f"n_data must be an integer >= 1 or a DataLoader, got {n_data!r}")
     if n_data < batch:
         raise ValueError(f"n_data must be >= the batch size {batch} (the training set size), "
@@ -198,9 +197,27 @@ def check_rows(x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
     y = _check_finite("y", y)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"y must have as many rows as x ({x.shape[0]}), got {y.shape[0]}")
+    return check_has_rows(x), y
+
+
+def check_has_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` if it has at least one row."""
     if x.shape[0] == 0:
         raise ValueError("x must have at least one row, got 0")
-    return x, y
+    return x
+
+
+def first_parameter(model: nn.Module) -> torch.Tensor:
+    """The tensor whose dtype and device the network trains in."""
+    return next(model.parameters(), torch.empty(0))
+
+
+def in_dtype(tensor: Any, dtype: torch.dtype) -> Any:
+    """``tensor`` in the network's float ``dtype`` if it is a float tensor; anything else
+    (integer class labels, or a non-tensor for the checks to name) as it is."""
+    if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+        return tensor.to(dtype)
+    return tensor
 
 
 def note_rows(error: Exception, x: torch.Tensor, where: str) -> None:

@@ -14,7 +14,6 @@ For classification, with ``p_s`` the class probabilities of draw ``s`` and ``H``
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import replace
@@ -22,12 +21,15 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from noisybayes._checks import is_integer
 from noisybayes._rng import seeded_from
 from noisybayes.infer.prediction import Prediction
 from noisybayes.nn.likelihoods import Bernoulli, Likelihood
 from noisybayes.nn.objective import (
     LikelihoodArg,
     _check_finite,
+    first_parameter,
+    in_dtype,
     note_rows,
     resolve_likelihood,
     sample_outputs,
@@ -155,10 +157,8 @@ def predict_with(
     which returns the outputs ``(n_samples, B, ...)`` of ``model`` (in eval mode)."""
     lik = resolve_likelihood(likelihood)
     x = _check_finite("x", x)
-    first = next(model.parameters(), None)
-    if first is not None and x.is_floating_point():
-        x = x.to(first.dtype)  # float64 rows into a float32 network, as training takes them
-    if not isinstance(n_samples, numbers.Integral) or isinstance(n_samples, bool) or n_samples < 2:
+    x = in_dtype(x, first_parameter(model).dtype)  # float64 rows into a float32 network
+    if not is_integer(n_samples) or n_samples < 2:
         raise ValueError(f"n_samples must be an integer >= 2, got {n_samples!r}")
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level!r}")

@@ -17,7 +17,6 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -41,7 +40,14 @@ from noisybayes.infer.objective import batched_evaluation
 from noisybayes.infer.posterior import FitInfo
 from noisybayes.nn.likelihoods import Likelihood
 from noisybayes.nn.mixture import Mixture
-from noisybayes.nn.objective import check_rows, check_temperature, negative_elbo, note_rows
+from noisybayes.nn.objective import (
+    check_rows,
+    check_temperature,
+    first_parameter,
+    in_dtype,
+    negative_elbo,
+    note_rows,
+)
 from noisybayes.nn.posterior import NetworkPosterior
 
 __all__ = ["train"]
@@ -112,7 +118,7 @@ def train(
     learning_rate = float(learning_rate)
     world = World.current()
     with world.together():
-        source, checked = _source(x, y, world, _first_parameter(model).dtype)
+        source, checked = _source(x, y, world, first_parameter(model).dtype)
     n = source.n_data
     batch_size = min(batch_size, source.n_rows)
     per_epoch = world.largest(math.ceil(source.n_rows / batch_size))  # same steps everywhere
@@ -160,26 +166,13 @@ def _source(x: torch.Tensor | DataSource, y: torch.Tensor | None, world: World,
     if not isinstance(x, DataSource):
         if y is None:
             raise ValueError("y must be given when x is a tensor, got None")
-        x, y = check_rows(*(_in_dtype(t, dtype) for t in (x, y)))
+        x, y = check_rows(*(in_dtype(t, dtype) for t in (x, y)))
         world.check_own_rows("x and y", x, y)
         return TensorSource((x,), y, world.total(y.shape[0])), True
     if y is not None:
         raise ValueError(f"y must be None when x is a data source (it yields y), got {y!r}")
     whole = check_whole("x", x)
     return (whole.shard(world.rank, world.size) if world.parallel else whole), False
-
-
-def _first_parameter(model: nn.Module) -> torch.Tensor:
-    """The tensor whose dtype and device the network trains in."""
-    return next(model.parameters(), torch.empty(0))
-
-
-def _in_dtype(tensor: Any, dtype: torch.dtype) -> Any:
-    """``tensor`` in the network's float ``dtype`` if it is a float tensor; anything else
-    (integer class labels, or a non-tensor for the checks to name) as it is."""
-    if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
-        return tensor.to(dtype)
-    return tensor
 
 
 def _names(model: nn.Module) -> str:
@@ -207,7 +200,7 @@ class NetworkObjective:
     def __init__(self, model: nn.Module, likelihood: Likelihood, n: int, n_samples: int,
                  temperature: float, weight: float = 1.0, *, check_batches: bool = True) -> None:
         self.model, self.weight, self.check_batches = model, weight, check_batches
-        first = _first_parameter(model)
+        first = first_parameter(model)
         self.device, self.dtype = first.device, first.dtype
         if not isinstance(model, Mixture):
             element = _Element(model, likelihood, n, n_samples, temperature)
@@ -259,7 +252,7 @@ class NetworkObjective:
     def _cast(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` on the network's device, in its float dtype if a float (a no-op for
         tensors that already are: the rows of a data source come in their own)."""
-        return _in_dtype(tensor, self.dtype).to(self.device)
+        return in_dtype(tensor, self.dtype).to(self.device)
 
     def finish(self) -> None:
         """Write a mixture's stacked parameters and buffers (e.g. running statistics) back

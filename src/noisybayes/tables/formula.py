@@ -130,8 +130,9 @@ def _drop_missing(
 
 def _check_numbers_as_text(table: pd.DataFrame, bare: set[str]) -> None:
     """Refuse a text column named bare in the formula (which would become a categorical, one
-    dummy per distinct value) when at least half its values read as numbers: a numeric
-    column with stray text, as a CSV reader leaves it. ``C(x)`` asks for the categorical."""
+    dummy per distinct value) when at least half its text values read as numbers and some do
+    not: a numeric column with stray text, as a CSV reader leaves it. Declared categories,
+    all-text columns and codes such as ``"01"`` pass; ``C(x)`` asks for the categorical."""
     for name in sorted(bare & set(map(str, table.columns))):
         column = table[name]
         if isinstance(column.dtype, pd.CategoricalDtype) or not (
@@ -146,6 +147,16 @@ def _check_numbers_as_text(table: pd.DataFrame, bare: set[str]) -> None:
                          f"as text with some other text (e.g. {text.iloc[0]!r} at index "
                          f"{text.index[0]!s}): clean the column, or write C({name}) in the "
                          f"formula to use its values as categories")
+
+
+def _check_label_response(formula: str, lhs: Any, lhs_vars: tuple[str, ...]) -> None:
+    """Refuse a classifier's response that is not one column named as it is (``y``,
+    ``Q("y")``): labels are read from the table, not evaluated."""
+    names = {f"{quote}{name}{end}" for name in lhs_vars[:1]
+             for quote, end in (("", ""), ('Q("', '")'), ("Q('", "')"))}
+    if len(lhs) != 1 or str(lhs[0]) not in names:
+        raise ValueError(f"formula must have one column of class labels as its response, got "
+                         f"{formula.split('~')[0].strip()!r} in {formula!r}")
 
 
 def _check_no_columns(formula: str, intercept: bool, variables: list[str]) -> None:
@@ -194,11 +205,8 @@ def design_matrices(formula: str, data: Any, *, missing: MissingPolicy = "drop",
     _check_numbers_as_text(table, {str(factor.expr) for term in parsed.rhs
                                    for factor in term.factors if factor.eval_method.value == "lookup"})
     labels = check_choice("response", response, ("numeric", "labels")) == "labels"
-    bare = {f"{quote}{name}{end}" for name in lhs_vars[:1]
-            for quote, end in (("", ""), ('Q("', '")'), ("Q('", "')"))}
-    if labels and (len(parsed.lhs) != 1 or str(parsed.lhs[0]) not in bare):
-        raise ValueError(f"formula must have one column of class labels as its response, got "
-                         f"{fixed.split('~')[0].strip()!r} in {formula!r}")
+    if labels:
+        _check_label_response(formula, parsed.lhs, lhs_vars)
     for name in () if labels else lhs_vars:
         dtype = table[name].dtype
         if not (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)):
