@@ -352,9 +352,13 @@ def test_an_existing_file_is_replaced_only_with_force_and_a_table_read_never(
 
 def test_the_demo_checks_its_outputs_before_it_runs(tmp_path, capsys):
     missing = tmp_path / "nowhere" / "demo.json"
-    for flags in (["--json", missing], ["--layers", "--plot", tmp_path / "demo.xyz"]):
-        code, out, err = run(["demo", "--quick", "--no-mcmc", *flags], capsys)
-        assert code == 1 and out == "" and err.startswith("noisybayes: error: --")
+    code, out, err = run(["demo", "--quick", "--no-mcmc", "--json", missing], capsys)
+    assert (code, out) == (1, "") and err == (
+        f"noisybayes: error: --json must name a file in an existing folder, got '{missing}' "
+        f"(no folder '{missing.parent}')\n")
+    code, out, err = run(["demo", "--layers", "--plot", tmp_path / "demo.xyz"], capsys)
+    assert (code, out) == (1, "") and err.startswith("noisybayes: error: --plot must end in ")
+    assert err.endswith(f", got '{tmp_path}/demo.xyz'\n")
 
 
 def test_unknown_column_of_a_wide_table_is_named_in_a_short_line(tmp_path, capsys):

@@ -91,6 +91,7 @@ def test_the_shell_streams_with_stream(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == EXIT_INPUT
     assert "--plot is not available with --stream: it needs the rows in memory" in err
+    assert (tmp_path / "a.png").read_text() == "kept"
     code = main(["fit", str(tmp_path / "rows.txt"), "--formula", FORMULA, "--stream"])
     assert code == EXIT_INPUT and "--stream reads .parquet, .pq, .csv" in capsys.readouterr().err
 

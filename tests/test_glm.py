@@ -189,7 +189,7 @@ def test_count_families_and_formula():
     assert summary.loc["concentration", "mean"] > 1.5  # overdispersion seen (truth: 4)
     mean, sd = nbin.predict(table.iloc[:4], return_std=True)
     assert bool((mean > 0).all()) and bool((sd**2 > mean).all())  # Var = mu + mu^2 / phi
-    pred = nbin.predict_distribution(table.iloc[:4], level=0.9)
+    pred = nbin.predict_distribution(table.iloc[:4], level=0.9, n_samples=20)  # few: no ties
     assert pred.level == 0.9 and bool((pred.lower <= pred.upper).all())
     assert bool((pred.lower == pred.lower.round()).all())  # counts
     assert bool((pred.upper == pred.upper.round()).all())
@@ -198,11 +198,12 @@ def test_count_families_and_formula():
 def test_a_count_interval_is_bounded_by_counts_and_holds_at_least_its_level():
     """Equal-tailed intervals of whole-number draws take the draws next outside the
     quantiles: for the counts 0..9 the 90% interval is [0, 9], where interpolation gave
-    [0.45, 8.55] (and an upper bound of 2.05 drops the count 3); on Poisson(2.3) draws the
-    bounds are counts and each interval holds at least 90% of its draws."""
+    [0.45, 8.55] (and an upper bound of 2.05 drops the count 3); on 20 Poisson(2.3) draws
+    (few enough that the quantiles fall between different counts) the bounds are counts and
+    each interval holds at least 90% of its draws."""
     lower, upper = equal_tailed(torch.arange(10.0)[:, None], 0.9)
     assert (lower.item(), upper.item()) == (0.0, 9.0)
-    draws = torch.poisson(torch.full((4000, 50), 2.3), generator=torch.Generator().manual_seed(0))
+    draws = torch.poisson(torch.full((20, 50), 2.3), generator=torch.Generator().manual_seed(0))
     lower, upper = equal_tailed(draws, 0.9)
     assert torch.equal(lower, lower.round()) and torch.equal(upper, upper.round())
     assert bool((((draws >= lower) & (draws <= upper)).double().mean(0) >= 0.9).all())
@@ -228,7 +229,8 @@ def test_the_classifier_formula_takes_labels_as_they_are():
     for column, classes in (("flag", [False, True]), ("label", ["no", "yes"]), ("code", [0, 1])):
         fit = fits[column]
         assert list(fit.classes_) == classes
-        np.testing.assert_array_equal(fit.coef_, fits["flag"].coef_)
+        if column != "flag":
+            np.testing.assert_array_equal(fit.coef_, fits["flag"].coef_)
         assert set(fit.predict(table.head(20))) <= set(classes)
     assert fits["flag"].classes_.dtype == bool and fits["code"].classes_.dtype.kind == "i"
     with pytest.raises(ValueError, match=r"^formula must have one column of class labels as its "

@@ -170,16 +170,21 @@ def test_the_state_survives_empty_groups_inference_mode_and_loading_from_another
 def test_a_state_of_other_parameters_or_another_optimizer_is_refused_and_changes_nothing():
     w = nn.Parameter(torch.zeros(1, 3))
     opt = nb.optim.IVON([w], lr=0.1, ess=10, generator=_gen().manual_seed(0))
-    other = nb.optim.IVON([nn.Parameter(torch.zeros(2, 4))], lr=0.1, ess=10)
+    _one_step(opt, w)
+    before = copy.deepcopy(opt.state_dict())
+    other = nb.optim.IVON([nn.Parameter(torch.zeros(2, 4))], lr=0.2, ess=10)
     with pytest.raises(ValueError, match=r"^state_dict must hold the state of these parameters, "
                        r"got momentum \(2, 4\) for parameter 0, shaped \(1, 3\)$"):
         opt.load_state_dict(other.state_dict())
     with pytest.raises(ValueError, match=r"^state_dict must be an IVON optimizer's, got param "
                        r"groups without beta1, beta2, clip_radius, ess, hess_init, rescale_lr$"):
         opt.load_state_dict(torch.optim.Adam([w]).state_dict())
-    assert opt.posterior_scale(w).shape == (1, 3)
+    after = opt.state_dict()
+    assert after["param_groups"] == before["param_groups"]
+    for key, value in before["state"][0].items():
+        assert torch.equal(torch.as_tensor(after["state"][0][key]), torch.as_tensor(value)), key
     _one_step(opt, w)
-    assert opt.state[w]["step"] == 1
+    assert opt.state[w]["step"] == 2
 
 
 @pytest.mark.parametrize("how", ["deepcopy", "pickle"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -151,13 +152,16 @@ def test_exact_says_it_ignores_the_variational_settings():
     """As scikit-learn's estimators do with a setting another one makes moot (a grid over
     ``method`` shares the others): a warning, and the exact posterior."""
     X, y = np.random.default_rng(0).normal(size=(10, 2)), np.arange(10.0)
-    exact = nb.BayesianLinearRegression(method="exact").fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to say at the defaults
+        exact = nb.BayesianLinearRegression(method="exact").fit(X, y)
     for setting in ({"family": "meanfield"}, {"fit_options": {"max_steps": 5}}):
         (name, value), = setting.items()
         with pytest.warns(UserWarning, match=re.escape(
                 f"{name}={value!r} is ignored with method='exact': the exact posterior runs "
-                f"no variational fit")):
+                f"no variational fit")) as record:
             fit = nb.BayesianLinearRegression(method="exact", **setting).fit(X, y)
+        assert len(record) == 1  # about that setting alone
         np.testing.assert_array_equal(fit.coef_, exact.coef_)
     with pytest.raises(ValueError, match=r"^family must be one of 'auto', 'meanfield', "
                        r"'lowrank', 'fullrank', got 'bogus'$"):
