@@ -161,6 +161,20 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def check_device(name: str, value: Any) -> torch.device:
+    """``value`` as a ``torch.device`` on which this torch build can hold tensors (not
+    ``"meta"``, which holds no values), else a ``ValueError`` naming it and torch's reason."""
+    try:
+        device = torch.device(value)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, TypeError) as error:
+        raise ValueError(f"{name} must be a device this torch build can use (e.g. 'cpu'), "
+                         f"got {value!r}: {error}") from None
+    if device.type == "meta":
+        raise ValueError(f"{name} must be a device that holds values, got {value!r}")
+    return device
+
+
 def name_list(names: Any, limit: int = 10) -> str:
     """``names`` joined by commas for a message, the first ``limit`` of them and a count of
     the rest (``"a, b, c and 2,990 more"``), so a wide table cannot flood a terminal."""

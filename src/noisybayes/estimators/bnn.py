@@ -33,6 +33,7 @@ from torch.distributions import Normal
 from noisybayes._checks import (
     as_float_tensor,
     check_choice,
+    check_device,
     check_label_types,
     check_positive,
     check_positive_int,
@@ -198,6 +199,7 @@ class _BNN(BaseEstimator):
         float32, so that columns far from 0 keep their variation) and the model's ``target``."""
         check_choice("method", self.method, _METHODS)
         check_positive_int("n_predict_samples", self.n_predict_samples)  # before training
+        check_device("device", self.device)
         self.x_mean_, self.x_scale_ = location_and_scale(x, centre=True)
         gen = make_generator(self.seed)
         k = check_positive_int("n_components", self.n_components)
