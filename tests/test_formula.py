@@ -72,6 +72,11 @@ def test_a_numeric_column_with_stray_text_is_refused_unless_asked_as_categories(
                        r"clean the column, or write C\(x\) in the formula"):
         design_matrices("y ~ x", frame)
     assert design_matrices("y ~ C(x)", frame).X.shape == (6, 5)
+    frame["x col"] = frame["x"]  # a name that needs quoting is checked as well
+    with pytest.raises(ValueError, match=r"^column 'x col' must hold numbers or categories, .*"
+                       r"write C\(Q\('x col'\)\) in the formula"):
+        design_matrices('y ~ Q("x col")', frame)
+    assert design_matrices("y ~ C(Q('x col'))", frame).X.shape == (6, 5)
     assert list(design_matrices("y ~ g", frame).X.columns) == ["g[T.b]"]
     frame["code"] = ["01", "02", "03", "01", "02", "03"]  # codes as text: categories
     frame["flag"] = [True, False, None, True, False, True]  # a CSV's booleans with a blank

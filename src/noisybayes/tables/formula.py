@@ -13,6 +13,7 @@ with ``missing="error"``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -143,18 +144,26 @@ def _check_numbers_as_text(table: pd.DataFrame, bare: set[str]) -> None:
         text = strings[as_numbers.isna()]
         if len(strings) == 0 or len(text) == 0 or as_numbers.notna().mean() < 0.5:
             continue  # all text (categories), or all numbers as text (codes such as "01")
+        term = name if name.isidentifier() else f"Q({name!r})"
         raise ValueError(f"column {name!r} must hold numbers or categories, got numbers stored "
                          f"as text with some other text (e.g. {text.iloc[0]!r} at index "
-                         f"{text.index[0]!s}): clean the column, or write C({name}) in the "
+                         f"{text.index[0]!s}): clean the column, or write C({term}) in the "
                          f"formula to use its values as categories")
+
+
+def _bare_column(factor: Any) -> str | None:
+    """The column a formula factor names as it is (``x``, ``Q("my x")``), else ``None``."""
+    if factor.eval_method.value == "lookup":
+        return str(factor.expr)
+    quoted = re.fullmatch(r"""Q\((["'])(.*)\1\)""", str(factor.expr))
+    return None if quoted is None else quoted.group(2)
 
 
 def _check_label_response(formula: str, lhs: Any, lhs_vars: tuple[str, ...]) -> None:
     """Refuse a classifier's response that is not one column named as it is (``y``,
     ``Q("y")``): labels are read from the table, not evaluated."""
-    names = {f"{quote}{name}{end}" for name in lhs_vars[:1]
-             for quote, end in (("", ""), ('Q("', '")'), ("Q('", "')"))}
-    if len(lhs) != 1 or str(lhs[0]) not in names:
+    factors = [factor for term in lhs for factor in term.factors]
+    if len(lhs) != 1 or len(factors) != 1 or _bare_column(factors[0]) not in lhs_vars[:1]:
         raise ValueError(f"formula must have one column of class labels as its response, got "
                          f"{formula.split('~')[0].strip()!r} in {formula!r}")
 
@@ -202,8 +211,8 @@ def design_matrices(formula: str, data: Any, *, missing: MissingPolicy = "drop",
         raise ValueError(f"formula could not be parsed: {first} (got {formula!r})") from None
     variables = tuple(dict.fromkeys(lhs_vars + rhs_vars + group_vars))
     _check_columns(formula, table, variables)
-    _check_numbers_as_text(table, {str(factor.expr) for term in parsed.rhs
-                                   for factor in term.factors if factor.eval_method.value == "lookup"})
+    _check_numbers_as_text(table, {name for term in parsed.rhs for factor in term.factors
+                                   if (name := _bare_column(factor)) is not None})
     labels = check_choice("response", response, ("numeric", "labels")) == "labels"
     if labels:
         _check_label_response(formula, parsed.lhs, lhs_vars)
