@@ -94,10 +94,13 @@ def _agreement(streamed, in_memory) -> tuple[float, float]:
     return float(max(gaps)), float(max(ratios))
 
 
+STREAMED = {"batch_size": 500, "max_curvature_rows": 1000}  # fewer rows than the source's
+
+
 @pytest.mark.parametrize("estimator", [
-    nb.BayesianLinearRegression(progress=False, fit_options={"batch_size": 500}),
-    nb.BayesianGLMClassifier(progress=False, fit_options={"batch_size": 500}),
-    nb.BayesianGLM("poisson", progress=False, fit_options={"batch_size": 500}),
+    nb.BayesianLinearRegression(progress=False, fit_options=STREAMED),
+    nb.BayesianGLMClassifier(progress=False, fit_options=STREAMED),
+    nb.BayesianGLM("poisson", progress=False, fit_options=STREAMED),
 ])
 def test_a_vi_fit_from_a_source_agrees_with_the_in_memory_fit(files, estimator):
     """Tolerances (as tests/test_streamed_fit.py derives them): from the source, nb.fit
@@ -119,6 +122,27 @@ def test_a_vi_fit_from_a_source_agrees_with_the_in_memory_fit(files, estimator):
     if y == "label":
         assert list(streamed.classes_) == [0.0, 1.0]
         assert (streamed.predict(rows) == in_memory.predict(rows)).mean() > 0.95
+
+
+def test_a_source_no_larger_than_the_curvature_subsample_is_fitted_as_rows_in_memory(files):
+    """3,000 rows against ``max_curvature_rows=50,000``: the one pass that reads the subsample
+    reads every row, so the fit is the in-memory one (the fixed-draw solve, ``check()``
+    without rows) rather than minibatch steps. Each fixed-draw optimum is within 0.02
+    posterior sd of the exact optimum by its tolerance, and the two fits' draws differ (the
+    pass takes its row order from the seed), so they agree within 0.05 sd; the classes keep
+    the integer column's type, as in memory."""
+    frame, folder = files
+    frame = frame.assign(label=frame["label"].astype(int))
+    pq.write_table(pa.Table.from_pandas(frame), folder / "int_labels.parquet")
+    source = nb.data.Parquet(folder / "int_labels.parquet", x=COLUMNS, y="label")
+    read = nb.BayesianGLMClassifier(progress=False).fit(source)
+    in_memory = nb.BayesianGLMClassifier(progress=False).fit(frame[COLUMNS], frame["label"])
+    info = read.posterior_.info
+    assert info.solver == "lbfgs" and "3000 rows, at most max_curvature_rows" in info.reason
+    mean_gap, sd_gap = _agreement(read, in_memory)
+    assert mean_gap < 0.05 and sd_gap < 0.05, (mean_gap, sd_gap)
+    assert read.classes_.dtype == in_memory.classes_.dtype and list(read.classes_) == [0, 1]
+    assert read.posterior_.check().khat < 0.7
 
 
 def test_column_moments_merged_by_chunks_are_those_of_all_rows():

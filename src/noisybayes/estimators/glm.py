@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Literal, cast
 
+import numpy as np
 import torch
 from sklearn.base import RegressorMixin
 from torch.distributions import Distribution
@@ -245,7 +246,7 @@ class GeneralizedLinearEstimator(RegressionEstimator):
             if read.values.numel() != 2:
                 shown = read.values.tolist() + (["..."] if read.values.numel() > 2 else [])
                 raise ValueError(f"y must hold 2 classes, got {shown}")
-            self.classes_ = read.values.numpy()
+            self.classes_ = _labels_in_column_type(read.values, source)
             positive = float(read.values[1])
         scaling = read.standardisation(spec.fit_intercept, spec.family in CONTINUOUS)
         dtype = read.dtype
@@ -269,6 +270,17 @@ class GeneralizedLinearEstimator(RegressionEstimator):
         if isinstance(formula, FormulaSpec):
             self.formula_ = formula  # builds the design of raw rows for predict
         return self._fitted(posterior)
+
+
+def _labels_in_column_type(values: torch.Tensor, source: DataSource) -> np.ndarray:
+    """The response's distinct ``values`` (read as floats) in its file column's own type when
+    that is integer or boolean, as the same column in memory gives them; floats otherwise."""
+    schema, column = getattr(source, "schema", None), getattr(source, "y", None)
+    if schema is None or not isinstance(column, str) or column not in schema.names:
+        return values.numpy()
+    dtype = np.dtype(schema.field(column).type.to_pandas_dtype())
+    kept = np.issubdtype(dtype, np.integer) or dtype == np.bool_
+    return values.numpy().astype(dtype) if kept else values.numpy()
 
 
 def needs_scale_grid(spec: GLMSpec) -> bool:

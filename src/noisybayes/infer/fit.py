@@ -17,7 +17,8 @@
 
 From a data source (``nb.fit(model, nb.data.Parquet(...))``) the fit streams: step 4 on
 minibatches read from the source, the whole-data statistics in passes or on a subsample
-(``streamed.py``).
+(``streamed.py``); a source no larger than that subsample is read whole and fitted as rows
+in memory.
 
 Under ``torch.distributed`` each process passes its own rows and every sum over rows is
 summed over the processes (``engine/distributed.py``): all take the same steps and end with
@@ -199,8 +200,11 @@ def fit(
             the mode polished by Newton steps of one pass each over all rows, and k-hat
             (``family="auto"``) summed over all rows in passes, with at least 200 draws
             (``noisybayes.infer.streamed``); ``info.reason`` says so, and ``post.check()``
-            then needs rows passed to it. Under ``torch.distributed`` every process passes the
-            whole source and reads its own range of the rows (``source.shard``).
+            then needs rows passed to it. A source of at most ``max_curvature_rows`` rows
+            (in one process) is that subsample whole: its rows are fitted as tensors in
+            memory would be (the fixed-draw solve by default), which ``info.reason`` notes.
+            Under ``torch.distributed`` every process passes the whole source and reads its
+            own range of the rows (``source.shard``).
         y: the targets, ``(N, ...)``; ``None`` when ``x`` is a data source. The fit
             computes in the widest float dtype of x and y.
         family: ``"meanfield"`` (diagonal), ``"lowrank"`` (``rank`` factors + diagonal) or
@@ -263,6 +267,7 @@ def fit(
     gen = make_generator(seed, generator)
     world = World.current()
     streamed = isinstance(x, DataSource)
+    read_note = ""
     if streamed:
         if y is not None:
             raise ValueError(f"y must be None when x is a data source (it yields y), got {y!r}")
@@ -274,11 +279,20 @@ def fit(
                 f"integer or 'auto', got solver={solver!r}, batch_size={batch_size!r}")
         if world.parallel:  # each process reads its own range of the rows
             x = x.shard(world.rank, world.size)
-        n_data, solver = x.n_data, "adam"
+        n_data = x.n_data
         with world.together():  # a process whose rows fail to read stops them all
             data = subsample(x, max(1, max_curvature_rows * x.n_rows // n_data), gen)
             check_source_inputs(model, data)
-        rows: Rows | None = Rows.streamed(x, data[1][:1].numel(), world)
+        rows: Rows | None = None
+        if world.parallel or x.n_rows > max_curvature_rows:
+            solver = "adam"
+            rows = Rows.streamed(x, data[1][:1].numel(), world)
+        else:  # the subsample is every row: checked and fitted as rows in memory
+            streamed = False
+            with world.together():
+                data = as_data(*data)
+            read_note = (f"the source's {x.n_rows} rows, at most max_curvature_rows "
+                         f"({max_curvature_rows}), read into memory and fitted as tensors")
     else:
         if y is None:
             raise ValueError("y must be given when x is a tensor or a tuple of tensors, got None")
@@ -364,7 +378,8 @@ def fit(
                    trace: torch.Tensor, batch: int, draws: int, epochs: float, recoveries: int,
                    why: str, used: str) -> GaussianPosterior:
             info = FitInfo(
-                family=q.name, n_steps=n_steps, converged=converged, reason=reason,
+                family=q.name, n_steps=n_steps, converged=converged,
+                reason=f"{reason}; {read_note}" if read_note else reason,
                 loss_trace=trace, n_data=n_data, batch_size=batch, n_samples=draws,
                 seconds=time.perf_counter() - started, n_epochs=epochs,
                 laplace_converged=mode.converged, laplace_positive_definite=mode.positive_definite,
