@@ -220,10 +220,13 @@ def test_the_regressors_method_is_ivon_where_auto_chose_it_and_it_can_run(kwargs
     (even with the layers on the validation rows, in about half their time), the layers for
     the heteroscedastic Student-t (the default, where the validation rows chose them), a
     mixture, another likelihood, or settings IVON refuses; ``method_`` says which, and the
-    posterior is that route's."""
+    posterior is that route's. The layers default to a mixture of three, IVON to one."""
     x, y = _data()
     reg = nb.BNNRegressor(hidden=(3,), n_epochs=1, **kwargs).fit(x[:20], y[:20])
     assert reg.method_ == method
+    # n_components=None (the default): three components for the layers, IVON's one
+    assert reg.n_components_ == kwargs.get("n_components", 3 if method == "layers" else 1)
+    assert len(getattr(reg.model_, "components", [reg.model_])) == reg.n_components_
     assert isinstance(reg.posterior_, nb.nn.IVONPosterior) == (method == "ivon")
 
 

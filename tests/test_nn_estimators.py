@@ -136,6 +136,8 @@ def test_the_regressor_defaults_to_a_tempered_posterior_and_the_classifier_to_th
     defaults = nb.BNNRegressor().get_params()  # the rest of the validation rows' choice
     assert defaults["hidden"] == (50, 50) and defaults["method"] == "auto"
     assert defaults["likelihood"] == "heteroscedastic_student_t"
+    assert defaults["n_components"] is None  # three for the layers, one for IVON
+    assert nb.BNNClassifier().get_params()["n_components"] == 1
     assert nb.BNNClassifier().get_params()["temperature"] == 1.0
     x, y = _toy(40, 0)
     assert nb.BNNRegressor(hidden=(3,), n_epochs=1).fit(x, y).info_.temperature == 0.5

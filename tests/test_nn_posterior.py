@@ -104,13 +104,13 @@ def test_check_says_why_it_is_not_computed_for_a_network():
 def test_the_network_estimators_expose_their_posterior():
     x = torch.randn(80, 3)
     y = x[:, 0] * 3 + 10
-    reg = nb.BNNRegressor(hidden=(8,), n_epochs=20).fit(x, y)
+    reg = nb.BNNRegressor(hidden=(8,), n_components=1, n_epochs=20).fit(x, y)
     assert isinstance(reg.posterior_, nb.Posterior) and reg.info_ is reg.posterior_.info
     assert list(reg.posterior_.summary().index) == ["0.weight", "0.bias", "2.weight", "2.bias"]
     # the default heteroscedastic network was trained on y of shape (N,): predictions (B,)
     assert reg.posterior_.predict(((x - reg.x_mean_) / reg.x_scale_)[:3]).mean.shape == (3,)
     assert reg.posterior_.to_arviz(n_draws=10).log_likelihood["y"].shape == (1, 10, 80)
-    mixture = nb.BNNRegressor(hidden=(8,), n_components=5, n_epochs=2).fit(x, y)
+    mixture = nb.BNNRegressor(hidden=(8,), n_epochs=2).fit(x, y)  # the default: three
     assert list(mixture.posterior_.summary().index)[:2] == ["components.0.0.weight",
                                                             "components.0.0.bias"]
     assert mixture.posterior_.to_arviz(n_draws=10).log_likelihood["y"].shape == (1, 10, 80)

@@ -181,7 +181,8 @@ def test_data_frame_columns_are_checked_by_name():
 def test_init_keeps_arguments_and_fit_checks_them():
     assert nb.BNNRegressor(hidden=50).get_params()["hidden"] == 50
     reg = nb.BNNRegressor(hidden=5, n_epochs=2).fit(*_regression())
-    assert reg.posterior_ is not None and reg.model_[0].in_features == 3
+    assert reg.posterior_ is not None and reg.n_components_ == 3  # the layers' default
+    assert all(network[0].in_features == 3 for network in reg.model_.components)
     with pytest.raises(TypeError, match="unexpected keyword argument 'famly'"):
         nb.BayesianGLM(famly="poisson")  # type: ignore[call-arg]
     with pytest.raises(TypeError, match=r"^fit_options must be a dict of nb.fit arguments or "

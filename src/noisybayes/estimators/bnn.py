@@ -8,10 +8,11 @@ negative ELBO, or ``method="ivon"``, a plain ``nn.Linear`` network whose optimiz
 ``method="auto"``, the regressor's default, picks IVON for one network with the Gaussian
 likelihood (where it was chosen and can run), the layers otherwise.
 The classifier's default ``temperature`` is 1 (the posterior) and network one hidden layer of
-50 units; the regressor's are 0.5 (a tempered posterior) and two layers of 50, chosen on
-validation rows. ``score`` is the mean test log predictive
-density, ``mean_i log mean_s p(y_i | x_i, w_s)``, in the target's original units (not
-scikit-learn's R^2 or accuracy: a proper score of the whole predictive distribution).
+50 units; the regressor's are 0.5 (a tempered posterior) and two layers of 50, its layers an
+equal-weight mixture of three such posteriors, chosen on validation rows. ``score`` is the
+mean test log predictive density, ``mean_i log mean_s p(y_i | x_i, w_s)``, in the target's
+original units (not scikit-learn's R^2 or accuracy: a proper score of the whole predictive
+distribution).
 """
 
 from __future__ import annotations
@@ -128,6 +129,8 @@ class _BNN(BaseEstimator):
     # ``n_epochs=None``: (at least these passes, at least these steps) per method
     _TRAINING_LENGTH: ClassVar[dict[str, tuple[int, int]]] = {
         "layers": (40, 5000), "ivon": (40, 5000)}
+    # ``n_components=None``: the components per method
+    _COMPONENTS: ClassVar[dict[str, int]] = {"layers": 1, "ivon": 1}
 
     def __init__(
         self,
@@ -142,7 +145,7 @@ class _BNN(BaseEstimator):
         batch_size: int = 128,
         learning_rate: float | None = None,
         n_samples: int = 1,
-        n_components: int = 1,
+        n_components: int | None = 1,
         n_predict_samples: int = 200,
         seed: int | None = 0,
         progress: bool | None = None,
@@ -173,8 +176,9 @@ class _BNN(BaseEstimator):
                 raise ValueError(f"hidden must hold integers >= 1, got {self.hidden!r}")
         return tuple(int(h) for h in widths)
 
-    def _auto_method(self, n_components: int) -> str:
-        """What ``method="auto"`` fits: the layers (subclasses choose otherwise)."""
+    def _auto_method(self, n_components: int | None) -> str:
+        """What ``method="auto"`` fits with ``n_components`` asked (``None``: the method's
+        default): the layers (subclasses choose otherwise)."""
         return "layers"
 
     def _network(self, n_in: int, n_out: int) -> nn.Sequential:
@@ -202,14 +206,17 @@ class _BNN(BaseEstimator):
         check_device("device", self.device)
         self.x_mean_, self.x_scale_ = location_and_scale(x, centre=True)
         gen = make_generator(self.seed)
-        k = check_positive_int("n_components", self.n_components)
-        self.method_ = self._auto_method(k) if self.method == "auto" else self.method
+        asked = (None if self.n_components is None
+                 else check_positive_int("n_components", self.n_components))
+        self.method_ = self._auto_method(asked) if self.method == "auto" else self.method
+        k = self._COMPONENTS[self.method_] if asked is None else asked
         if k > 1 and self.method_ == "ivon":
             raise ValueError(f"n_components must be 1 with method='ivon' (one optimizer "
                              f"holds one posterior), got {k}")
         with seeded_from(gen):  # the initial means, one set per component
             networks = [self._network(x.shape[1], n_out) for _ in range(k)]
         model = networks[0] if k == 1 else Mixture(networks)
+        self.n_components_ = k
         self.model_ = model.to(self.device)
         self.likelihood_ = lik.to(self.device)
         if self.n_epochs is None:
@@ -276,9 +283,10 @@ class BNNRegressor(RegressorMixin, _BNN):
             ``nn.Linear`` layers, :class:`noisybayes.optim.IVON` with ``ess = N /
             temperature`` and ``weight_decay = 1 / (ess prior_scale^2)``, so that its implied
             Gaussian prior has sd ``prior_scale``; ``hess_init`` makes the initial posterior
-            sd ``init_scale``); both end in a mean-field Gaussian posterior. ``"auto"`` (the
-            default) is the layers, except IVON for one network with the Gaussian likelihood
-            in one process. On the UCI validation rows of ``benchmarks/uci_choice.py
+            sd ``init_scale``); both end in a mean-field Gaussian posterior (the layers, by
+            default, in a mixture of three, see ``n_components``). ``"auto"`` (the default) is
+            the layers, except IVON for one network with the Gaussian likelihood in one
+            process. On the UCI validation rows of ``benchmarks/uci_choice.py
             --settings``, at the default network and temperature, the layers were ahead of
             IVON with the heteroscedastic Student-t on four of six sets (behind on
             bostonHousing, even on concrete), and even with it with the Gaussian (three sets
@@ -291,7 +299,7 @@ class BNNRegressor(RegressorMixin, _BNN):
             heteroscedastic network is started from the mean: the first half of the epochs
             fit its mean column under one noise sd, the rest the whole likelihood, so that
             the noise scale does not take over regions the mean has not yet fitted; the
-            layers (the default here, a mixture, ``temperature=0``) fit it from the start,
+            layers (the default here) fit it from the start,
             where with one hidden layer a noise scale per input explained a hard region of
             the inputs as noise instead of fitting it (energy's predictive mean; with the
             default two layers it no longer did). On the UCI sets, with one hidden layer, the
@@ -300,9 +308,7 @@ class BNNRegressor(RegressorMixin, _BNN):
             rows again), in the same time; ``"gaussian"`` is the better point predictor (a
             lower RMSE of the predictive mean on most of them) and the better density where
             the noise is close to constant (scikit-learn's diabetes; both with IVON at one
-            hidden layer), and
-            ``n_components=5`` with the layers gains log-likelihood on some sets at several
-            times the time (``benchmarks/RESULTS.md``).
+            hidden layer; ``benchmarks/RESULTS.md``).
         df: the Student-t likelihoods' degrees of freedom; ``None`` learns them (a point
             estimate, like the noise scale, on ``df > 2``, starting at 5; the linear
             ``StudentTLinearRegression`` puts a prior on them instead), a number fixes them.
@@ -340,22 +346,27 @@ class BNNRegressor(RegressorMixin, _BNN):
             steps the fit needs.
         n_components: ``K > 1`` fits an equal-weight mixture of ``K`` mean-field
             posteriors from different random starts (:class:`noisybayes.nn.Mixture`),
-            trained together in one vectorised pass (about 2.5x one network's time for
-            ``K = 5`` on small networks); the components find different posterior modes,
-            which mostly improves the predictive log-likelihood. They share one likelihood.
-            Only with the layers.
+            trained together in one vectorised pass; the components find different
+            posterior modes, which mostly improves the predictive log-likelihood. They share
+            one likelihood. Only with the layers. ``None`` (the default) is 3 with the
+            layers and 1 with IVON: on the UCI validation rows of
+            ``benchmarks/uci_choice.py --settings``, three components were ahead of one in
+            log-likelihood on all six sets (clearly on four) in about twice the time
+            (``benchmarks/RESULTS.md``); ``n_components_`` says how many were fitted.
         n_predict_samples: weight draws per prediction. seed: randomness of fit and predict
             (on a GPU the weight noise comes from the device's own generator).
         progress: a progress bar with the loss while training; ``None`` (default) shows it
             only when stderr is a terminal, so a person at a shell sees it and logs do not.
         device: where the network trains and predicts; results return on the CPU.
 
-    Fitted attributes: ``method_`` (``"layers"`` or ``"ivon"``), ``model_`` (the network, or a
-    ``Mixture`` of ``n_components``),
+    Fitted attributes: ``method_`` (``"layers"`` or ``"ivon"``), ``n_components_``, ``model_``
+    (the network, or a ``Mixture`` of ``n_components_``),
     ``likelihood_``, ``posterior_`` (an ``nb.nn.NetworkPosterior``, for IVON an
     ``nb.nn.IVONPosterior``, on the standardised data: ``summary()``, ``to_arviz()``), ``info_`` (its ``nb.FitInfo``), the standardisation ``x_mean_``,
     ``x_scale_``, ``y_mean_``, ``y_scale_``.
     """
+
+    _COMPONENTS: ClassVar[dict[str, int]] = {"layers": 3, "ivon": 1}
 
     def __init__(
         self,
@@ -370,7 +381,7 @@ class BNNRegressor(RegressorMixin, _BNN):
         batch_size: int = 128,
         learning_rate: float | None = None,
         n_samples: int = 1,
-        n_components: int = 1,
+        n_components: int | None = None,
         n_predict_samples: int = 200,
         seed: int | None = 0,
         progress: bool | None = None,
@@ -390,7 +401,7 @@ class BNNRegressor(RegressorMixin, _BNN):
         self.df = df
         self.init_noise_scale = init_noise_scale
 
-    def _auto_method(self, n_components: int) -> str:
+    def _auto_method(self, n_components: int | None) -> str:
         """IVON for one network with the Gaussian likelihood in one process (even with the
         layers on the validation rows, in about half their time), at a temperature > 0 and
         ``init_scale < prior_scale`` (IVON's own conditions); the layers otherwise (the
@@ -398,7 +409,7 @@ class BNNRegressor(RegressorMixin, _BNN):
         likelihood, a data-parallel fit: IVON holds one posterior and cannot sum its steps
         over processes)."""
         usable = ivon_accepts(self.temperature, self.prior_scale, self.init_scale)
-        one = n_components == 1 and not World.current().parallel
+        one = n_components in (None, 1) and not World.current().parallel
         return "ivon" if one and usable and self.likelihood == "gaussian" else "layers"
 
     def _train(self, run: Callable[[Likelihood, int], NetworkPosterior],
