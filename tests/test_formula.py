@@ -77,6 +77,9 @@ def test_a_numeric_column_with_stray_text_is_refused_unless_asked_as_categories(
                        r"write C\(Q\('x col'\)\) in the formula"):
         design_matrices('y ~ Q("x col")', frame)
     assert design_matrices("y ~ C(Q('x col'))", frame).X.shape == (6, 5)
+    frame["class"] = frame["x"]  # a Python keyword is quoted in the hint too
+    with pytest.raises(ValueError, match=r"write C\(Q\('class'\)\) in the formula"):
+        design_matrices("y ~ Q('class')", frame)
     assert list(design_matrices("y ~ g", frame).X.columns) == ["g[T.b]"]
     frame["code"] = ["01", "02", "03", "01", "02", "03"]  # codes as text: categories
     frame["flag"] = [True, False, None, True, False, True]  # a CSV's booleans with a blank

@@ -83,7 +83,7 @@ def test_the_shell_streams_with_stream(tmp_path, capsys):
     in_memory = capsys.readouterr().out
     assert main(["fit", path, "--formula", FORMULA, *flags, "--stream"]) == 0
     out = capsys.readouterr().out
-    assert "streamed]" in out and "rows: 1200 read in passes" in out
+    assert "streamed]" in out and "rows: 1200, read from the files" in out
     labels = ("intercept", "x", "C(g)[T.b]", "C(g)[T.c]", "np.log(z)", "sigma")
     assert _means(out, labels) == _means(in_memory, labels)
     (tmp_path / "a.png").write_text("kept")  # the flag is refused first, not the file
@@ -102,3 +102,17 @@ def _means(out: str, labels: tuple[str, ...]) -> dict[str, str]:
     means = {row[0]: row[1] for row in rows if len(row) > 1 and row[0] in labels}
     assert set(means) == set(labels), means
     return means
+
+
+def test_a_classifier_from_a_formula_source_keeps_the_label_columns_type(tmp_path):
+    """0/1 integer labels, named bare or quoted (``Q("lab col")``), give integer ``classes_``
+    and predictions, as the same formula on the table in memory does."""
+    frame = _frame(300)
+    frame["lab col"] = (frame["y"] > frame["y"].median()).astype(int)
+    path = _write(tmp_path / "labels.parquet", frame.rename(columns={"lab col": "lab"})
+                  .assign(**{"lab col": frame["lab col"]}))
+    for response in ("lab", "Q('lab col')"):
+        clf = nb.BayesianGLMClassifier(progress=False).fit(
+            formula_source(path, f"{response} ~ x"))
+        assert clf.classes_.dtype.kind == "i" and list(clf.classes_) == [0, 1], response
+        assert clf.predict(frame.iloc[:5]).dtype.kind == "i"

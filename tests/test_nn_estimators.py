@@ -141,6 +141,7 @@ def test_the_regressor_defaults_to_a_tempered_posterior_and_the_classifier_to_th
     assert nb.BNNClassifier().get_params()["temperature"] == 1.0
     x, y = _toy(40, 0)
     assert nb.BNNRegressor(hidden=(3,), n_epochs=1).fit(x, y).info_.temperature == 0.5
+    assert nb.BNNRegressor(hidden=(3,), n_epochs=1, device=None).fit(x, y).predict(x).shape == (40,)
     posterior = nb.BNNRegressor(hidden=(3,), n_epochs=1, temperature=1.0)
     assert repr(posterior) == "BNNRegressor(hidden=(3,), n_epochs=1, temperature=1.0)"
     assert posterior.fit(x, y).info_.temperature == 1.0

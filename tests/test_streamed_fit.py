@@ -100,11 +100,18 @@ def test_bad_arguments_with_a_source_are_refused_naming_them(tmp_path):
         nb.fit(Line(), two_inputs, progress=False)
     with pytest.raises(ValueError, match=r"^y must be None when x is a data source"):
         nb.fit(Line(), source, torch.zeros(200), progress=False)
-    with pytest.raises(ValueError, match=r"with x a data source solver must be 'auto' or "
-                                         r"'adam' .* got solver='lbfgs', batch_size='auto'$"):
-        nb.fit(Line(), source, solver="lbfgs", progress=False)
-    with pytest.raises(ValueError, match=r"got solver='auto', batch_size=None$"):
-        nb.fit(Line(), source, batch_size=None, progress=False)
+    with pytest.raises(ValueError, match=r"with x a data source of more than "
+                                         r"max_curvature_rows rows, or under torch.distributed, "
+                                         r"solver must be 'auto' or 'adam' .* got "
+                                         r"solver='lbfgs', batch_size='auto' for 200 rows and "
+                                         r"max_curvature_rows=100$"):
+        nb.fit(Line(), source, solver="lbfgs", max_curvature_rows=100, progress=False)
+    with pytest.raises(ValueError, match=r"got solver='auto', batch_size=None for 200 rows"):
+        nb.fit(Line(), source, batch_size=None, max_curvature_rows=100, progress=False)
+    for whole in ({"solver": "lbfgs"}, {"batch_size": None}):  # 200 rows: read whole
+        post = nb.fit(Line(), source, seed=0, progress=False, **whole)
+        # the rows are in the pass's order, so the posterior keeps none (as from any source)
+        assert post.info.solver == "lbfgs" and post.data is None
     with pytest.raises(ValueError, match=r"^y must be given when x is a tensor"):
         nb.fit(Line(), torch.zeros(5, 3))
     with pytest.raises(ValueError, match=r"^max_curvature_rows must be an integer >= 1, got 0$"):

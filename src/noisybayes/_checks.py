@@ -163,7 +163,10 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
 
 def check_device(name: str, value: Any) -> torch.device:
     """``value`` as a ``torch.device`` on which this torch build can hold tensors (not
-    ``"meta"``, which holds no values), else a ``ValueError`` naming it and torch's reason."""
+    ``"meta"``, which holds no values; ``None``, where tensors are made: the CPU), else a
+    ``ValueError`` naming it and torch's reason."""
+    if value is None:
+        return torch.device("cpu")
     try:
         device = torch.device(value)
         torch.empty(0, device=device)

@@ -2,7 +2,8 @@
 
 The formula's design is learned from a first chunk of rows and applied chunk by chunk
 (``noisybayes.tables.formula_source``); the estimator fits from that source
-(``BayesianLinearRegression.fit(source)``), so no table is held in memory. What needs the
+(``BayesianLinearRegression.fit(source)``), so no table is held in memory (beyond the fit's
+subsample, which is all the rows of a file of at most 50,000: ``nb.fit``). What needs the
 rows in memory is refused with the flag named: ``--plot``, ``--predict`` (and ``--out``),
 ``--reweight`` and ``--json``; rows with missing values are an error, not dropped.
 """
@@ -50,13 +51,13 @@ def run_fit_streamed(args: argparse.Namespace) -> int:
     info = reg.posterior_.info
     print(f"noisybayes fit: {args.formula}  [{args.likelihood} likelihood, {info.family}, "
           f"{args.data}, streamed]")
-    print(f"rows: {source.n_data} read in passes\n")
+    print(f"rows: {source.n_data}, read from the files\n")
     print_table(reg.summary(), sys.stdout)
     status = "converged" if info.converged else "NOT converged"
     print(f"\nfit: {status} after {info.n_steps} steps in {info.seconds:.1f} s ({info.reason})")
     if info.khat is not None:
         print(f"check: Pareto k-hat {info.khat:.2f} from {info.khat_draws} draws, the log joint "
-              "summed over all rows in passes")
+              "summed over all rows")
         if info.khat > USABLE:
             print(f"noisybayes: warning: Pareto k-hat {info.khat:.2f} > {USABLE}: do not trust "
                   f"the {info.family} approximation's means and sds", file=sys.stderr)

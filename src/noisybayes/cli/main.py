@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--max-steps", type=_positive_int, default=None, metavar="N",
                      help="cap on optimisation steps (default 10,000)")
     fit.add_argument("--stream", action="store_true",
-                     help="read the rows in passes, never all in memory (Parquet or CSV): the "
+                     help="read the rows in passes (Parquet or CSV), never all in memory "
+                     "unless they fit the fit's subsample (50,000 rows): the "
                      "formula's design is learned from a first chunk; rows with missing values "
                      "are an error; no --plot, --predict, --reweight or --json")
     fit.add_argument("--seed", type=int, default=0, help="fitting and checking seed (default 0)")

@@ -501,7 +501,9 @@ class BNNRegressor(RegressorMixin, _BNN):
 class BNNClassifier(ClassifierMixin, _BNN):
     """A Bayesian MLP classifier (softmax output); arguments as :class:`BNNRegressor`,
     except ``hidden=(50,)`` (one layer; the regressor's two were not validated here),
-    ``method="layers"`` (``"auto"`` gives the same here),
+    ``method="layers"`` (``"auto"`` gives the same here), ``n_components=1`` (one network:
+    two or three were even with it on the validation rows of ``classify_choice.py``, at
+    twice the time or more),
     ``temperature=1`` (the posterior: a colder one was not better on the validation
     rows of ``benchmarks/classify_choice.py``) and the training length: with the layers,
     ``n_epochs=None`` is 50 passes over the data (at least 200 steps) in batches of
@@ -511,7 +513,8 @@ class BNNClassifier(ClassifierMixin, _BNN):
     IVON keeps the regressor's length (about 5000 steps, at least 40 passes); ``method="auto"``
     is the layers here (IVON's classifier was not better on the validation rows).
 
-    Fitted attributes: ``classes_`` (the sorted labels seen in fit), ``model_``, ``info_``.
+    Fitted attributes: ``classes_`` (the sorted labels seen in fit), ``method_``,
+    ``n_components_``, ``model_``, ``posterior_``, ``info_``.
     """
 
     _TRAINING_LENGTH: ClassVar[dict[str, tuple[int, int]]] = {

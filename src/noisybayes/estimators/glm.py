@@ -65,7 +65,7 @@ from noisybayes.infer.fit import fit, threads_for
 from noisybayes.infer.posterior import GaussianPosterior
 from noisybayes.math.affine import AffineFamily
 from noisybayes.model.layout import ParamLayout
-from noisybayes.tables.formula import FormulaSpec
+from noisybayes.tables.formula import FormulaSpec, unquoted
 
 __all__ = [
     "Approximation",
@@ -276,6 +276,8 @@ def _labels_in_column_type(values: torch.Tensor, source: DataSource) -> np.ndarr
     """The response's distinct ``values`` (read as floats) in its file column's own type when
     that is integer or boolean, as the same column in memory gives them; floats otherwise."""
     schema, column = getattr(source, "schema", None), getattr(source, "y", None)
+    if isinstance(column, str):
+        column = unquoted(column) or column  # a formula's Q("name") response
     if schema is None or not isinstance(column, str) or column not in schema.names:
         return values.numpy()
     dtype = np.dtype(schema.field(column).type.to_pandas_dtype())

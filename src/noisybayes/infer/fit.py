@@ -202,7 +202,8 @@ def fit(
             (``noisybayes.infer.streamed``); ``info.reason`` says so, and ``post.check()``
             then needs rows passed to it. A source of at most ``max_curvature_rows`` rows
             (in one process) is that subsample whole: its rows are fitted as tensors in
-            memory would be (the fixed-draw solve by default), which ``info.reason`` notes.
+            memory would be (the fixed-draw solve by default, ``solver="lbfgs"`` and
+            ``batch_size=None`` allowed, k-hat at those rows), which ``info.reason`` notes.
             Under ``torch.distributed`` every process passes the whole source and reads its
             own range of the rows (``source.shard``).
         y: the targets, ``(N, ...)``; ``None`` when ``x`` is a data source. The fit
@@ -241,7 +242,8 @@ def fit(
             a second; ``None`` (default) shows it only when stderr is a terminal (on
             process 0 alone under ``torch.distributed``).
         max_curvature_rows: rows used for the Laplace curvature on large data (and, from
-            a data source, for the mode search and the model's output check).
+            a data source, for the mode search and the model's output check; a source of no
+            more rows is read whole and fitted in memory).
         callback: called with a :class:`FitState` after every window.
         checkpoint, checkpoint_every: a file to write the stochastic optimisation's whole
             state to every ``checkpoint_every`` steps; when it exists, the fit resumes from
@@ -272,27 +274,29 @@ def fit(
         if y is not None:
             raise ValueError(f"y must be None when x is a data source (it yields y), got {y!r}")
         check_whole("x", x)
-        if solver == "lbfgs" or batch_size is None:
+        whole = not world.parallel and x.n_rows <= max_curvature_rows
+        if not whole and (solver == "lbfgs" or batch_size is None):
             raise ValueError(
                 "solver='lbfgs' and batch_size=None need every row in memory at each step, so "
-                "with x a data source solver must be 'auto' or 'adam' and batch_size an "
-                f"integer or 'auto', got solver={solver!r}, batch_size={batch_size!r}")
+                "with x a data source of more than max_curvature_rows rows, or under "
+                "torch.distributed, solver must be 'auto' or 'adam' and batch_size an integer "
+                f"or 'auto', got solver={solver!r}, batch_size={batch_size!r} for "
+                f"{x.n_rows} rows and max_curvature_rows={max_curvature_rows}")
         if world.parallel:  # each process reads its own range of the rows
             x = x.shard(world.rank, world.size)
         n_data = x.n_data
         with world.together():  # a process whose rows fail to read stops them all
             data = subsample(x, max(1, max_curvature_rows * x.n_rows // n_data), gen)
             check_source_inputs(model, data)
-        rows: Rows | None = None
-        if world.parallel or x.n_rows > max_curvature_rows:
-            solver = "adam"
-            rows = Rows.streamed(x, data[1][:1].numel(), world)
-        else:  # the subsample is every row: checked and fitted as rows in memory
+        if whole:  # the subsample is every row (in the pass's order): fitted in memory
             streamed = False
-            with world.together():
-                data = as_data(*data)
+            data = _checked_pass(data)
+            rows: Rows | None = Rows.in_memory(data)  # the posterior keeps no rows, as ever
             read_note = (f"the source's {x.n_rows} rows, at most max_curvature_rows "
                          f"({max_curvature_rows}), read into memory and fitted as tensors")
+        else:
+            solver = "adam"
+            rows = Rows.streamed(x, data[1][:1].numel(), world)
     else:
         if y is None:
             raise ValueError("y must be given when x is a tensor or a tuple of tensors, got None")
@@ -386,7 +390,7 @@ def fit(
                 recoveries=recoveries, family_reason=why, laplace_precision=mode.precision,
                 solver=used,
             )
-            kept = None if streamed or world.parallel else data  # not all rows: check() asks
+            kept = data if rows is None else None  # not all rows, or a source's: check() asks
             return GaussianPosterior(model, layout, q, info, kept)
 
         if isinstance(family, str) and family != "auto":
@@ -421,6 +425,15 @@ def fit(
                 stacklevel=2,
             )
         return post
+
+
+def _checked_pass(data: Data) -> Data:
+    """The rows of a source read whole, checked and converted as rows in memory are
+    (:func:`~noisybayes.infer.data.as_data`); an index in the error counts the pass's rows."""
+    try:
+        return as_data(*data)
+    except ValueError as error:
+        raise ValueError(f"{error} (in the order of the source's pass)") from None
 
 
 def _uncorrected(importance: ImportanceDraws) -> str:

@@ -15,7 +15,8 @@ is read as follows:
   draws (as many draws as in memory: a budget of draws x rows, at least 200 draws).
 
 Memory: the source's buffer, one chunk of :data:`~noisybayes.infer.data.PASS_ROWS` rows,
-the subsample, and draws x a bounded chunk for k-hat; never the whole data.
+the subsample, and draws x a bounded chunk for k-hat; never the whole data, unless the
+subsample is all of it (a source of at most ``max_curvature_rows`` rows, fitted in memory).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ with ``missing="error"``.
 
 from __future__ import annotations
 
+import keyword
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -23,7 +24,7 @@ from noisybayes._checks import check_choice, name_list
 from noisybayes.tables.evaluate import evaluate, finite_frame
 from noisybayes.tables.group_terms import GroupData, GroupTerm, fit_group_term, split_group_terms
 
-__all__ = ["Design", "FormulaSpec", "MissingPolicy", "design_matrices"]
+__all__ = ["Design", "FormulaSpec", "MissingPolicy", "design_matrices", "unquoted"]
 
 MissingPolicy = Literal["drop", "error"]
 Response = Literal["numeric", "labels"]
@@ -144,19 +145,24 @@ def _check_numbers_as_text(table: pd.DataFrame, bare: set[str]) -> None:
         text = strings[as_numbers.isna()]
         if len(strings) == 0 or len(text) == 0 or as_numbers.notna().mean() < 0.5:
             continue  # all text (categories), or all numbers as text (codes such as "01")
-        term = name if name.isidentifier() else f"Q({name!r})"
+        term = name if name.isidentifier() and not keyword.iskeyword(name) else f"Q({name!r})"
         raise ValueError(f"column {name!r} must hold numbers or categories, got numbers stored "
                          f"as text with some other text (e.g. {text.iloc[0]!r} at index "
                          f"{text.index[0]!s}): clean the column, or write C({term}) in the "
                          f"formula to use its values as categories")
 
 
+def unquoted(expression: str) -> str | None:
+    """The column name inside ``Q("name")`` or ``Q('name')``, else ``None``."""
+    quoted = re.fullmatch(r"""Q\((["'])(.*)\1\)""", expression)
+    return None if quoted is None else quoted.group(2)
+
+
 def _bare_column(factor: Any) -> str | None:
     """The column a formula factor names as it is (``x``, ``Q("my x")``), else ``None``."""
     if factor.eval_method.value == "lookup":
         return str(factor.expr)
-    quoted = re.fullmatch(r"""Q\((["'])(.*)\1\)""", str(factor.expr))
-    return None if quoted is None else quoted.group(2)
+    return unquoted(str(factor.expr))
 
 
 def _check_label_response(formula: str, lhs: Any, lhs_vars: tuple[str, ...]) -> None:
