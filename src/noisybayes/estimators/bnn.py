@@ -287,10 +287,12 @@ class BNNRegressor(RegressorMixin, _BNN):
             default, in a mixture of three, see ``n_components``). ``"auto"`` (the default) is
             the layers, except IVON for one network with the Gaussian likelihood in one
             process. On the UCI validation rows of ``benchmarks/uci_choice.py
-            --settings``, at the default network and temperature, the layers were ahead of
-            IVON with the heteroscedastic Student-t on four of six sets (behind on
+            --settings``, at the default network and temperature, one network of layers was
+            ahead of IVON with the heteroscedastic Student-t on four of six sets (behind on
             bostonHousing, even on concrete), and even with it with the Gaussian (three sets
-            each) in about 1.8x IVON's time (``benchmarks/RESULTS.md``).
+            each) in about 1.8x IVON's time; three components with the Gaussian were ahead on
+            four (mean LL +0.03, a lower RMSE on all six) in about 3.6x IVON's time, which
+            ``"auto"`` does not spend for the simple model (``benchmarks/RESULTS.md``).
             ``method_`` says which ran; ``learning_rate`` is that method's.
         likelihood: ``"heteroscedastic_student_t"`` (the default: a noise scale per input,
             from a second output, and heavy tails; as a likelihood it nests the other
@@ -402,8 +404,9 @@ class BNNRegressor(RegressorMixin, _BNN):
         self.init_noise_scale = init_noise_scale
 
     def _auto_method(self, n_components: int | None) -> str:
-        """IVON for one network with the Gaussian likelihood in one process (even with the
-        layers on the validation rows, in about half their time), at a temperature > 0 and
+        """IVON for one network with the Gaussian likelihood in one process (even with one
+        network of layers on the validation rows in about half its time, a little behind three
+        in about 0.28x theirs), at a temperature > 0 and
         ``init_scale < prior_scale`` (IVON's own conditions); the layers otherwise (the
         heteroscedastic Student-t, where the validation rows chose them; a mixture, another
         likelihood, a data-parallel fit: IVON holds one posterior and cannot sum its steps
