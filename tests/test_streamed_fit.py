@@ -12,6 +12,7 @@ import torch
 from torch.distributions import Normal
 
 import noisybayes as nb
+from noisybayes.engine.source import TensorSource
 
 NOISE = 0.5
 PRIOR_SCALE = 10.0
@@ -114,6 +115,14 @@ def test_bad_arguments_with_a_source_are_refused_naming_them(tmp_path):
         assert post.info.solver == "lbfgs" and post.data is None
     with pytest.raises(ValueError, match=r"^y must be given when x is a tensor"):
         nb.fit(Line(), torch.zeros(5, 3))
+    empty = TensorSource((torch.zeros(0, 3, dtype=torch.float64),), torch.zeros(0))
+    with pytest.raises(ValueError, match=r"^x must be a data source with rows, got one of 0 rows$"):
+        nb.fit(Line(), empty, progress=False)
+    nan_rows = TensorSource((torch.ones(5, 3, dtype=torch.float64),),
+                            torch.tensor([0.0, float("nan"), 0.0, 0.0, 0.0]))
+    with pytest.raises(ValueError, match=r"^y must be finite, .* \(in the order of the "
+                                         r"source's pass\)$"):
+        nb.fit(Line(), nan_rows, progress=False)
     with pytest.raises(ValueError, match=r"^max_curvature_rows must be an integer >= 1, got 0$"):
         nb.fit(Line(), source, max_curvature_rows=0)
     with pytest.raises(ValueError, match=r"^x must be a whole data source, got a shard of "

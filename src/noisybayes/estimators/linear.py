@@ -86,7 +86,8 @@ class BayesianLinearRegression(RegressorMixin, GeneralizedLinearEstimator):
     Fitted attributes: ``coef_`` (numpy), ``intercept_``, ``noise_scale_`` (floats; posterior
     means, PSIS-corrected where the fit allowed it: ``summary()`` says),
     ``posterior_`` (an ``nb.Posterior`` over ``intercept``, ``coef``, ``sigma``, on the
-    user's scale). ``posterior_`` was fitted to the standardised data it keeps:
+    user's scale). ``posterior_`` was fitted to the standardised data it keeps (none when
+    fitted from a data source, whose ``check`` then needs the rows):
     ``posterior_.check()`` (k-hat is scale-free) works as it is, while its own
     ``to_arviz()`` exports standardised observations; the estimator's ``to_arviz()`` and
     ``predict*`` methods answer on the user's scale.

@@ -242,8 +242,8 @@ def fit(
             a second; ``None`` (default) shows it only when stderr is a terminal (on
             process 0 alone under ``torch.distributed``).
         max_curvature_rows: rows used for the Laplace curvature on large data (and, from
-            a data source, for the mode search and the model's output check; a source of no
-            more rows is read whole and fitted in memory).
+            a data source, for the mode search and the model's output check; in one process
+            a source of no more rows is read whole and fitted in memory).
         callback: called with a :class:`FitState` after every window.
         checkpoint, checkpoint_every: a file to write the stochastic optimisation's whole
             state to every ``checkpoint_every`` steps; when it exists, the fit resumes from
@@ -274,6 +274,8 @@ def fit(
         if y is not None:
             raise ValueError(f"y must be None when x is a data source (it yields y), got {y!r}")
         check_whole("x", x)
+        if x.n_rows == 0:
+            raise ValueError("x must be a data source with rows, got one of 0 rows")
         whole = not world.parallel and x.n_rows <= max_curvature_rows
         if not whole and (solver == "lbfgs" or batch_size is None):
             raise ValueError(
@@ -420,7 +422,8 @@ def fit(
                 f"nb.fit(family='auto'): the {post.info.family} approximation has Pareto k-hat "
                 f"{khat:.2f} (from {estimate.n_draws} draws) > {USABLE}, so its means and sds cannot "
                 f"be trusted ({why}). Check the model's parameterisation and priors, or use MCMC; "
-                "post.check() gives details.",
+                f"{'post.check()' if post.data is not None else 'post.check(x, y)'} gives "
+                "details.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -433,6 +436,8 @@ def _checked_pass(data: Data) -> Data:
     try:
         return as_data(*data)
     except ValueError as error:
+        if "at index" not in str(error):
+            raise
         raise ValueError(f"{error} (in the order of the source's pass)") from None
 
 

@@ -16,7 +16,8 @@ is read as follows:
 
 Memory: the source's buffer, one chunk of :data:`~noisybayes.infer.data.PASS_ROWS` rows,
 the subsample, and draws x a bounded chunk for k-hat; never the whole data, unless the
-subsample is all of it (a source of at most ``max_curvature_rows`` rows, fitted in memory).
+subsample is all of it (in one process, a source of at most ``max_curvature_rows`` rows,
+fitted in memory).
 """
 
 from __future__ import annotations
