@@ -13,7 +13,7 @@ from torch import nn
 import noisybayes as nb
 import noisybayes.nn as bnn
 from noisybayes.nn.objective import sample_outputs
-from noisybayes.nn.train import NetworkObjective, train
+from noisybayes.nn.train import NetworkObjective, _stacked_normal_kl, train
 
 
 def _network(seed: int, n_in: int = 2) -> nn.Sequential:
@@ -58,9 +58,27 @@ def test_sample_outputs_gives_each_component_an_equal_stratified_share():
     assert bool((torch.isclose(last, first) | torch.isclose(last, second)).all())
 
 
-def test_the_vectorised_objective_is_the_mean_of_the_components_elbos_with_their_gradients():
-    """With the noise switched off the loss is deterministic: compare value and gradients."""
+@pytest.mark.parametrize("priors", ["shared", "equal", "different"])
+def test_the_vectorised_objective_is_the_mean_of_the_components_elbos_with_their_gradients(
+        priors):
+    """With the noise switched off the loss is deterministic: compare value and gradients.
+    Normal priors of equal values (the components' own, or new objects per component) take
+    the KL of all components from the stacked tensors in one node outside ``vmap``; priors
+    that differ between components are refused (one component's modules serve all)."""
     mixture = _components_at_means(_mixture(3))
+    if priors != "shared":
+        for k, component in enumerate(mixture.components):
+            scale = 1.0 + (0.5 * k if priors == "different" else 0.0)
+            for layer in (component[0], component[2]):
+                layer.prior = torch.distributions.Normal(0.0, scale)
+    if priors == "different":  # the vectorised pass evaluates every component with one's
+        with pytest.raises(ValueError, match=r"^components must share their layers' priors, "
+                                             r"got Normal\(loc: 0.0, scale: 1.5\) in layer '0' "
+                                             r"of component 1 against component 0's Normal"):
+            NetworkObjective(mixture, bnn.Gaussian(0.5), 40, 1, 1.0)
+        return
+    stacked = torch.func.stack_module_state(list(mixture.components))[0]
+    assert _stacked_normal_kl(mixture, stacked) is not None
     x, y = torch.randn(10, 2), torch.randn(10, 1)
     lik = bnn.Gaussian(0.5)
     objective = NetworkObjective(mixture, lik, 40, 1, 1.0)

@@ -353,7 +353,7 @@ class BNNRegressor(RegressorMixin, _BNN):
             one likelihood. Only with the layers. ``None`` (the default) is 3 with the
             layers and 1 with IVON: on the UCI validation rows of
             ``benchmarks/uci_choice.py --settings``, three components were ahead of one in
-            log-likelihood on all six sets (clearly on four) in about twice the time
+            log-likelihood on all six sets (clearly on four) in about 1.8-2 times the time
             (``benchmarks/RESULTS.md``); ``n_components_`` says how many were fitted.
         n_predict_samples: weight draws per prediction. seed: randomness of fit and predict
             (on a GPU the weight noise comes from the device's own generator).

@@ -4,7 +4,9 @@ Data stay tensors sliced by index (no per-row collation), or come in minibatches
 source (``nb.data.Parquet``, ``nb.data.CSV``: files read in bounded memory). The step size
 decays linearly to a tenth of ``learning_rate`` over the run, which settles the noisy scale
 gradients. A :class:`~noisybayes.nn.mixture.Mixture` trains all its components at once: their
-parameters are stacked and ``torch.func.vmap`` evaluates every component's ELBO in one pass.
+parameters are stacked and ``torch.func.vmap`` evaluates every component's ELBO in one pass
+(the KL of layers with a Normal prior outside it, from the stacked tensors in one node; the
+components must share their priors).
 Under ``torch.distributed`` each process passes its own rows: the weights start from process
 0's, each step's loss and gradient are summed over the processes (the KL counted once,
 ``engine/distributed.py``), and every process ends with the same network.
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.distributions import Normal
 from torch.func import functional_call, stack_module_state, vmap
 
 from noisybayes._checks import check_positive_int, is_number
@@ -38,6 +41,8 @@ from noisybayes.engine.distributed import World
 from noisybayes.engine.source import check_whole
 from noisybayes.infer.objective import batched_evaluation
 from noisybayes.infer.posterior import FitInfo
+from noisybayes.nn.base import NoisyModule
+from noisybayes.nn.convert import noise_parametrizations
 from noisybayes.nn.likelihoods import Likelihood
 from noisybayes.nn.mixture import Mixture
 from noisybayes.nn.objective import (
@@ -49,6 +54,7 @@ from noisybayes.nn.objective import (
     note_rows,
 )
 from noisybayes.nn.posterior import NetworkPosterior
+from noisybayes.nn.priors import SoftplusNormalKL
 
 __all__ = ["train"]
 
@@ -193,6 +199,60 @@ class _Element(nn.Module):
                              self.temperature)
 
 
+def _stacked_normal_kl(mixture: Mixture,
+                       stacked: dict[str, torch.Tensor]) -> Callable[[], torch.Tensor] | None:
+    """``sum_k KL(q_k || p)`` over a mixture's components from their ``stacked`` parameters
+    (``(K, ...)`` each), as one fused node per prior outside ``vmap``, when every noisy
+    module is a layer with the closed-form Normal KL (``fusable_kl``) and scalar prior values
+    shared by the components: the KL is a sum over elements, so the stacked tensors give all
+    K at once. ``None`` otherwise (the KL is then taken per component inside ``vmap``)."""
+    if noise_parametrizations(mixture):
+        return None
+    groups: dict[tuple[float, float], list[torch.Tensor]] = {}
+    for name, module in mixture.components[0].named_modules():
+        if not isinstance(module, NoisyModule) or type(module).kl is NoisyModule.kl:
+            continue
+        prior = getattr(module, "prior", None)  # the components' (_check_shared_priors)
+        if (not getattr(module, "fusable_kl", False) or type(prior) is not Normal
+                or prior.loc.ndim or prior.scale.ndim):
+            return None
+        key = (float(prior.loc), float(prior.scale))
+        names = ["weight_loc", "weight_scale_free"]
+        if module.bias_loc is not None and module.bias_scale_free is not None:
+            names += ["bias_loc", "bias_scale_free"]
+        groups.setdefault(key, []).extend(stacked[f"{name}.{t}" if name else t] for t in names)
+    if not groups:
+        return None
+    like = next(iter(groups.values()))[0]
+
+    def kl_sum() -> torch.Tensor:
+        terms = [SoftplusNormalKL.apply(like.new_tensor(loc), like.new_tensor(scale), *pairs)
+                 for (loc, scale), pairs in groups.items()]
+        return terms[0] if len(terms) == 1 else torch.stack(terms).sum()
+
+    return kl_sum
+
+
+def _check_shared_priors(mixture: Mixture) -> None:
+    """Refuse components whose layers' priors differ (type or parameters): the vectorised
+    objective evaluates every component with the first one's modules, priors included."""
+
+    def described(prior: object) -> tuple:
+        values = {k: v.tolist() if isinstance(v, torch.Tensor) else v
+                  for k, v in getattr(prior, "__dict__", {}).items()
+                  if isinstance(v, (torch.Tensor, int, float))}
+        return type(prior), values
+
+    first = dict(mixture.components[0].named_modules())
+    for k, component in enumerate(mixture.components[1:], start=1):
+        for name, module in component.named_modules():
+            prior, reference = getattr(module, "prior", None), getattr(first[name], "prior", None)
+            if described(prior) != described(reference):
+                raise ValueError(f"components must share their layers' priors, got {prior!r} "
+                                 f"in layer {name!r} of component {k} against component 0's "
+                                 f"{reference!r}")
+
+
 class NetworkObjective:
     """The batch loss and the tensors Adam updates: one network's ``-ELBO``, or the mean
     over a mixture's components with their parameters stacked (one ``vmap`` pass)."""
@@ -207,9 +267,13 @@ class NetworkObjective:
             self.tensors: list[torch.Tensor] = [*model.parameters(), *likelihood.parameters()]
             self._loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = element
             return
+        _check_shared_priors(model)
         self.stacked, self.buffers = stack_module_state(list(model.components))
         template = copy.deepcopy(model.components[0]).to("meta")
-        element = _Element(template, likelihood, n, n_samples, temperature)
+        kl_sum = _stacked_normal_kl(model, self.stacked) if temperature > 0 else None
+        element = _Element(template, likelihood, n, n_samples,
+                           0.0 if kl_sum is not None else temperature)
+        kl_weight = temperature / (n * len(model))
         shared: dict[str, torch.Tensor] = {
             f"likelihood.{k}": v for k, v in likelihood.named_parameters()
         }
@@ -225,7 +289,8 @@ class NetworkObjective:
 
         def mean_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             with batched_evaluation():
-                return losses(self.stacked, self.buffers, x, y).mean()
+                loss = losses(self.stacked, self.buffers, x, y).mean()
+            return loss if kl_sum is None else loss + kl_weight * kl_sum()
 
         self._loss = mean_loss
         self.tensors = [*self.stacked.values(), *shared.values()]
