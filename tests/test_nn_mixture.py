@@ -72,7 +72,7 @@ def test_the_vectorised_objective_is_the_mean_of_the_components_elbos_with_their
             for layer in (component[0], component[2]):
                 layer.prior = torch.distributions.Normal(0.0, scale)
     if priors == "different":  # the vectorised pass evaluates every component with one's
-        with pytest.raises(ValueError, match=r"^components must share their layers' priors, "
+        with pytest.raises(ValueError, match=r"^components must share their layers' priors .*, "
                                              r"got Normal\(loc: 0.0, scale: 1.5\) in layer '0' "
                                              r"of component 1 against component 0's Normal"):
             NetworkObjective(mixture, bnn.Gaussian(0.5), 40, 1, 1.0)
@@ -90,6 +90,34 @@ def test_the_vectorised_objective_is_the_mean_of_the_components_elbos_with_their
         grads = torch.autograd.grad(own / 3, list(component.parameters()))
         for (name, _), g in zip(component.named_parameters(), grads, strict=True):
             torch.testing.assert_close(objective.stacked[name].grad[k], g)
+
+
+def test_components_must_share_their_priors():
+    """A differing composite prior is refused as well (the vectorised pass would train every
+    component under the first one's); equal priors as separate objects, including the
+    library's scale mixture and an unchecked Normal, and a component ending in an extra
+    parameterless module, are accepted."""
+    dist = torch.distributions
+
+    def mixture_prior(scale: float) -> dist.Distribution:
+        return dist.MixtureSameFamily(dist.Categorical(torch.tensor([0.5, 0.5])),
+                                      dist.Normal(torch.zeros(2), torch.tensor([1.0, scale])))
+
+    def network(prior, tail: bool = False) -> nn.Sequential:
+        layers = [bnn.BayesLinear(2, 4, prior=prior), nn.ReLU(), bnn.BayesLinear(4, 1, prior=prior)]
+        return nn.Sequential(*layers, *([nn.Identity()] if tail else []))
+
+    lik = bnn.Gaussian(0.5)
+    with pytest.raises(ValueError, match=r"(?s)^components must share their layers' priors .* "
+                                         r"in layer '0' of component 1"):
+        NetworkObjective(bnn.Mixture([network(mixture_prior(0.01)),
+                                      network(mixture_prior(5.0))]), lik, 40, 1, 1.0)
+    for make in (lambda: bnn.scale_mixture_prior(0.5, 1.0, 0.1),
+                 lambda: torch.distributions.Normal(0.0, 1.0, validate_args=False)):
+        NetworkObjective(bnn.Mixture([network(make()), network(make())]), lik, 40, 1, 1.0)
+    shared = mixture_prior(0.1)  # one object: any prior
+    NetworkObjective(bnn.Mixture([network(shared), network(shared, tail=True)]), lik, 40, 1,
+                     1.0)
 
 
 def test_training_a_mixture_updates_every_component_and_shares_the_likelihood():

@@ -5,8 +5,8 @@ source (``nb.data.Parquet``, ``nb.data.CSV``: files read in bounded memory). The
 decays linearly to a tenth of ``learning_rate`` over the run, which settles the noisy scale
 gradients. A :class:`~noisybayes.nn.mixture.Mixture` trains all its components at once: their
 parameters are stacked and ``torch.func.vmap`` evaluates every component's ELBO in one pass
-(the KL of layers with a Normal prior outside it, from the stacked tensors in one node; the
-components must share their priors).
+(when every noisy module is a layer with a scalar Normal prior, the KL outside it, from the
+stacked tensors in one node per prior; the components must share their priors).
 Under ``torch.distributed`` each process passes its own rows: the weights start from process
 0's, each step's loss and gradient are summed over the processes (the KL counted once,
 ``engine/distributed.py``), and every process ends with the same network.
@@ -54,7 +54,7 @@ from noisybayes.nn.objective import (
     note_rows,
 )
 from noisybayes.nn.posterior import NetworkPosterior
-from noisybayes.nn.priors import SoftplusNormalKL
+from noisybayes.nn.priors import LogUniform, ScaleMixturePrior, SoftplusNormalKL
 
 __all__ = ["train"]
 
@@ -208,7 +208,7 @@ def _stacked_normal_kl(mixture: Mixture,
     K at once. ``None`` otherwise (the KL is then taken per component inside ``vmap``)."""
     if noise_parametrizations(mixture):
         return None
-    groups: dict[tuple[float, float], list[torch.Tensor]] = {}
+    groups: dict[tuple, list[torch.Tensor]] = {}  # per prior, dtype and device
     for name, module in mixture.components[0].named_modules():
         if not isinstance(module, NoisyModule) or type(module).kl is NoisyModule.kl:
             continue
@@ -216,41 +216,50 @@ def _stacked_normal_kl(mixture: Mixture,
         if (not getattr(module, "fusable_kl", False) or type(prior) is not Normal
                 or prior.loc.ndim or prior.scale.ndim):
             return None
-        key = (float(prior.loc), float(prior.scale))
+        key = (float(prior.loc), float(prior.scale), module.weight_loc.dtype,
+               module.weight_loc.device)
         names = ["weight_loc", "weight_scale_free"]
         if module.bias_loc is not None and module.bias_scale_free is not None:
             names += ["bias_loc", "bias_scale_free"]
         groups.setdefault(key, []).extend(stacked[f"{name}.{t}" if name else t] for t in names)
     if not groups:
         return None
-    like = next(iter(groups.values()))[0]
 
     def kl_sum() -> torch.Tensor:
-        terms = [SoftplusNormalKL.apply(like.new_tensor(loc), like.new_tensor(scale), *pairs)
-                 for (loc, scale), pairs in groups.items()]
+        terms = [SoftplusNormalKL.apply(pairs[0].new_tensor(loc), pairs[0].new_tensor(scale),
+                                        *pairs) for (loc, scale, *_), pairs in groups.items()]
         return terms[0] if len(terms) == 1 else torch.stack(terms).sum()
 
     return kl_sum
 
 
+def _same_prior(a: object, b: object) -> bool:
+    """Whether two layers' priors are one: the same object, ``Normal`` priors of equal
+    ``loc`` and ``scale``, or the library's scale-mixture or log-uniform priors of equal
+    settings (any other prior must be shared as one object)."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, Normal) and isinstance(b, Normal):
+        return all(x.shape == y.shape and bool((x.double() == y.double()).all())
+                   for x, y in ((a.loc, b.loc), (a.scale, b.scale)))
+    return isinstance(a, (ScaleMixturePrior, LogUniform)) and vars(a) == vars(b)
+
+
 def _check_shared_priors(mixture: Mixture) -> None:
-    """Refuse components whose layers' priors differ (type or parameters): the vectorised
+    """Refuse components whose layers' priors differ (:func:`_same_prior`): the vectorised
     objective evaluates every component with the first one's modules, priors included."""
-
-    def described(prior: object) -> tuple:
-        values = {k: v.tolist() if isinstance(v, torch.Tensor) else v
-                  for k, v in getattr(prior, "__dict__", {}).items()
-                  if isinstance(v, (torch.Tensor, int, float))}
-        return type(prior), values
-
     first = dict(mixture.components[0].named_modules())
     for k, component in enumerate(mixture.components[1:], start=1):
         for name, module in component.named_modules():
-            prior, reference = getattr(module, "prior", None), getattr(first[name], "prior", None)
-            if described(prior) != described(reference):
-                raise ValueError(f"components must share their layers' priors, got {prior!r} "
-                                 f"in layer {name!r} of component {k} against component 0's "
-                                 f"{reference!r}")
+            prior = getattr(module, "prior", None)
+            reference = getattr(first.get(name), "prior", None)
+            if not _same_prior(prior, reference):
+                raise ValueError(
+                    f"components must share their layers' priors (one object, or Normal, "
+                    f"scale-mixture or log-uniform priors of equal values), got {prior!r} in "
+                    f"layer {name!r} of component {k} against component 0's {reference!r}")
 
 
 class NetworkObjective:
