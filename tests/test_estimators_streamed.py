@@ -144,6 +144,12 @@ def test_a_source_no_larger_than_the_curvature_subsample_is_fitted_as_rows_in_me
     assert read.classes_.dtype == in_memory.classes_.dtype and list(read.classes_) == [0, 1]
     assert read.posterior_.info.khat < 0.7  # from the rows read whole
     assert read.posterior_.data is None  # their order is the pass's: check() asks for rows
+    with pytest.raises(ValueError, match=r"^to_arviz\(\) needs X and y here: fitted from a "
+                                         r"data source, the posterior keeps no rows$"):
+        read.to_arviz()
+    rows = frame.iloc[:50]
+    exported = read.to_arviz(rows[COLUMNS], rows["label"], n_draws=20)
+    np.testing.assert_array_equal(exported.observed_data["y"].values, rows["label"].values)
 
 
 def test_column_moments_merged_by_chunks_are_those_of_all_rows():

@@ -405,6 +405,9 @@ class RegressionEstimator(BaseEstimator):
         (``x0, x1, ...`` without names). The draws are independent, in one chain by default,
         so ArviZ's chain diagnostics (r_hat) are not shown as if they meant something."""
         check_is_fitted(self, "posterior_")
+        if X is None and y is None and self.posterior_.data is None:
+            raise ValueError("to_arviz() needs X and y here: fitted from a data source, the "
+                             "posterior keeps no rows")
         if X is None and y is None:
             inputs = y_std = None
         elif X is None or y is None:
