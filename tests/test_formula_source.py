@@ -116,3 +116,21 @@ def test_a_classifier_from_a_formula_source_keeps_the_label_columns_type(tmp_pat
             formula_source(path, f"{response} ~ x"))
         assert clf.classes_.dtype.kind == "i" and list(clf.classes_) == [0, 1], response
         assert clf.predict(frame.iloc[:5]).dtype.kind == "i"
+
+
+def test_a_formula_source_reads_a_label_response_as_the_classifier_does(tmp_path):
+    """``response="labels"``: a boolean column is a classifier's response, as
+    ``from_formula`` takes it (the numeric default refuses it); a transformed response is
+    refused, naming it."""
+    frame = _frame(300)
+    frame["flag"] = frame["y"] > frame["y"].median()
+    path = _write(tmp_path / "flags.parquet", frame)
+    with pytest.raises(ValueError, match=r"^the response column 'flag' must be numeric"):
+        formula_source(path, "flag ~ x")
+    source = formula_source(path, "flag ~ x", response="labels")
+    streamed = nb.BayesianGLMClassifier(progress=False).fit(source)
+    in_memory = nb.BayesianGLMClassifier.from_formula("flag ~ x", frame, progress=False)
+    assert list(streamed.classes_) == [False, True] and streamed.classes_.dtype == bool
+    assert list(streamed.predict(frame.iloc[:20])) == list(in_memory.predict(frame.iloc[:20]))
+    with pytest.raises(ValueError, match=r"^formula must have one column of class labels"):
+        formula_source(path, "np.log(z) ~ x", response="labels")

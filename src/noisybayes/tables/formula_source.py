@@ -63,11 +63,14 @@ class FormulaSource(FileSource):
 
 def formula_source(path_or_glob: str | Path, formula: str, *,
                    file_format: Literal["parquet", "csv"] = "parquet",
-                   buffer_rows: int = 65_536) -> FormulaSource:
+                   buffer_rows: int = 65_536,
+                   response: Literal["numeric", "labels"] = "numeric") -> FormulaSource:
     """The rows of the Parquet (or CSV) files at ``path_or_glob`` as the design of
     ``formula`` (``"y ~ x1 + C(g) + np.log(x2)"``), learned from the first
     ``buffer_rows`` rows; ``source.spec`` builds the design of new rows as the estimators'
-    ``formula_`` does."""
+    ``formula_`` does. ``response="labels"`` reads a classifier's response as
+    :meth:`~noisybayes.BayesianGLMClassifier.from_formula` does: one column of labels as
+    they are (booleans or integer codes; a transformed response is refused)."""
     from formulaic import Formula
 
     buffer_rows = check_positive_int("buffer_rows", buffer_rows)
@@ -82,7 +85,7 @@ def formula_source(path_or_glob: str | Path, formula: str, *,
         raise ValueError(f"path_or_glob must name files with rows, got {str(path_or_glob)!r} "
                          "(no rows)")
     first = next(iter(pieces[0].fragment.to_batches(batch_size=buffer_rows))).to_pandas()
-    design = design_matrices(formula, first, missing="error")
+    design = design_matrices(formula, first, missing="error", response=response)
     response_spec = evaluate(lambda: Formula(formula).get_model_matrix(first)).lhs.model_spec
     response_variables = tuple(sorted(Formula(formula).lhs.required_variables))
     variables = tuple(dict.fromkeys(response_variables + design.spec.variables))
