@@ -127,10 +127,11 @@ def test_a_vi_fit_from_a_source_agrees_with_the_in_memory_fit(files, estimator):
 def test_a_source_no_larger_than_the_curvature_subsample_is_fitted_as_rows_in_memory(files):
     """3,000 rows against ``max_curvature_rows=50,000``: the one pass that reads the subsample
     reads every row, so the fit is the in-memory one (the fixed-draw solve, k-hat at those
-    rows) rather than minibatch steps. Each fixed-draw optimum is within 0.02
-    posterior sd of the exact optimum by its tolerance, and the two fits' draws differ (the
-    pass takes its row order from the seed), so they agree within 0.05 sd; the classes keep
-    the integer column's type, as in memory."""
+    rows) rather than minibatch steps. The two fits' draws differ (the pass takes its row
+    order from the seed): in-memory fits from six seeds differ by at most 8e-4 posterior sd in
+    means and 1.6e-3 in relative sds (the fixed-draw solve's own bound, 0.02, is far looser),
+    so 0.01 is a sixfold margin, and dropping 5% of the rows (sds 3% wider) fails it; the
+    classes keep the integer column's type, as in memory."""
     frame, folder = files
     frame = frame.assign(label=frame["label"].astype(int))
     pq.write_table(pa.Table.from_pandas(frame), folder / "int_labels.parquet")
@@ -140,7 +141,7 @@ def test_a_source_no_larger_than_the_curvature_subsample_is_fitted_as_rows_in_me
     info = read.posterior_.info
     assert info.solver == "lbfgs" and "3000 rows, at most max_curvature_rows" in info.reason
     mean_gap, sd_gap = _agreement(read, in_memory)
-    assert mean_gap < 0.05 and sd_gap < 0.05, (mean_gap, sd_gap)
+    assert mean_gap < 0.01 and sd_gap < 0.01, (mean_gap, sd_gap)
     assert read.classes_.dtype == in_memory.classes_.dtype and list(read.classes_) == [0, 1]
     assert read.posterior_.info.khat < 0.7  # from the rows read whole
     assert read.posterior_.data is None  # their order is the pass's: check() asks for rows

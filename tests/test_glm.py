@@ -207,6 +207,9 @@ def test_a_count_interval_is_bounded_by_counts_and_holds_at_least_its_level():
     lower, upper = equal_tailed(draws, 0.9)
     assert torch.equal(lower, lower.round()) and torch.equal(upper, upper.round())
     assert bool((((draws >= lower) & (draws <= upper)).double().mean(0) >= 0.9).all())
+    # outside the quantiles, not merely near them (the nearest draw passes the lines above)
+    assert bool((lower <= torch.quantile(draws, 0.05, dim=0)).all())
+    assert bool((upper >= torch.quantile(draws, 0.95, dim=0)).all())
     jitter = torch.rand(10, 1, generator=torch.Generator().manual_seed(1))
     continuous = torch.arange(10.0)[:, None] + 0.5 * jitter  # as before: interpolated
     assert equal_tailed(continuous, 0.9)[0].item() == torch.quantile(continuous, 0.05).item()

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from arviz import InferenceData
 
     from noisybayes.infer.calibration import PredictiveDraws
+    from noisybayes.tables.formula import Response
 
 __all__ = [
     "FLOAT_DTYPES",
@@ -279,7 +280,7 @@ class RegressionEstimator(BaseEstimator):
 
     fits_data_parallel: ClassVar[bool] = False
     # how from_formula reads the response: a numeric expression, or (a classifier's) labels
-    formula_response: ClassVar[Literal["numeric", "labels"]] = "numeric"
+    formula_response: ClassVar[Response] = "numeric"
     fit_intercept: bool
     seed: int | None
     posterior_: GaussianPosterior

@@ -75,9 +75,7 @@ class GaussianNoise(nn.Module):
 
     def __init__(self, scale: float) -> None:
         super().__init__()
-        if not is_number(scale) or not (
-            0 <= scale < math.inf
-        ):
+        if not (is_number(scale) and 0 <= scale < math.inf):
             raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
         self.scale = float(scale)
 

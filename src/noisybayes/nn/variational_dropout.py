@@ -64,9 +64,7 @@ class VariationalDropoutLinear(BayesLinear):
     def sparsity(self, threshold: float = 3.0) -> float:
         """The fraction of weights with ``log alpha > threshold``, those that can be set to
         zero (``threshold = 3``: noise sd over 4.5 times the mean, Molchanov et al. 2017)."""
-        if not is_number(threshold) or not (
-            math.isfinite(threshold)
-        ):
+        if not (is_number(threshold) and math.isfinite(threshold)):
             raise ValueError(f"threshold must be a finite number, got {threshold!r}")
         with torch.no_grad():
             return float((self.log_alpha > threshold).double().mean())

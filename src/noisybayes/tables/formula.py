@@ -16,7 +16,7 @@ from __future__ import annotations
 import keyword
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import pandas as pd
 
@@ -24,7 +24,7 @@ from noisybayes._checks import check_choice, name_list
 from noisybayes.tables.evaluate import evaluate, finite_frame
 from noisybayes.tables.group_terms import GroupData, GroupTerm, fit_group_term, split_group_terms
 
-__all__ = ["Design", "FormulaSpec", "MissingPolicy", "design_matrices", "unquoted"]
+__all__ = ["Design", "FormulaSpec", "MissingPolicy", "Response", "design_matrices", "unquoted"]
 
 MissingPolicy = Literal["drop", "error"]
 Response = Literal["numeric", "labels"]
@@ -219,7 +219,7 @@ def design_matrices(formula: str, data: Any, *, missing: MissingPolicy = "drop",
     _check_columns(formula, table, variables)
     _check_numbers_as_text(table, {name for term in parsed.rhs for factor in term.factors
                                    if (name := _bare_column(factor)) is not None})
-    labels = check_choice("response", response, ("numeric", "labels")) == "labels"
+    labels = check_choice("response", response, get_args(Response)) == "labels"
     if labels:
         _check_label_response(formula, parsed.lhs, lhs_vars)
     for name in () if labels else lhs_vars:

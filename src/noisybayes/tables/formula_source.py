@@ -24,7 +24,7 @@ from noisybayes._checks import check_positive_int
 from noisybayes.data.files import FileSource, Piece
 from noisybayes.data.formats import open_dataset, pieces_of
 from noisybayes.tables.evaluate import evaluate, finite_frame
-from noisybayes.tables.formula import FormulaSpec, design_matrices
+from noisybayes.tables.formula import FormulaSpec, Response, design_matrices
 from noisybayes.tables.group_terms import split_group_terms
 
 __all__ = ["FormulaSource", "formula_source"]
@@ -64,7 +64,7 @@ class FormulaSource(FileSource):
 def formula_source(path_or_glob: str | Path, formula: str, *,
                    file_format: Literal["parquet", "csv"] = "parquet",
                    buffer_rows: int = 65_536,
-                   response: Literal["numeric", "labels"] = "numeric") -> FormulaSource:
+                   response: Response = "numeric") -> FormulaSource:
     """The rows of the Parquet (or CSV) files at ``path_or_glob`` as the design of
     ``formula`` (``"y ~ x1 + C(g) + np.log(x2)"``), learned from the first
     ``buffer_rows`` rows; ``source.spec`` builds the design of new rows as the estimators'
